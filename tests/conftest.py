@@ -1,0 +1,32 @@
+"""Shared fixtures: one session-scoped local Spark, and paths to the shipped sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+
+# Tests never reach a hub: everything loads from local folders or wheels.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from captionrec.config.schema import SparkConfig
+    from captionrec.spark.session import get_spark
+
+    session = get_spark(SparkConfig(master="local[2]", app_name="captionrec-tests", driver_memory="3g", shuffle_partitions=2))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not (SAMPLE / "videos").is_dir():
+        pytest.fail(f"shipped sample missing at {SAMPLE}; regenerate with `captionrec sample --out {SAMPLE}`")
+    return SAMPLE

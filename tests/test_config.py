@@ -1,0 +1,95 @@
+"""Config: profiles, overrides, errors that name the key, and the CLI's config command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from captionrec.config import Config, ConfigError, flatten, load_config, to_plain
+from captionrec.config.loader import parse_overrides
+
+
+def test_local_profile_defaults():
+    cfg = load_config("local")
+    assert isinstance(cfg, Config)
+    assert cfg.profile == "local"
+    assert cfg.spark.master.startswith("local")
+    assert cfg.storage.backend == "auto"
+    assert cfg.tracking.tracking_uri.startswith("sqlite:")
+
+
+@pytest.mark.parametrize("profile", ["cluster", "databricks"])
+def test_cluster_profiles_use_active_session_and_delta_spark(profile):
+    cfg = load_config(profile)
+    assert cfg.spark.master == "active"
+    assert cfg.storage.backend == "delta-spark"
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("local", ["spark.shuffle_partitions=8", "storage.root=/tmp/x", "spark.conf={a.b: c}"])
+    assert cfg.spark.shuffle_partitions == 8
+    assert cfg.storage.root == "/tmp/x"
+    assert dict(cfg.spark.conf) == {"a.b": "c"}
+
+
+def test_stage_relative_override():
+    cfg = load_config("local", ["model=two_tower"], stage="train")
+    assert cfg.train.model == "two_tower"
+    with pytest.raises(ConfigError, match="unknown config key 'model'"):
+        load_config("local", ["model=two_tower"])  # no stage: 'model' is not a root key
+
+
+def test_unknown_key_is_named_with_suggestion():
+    with pytest.raises(ConfigError) as err:
+        load_config("local", ["spark.shufle_partitions=3"])
+    assert "spark.shufle_partitions" in str(err.value)
+    assert "spark.shuffle_partitions" in str(err.value)  # did you mean
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="spark.shuffle_partitions: expected an integer"):
+        load_config("local", ["spark.shuffle_partitions=many"])
+    with pytest.raises(ConfigError, match="storage.backend: 'sqlite' is not one of"):
+        load_config("local", ["storage.backend=sqlite"])
+
+
+def test_bad_override_syntax_and_profile():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["spark.master"])
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        load_config("nope")
+
+
+def test_extra_yaml_file_and_errors(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("ingest:\n  probe_partitions: 3\n")
+    assert load_config("local", extra_files=[extra]).ingest.probe_partitions == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest:\n  probe_partitons: 3\n")
+    with pytest.raises(ConfigError, match="ingest.probe_partitons"):
+        load_config("local", extra_files=[bad])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("local", extra_files=[tmp_path / "missing.yaml"])
+
+
+def test_config_is_frozen_and_flattens():
+    cfg = load_config("local")
+    with pytest.raises(Exception):
+        cfg.spark.master = "x"  # type: ignore[misc]
+    flat = flatten(cfg)
+    assert flat["spark.master"] == cfg.spark.master
+    assert "train.model" in flat
+    assert to_plain(cfg)["storage"]["root"] == cfg.storage.root
+
+
+def test_cli_config_command_prints_effective_config_and_rejects_bad_keys():
+    ok = subprocess.run([sys.executable, "-m", "captionrec.cli", "config", "spark.shuffle_partitions=7"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "shuffle_partitions: 7" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "captionrec.cli", "ingest", "ingest.bogus=1"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "ingest.bogus" in bad.stderr
