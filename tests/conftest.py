@@ -13,6 +13,11 @@ SAMPLE = REPO / "data" / "sample"
 # Tests never reach a hub: everything loads from local folders or wheels.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Spark pickles functions defined in test modules by reference: its Python workers (started by the JVM,
+# which inherits this environment) must be able to import them.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(REPO / "tests"), str(REPO / "lib"), os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 @pytest.fixture(scope="session")
