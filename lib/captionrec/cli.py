@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     spark = get_spark(cfg.spark)
     store = open_store(spark, cfg.storage)
-    log.info("tables: backend=%s root=%s", store.backend, store.location(""))
+    log.info("tables: backend=%s root=%s catalog=%s", store.backend, cfg.storage.root, cfg.storage.catalog)
     for name in PIPELINE.get(args.command, (args.command,)):
         summary = run_stage(name, cfg, spark, store)
         print_summary(summary)
