@@ -70,17 +70,18 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    configure_logging(args.log_level)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("sample", "tiny-models"):  # helpers with their own options
+        configure_logging("INFO")
+        if argv[0] == "sample":
+            from captionrec.sample.generate import main as sample_main
 
-    if args.command == "sample":
-        from captionrec.sample.generate import main as sample_main
-
-        return sample_main(list(args.overrides)) or 0
-    if args.command == "tiny-models":
+            return sample_main(argv[1:]) or 0
         from captionrec.testing.tiny import main as tiny_main
 
-        return tiny_main(list(args.overrides)) or 0
+        return tiny_main(argv[1:]) or 0
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
 
     stage = args.command if args.command in STAGES else None
     try:
