@@ -1,0 +1,264 @@
+"""The table-store interface shared by both Delta backends, and the helpers both use.
+
+Semantics every backend keeps (the contract tests in tests/test_tables.py check them):
+- every write is one driver-side commit and returns the table's new version;
+- `upsert` / `insert_missing` MERGE on `keys`; the source is deduplicated on the keys first and the
+  LAST row per key (in the DataFrame's order, i.e. the order `collect()` returns) wins; rows with a
+  null key are rejected (`ValueError`): a null never matches in MERGE, so they would be re-inserted
+  on every run;
+- `append` / MERGE need the DataFrame's columns to be the table's columns (any order); a type may be
+  widened (int -> long, float -> double, timestamp_ntz -> timestamp); anything else is a `ValueError`.
+  `overwrite` replaces data and schema;
+- timestamp_ntz columns are stored as Delta `timestamp`, their wall-clock values taken as UTC (keeps
+  tables on protocol (1, 2)); a MERGE that changes nothing commits nothing (delta-rs).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:  # pyspark is imported lazily: nothing here needs it at import time
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEDUP_ORDER = "__captionrec_order"
+_DEDUP_RANK = "__captionrec_rank"
+
+
+class TableNotFoundError(LookupError):
+    """A table that is read (or asked for its history) does not exist."""
+
+    def __init__(self, name: str, location: str):
+        super().__init__(f"Delta table {name!r} not found at {location}")
+        self.name = name
+        self.location = location
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    inserted: int
+    updated: int
+    version: int | None  # the table's version after the MERGE (unchanged when nothing was written)
+
+
+class TableStore(ABC):
+    """Named Delta tables under one root (a path/URI) or one catalog schema."""
+
+    backend: str
+
+    def __init__(self, spark: "SparkSession"):
+        self.spark = spark
+
+    # -- the interface -------------------------------------------------------------------------
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def location(self, name: str) -> str: ...
+
+    @abstractmethod
+    def read(self, name: str, version: int | None = None) -> "DataFrame": ...
+
+    @abstractmethod
+    def append(self, name: str, df: "DataFrame") -> int: ...
+
+    @abstractmethod
+    def overwrite(self, name: str, df: "DataFrame") -> int: ...
+
+    @abstractmethod
+    def upsert(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult: ...
+
+    @abstractmethod
+    def insert_missing(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult: ...
+
+    @abstractmethod
+    def version(self, name: str) -> int | None: ...
+
+    @abstractmethod
+    def history(self, name: str, limit: int | None = None) -> list[dict]:
+        """Commits newest first: dicts with version, timestamp (aware UTC datetime), operation,
+        operationParameters, operationMetrics (numeric strings turned into ints)."""
+
+    def count(self, name: str) -> int:
+        """Rows in the table's current version."""
+        return self.read(name).count()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r})"
+
+
+# -- helpers shared by the backends ------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"table name must be an identifier ([A-Za-z_][A-Za-z0-9_]*), got {name!r}")
+    return name
+
+
+def check_keys(df: "DataFrame", keys: Sequence[str]) -> list[str]:
+    if isinstance(keys, str):
+        keys = [keys]
+    keys = list(keys)
+    if not keys:
+        raise ValueError("MERGE needs at least one key column")
+    missing = [k for k in keys if k not in df.columns]
+    if missing:
+        raise ValueError(f"key column(s) {missing} not in the DataFrame (columns: {df.columns})")
+    return keys
+
+
+def merge_predicate(keys: Sequence[str], target: str = "t", source: str = "s") -> str:
+    return " AND ".join(f"`{target}`.`{k}` = `{source}`.`{k}`" for k in keys)
+
+
+def dedupe_last(df: "DataFrame", keys: Sequence[str]) -> "DataFrame":
+    """Reject null keys; keep the last row per key in the DataFrame's order (Spark-side).
+
+    `monotonically_increasing_id` follows partition index then position, i.e. `collect()` order.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    any_null = None
+    for k in keys:
+        cond = F.col(k).isNull()
+        any_null = cond if any_null is None else (any_null | cond)
+    n_null = df.filter(any_null).limit(1).count()
+    if n_null:
+        raise ValueError(f"source has rows with a null key in {list(keys)}: null keys never match in MERGE")
+    w = Window.partitionBy(*[F.col(k) for k in keys]).orderBy(F.col(_DEDUP_ORDER).desc())
+    return (
+        df.withColumn(_DEDUP_ORDER, F.monotonically_increasing_id())
+        .withColumn(_DEDUP_RANK, F.row_number().over(w))
+        .filter(F.col(_DEDUP_RANK) == 1)
+        .drop(_DEDUP_ORDER, _DEDUP_RANK)
+    )
+
+
+def _nullable(dt: "DataType") -> "DataType":
+    """The same type with every nullable flag set (for comparisons that ignore nullability)."""
+    from pyspark.sql.types import ArrayType, MapType, StructField, StructType
+
+    if isinstance(dt, StructType):
+        return StructType([StructField(f.name, _nullable(f.dataType), True) for f in dt.fields])
+    if isinstance(dt, ArrayType):
+        return ArrayType(_nullable(dt.elementType), True)
+    if isinstance(dt, MapType):
+        return MapType(_nullable(dt.keyType), _nullable(dt.valueType), True)
+    return dt
+
+
+def _widens(src: "DataType", dst: "DataType") -> bool:
+    from pyspark.sql.types import (
+        ByteType,
+        DoubleType,
+        FloatType,
+        IntegerType,
+        LongType,
+        ShortType,
+        TimestampNTZType,
+        TimestampType,
+    )
+
+    ints = [ByteType, ShortType, IntegerType, LongType]
+    si = next((i for i, t in enumerate(ints) if isinstance(src, t)), None)
+    di = next((i for i, t in enumerate(ints) if isinstance(dst, t)), None)
+    if si is not None and di is not None:
+        return si <= di
+    if isinstance(src, FloatType) and isinstance(dst, DoubleType):
+        return True
+    return isinstance(src, TimestampNTZType) and isinstance(dst, TimestampType)
+
+
+def align_to_schema(df: "DataFrame", target: "StructType", name: str) -> "DataFrame":
+    """Select `df`'s columns in `target`'s order, widening types where safe; ValueError otherwise."""
+    from pyspark.sql import functions as F
+
+    cols = {c.lower(): c for c in df.columns}
+    tcols = [f.name for f in target.fields]
+    missing = [c for c in tcols if c.lower() not in cols]
+    extra = [c for c in df.columns if c.lower() not in {t.lower() for t in tcols}]
+    if missing or extra:
+        raise ValueError(
+            f"columns don't match table {name!r}: missing {missing}, not in table {extra} "
+            f"(use overwrite to change a table's schema)"
+        )
+    src_types = {f.name: f.dataType for f in df.schema.fields}
+    out, bad = [], []
+    for f in target.fields:
+        src_name = cols[f.name.lower()]
+        st = src_types[src_name]
+        if _nullable(st) == _nullable(f.dataType):
+            out.append(F.col(f"`{src_name}`").alias(f.name))
+        elif _widens(st, f.dataType):
+            out.append(F.col(f"`{src_name}`").cast(f.dataType).alias(f.name))
+        else:
+            bad.append(f"{f.name}: {st.simpleString()} vs table {f.dataType.simpleString()}")
+    if bad:
+        raise ValueError(f"column types don't match table {name!r}: " + "; ".join(bad))
+    return df.select(*out)
+
+
+def ntz_to_utc(df: "DataFrame") -> "DataFrame":
+    """Top-level timestamp_ntz columns become timestamps, their wall-clock values taken as UTC.
+
+    Keeps tables on Delta protocol (1, 2): timestamp_ntz needs the timestampNtz table feature.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import TimestampNTZType
+
+    ntz = [f.name for f in df.schema.fields if isinstance(f.dataType, TimestampNTZType)]
+    if not ntz:
+        return df
+    tz = df.sparkSession.conf.get("spark.sql.session.timeZone", "UTC") or "UTC"
+    cols = []
+    for c in df.columns:
+        if c in ntz:
+            local = F.convert_timezone(F.lit("UTC"), F.lit(tz), F.col(f"`{c}`"))  # UTC wall clock -> session's
+            cols.append(local.cast("timestamp").alias(c))
+        else:
+            cols.append(F.col(f"`{c}`"))
+    return df.select(*cols)
+
+
+def _intish(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            return v
+    return v
+
+
+def history_entry(
+    version: int, timestamp_ms: int | None, operation: str | None, params: Mapping | None, metrics: Mapping | None
+) -> dict:
+    ts = None if timestamp_ms is None else _dt.datetime.fromtimestamp(int(timestamp_ms) / 1000, tz=_dt.timezone.utc)
+    return {
+        "version": int(version),
+        "timestamp": ts,
+        "operation": operation,
+        "operationParameters": dict(params or {}),
+        "operationMetrics": {k: _intish(v) for k, v in dict(metrics or {}).items()},
+    }
+
+
+def is_uri(root: str) -> bool:
+    return "://" in root or root.startswith("file:")
+
+
+def resolve_root(root: str) -> str:
+    """A URI stays as given (without a trailing slash); a local path becomes absolute."""
+    from pathlib import Path
+
+    if not root:
+        raise ValueError("storage root is empty")
+    if is_uri(root):
+        return root.rstrip("/")
+    return str(Path(root).expanduser().resolve())
