@@ -370,17 +370,12 @@ def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
     pairs, q_pairs = clean_pairs(read_pairs(spark, pairs_path))
     videos = list_videos(spark, videos_dir).cache()
 
-    to_probe = changed_videos(videos, existing).cache()
-    n_probe = to_probe.count()
-    probes = probe_videos(to_probe, cfg.ingest.probe_partitions).cache()
-    probes.count()  # probe once; items and quarantine below reuse it
+    probes = probe_videos(changed_videos(videos, existing), cfg.ingest.probe_partitions).cache()
+    n_probed = probes.count()  # probe once; items and quarantine below reuse the cached result
     item_rows = build_items(titles, videos, probes, existing).cache()
-    n_item_rows = item_rows.count()
-    items_result = store.upsert("items", item_rows, ITEM_KEYS) if n_item_rows else None
+    items_result = store.upsert("items", item_rows, ITEM_KEYS)  # an empty change commits nothing
 
-    all_items = store.read("items") if store.exists("items") else item_rows
-    interactions, q_unknown = filter_known_items(pairs, all_items)
-    interactions = interactions.cache()
+    interactions, q_unknown = filter_known_items(pairs, store.read("items"))
     inter_result = store.insert_missing("interactions", interactions, INTERACTION_KEYS)
 
     quarantine = (
@@ -388,27 +383,28 @@ def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
         .unionByName(q_unknown)
         .unionByName(video_quarantine(item_rows))
         .dropDuplicates(QUARANTINE_KEYS)
-        .cache()
     )
     q_result = store.insert_missing("quarantine", quarantine, QUARANTINE_KEYS)
 
     reasons = {r["reason"]: r["n"] for r in
                store.read("quarantine").groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-    items_now = store.read("items")
+    item_stats = store.read("items").agg(
+        F.count(F.lit(1)).alias("total"), F.count(F.when(F.col("probe_status") == "ok", 1)).alias("ok")
+    ).first()
     summary = {
         "source": src,
         "videos_found": videos.count(),
-        "videos_probed": n_probe,
-        "items_upserted": (items_result.inserted + items_result.updated) if items_result else 0,
-        "items_total": items_now.count(),
-        "items_video_ok": items_now.where(F.col("probe_status") == "ok").count(),
+        "videos_probed": n_probed,
+        "items_upserted": items_result.inserted + items_result.updated,
+        "items_total": item_stats["total"],
+        "items_video_ok": item_stats["ok"],
         "interactions_inserted": inter_result.inserted,
-        "interactions_total": store.read("interactions").count(),
+        "interactions_total": store.count("interactions"),
         "quarantine_inserted": q_result.inserted,
         "quarantine_total": sum(reasons.values()),
         "quarantine_by_reason": dict(sorted(reasons.items())),
         "table_versions": {t: store.version(t) for t in ("items", "interactions", "quarantine")},
     }
-    for df in (videos, to_probe, probes, item_rows, interactions, quarantine):
+    for df in (videos, probes, item_rows):
         df.unpersist()
     return summary
