@@ -262,7 +262,7 @@ def _probe_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             try:
                 p = probe(to_local_path(path))
                 row.update(
-                    duration_s=p.duration_s, width=p.width, height=p.height, fps=p.fps, has_audio=p.has_audio,
+                    duration_s=p.duration_s, width=p.display_width, height=p.display_height, fps=p.fps, has_audio=p.has_audio,
                     video_codec=p.video_codec, audio_codec=p.audio_codec, probe_status="ok", probe_detail=None,
                 )
             except MediaError as exc:
