@@ -29,9 +29,11 @@ demo: install tiny-models
 	$(BIN)/captionrec all
 	@echo; echo "Tables under ./lakehouse (Delta), MLflow runs in ./mlflow.db: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
+# The suite in the main environment, then the petastorm loader in its own pinned one (pyarrow <= 14).
 # pytest exits 5 when a selection holds no test: that is not a failure of the suite.
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
+	@if [ -z "$(PYTEST_ARGS)" ]; then bash .ci/petastorm.sh; fi
 
 test-all: install
 	$(MAKE) test PYTEST_ARGS='-m ""'

@@ -1,11 +1,155 @@
-"""Train stage config (owned with the train job)."""
+"""Train stage config (owned with the train job).
+
+`captionrec train model=sasrec features=title split.protocol=loo` — keys of this section may drop the
+`train.` prefix on the command line.
+
+`features` names what an item is made of: `id` (a learned embedding per item), a feature set from
+`item_features` (`title`, `mllm_av`, ...: frozen vectors -> projection MLP), several sets joined with
+`+` (their vectors are concatenated), or a fusion with `id` (`id+mllm_av`). The item representation
+mode (`item_repr`: id | feature | id+feature) is derived from it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+# Public feature-set names (DESIGN.md); `id` is the learned-embedding pseudo set.
+KNOWN_FEATURE_SETS = ("id", "title", "mllm_video", "mllm_audio", "mllm_av", "videomae", "audio_raw")
+
+
+@dataclass(frozen=True)
+class NegativesConfig:
+    # in_batch: the other targets of the batch; uniform: `num_uniform` items drawn uniformly per step
+    # (shared by the batch); both: the two together.
+    mode: Literal["in_batch", "uniform", "both"] = "both"
+    num_uniform: int = 128
+
+    def __post_init__(self) -> None:
+        if self.mode in ("uniform", "both") and self.num_uniform < 1:
+            raise ValueError(f"negatives.num_uniform must be >= 1 with mode={self.mode}, got {self.num_uniform}")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    # rolling: the paper's protocol. For window k, fit on interactions before t_k - window_days, validate on
+    # [t_k - window_days, t_k) (epoch selection), test on [t_k, t_k + window_days).
+    # loo: leave-one-out per user (last interaction = test, the one before = validation; MicroLens/RecBole).
+    protocol: Literal["rolling", "loo"] = "rolling"
+    num_windows: int = 3
+    window_days: int = 7
+    # ISO date/time (UTC) of t_0; null: derive it so that the last test window ends at the data's end.
+    start: Optional[str] = None
+    # Test cases per user and window: every test interaction (`all`) or the user's first one (`first`).
+    test_targets: Literal["all", "first"] = "all"
+
+    def __post_init__(self) -> None:
+        if self.num_windows < 1:
+            raise ValueError(f"split.num_windows must be >= 1, got {self.num_windows}")
+        if self.window_days < 1:
+            raise ValueError(f"split.window_days must be >= 1, got {self.window_days}")
+        if self.start is not None:
+            import datetime as dt
+
+            try:
+                dt.datetime.fromisoformat(self.start)
+            except ValueError as exc:
+                raise ValueError(f"split.start: {self.start!r} is not an ISO date/time") from exc
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "sasrec"
+    model: Literal["sasrec", "two_tower"] = "sasrec"
     features: str = "id"
+    # Keep only vectors of this embedding model in item_features (null: the newest model_id per set).
+    feature_model_id: Optional[str] = None
+
+    # -- model -------------------------------------------------------------------------------
+    max_seq_len: int = 20
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    # Hidden width of the feature projection MLP (frozen vectors -> dim).
+    feature_hidden: int = 256
+    # Two-Tower: add a learned user-id embedding to the user tower (users unseen in training get none).
+    user_id_in_tower: bool = False
+
+    # -- optimisation ------------------------------------------------------------------------
+    epochs: int = 20
+    # Fixed optimiser steps per epoch on every rank (uneven DDP shards can't hang); 0: derive it from the
+    # training rows (ceil(rows / (batch_size * world))), the same number on every rank.
+    steps_per_epoch: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    temperature: float = 1.0
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    # Keep the epoch with the best validation nDCG@10 (else: the last epoch).
+    select_best_epoch: bool = True
+
+    # -- evaluation --------------------------------------------------------------------------
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Full ranking over all items; mask items the user already interacted with (repeat targets are
+    # then dropped from the test cases and counted).
+    exclude_seen: bool = True
+    ks: tuple[int, ...] = (10, 20)
+    eval_batch_size: int = 512
+
+    # -- execution ---------------------------------------------------------------------------
+    # 1: run in this process (no distributor); N > 1: TorchDistributor with N processes.
+    num_processes: int = 2
+    # TorchDistributor local_mode: processes on the driver (embedded default) vs barrier tasks on executors.
+    local_mode: bool = True
+    use_gpu: bool = False
+    # CPU threads per training process (0: the cores divided among the local processes). Small models
+    # train faster on 1 thread on a busy machine (OpenMP spin-waiting), so tests pin it to 1.
+    torch_threads: int = 0
+    loader: Literal["auto", "petastorm", "pyarrow"] = "auto"
+    # petastorm converter cache (a URI every process can read); null: a temp folder (local runs only).
+    petastorm_cache_dir: Optional[str] = None
+    seed: int = 42
+    # Derived table written per run (ints only: readable by pyarrow 14 / petastorm).
+    sequences_table: str = "train_sequences"
+    log_model: bool = True
+
+    def __post_init__(self) -> None:
+        parts = self.feature_parts
+        if not parts or any(not p for p in parts):
+            raise ValueError(f"features: {self.features!r} is not a feature-set name or a '+' fusion")
+        unknown = [p for p in parts if p not in KNOWN_FEATURE_SETS]
+        if unknown:
+            raise ValueError(f"features: unknown feature set(s) {unknown}; known: {', '.join(KNOWN_FEATURE_SETS)}")
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"features: {self.features!r} names a set twice")
+        if self.max_seq_len < 1 or self.dim < 1 or self.layers < 1 or self.heads < 1:
+            raise ValueError("max_seq_len, dim, layers and heads must be >= 1")
+        if self.model == "sasrec" and self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.epochs < 1 or self.batch_size < 1 or self.steps_per_epoch < 0 or self.eval_batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1, steps_per_epoch >= 0")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive cutoffs, got {self.ks}")
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    @property
+    def feature_parts(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.features.split("+"))
+
+    @property
+    def feature_sets(self) -> tuple[str, ...]:
+        """The item_features sets to load (everything but `id`), in the order given."""
+        return tuple(p for p in self.feature_parts if p != "id")
+
+    @property
+    def item_repr(self) -> str:
+        """id | feature | id+feature."""
+        has_id = "id" in self.feature_parts
+        if not self.feature_sets:
+            return "id"
+        return "id+feature" if has_id else "feature"

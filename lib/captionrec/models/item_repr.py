@@ -1,0 +1,85 @@
+"""The item representation both models share: learned id embedding, frozen feature vectors -> MLP, or both.
+
+Items without a feature vector (a failed caption, a missing embedding) have `feature_mask == False`:
+in `feature` mode they get one learned "missing-feature" vector (shared by all such items) instead of
+the MLP output; in `id+feature` mode that shared vector is added to their own id embedding, so the id
+part still tells them apart. Index 0 is padding and always maps to zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+MODES = ("id", "feature", "id+feature")
+
+
+class ItemRepresentation(nn.Module):
+    def __init__(
+        self,
+        num_items: int,
+        dim: int,
+        mode: str = "id",
+        features: Optional[torch.Tensor] = None,  # (N + 1, F) float, row 0 = padding
+        feature_mask: Optional[torch.Tensor] = None,  # (N + 1,) bool: item has a vector
+        hidden: int = 256,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"item representation mode {mode!r} is not one of {MODES}")
+        self.mode = mode
+        self.num_items = num_items  # real items are 1..num_items
+        self.dim = dim
+        self.use_id = mode in ("id", "id+feature")
+        self.use_feature = mode in ("feature", "id+feature")
+
+        if self.use_id:
+            self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
+            nn.init.normal_(self.id_embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.id_embedding.weight[0].zero_()
+
+        if self.use_feature:
+            if features is None:
+                raise ValueError(f"mode {mode!r} needs a feature matrix")
+            if features.dim() != 2 or features.shape[0] != num_items + 1:
+                raise ValueError(f"features must be (num_items + 1, F) = ({num_items + 1}, F), got {tuple(features.shape)}")
+            if feature_mask is None:
+                feature_mask = features.abs().sum(dim=1) > 0
+            feature_mask = feature_mask.clone().bool()
+            feature_mask[0] = False
+            # Frozen: buffers move with .to(device) and are saved, but get no gradient.
+            self.register_buffer("features", features.float().clone(), persistent=True)  # (N + 1, F)
+            self.register_buffer("feature_mask", feature_mask, persistent=True)  # (N + 1,)
+            self.projection = nn.Sequential(
+                nn.Linear(features.shape[1], hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, dim),
+            )
+            self.missing = nn.Parameter(torch.zeros(dim))
+            nn.init.normal_(self.missing, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (...) long -> (..., D); padding (0) -> zeros."""
+        out = None
+        if self.use_id:
+            out = self.id_embedding(idx)  # (..., D)
+        if self.use_feature:
+            has = self.feature_mask[idx].unsqueeze(-1).to(self.missing.dtype)  # (..., 1)
+            proj = self.projection(self.features[idx])  # (..., D)
+            feat = proj * has + self.missing * (1.0 - has)  # (..., D)
+            out = feat if out is None else out + feat
+        pad = (idx != 0).unsqueeze(-1).to(out.dtype)  # (..., 1)
+        return out * pad
+
+    def all_items(self) -> torch.Tensor:
+        """(N + 1, D) for every item index, row 0 zeros."""
+        idx = torch.arange(self.num_items + 1, device=self._device())
+        return self.forward(idx)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,257 @@
+"""Reading the sequences table inside each training process.
+
+Two loaders, one interface (`SequenceSource` is made on the driver and pickled to every rank):
+- pyarrow (default, any pyarrow): every rank reads the table's live parquet files with a filter on
+  (window, role) and keeps rows `rank::world`; training batches come from a per-rank shuffled cycle.
+- petastorm (where it imports: pyarrow <= 14, e.g. Databricks ML runtimes): the driver makes one
+  `make_spark_converter` dataset per window; each rank reads its shard with `make_torch_dataloader`
+  (`make_batch_reader` underneath). Evaluation rows (variable-length `seen`) always use pyarrow.
+
+Training iterators are infinite: the loop takes a fixed number of steps per epoch on every rank, so
+uneven shards can't leave one rank waiting in an all-reduce.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import torch
+
+from captionrec.training.splits import FIT
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+
+def petastorm_available() -> bool:
+    """True when petastorm's Spark converter imports (it fails on pyarrow >= 16, misbehaves on 15)."""
+    try:
+        import pyarrow
+
+        if int(pyarrow.__version__.split(".")[0]) >= 15:
+            return False
+        from petastorm.spark import make_spark_converter  # noqa: F401  (the import is the check)
+    except Exception:
+        return False
+    return True
+
+
+def resolve_loader(requested: str) -> str:
+    """auto -> petastorm when available, else pyarrow; an explicit petastorm that can't import is an error."""
+    if requested == "pyarrow":
+        return "pyarrow"
+    ok = petastorm_available()
+    if requested == "petastorm" and not ok:
+        raise RuntimeError(
+            "loader=petastorm but petastorm does not import here (it needs pyarrow <= 14; see "
+            "constraints/petastorm.txt); use loader=pyarrow or loader=auto"
+        )
+    if requested not in ("auto", "petastorm"):
+        raise ValueError(f"loader {requested!r} is not auto | petastorm | pyarrow")
+    return "petastorm" if ok else "pyarrow"
+
+
+@dataclass
+class SequenceSource:
+    """What a rank needs to read the sequences table. Picklable."""
+
+    loader: str  # "pyarrow" | "petastorm"
+    files: tuple[str, ...]  # live parquet files of the table (URIs or paths)
+    converters: dict[int, Any] = field(default_factory=dict)  # window -> petastorm SparkDatasetConverter
+
+    def close(self) -> None:
+        """Delete petastorm's cached copies (driver side)."""
+        for conv in self.converters.values():
+            try:
+                conv.delete()
+            except Exception as exc:  # a cache already gone is fine
+                log.debug("petastorm cache cleanup: %s", exc)
+        self.converters = {}
+
+
+def make_source(
+    sequences: "DataFrame",
+    windows: Sequence[int],
+    loader: str = "auto",
+    world: int = 1,
+    cache_dir: Optional[str] = None,
+) -> SequenceSource:
+    """Driver side: `sequences` must be a read of the table (its `inputFiles()` are the live files)."""
+    kind = resolve_loader(loader)
+    files = tuple(sequences.inputFiles())
+    if not files:
+        raise ValueError("the sequences table has no files (nothing to train on)")
+    source = SequenceSource(loader=kind, files=files)
+    if kind == "petastorm":
+        source.converters = petastorm_converters(sequences, windows, world, cache_dir)
+    return source
+
+
+def petastorm_converters(
+    sequences: "DataFrame", windows: Sequence[int], world: int, cache_dir: Optional[str] = None
+) -> dict[int, Any]:
+    """One petastorm converter per window over its fit rows (user_idx, seq), at least `world` files."""
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+    from pyspark.sql import functions as F
+
+    spark = sequences.sparkSession
+    conf_key = SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF
+    if cache_dir is None:
+        try:
+            cache_dir = spark.conf.get(conf_key)
+        except Exception:
+            cache_dir = None
+    if not cache_dir:
+        cache_dir = "file://" + tempfile.mkdtemp(prefix="captionrec-petastorm-")
+    spark.conf.set(conf_key, cache_dir)
+    out = {}
+    for w in windows:
+        part = (
+            sequences.where((F.col("window") == w) & (F.col("role") == FIT))
+            .select(F.col("user_idx").cast("int"), F.col("seq"))
+            .repartition(max(2, world))  # petastorm shards by row group: every rank needs at least one
+        )
+        out[int(w)] = make_spark_converter(part)
+    return out
+
+
+# -- pyarrow reading ---------------------------------------------------------------------------------
+
+
+def _filesystem(files: Sequence[str]):
+    """(pyarrow filesystem, paths) for local paths, file:/dbfs: URIs and object-store URIs."""
+    import pyarrow.fs as pafs
+
+    from captionrec.paths import to_local_path
+
+    local = [to_local_path(f) for f in files]
+    if all("://" not in f for f in local):
+        return pafs.LocalFileSystem(), local
+    uris = [f.replace("s3a://", "s3://", 1) for f in files]  # Hadoop's s3a is pyarrow's s3
+    fs, _ = pafs.FileSystem.from_uri(uris[0])
+    return fs, [pafs.FileSystem.from_uri(u)[1] for u in uris]
+
+
+def _list_to_matrix(column, width: Optional[int] = None) -> np.ndarray:
+    """A list<int> column -> (rows, width) int64, right-padded with 0 (width: the longest list)."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(arr)
+    offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+    lengths = offsets[1:] - offsets[:-1]
+    if width is None:
+        width = int(lengths.max()) if n else 0
+    if n and (lengths == width).all():
+        return values.reshape(n, width)
+    out = np.zeros((n, max(width, 1)), dtype=np.int64)
+    rows = np.repeat(np.arange(n), lengths)
+    cols = np.arange(len(values)) - np.repeat(offsets[:-1] - offsets[0], lengths)
+    out[rows, cols] = values
+    return out
+
+
+def read_rows(
+    files: Sequence[str],
+    window: int,
+    roles: Sequence[int],
+    columns: Sequence[str] = ("user_idx", "seq"),
+) -> dict[str, np.ndarray]:
+    """Rows of one window and role(s) as numpy: ints -> (R,), list columns -> (R, width) 0-padded.
+
+    Rows come sorted by (role, user_idx, chunk) so every process sees the same order.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    fs, paths = _filesystem(files)
+    dataset = ds.dataset(list(paths), format="parquet", filesystem=fs)
+    wanted = list(dict.fromkeys([*columns, "role", "user_idx", "chunk"]))
+    flt = (ds.field("window") == window) & ds.field("role").isin(list(roles))
+    table = dataset.to_table(columns=wanted, filter=flt)
+    if table.num_rows:
+        order = pc.sort_indices(table, sort_keys=[("role", "ascending"), ("user_idx", "ascending"), ("chunk", "ascending")])
+        table = table.take(order)
+    out: dict[str, np.ndarray] = {}
+    for name in columns:
+        col = table.column(name)
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            out[name] = _list_to_matrix(col)
+        else:
+            out[name] = np.asarray(col.to_numpy(), dtype=np.int64)
+    return out
+
+
+def shard_rows(rows: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
+    """Rows rank::world of every column."""
+    return {k: v[rank::world] for k, v in rows.items()}
+
+
+def _pyarrow_batches(
+    rows: dict[str, np.ndarray], batch_size: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    n = len(rows["seq"])
+    if n == 0:
+        raise ValueError("no training rows for this window")
+    rng = np.random.default_rng(seed)
+    seq = torch.from_numpy(rows["seq"])
+    users = torch.from_numpy(rows["user_idx"])
+    while True:
+        perm = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            idx = torch.from_numpy(perm[i : i + batch_size])
+            if len(idx) < batch_size and n >= batch_size:  # top up the ragged tail from the next cycle
+                idx = torch.cat([idx, torch.from_numpy(rng.permutation(n)[: batch_size - len(idx)])])
+            yield {"seq": seq[idx], "user_idx": users[idx]}  # (B, L + 1), (B,)
+
+
+def _petastorm_batches(converter, rank: int, world: int, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    with converter.make_torch_dataloader(
+        batch_size=batch_size,
+        num_epochs=None,
+        workers_count=1,
+        cur_shard=rank,
+        shard_count=world,
+        shuffling_queue_capacity=4 * batch_size,
+        seed=seed,
+    ) as loader:
+        for batch in loader:
+            yield {"seq": batch["seq"].long(), "user_idx": batch["user_idx"].long()}
+
+
+def train_batches(
+    source: SequenceSource, window: int, rank: int, world: int, batch_size: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless iterator of this rank's training batches: {'seq': (B, L + 1) long, 'user_idx': (B,) long}."""
+    if source.loader == "petastorm":
+        if window not in source.converters:
+            raise KeyError(f"no petastorm converter for window {window}")
+        return _petastorm_batches(source.converters[window], rank, world, batch_size, seed + rank)
+    rows = read_rows(source.files, window, [FIT], ("user_idx", "seq"))
+    total = len(rows["seq"])
+    # Fewer rows than ranks: every rank trains on all of them rather than on nothing.
+    mine = shard_rows(rows, rank, world) if total >= world else rows
+    return _pyarrow_batches(mine, batch_size, seed + 1000 * rank)
+
+
+def count_train_rows(source: SequenceSource, window: int) -> int:
+    import pyarrow.dataset as ds
+
+    fs, paths = _filesystem(source.files)
+    dataset = ds.dataset(list(paths), format="parquet", filesystem=fs)
+    return dataset.count_rows(filter=(ds.field("window") == window) & (ds.field("role") == FIT))
+
+
+def eval_rows(source: SequenceSource, window: int, role: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
+    """This rank's evaluation cases: seq (R, L + 1), target, cold, repeat (R,), seen (R, S), user_idx (R,)."""
+    rows = read_rows(source.files, window, [role], ("user_idx", "seq", "target", "cold", "repeat", "seen"))
+    return shard_rows(rows, rank, world)
