@@ -2,8 +2,9 @@
 
     captionrec tiny-models --out models/tiny
 
-Layout: <out>/captioning/<name> (Qwen2.5-VL, Qwen2-Audio, Whisper in CTranslate2 format, AST) and
-<out>/features/<name> (BERT sentence-transformers embedder, VideoMAE; audio_raw reuses the AST).
+Layout: <out>/<name>, flat, where the stages' `tiny:<name>` model references look (caption.tiny_models_dir,
+embed.tiny_models_dir): Qwen2.5-VL, Qwen2-Audio, Whisper in CTranslate2 format, AST (the caption stage's
+sound tagger and the embed stage's audio_raw encoder), a BERT sentence-transformers embedder, VideoMAE.
 Builds are deterministic and idempotent (a folder with a complete marker is not rebuilt).
 """
 
@@ -21,9 +22,8 @@ def build_all(out: str | os.PathLike) -> dict[str, Path]:
 
     out = Path(out)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    built = {f"captioning/{k}": v for k, v in tiny_captioning.build_all(out / "captioning").items()}
-    built.update({f"features/{k}": v for k, v in
-                  tiny_features.build_all(out / "features", kinds=("text", "videomae")).items()})
+    built = dict(tiny_captioning.build_all(out))
+    built.update(tiny_features.build_all(out, kinds=("text", "videomae")))
     return built
 
 
