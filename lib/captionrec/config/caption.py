@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from captionrec.config.common import GpuConfig
+
 
 @dataclass(frozen=True)
 class VideoCaptionConfig:
@@ -57,15 +59,6 @@ class AudioCaptionConfig:
     batch_size: int = 4
     dtype: str = "auto"
     attn_implementation: str = "auto"
-
-
-@dataclass(frozen=True)
-class GpuConfig:
-    # Attach a ResourceProfile asking for GPUs (needs standalone/YARN/K8s or local-cluster, not local[*]).
-    enabled: bool = False
-    task_amount: float = 1.0  # GPUs per task; fractions (0.5) put several tasks on one GPU
-    executor_amount: Optional[int] = None  # GPUs per executor in the profile (None: the cluster's executors)
-    task_cpus: int = 1
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from captionrec.config.common import GpuConfig
+
 FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "videomae", "audio_raw")
 TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av")
 
@@ -73,22 +75,12 @@ class AudioRawEmbedConfig:
 
 
 @dataclass(frozen=True)
-class EmbedGpuConfig:
-    """Stage-level GPU scheduling (applied only where the master supports ResourceProfiles)."""
-
-    enabled: bool = False
-    task_amount: float = 1.0
-    executor_amount: Optional[int] = None
-    task_cpus: int = 1
-
-
-@dataclass(frozen=True)
 class EmbedConfig:
     feature_sets: tuple[str, ...] = FEATURE_SETS
     text: TextEmbedConfig = field(default_factory=TextEmbedConfig)
     videomae: VideoMAEEmbedConfig = field(default_factory=VideoMAEEmbedConfig)
     audio_raw: AudioRawEmbedConfig = field(default_factory=AudioRawEmbedConfig)
-    gpu: EmbedGpuConfig = field(default_factory=EmbedGpuConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
     # Partitions the model work is spread over (one task per partition; ~ number of GPUs on a cluster).
     partitions: int = 2
     # Load weights from local files / the HF cache only (no hub calls from workers).
