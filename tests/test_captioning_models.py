@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def test_tiny_builds_are_deterministic(tmp_path, tiny_models):
 def test_tiny_cli_builds_into_folder(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
-        [shutil.which("python") or "python", "-m", "captionrec.testing.tiny_captioning", "--out", str(tmp_path), "--only", "ast"],
+        [sys.executable, "-m", "captionrec.testing.tiny_captioning", "--out", str(tmp_path), "--only", "ast"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
