@@ -60,6 +60,23 @@ def all_reduce_sum(t: torch.Tensor, world: int, device: torch.device) -> torch.T
     return buf.cpu()
 
 
+def _run_and_keep_rank0(fn: Callable[..., Any], out_path: str, *args: Any) -> Any:
+    """Per-rank wrapper: rank 0 also pickles its result to `out_path`.
+
+    TorchDistributor's local mode has every rank write its return value to one shared output file, so
+    the value it hands back is whichever rank finished last, not rank 0's.
+    """
+    import pickle
+
+    result = fn(*args)
+    if rank_env()[0] == 0:
+        tmp = f"{out_path}.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(result, fh)
+        os.replace(tmp, out_path)
+    return result
+
+
 def launch(fn: Callable[..., Any], *args: Any, num_processes: int = 1, local_mode: bool = True, use_gpu: bool = False) -> Any:
     """Run `fn(*args)` on every rank; return rank 0's result.
 
@@ -70,4 +87,17 @@ def launch(fn: Callable[..., Any], *args: Any, num_processes: int = 1, local_mod
     from pyspark.ml.torch.distributor import TorchDistributor
 
     log.info("TorchDistributor(num_processes=%d, local_mode=%s, use_gpu=%s)", num_processes, local_mode, use_gpu)
-    return TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu).run(fn, *args)
+    distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
+    if not local_mode:
+        # Barrier mode returns the output of the task with partition id 0, which is rank 0.
+        return distributor.run(fn, *args)
+    import pickle
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="captionrec-ddp-") as tmp:
+        out_path = os.path.join(tmp, "rank0.pickle")
+        distributor.run(_run_and_keep_rank0, fn, out_path, *args)
+        if not os.path.exists(out_path):
+            raise RuntimeError("TorchDistributor finished but rank 0 left no result; see the rank logs above")
+        with open(out_path, "rb") as fh:
+            return pickle.load(fh)
