@@ -73,7 +73,9 @@ def test_petastorm_batches_are_sharded(sequences, tmp_path):
         for rank in (0, 1):
             it = train_batches(source, 0, rank, 2, batch_size=8, seed=1)
             users = set()
-            for _ in range(12):  # several passes over this rank's shard (endless iterator)
+            # Enough draws that every row of the shard leaves the shuffling queue (capacity 4 x batch):
+            # ~5 passes over a shard of up to 64 rows.
+            for _ in range(40):
                 b = next(it)
                 assert b["seq"].shape == (8, L + 1) and str(b["seq"].dtype) == "torch.int64"
                 assert b["user_idx"].shape == (8,)
