@@ -99,11 +99,15 @@ def read_pairs(spark: SparkSession, path: str) -> DataFrame:
     )
 
 
+def _hadoop_fs(spark: SparkSession, path: str):
+    """(Hadoop FileSystem, Path) for `path`; classic sessions only (Spark Connect has no JVM handle)."""
+    hpath = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark._jsc.hadoopConfiguration()), hpath
+
+
 def _list_files_hadoop(spark: SparkSession, folder: str, suffix: str) -> list[tuple[str, int, int]]:
     """List through Hadoop's FileSystem (any scheme the cluster can read: s3a, abfss, dbfs, file)."""
-    jvm = spark._jvm  # classic sessions only; Spark Connect has no JVM handle
-    path = jvm.org.apache.hadoop.fs.Path(folder)
-    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    fs, path = _hadoop_fs(spark, folder)
     if not fs.exists(path):
         return []
     out = []
@@ -129,9 +133,8 @@ def _list_files_local(folder: str, suffix: str) -> list[tuple[str, int, int]]:
 
 def path_exists(spark: SparkSession, path: str) -> bool:
     try:
-        jvm = spark._jvm
-        hp = jvm.org.apache.hadoop.fs.Path(path)
-        return bool(hp.getFileSystem(spark._jsc.hadoopConfiguration()).exists(hp))
+        fs, hp = _hadoop_fs(spark, path)
+        return bool(fs.exists(hp))
     except Exception:
         return os.path.exists(to_local_path(path))
 
