@@ -9,10 +9,27 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 MODELS ?= models/tiny
 
-.PHONY: install demo test test-all test-petastorm bench sample tiny-models lock clean-lakehouse clean
+# System packages the tests and the demo need: command -> Debian package. `make system-deps` installs the
+# missing ones with apt-get when it runs as root, and otherwise stops with the exact command to run.
+SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng
+
+.PHONY: install system-deps demo test test-all test-petastorm bench sample tiny-models lock clean-lakehouse clean
+
+system-deps:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing system packages:$$missing"; \
+	    echo "install them with: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
 
 $(STAMP): setup.py constraints.txt
-	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	# the local CPU wheel first: an unpinned torch would pull GBs of CUDA packages
@@ -20,7 +37,7 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[local,dev,delta-spark]"
 	touch $@
 
-install: $(STAMP)
+install: system-deps $(STAMP)
 
 tiny-models: install
 	$(BIN)/captionrec tiny-models --out $(MODELS)
@@ -45,7 +62,6 @@ bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 sample: install
-	@command -v espeak-ng >/dev/null || { echo "espeak-ng is required: apt-get install espeak-ng"; exit 1; }
 	$(BIN)/captionrec sample --out data/sample
 
 lock: install
