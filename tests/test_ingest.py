@@ -136,6 +136,31 @@ def test_new_files_and_rows_are_picked_up(spark, sample_dir, tmp_path):
     assert store.read("interactions").count() == len(set(pairs))
 
 
+def test_a_source_whose_videos_are_all_bad_still_ingests(spark, sample_dir, tmp_path):
+    """Issue 8.2: a probe batch of only unusable files (zero-byte, text, random bytes) crashed ingest."""
+    import os
+
+    src = tmp_path / "src"
+    (src / "videos").mkdir(parents=True)
+    (src / "videos" / "1.mp4").write_bytes(b"")
+    (src / "videos" / "2.mp4").write_text("not a video at all\n")
+    (src / "videos" / "3.mp4").write_bytes(os.urandom(4096))
+    (src / "sample_title_en.csv").write_text("1,zero bytes\n2,text\n3,random\n")
+    (src / "sample_pairs.csv").write_text("user,item,timestamp\nu1,1,1700000000000\nu1,2,1700000100000\n")
+    cfg = _cfg(src, tmp_path / "lake")
+    store = open_store(spark, cfg.storage)
+    summary = ingest.run(cfg, spark, store)
+    assert summary["videos_probed"] == 3 and summary["items_video_ok"] == 0
+    status = {r["item_id"]: r["probe_status"] for r in store.read("items").collect()}
+    assert status == {"1": "empty_file", "2": "not_a_video", "3": "not_a_video"}
+    assert store.read("interactions").count() == 2
+    # a later run with one new broken upload alone in its batch goes through too
+    (src / "videos" / "4.mp4").write_bytes(os.urandom(100))
+    (src / "sample_title_en.csv").write_text("1,zero bytes\n2,text\n3,random\n4,late upload\n")
+    again = ingest.run(cfg, spark, store)
+    assert again["videos_probed"] == 1 and again["items_total"] == 4
+
+
 def test_missing_source_file_is_a_clear_error(spark, tmp_path):
     (tmp_path / "videos").mkdir()
     (tmp_path / "sample_title_en.csv").write_text("1,a title\n")

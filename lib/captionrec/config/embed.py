@@ -17,8 +17,7 @@ from typing import Literal, Optional
 
 from captionrec.config.common import GpuConfig
 
-FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "videomae", "audio_raw")
-TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av")
+from captionrec.contracts import FEATURE_SETS, TEXT_FEATURE_SETS
 
 
 @dataclass(frozen=True)

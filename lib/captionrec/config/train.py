@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-# Public feature-set names (DESIGN.md); `id` is the learned-embedding pseudo set.
-KNOWN_FEATURE_SETS = ("id", "title", "mllm_video", "mllm_audio", "mllm_av", "videomae", "audio_raw")
+from captionrec.contracts import TRAIN_FEATURE_SETS as KNOWN_FEATURE_SETS  # `id` + the embed stage's sets
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-# Reasons, as stored in tables. Keep them short, lowercase, stable.
-MISSING_FILE = "missing_file"  # path does not exist
-EMPTY_FILE = "empty_file"  # zero bytes
-NOT_A_VIDEO = "not_a_video"  # no known container signature (text file, random bytes, image, ANSI art)
-CORRUPT = "corrupt"  # looks like a media container but cannot be opened / is truncated
-NO_VIDEO_STREAM = "no_video_stream"  # opens, but holds no video track (e.g. audio-only .m4a)
-NO_AUDIO_STREAM = "no_audio_stream"  # opens, but holds no audio track
-SILENT = "silent"  # audio track present but below the silence threshold (raised by callers, see is_silent)
-DECODE_ERROR = "decode_error"  # container opened, but no frame / sample could be decoded
-
-REASONS: frozenset[str] = frozenset(
-    {MISSING_FILE, EMPTY_FILE, NOT_A_VIDEO, CORRUPT, NO_VIDEO_STREAM, NO_AUDIO_STREAM, SILENT, DECODE_ERROR}
+# Reasons, as stored in tables: the vocabulary lives in captionrec.contracts.
+from captionrec.contracts import (  # noqa: E402
+    CORRUPT,
+    DECODE_ERROR,
+    EMPTY_FILE,
+    MISSING_FILE,
+    NO_AUDIO_STREAM,
+    NO_VIDEO_STREAM,
+    NOT_A_VIDEO,
+    SILENT,
 )
+from captionrec.contracts import MEDIA_REASONS as REASONS  # noqa: E402
+
+__all__ = ["CORRUPT", "DECODE_ERROR", "EMPTY_FILE", "MISSING_FILE", "NO_AUDIO_STREAM", "NO_VIDEO_STREAM",
+           "NOT_A_VIDEO", "REASONS", "SILENT", "MediaError"]
 
 
 class MediaError(Exception):

@@ -22,50 +22,21 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Optional
 
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from captionrec import contracts as C
 from captionrec.config import Config
 from captionrec.paths import join, to_local_path
-from captionrec.spark.udf import map_in_pandas
+from captionrec.spark.udf import map_rows
 
 log = logging.getLogger(__name__)
 
-ITEM_KEYS = ["item_id"]
-INTERACTION_KEYS = ["user_id", "item_id", "ts"]
-QUARANTINE_KEYS = ["source", "key", "reason"]
-
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("key", T.StringType(), False),
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("detail", T.StringType(), True),
-        T.StructField("seen_at", T.TimestampType(), True),
-    ]
-)
-
-PROBE_SCHEMA = T.StructType(
-    [
-        T.StructField("item_id", T.StringType(), False),
-        T.StructField("duration_s", T.DoubleType(), True),
-        T.StructField("width", T.IntegerType(), True),
-        T.StructField("height", T.IntegerType(), True),
-        T.StructField("fps", T.DoubleType(), True),
-        T.StructField("has_audio", T.BooleanType(), True),
-        T.StructField("video_codec", T.StringType(), True),
-        T.StructField("audio_codec", T.StringType(), True),
-        T.StructField("probe_status", T.StringType(), False),
-        T.StructField("probe_detail", T.StringType(), True),
-    ]
-)
-
-ITEM_COLUMNS = [
-    "item_id", "title", "video_path", "duration_s", "width", "height", "fps", "has_audio",
-    "video_codec", "audio_codec", "size_bytes", "video_mtime", "probe_status", "probe_detail", "ingested_at",
-]
+ITEM_KEYS = list(C.KEYS[C.ITEMS])
+INTERACTION_KEYS = list(C.KEYS[C.INTERACTIONS])
+QUARANTINE_KEYS = list(C.KEYS[C.QUARANTINE])
+ITEM_COLUMNS = list(C.columns(C.ITEMS))
 
 
 # ----------------------------------------------------------------------------- sources -> DataFrames
@@ -254,36 +225,39 @@ def filter_known_items(pairs: DataFrame, item_ids: DataFrame) -> tuple[DataFrame
     return known.select("user_id", "item_id", "ts", "ts_ms"), q
 
 
-def _probe_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """mapInPandas worker: probe each video with PyAV; a bad file yields its reason, never an exception."""
+def probe_rows(rows: Iterator[dict[str, Any]], batch_size: int = 16) -> Iterator[list[dict[str, Any]]]:
+    """Probe each (item_id, video_path) row with PyAV; a bad file yields its reason, never an exception.
+
+    Spark-free (the `map_rows` worker of `probe_videos`); yields lists of `contracts.PROBE_ROWS` rows.
+    """
     from captionrec.media import MediaError, probe
 
-    for batch in batches:
-        out: list[dict[str, Any]] = []
-        for item_id, path in zip(batch["item_id"], batch["video_path"]):
-            row: dict[str, Any] = {"item_id": item_id}
-            try:
-                p = probe(to_local_path(path))
-                row.update(
-                    duration_s=p.duration_s, width=p.display_width, height=p.display_height, fps=p.fps, has_audio=p.has_audio,
-                    video_codec=p.video_codec, audio_codec=p.audio_codec, probe_status="ok", probe_detail=None,
-                )
-            except MediaError as exc:
-                row.update(probe_status=exc.reason, probe_detail=str(exc)[:500])
-            except Exception as exc:  # an unexpected decoder failure is still a per-item outcome
-                row.update(probe_status="probe_error", probe_detail=f"{type(exc).__name__}: {exc}"[:500])
-            out.append(row)
-        frame = pd.DataFrame(out, columns=PROBE_SCHEMA.fieldNames())
-        for col in ("width", "height"):
-            frame[col] = frame[col].astype("Int32")
-        frame["has_audio"] = frame["has_audio"].astype("boolean")
-        yield frame
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        item_id, path = row["item_id"], row["video_path"]
+        rec: dict[str, Any] = {"item_id": item_id}
+        try:
+            p = probe(to_local_path(path))
+            rec.update(
+                duration_s=p.duration_s, width=p.display_width, height=p.display_height, fps=p.fps, has_audio=p.has_audio,
+                video_codec=p.video_codec, audio_codec=p.audio_codec, probe_status=C.OK, probe_detail=None,
+            )
+        except MediaError as exc:
+            rec.update(probe_status=exc.reason, probe_detail=str(exc)[:500])
+        except Exception as exc:  # an unexpected decoder failure is still a per-item outcome
+            rec.update(probe_status=C.PROBE_ERROR, probe_detail=f"{type(exc).__name__}: {exc}"[:500])
+        out.append(rec)
+        if len(out) >= batch_size:
+            yield out
+            out = []
+    if out:
+        yield out
 
 
-def probe_videos(videos: DataFrame, partitions: int) -> DataFrame:
-    """(item_id, video_path, ...) -> (item_id, probe columns) via PyAV in parallel pandas batches."""
-    return map_in_pandas(videos.select("item_id", "video_path").repartition(partitions, "item_id"),
-                         _probe_partition, PROBE_SCHEMA)
+def probe_videos(videos: DataFrame, partitions: int, batch_size: int = 16) -> DataFrame:
+    """(item_id, video_path, ...) -> (item_id, probe columns) via PyAV in parallel Arrow batches."""
+    return map_rows(videos.select("item_id", "video_path").repartition(partitions, "item_id"),
+                    lambda rows: probe_rows(rows, batch_size), C.schema(C.PROBE_ROWS))
 
 
 def changed_videos(videos: DataFrame, existing_items: Optional[DataFrame]) -> DataFrame:
@@ -373,7 +347,8 @@ def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
     pairs, q_pairs = clean_pairs(read_pairs(spark, pairs_path))
     videos = list_videos(spark, videos_dir).cache()
 
-    probes = probe_videos(changed_videos(videos, existing), cfg.ingest.probe_partitions).cache()
+    probes = probe_videos(changed_videos(videos, existing), cfg.ingest.probe_partitions,
+                          cfg.ingest.probe_batch_size).cache()
     n_probed = probes.count()  # probe once; items and quarantine below reuse the cached result
     item_rows = build_items(titles, videos, probes, existing).cache()
     items_result = store.upsert("items", item_rows, ITEM_KEYS)  # an empty change commits nothing

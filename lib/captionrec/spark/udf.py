@@ -5,6 +5,8 @@
   batch of every task it runs through it.
 - `task_device`: the GPU Spark assigned to the running task (`TaskContext.resources()["gpu"]`).
 - `gpu_resource_profile` / `map_in_pandas`: stage-level scheduling where the master supports it.
+- `map_rows`: `mapInArrow` with a row-level function and a declared Arrow output schema, so a batch of
+  any mix of rows (all failed, empty) comes out with the declared types.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,3 +148,51 @@ def map_in_pandas(df, fn: Callable[[Iterator[Any]], Iterator[Any]], schema, prof
     if profile is None:
         return df.mapInPandas(fn, schema)
     return df.mapInPandas(fn, schema, profile=profile)
+
+
+def arrow_batch(rows: list[dict[str, Any]], schema: "pa.Schema") -> "pa.RecordBatch":
+    """Rows (dicts) -> a RecordBatch of exactly `schema`, whatever the mix of rows.
+
+    Columns are typed by the declared schema, never inferred from values: a batch whose rows all
+    failed (every string column null) or an empty batch keeps its declared types. A missing key is
+    null; a key the schema does not declare is an error (a typo would otherwise drop data silently).
+    """
+    import pyarrow as pa
+
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise KeyError(f"row has column(s) {sorted(extra)} that the output schema does not declare ({schema.names})")
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def map_rows(
+    df: "DataFrame",
+    fn: Callable[[Iterator[dict[str, Any]]], Iterator[list[dict[str, Any]]]],
+    schema: "pa.Schema",
+    profile: Any = None,
+) -> "DataFrame":
+    """`df.mapInArrow` with a row-level function and a declared Arrow output schema.
+
+    `fn` gets an iterator over the partition's rows (dicts, nulls as None) and yields lists of output rows
+    (dicts keyed by `schema`'s names); each list becomes one Arrow batch typed by `schema`
+    (`arrow_batch`), so all-failed and empty batches keep their declared types. `profile`: an optional
+    ResourceProfile (stage-level scheduling, e.g. a GPU per task).
+    """
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    spark_schema = from_arrow_schema(schema)
+
+    def run(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+        def rows() -> Iterator[dict[str, Any]]:
+            for batch in batches:
+                yield from batch.to_pylist()
+
+        for out in fn(rows()):
+            if out:
+                yield arrow_batch(list(out), schema)
+
+    if profile is None:
+        return df.mapInArrow(run, spark_schema)
+    return df.mapInArrow(run, spark_schema, profile=profile)
