@@ -184,6 +184,12 @@ SILENT = "silent"  # audio track below the silence threshold
 DECODE_ERROR = "decode_error"  # opened, but (most of) the window could not be decoded
 PROBE_ERROR = "probe_error"  # the prober itself failed unexpectedly
 
+# items.probe_status of an item of an interaction-only dataset (`data.videos=none`, or `auto` with no videos
+# folder): no video was ever expected. Not a failure: ingest writes no quarantine row for it, and later stages
+# skip such items (nothing to caption or embed from media) without writing error or skipped rows.
+NO_VIDEO_EXPECTED = "no_video_expected"
+NOT_APPLICABLE_STATUSES: frozenset[str] = frozenset({NO_VIDEO_EXPECTED})
+
 MEDIA_REASONS: frozenset[str] = frozenset(
     {MISSING_FILE, EMPTY_FILE, NOT_A_VIDEO, CORRUPT, NO_VIDEO_STREAM, NO_AUDIO_STREAM, SILENT, DECODE_ERROR}
 )
@@ -221,6 +227,8 @@ MALFORMED_ROW = "malformed_row"
 DUPLICATE_ITEM = "duplicate_item"
 DUPLICATE_INTERACTION = "duplicate_interaction"
 UNKNOWN_ITEM = "unknown_item"
+IMPLAUSIBLE_TIMESTAMP = "implausible_timestamp"  # before `data.earliest`, in the future, or of an unknown unit
+DUPLICATE_VIDEO = "duplicate_video"  # two video files for one item id (e.g. 12.mp4 and 12.mkv): one is used
 
 # ------------------------------------------------------------------------------------ captions, features
 

@@ -30,3 +30,23 @@ def join(root: str, *parts: str) -> str:
         if p:
             out = f"{out}/{p.strip('/')}"
     return out
+
+
+def has_scheme(uri: str) -> bool:
+    """True for `scheme:/...` URIs (s3a://b/x, dbfs:/x, file:/x), False for plain paths (Windows drives aside)."""
+    scheme = urlparse(uri).scheme
+    return len(scheme) > 1
+
+
+def resolve(root: str, path: str) -> str:
+    """`path` as given when it is absolute or a URI, else joined onto `root`."""
+    if has_scheme(path) or os.path.isabs(path):
+        return path
+    return join(root, path)
+
+
+def is_local_or_fuse(uri: str) -> bool:
+    """A path the local filesystem can open: local paths, `file:` URIs, and `dbfs:/` where /dbfs is mounted."""
+    if uri.startswith("dbfs:/"):
+        return os.path.isdir("/dbfs")
+    return urlparse(uri).scheme in ("", "file")

@@ -36,11 +36,35 @@ class StorageConfig:
     options: Mapping[str, str] = field(default_factory=dict)
 
 
+VIDEO_EXTENSIONS: tuple[str, ...] = (
+    ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv",
+)
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    # A folder in MicroLens layout: videos/<item>.mp4, <name>_pairs.csv, <name>_title_en.csv.
+    # The source folder (a local path or a URI Hadoop can read) and the dataset name its files start with.
     source: str = "data/sample"
     name: str = "sample"
+    # microlens: videos/, <name>_pairs.csv (user,item,timestamp), a titles CSV (id,title);
+    # recbole: RecBole atomic files <name>.inter (user_id, item_id, timestamp) and <name>.item (item_id, a title).
+    format: Literal["microlens", "recbole"] = "microlens"
+    # Files inside `source`; None: the format's names (microlens titles: <name>_title_en.csv or
+    # <name>_titles.csv, whichever exists; recbole: <name>.item / <name>.inter).
+    titles_file: Optional[str] = None
+    interactions_file: Optional[str] = None
+    # auto: list `videos_dir` when it exists, else the dataset is interaction-only; required: a missing
+    # folder is an error; none: interaction-only (items get probe_status `no_video_expected`).
+    videos: Literal["auto", "required", "none"] = "auto"
+    videos_dir: str = "videos"  # relative to `source`, or a URI / absolute path
+    # Video files are <item_id><ext> for these extensions (case-insensitive); when one item has several,
+    # the first extension in this order is used and the others are quarantined as `duplicate_video`.
+    video_extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    # Unit of the interactions' timestamps: auto detects it per file (from the median value).
+    timestamp_unit: Literal["auto", "ms", "s"] = "auto"
+    # Earliest plausible interaction time (ISO date); later than now + 1 day is implausible too.
+    # auto: 2000-01-01 for microlens, 1995-01-01 for recbole (MovieLens ratings start in 1995).
+    earliest: str = "auto"
 
 
 @dataclass(frozen=True)
