@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from captionrec import contracts as C
-from captionrec.config import load_config
+from captionrec.config import ConfigError, load_config
 from captionrec.ingest import timestamps as TS
 from captionrec.pipeline import ingest
 from captionrec.tables import open_store
@@ -46,6 +46,9 @@ def test_guess_unit_per_median():
     assert TS.guess_unit(9.0e8, TS.bounds("auto", "recbole", now_ms=1_800_000_000_000)) == "s"  # MovieLens 1998
     with pytest.raises(ValueError, match="data.earliest"):
         TS.bounds("last year", "microlens")
+    assert load_config("local", ["data.earliest=1990-01-01"]).data.earliest == "1990-01-01"  # YAML reads a date
+    with pytest.raises(ConfigError, match="earliest"):
+        load_config("local", ["data.earliest=last year"])
 
 
 def test_clean_pairs_detects_the_unit_of_each_file_and_quarantines_implausible_times(spark):

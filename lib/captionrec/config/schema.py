@@ -5,7 +5,8 @@ conf/<profile>.yaml overrides them. Stage sections live in their own modules (ca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Optional
+from datetime import date
+from typing import Literal, Mapping, Optional, Union
 
 from captionrec.config.caption import CaptionConfig
 from captionrec.config.embed import EmbedConfig
@@ -64,7 +65,19 @@ class DataConfig:
     timestamp_unit: Literal["auto", "ms", "s"] = "auto"
     # Earliest plausible interaction time (ISO date); later than now + 1 day is implausible too.
     # auto: 2000-01-01 for microlens, 1995-01-01 for recbole (MovieLens ratings start in 1995).
-    earliest: str = "auto"
+    earliest: Union[str, date] = "auto"  # YAML reads 2000-01-01 as a date: kept as its ISO string
+
+    def __post_init__(self) -> None:
+        if isinstance(self.earliest, date):
+            object.__setattr__(self, "earliest", self.earliest.isoformat())
+        if self.earliest != "auto":
+            try:
+                date.fromisoformat(self.earliest)
+            except ValueError:
+                raise ValueError(f"earliest must be 'auto' or an ISO date (YYYY-MM-DD), got {self.earliest!r}") from None
+        bad = [e for e in self.video_extensions if not e.startswith(".") or len(e) < 2]
+        if bad:
+            raise ValueError(f"video_extensions must look like '.mp4', got {bad}")
 
 
 @dataclass(frozen=True)

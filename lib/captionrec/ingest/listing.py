@@ -55,9 +55,11 @@ def _hadoop_fs(spark, path: str):
 
 
 def _failure(action: str, path: str, exc: Exception) -> ListingError:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    java = getattr(exc, "java_exception", None)  # py4j: the Java exception says what went wrong
+    text = str(java.toString()) if java is not None else f"{type(exc).__name__}: {exc}"
+    msg = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return ListingError(
-        f"cannot {action} {path} through Hadoop's FileSystem ({type(exc).__name__}: {msg[:300]}); nothing was "
+        f"cannot {action} {path} through Hadoop's FileSystem ({msg[:300]}); nothing was "
         "written. Check the path's scheme and the session's filesystem settings (spark.hadoop.fs.*, credentials)."
     )
 

@@ -196,18 +196,19 @@ def atomic_header(spark: SparkSession, path: str) -> list[tuple[str, str]]:
 
 
 def _read_atomic(spark: SparkSession, path: str, header: list[tuple[str, str]]) -> DataFrame:
-    schema = T.StructType([T.StructField(f"_c{i}", T.StringType()) for i in range(len(header))]
+    """All fields as strings, named as the header names them (`item_id:token`), + _corrupt + _file."""
+    schema = T.StructType([T.StructField(f"{n}:{t}", T.StringType()) for n, t in header]
                           + [T.StructField("_corrupt", T.StringType())])
     return (spark.read.option("sep", "\t").option("header", "true").option("quote", "")
             .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
             .schema(schema).csv(path).withColumn("_file", F.col("_metadata.file_name")))
 
 
-def _field(header: list[tuple[str, str]], path: str, *names: str) -> str:
+def _field(header: list[tuple[str, str]], path: str, *names: str) -> F.Column:
     present = [n for n, _t in header]
     for name in names:
         if name in present:
-            return f"_c{present.index(name)}"
+            return F.col(f"`{name}:{header[present.index(name)][1]}`")
     raise SourceError(f"{path} has no {' or '.join(names)} field (header: {', '.join(present)}); nothing was written")
 
 
@@ -215,13 +216,13 @@ def read_recbole(spark: SparkSession, item_path: str, inter_path: str) -> tuple[
     """`.item` and `.inter` atomic files -> (raw titles, raw interactions, header lines)."""
     item_header, inter_header = atomic_header(spark, item_path), atomic_header(spark, inter_path)
     items = _read_atomic(spark, item_path, item_header)
-    titles = items.select(F.col(_field(item_header, item_path, "item_id")).alias("id"),
-                          F.col(_field(item_header, item_path, *TITLE_FIELDS)).alias("title"), "_corrupt", "_file")
+    titles = items.select(_field(item_header, item_path, "item_id").alias("id"),
+                          _field(item_header, item_path, *TITLE_FIELDS).alias("title"), "_corrupt", "_file")
     inter = _read_atomic(spark, inter_path, inter_header)
     pairs = inter.select(
-        F.col(_field(inter_header, inter_path, "user_id")).alias("user"),
-        F.col(_field(inter_header, inter_path, "item_id")).alias("item"),
-        F.col(_field(inter_header, inter_path, "timestamp")).alias("timestamp"),
+        _field(inter_header, inter_path, "user_id").alias("user"),
+        _field(inter_header, inter_path, "item_id").alias("item"),
+        _field(inter_header, inter_path, "timestamp").alias("timestamp"),
         "_corrupt", "_file",
     )
     headers = spark.createDataFrame(

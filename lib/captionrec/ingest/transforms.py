@@ -91,7 +91,8 @@ def clean_pairs(
     counted = good.groupBy("user_id", "item_id", "ts_ms").agg(F.count(F.lit(1)).alias("_n"))
     dups = quarantine_rows(
         counted.where(F.col("_n") > 1), "pairs", F.concat_ws("|", "user_id", "item_id", F.col("ts_ms").cast("string")),
-        C.DUPLICATE_INTERACTION, F.concat(F.lit("row repeated "), F.col("_n").cast("string"), F.lit(" times; kept once")),
+        C.DUPLICATE_INTERACTION,
+        F.concat(F.lit("row repeated "), F.col("_n").cast("string"), F.lit(" times; kept once")),
     )
     pairs = counted.select("user_id", "item_id", "ts_ms", F.timestamp_millis("ts_ms").alias("ts"))
     return pairs, _malformed(rows.where(bad_mask), "pairs").unionByName(implausible).unionByName(dups)
@@ -110,11 +111,12 @@ def filter_known_items(pairs: DataFrame, item_ids: DataFrame) -> tuple[DataFrame
 
 
 def changed_videos(videos: DataFrame, existing_items: Optional[DataFrame]) -> DataFrame:
-    """Videos that are new, or whose path/size/mtime differ from what `items` recorded (so need probing)."""
+    """Videos to probe: new ones, ones whose path/size/mtime differ from what `items` recorded, and ones
+    whose last probe failed for a transient reason (`contracts.TRANSIENT_REASONS`)."""
     if existing_items is None:
         return videos
-    seen = existing_items.where(F.col("video_path").isNotNull()).select("item_id", "video_path", "size_bytes",
-                                                                        "video_mtime")
+    done = F.col("video_path").isNotNull() & ~F.coalesce(F.col("probe_status").isin(*C.TRANSIENT_REASONS), F.lit(False))
+    seen = existing_items.where(done).select("item_id", "video_path", "size_bytes", "video_mtime")
     return videos.join(seen, ["item_id", "video_path", "size_bytes", "video_mtime"], "left_anti")
 
 
