@@ -57,6 +57,8 @@ def test_clean_pairs_detects_the_unit_of_each_file_and_quarantines_implausible_t
         ("u1", "1", str(ms), "a.csv"), ("u1", "2", str(ms + 5000), "a.csv"), ("u2", "1", str(ms + 9000), "a.csv"),
         ("u3", "1", str(s), "a.csv"),  # a seconds value in a ms file: 1970-01-20
         ("u3", "2", str(ms * 1000), "a.csv"),  # far future
+        ("u7", "1", "1e30", "a.csv"),  # beyond BIGINT in any unit (an ANSI cast error if not guarded)
+        ("u7", "2", "Infinity", "a.csv"),  # not a time at all
         ("u6", "1", str(s), "b.csv"), ("u1", "3", f"{s + 60}.0", "b.csv"), ("u2", "3", str(s + 120), "b.csv"),
         ("u4", "3", "946684799", "b.csv"),  # 1999-12-31 23:59:59 in seconds: before 2000
         ("u4", "4", "0", "b.csv"),
@@ -72,9 +74,13 @@ def test_clean_pairs_detects_the_unit_of_each_file_and_quarantines_implausible_t
     assert got == sorted([("u1", "1", ms), ("u1", "2", ms + 5000), ("u2", "1", ms + 9000),
                           ("u6", "1", s * 1000), ("u1", "3", (s + 60) * 1000), ("u2", "3", (s + 120) * 1000)])
     assert all(_year(r.ts) == 2023 for r in pairs.collect())
-    bad = {r.key: r for r in q.collect()}
+    quarantined = q.collect()
+    assert [r.detail for r in quarantined if r.reason == C.MALFORMED_ROW] == ["unparseable row in a.csv: u7,2,Infinity"]
+    bad = {r.key: r for r in quarantined if r.reason != C.MALFORMED_ROW}
     assert {r.reason for r in bad.values()} == {C.IMPLAUSIBLE_TIMESTAMP}
-    assert set(bad) == {f"u3|1|{s}", f"u3|2|{ms * 1000}", "u4|3|946684799", "u4|4|0", "u5|1|17", "u5|2|18"}
+    assert set(bad) == {f"u3|1|{s}", f"u3|2|{ms * 1000}", "u4|3|946684799", "u4|4|0", "u5|1|17", "u5|2|18",
+                        "u7|1|1e30"}
+    assert "too large" in bad["u7|1|1e30"].detail
     assert "1970-01-20" in bad[f"u3|1|{s}"].detail and "read as ms" in bad[f"u3|1|{s}"].detail
     assert "1999-12-31 23:59:59" in bad["u4|3|946684799"].detail
     assert "no usable unit" in bad["u5|1|17"].detail and "c.csv" in bad["u5|1|17"].detail
@@ -82,7 +88,7 @@ def test_clean_pairs_detects_the_unit_of_each_file_and_quarantines_implausible_t
     a_only = raw.where("_file = 'a.csv'")
     p_s, q_s = ingest.clean_pairs(a_only, TS.file_units(a_only, "s", b), b)
     assert [(r.user_id, r.ts_ms) for r in p_s.collect()] == [("u3", s * 1000)]
-    assert q_s.count() == 4
+    assert q_s.count() == 6
 
 
 def test_seconds_timestamps_are_read_as_seconds_and_reported(spark, tmp_path):

@@ -172,6 +172,7 @@ def read_pairs(spark: SparkSession, path: str) -> tuple[DataFrame, DataFrame]:
         .option("columnNameOfCorruptRecord", "_corrupt")
         .schema("user STRING, item STRING, timestamp STRING, _corrupt STRING")
         .csv(path)
+        .withColumn("user", F.regexp_replace("user", "^" + _BOM, ""))
         .withColumn("_file", F.col("_metadata.file_name"))
     )
     is_header = (_lower_clean("user").isin(*USER_HEADERS) & _lower_clean("item").isin(*ID_HEADERS)

@@ -79,15 +79,17 @@ def to_ms(value: F.Column, file: F.Column, units: dict[str, Optional[str]]) -> F
     if not known:
         return F.lit(None).cast("bigint")
     factor = F.create_map(*[x for f, k in sorted(known.items()) for x in (F.lit(f), F.lit(k))])[file]
-    return F.round(value * factor).cast("bigint")
+    return F.round(value * factor).try_cast("bigint")  # beyond BIGINT (e.g. 1e30): null, not an ANSI error
 
 
 def implausible_detail(raw: F.Column, ms: F.Column, file: F.Column, unit: F.Column, b: TimeBounds) -> F.Column:
     """Why a numeric timestamp is implausible (for quarantine.detail)."""
-    shown = F.date_format(F.timestamp_millis(ms), "yyyy-MM-dd HH:mm:ss")
+    shown = F.when(ms.between(-62135596800000, 253402300799999),  # years 1..9999
+                   F.date_format(F.timestamp_millis(ms), "yyyy-MM-dd HH:mm:ss")).otherwise(F.lit("beyond year 9999"))
     where = F.concat(F.lit("timestamp "), raw, F.lit(" in "), file)
     return (
-        F.when(ms.isNull(), F.concat(where, F.lit(
+        F.when(ms.isNull() & unit.isin(*FACTORS), F.concat(where, F.lit(" is too large for any unit")))
+        .when(ms.isNull(), F.concat(where, F.lit(
             " has no usable unit: the file's median value is a plausible time neither in ms nor in s "
             f"({b.describe()}); set data.timestamp_unit or data.earliest")))
         .otherwise(F.concat(where, F.lit(" read as "), unit, F.lit(" is "), shown,

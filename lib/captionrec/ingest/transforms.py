@@ -76,7 +76,7 @@ def clean_pairs(
         F.col("_corrupt").isNotNull()
         | F.col("user_id").isNull() | (F.col("user_id") == "")
         | F.col("item_id").isNull() | (F.col("item_id") == "")
-        | F.col("_v").isNull() | F.isnan("_v")
+        | F.col("_v").isNull() | F.isnan("_v") | F.col("_v").isin(float("inf"), float("-inf"))
     )
     implausible_mask = ~bad_mask & (
         F.col("ts_ms").isNull() | (F.col("ts_ms") < bounds.earliest_ms) | (F.col("ts_ms") > bounds.latest_ms))
