@@ -13,7 +13,6 @@ from captionrec.config import ConfigError, load_config
 from captionrec.ingest import timestamps as TS
 from captionrec.pipeline import ingest
 from captionrec.tables import open_store
-from captionrec.testing.media_fixtures import make_clip
 
 T2023 = 1686037505  # 2023-06-06 07:45:05 UTC, in seconds
 
@@ -180,24 +179,3 @@ def test_interaction_only_dataset_needs_no_videos_folder(spark, tmp_path):
     assert summary["interactions_total"] == 3 and summary["items_video_ok"] == 0
     again = ingest.run(cfg, spark, store)
     assert again["items_upserted"] == 0 and again["quarantine_inserted"] == 0
-
-
-def test_auto_never_turns_known_videos_into_no_video_expected(spark, tmp_path):
-    """A videos folder that is gone (unmounted) must not look like an interaction-only dataset."""
-    src = tmp_path / "src"
-    make_clip(src / "videos" / "1.mp4", duration_s=1.0, size=(64, 36), audio=None)
-    _write(src / "sample_title_en.csv", ["1,first", "2,second"])
-    _write(src / "sample_pairs.csv", [f"u1,1,{T2023}000", f"u1,2,{T2023 + 1}000"])
-    cfg = _cfg(src, tmp_path / "lake")
-    store = open_store(spark, cfg.storage)
-    ingest.run(cfg, spark, store)
-    versions = {t: store.version(t) for t in ("items", "interactions", "quarantine")}
-    (src / "videos" / "1.mp4").rename(tmp_path / "1.mp4")
-    (src / "videos").rmdir()
-    with pytest.raises(ingest.SourceError, match="1 items in `items` have video files.*data.videos=none"):
-        ingest.run(cfg, spark, store)
-    assert {t: store.version(t) for t in versions} == versions
-    assert store.read("items").where("item_id = '1'").first().probe_status == C.OK
-    # asked for explicitly, the dataset becomes interaction-only
-    ingest.run(_cfg(src, tmp_path / "lake", "data.videos=none"), spark, store)
-    assert {r.probe_status for r in store.read("items").collect()} == {C.NO_VIDEO_EXPECTED}

@@ -80,19 +80,12 @@ def test_videos_in_any_common_container_are_ingested(spark, containers_source, t
     again = ingest.run(cfg, spark, store)  # nothing new: nothing probed, nothing written
     assert again["videos_probed"] == 0 and again["items_upserted"] == 0 and again["quarantine_inserted"] == 0
 
-
-def test_a_renamed_container_is_probed_again(spark, tmp_path):
-    src = tmp_path / "src"
-    make_clip(src / "videos" / "1.mp4", **SMALL)
-    _write_csvs(src, ["1"])
-    cfg = _cfg(src, tmp_path / "lake")
-    store = open_store(spark, cfg.storage)
-    ingest.run(cfg, spark, store)
-    (src / "videos" / "1.mp4").rename(src / "videos" / "1.mov")
-    again = ingest.run(cfg, spark, store)
-    assert again["videos_probed"] == 1 and again["items_upserted"] == 1
-    row = store.read("items").first()
-    assert row.video_path.endswith("/1.mov") and row.probe_status == C.OK
+    # a file that changes container is probed again
+    (containers_source / "videos" / "3.mov").rename(containers_source / "videos" / "3.m4v")
+    renamed = ingest.run(cfg, spark, store)
+    assert renamed["videos_probed"] == 1 and renamed["items_upserted"] == 1
+    row = store.read("items").where("item_id = '3'").first()
+    assert row.video_path.endswith("/3.m4v") and row.probe_status == C.OK
 
 
 def test_choose_videos_is_deterministic_and_configurable():
@@ -124,7 +117,7 @@ def test_an_unreadable_path_is_an_error_not_an_empty_listing(spark, tmp_path):
     assert listing.path_exists(spark, str(tmp_path / "v")) and not listing.path_exists(spark, str(tmp_path / "w"))
 
 
-def test_a_listing_failure_stops_ingest_before_any_write(spark, tmp_path):
+def test_a_file_that_cannot_be_checked_never_downgrades_an_item(spark, tmp_path):
     src = tmp_path / "src"
     make_clip(src / "videos" / "1.mp4", **SMALL)
     make_clip(src / "videos" / "2.mp4", **SMALL)
@@ -142,6 +135,16 @@ def test_a_listing_failure_stops_ingest_before_any_write(spark, tmp_path):
     with pytest.raises(ListingError, match="nosuchfs"):
         ingest.run(_cfg("nosuchfs://bucket/src", tmp_path / "lake"), spark, store)
     assert _versions(store) == before
+    # the videos folder is gone (unmounted): data.videos=auto must not make this an interaction-only dataset
+    for f in (src / "videos").iterdir():
+        f.rename(tmp_path / f.name)
+    (src / "videos").rmdir()
+    with pytest.raises(ingest.SourceError, match="2 items in `items` have video files.*data.videos=none"):
+        ingest.run(_cfg(src, tmp_path / "lake"), spark, store)
+    assert _versions(store) == before
+    # asked for explicitly, it becomes one
+    ingest.run(_cfg(src, tmp_path / "lake", "data.videos=none"), spark, store)
+    assert {r.probe_status for r in store.read("items").collect()} == {C.NO_VIDEO_EXPECTED}
 
 
 class _NoJvmSession:
