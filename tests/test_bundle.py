@@ -299,3 +299,48 @@ def test_repo_conf_is_used_from_a_checkout():
     from captionrec.config import conf_dir
 
     assert conf_dir() == REPO / "conf"
+
+
+# -- the runtime's Spark version ------------------------------------------------------------------------------
+
+
+@pytest.mark.petastorm  # runs in the pinned pyspark 4.0.5 environment (.ci/petastorm.sh), skips elsewhere
+def test_spark_code_paths_run_on_the_runtime_spark_version():
+    """DBR 17.3 LTS ML is Spark 4.0 (the main environment has 4.2): the Spark API the stages and the table layer
+    use, run on pyspark 4.0.x. (The runtime's MLflow, 3.0.1, is not installed anywhere here; every MLflow call
+    the code makes was checked against that release's source by hand.)"""
+    import inspect
+
+    import pyspark
+
+    if not pyspark.__version__.startswith("4.0."):
+        pytest.skip(f"needs pyspark 4.0.x (the runtime's Spark), this is {pyspark.__version__}: run .ci/petastorm.sh")
+    import pyarrow as pa
+    from pyspark.sql import DataFrame
+
+    from captionrec.config import load_config
+    from captionrec.config.schema import SparkConfig
+    from captionrec.spark.cluster import check_task_fits
+    from captionrec.spark.session import get_spark
+    from captionrec.spark.udf import gpu_resource_profile, map_rows
+    from captionrec.tables.base import align_to_schema, dedupe_last, ntz_to_utc
+
+    for method in (DataFrame.mapInPandas, DataFrame.mapInArrow):
+        assert "profile" in inspect.signature(method).parameters  # stage-level scheduling: Spark >= 4.0
+    spark = get_spark(SparkConfig(master="local[1]", shuffle_partitions=1, driver_memory="1g"))
+    df = spark.createDataFrame([("a", 1), ("b", 2), ("a", 3)], "k string, n long")
+    schema = pa.schema([("k", pa.string()), ("n2", pa.int64())])
+    out = map_rows(df, lambda rows: ([{"k": r["k"], "n2": r["n"] * 2}] for r in rows), schema)
+    assert sorted(tuple(r) for r in out.collect()) == [("a", 2), ("a", 6), ("b", 4)]
+    assert df.toArrow().num_rows == 3  # the delta-rs backend's collect
+    assert sorted(tuple(r) for r in dedupe_last(df.coalesce(1), ["k"]).collect()) == [("a", 3), ("b", 2)]
+    target = spark.createDataFrame([], "n long, k string").schema
+    assert align_to_schema(df, target, "t").columns == ["n", "k"]
+    ts = ntz_to_utc(spark.sql("SELECT TIMESTAMP_NTZ'2025-01-02 03:04:05' AS ts")).first().ts
+    assert ts is not None
+    profile = gpu_resource_profile(1.0, task_cpus=4)
+    assert profile.taskResources["gpu"].amount == 1.0 and profile.taskResources["cpus"].amount == 4
+    assert check_task_fits(spark, 4, 1.0) == []  # local[*]: no executors of its own, nothing to check
+    cfg = load_config("databricks", ["storage.catalog=dev", "tracking.git_commit=abc", "train.num_processes=2"],
+                      stage="train")
+    assert cfg.train.local_mode is False and cfg.train.use_gpu is True and cfg.storage.catalog == "dev"
