@@ -1,7 +1,7 @@
 """delta-spark backend: Spark's own Delta (`delta.tables.DeltaTable`, `df.write.format("delta")`).
 
-Needs a session with Delta: Databricks, or spark-submit with
-`--packages io.delta:delta-spark_2.13:<ver>` plus
+Needs a session with Delta: Databricks, or spark-submit with Delta's package
+(`io.delta:delta-spark_<spark major.minor>_2.13:<delta version>`; conf/spark-gpu.conf has the pinned one) plus
 `spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension` and
 `spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog`.
 Writes run on the executors and commit once on the driver (Delta's own protocol), so they scale
