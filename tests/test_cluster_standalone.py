@@ -256,7 +256,7 @@ def _wait_http(cluster: Standalone, timeout_s: float) -> None:
 
 
 def spark_submit(cluster: Standalone, app: list[str], confs: list[str], env: dict, cwd: Path, name: str,
-                 timeout_s: float = 420) -> subprocess.CompletedProcess:
+                 timeout_s: float = 600) -> subprocess.CompletedProcess:
     """spark-submit in its own process group; killed (group) on timeout. Output goes to logs/<name>.log."""
     cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", cluster.url, "--properties-file", str(GPU_CONF)]
     for c in confs:
@@ -616,18 +616,22 @@ def test_packed_env_route_on_a_standalone_cluster(cluster, tiny_models, tmp_path
     conf_yaml.write_text(yaml.safe_dump(pipeline_overrides(tmp_path, data)))
     env = spark_env(cluster.tmp)
     seconds = {}
-    for stage in ("ingest", "caption"):
-        t1 = time.monotonic()
-        proc = spark_submit(cluster, [f"jobs/{stage}.py", "--profile", "cluster", "--conf", str(conf_yaml)],
-                            [*launch_confs(documented_launch(stage)), *NO_DELTA_JARS, *SMALL_MACHINE],
-                            env, cwd=REPO, name=f"packed-{stage}", timeout_s=900)
-        seconds[stage] = round(time.monotonic() - t1, 1)
-        assert proc.returncode == 0, f"{stage}:\n{proc.stdout[-6000:]}"
-    from deltalake import DeltaTable
+    try:
+        for stage in ("ingest", "caption"):
+            t1 = time.monotonic()
+            proc = spark_submit(cluster, [f"jobs/{stage}.py", "--profile", "cluster", "--conf", str(conf_yaml)],
+                                [*launch_confs(documented_launch(stage)), *NO_DELTA_JARS, *SMALL_MACHINE],
+                                env, cwd=REPO, name=f"packed-{stage}", timeout_s=900)
+            seconds[stage] = round(time.monotonic() - t1, 1)
+            assert proc.returncode == 0, f"{stage}:\n{proc.stdout[-6000:]}"
+        from deltalake import DeltaTable
 
-    caps = DeltaTable(str(tmp_path / "lake" / "captions")).to_pyarrow_table().to_pylist()
-    assert sorted({r["item_id"] for r in caps}) == sorted(items) and all(r["task_gpus"] for r in caps)
-    # the executors ran the interpreter unpacked from the archive next to them
-    unpacked = [p for p in cluster.tmp.glob("work*/app-*/*/env/bin/python")]
-    assert unpacked, list(cluster.tmp.glob("work*/app-*/*"))
+        caps = DeltaTable(str(tmp_path / "lake" / "captions")).to_pyarrow_table().to_pylist()
+        assert sorted({r["item_id"] for r in caps}) == sorted(items) and all(r["task_gpus"] for r in caps)
+        # the executors ran the interpreter unpacked from the archive next to them
+        unpacked = list(cluster.tmp.glob("work*/app-*/*/env/bin/python"))
+        assert len(unpacked) == 4, list(cluster.tmp.glob("work*/app-*/*"))  # 2 apps x 2 executors
+    finally:  # each executor unpacked ~3 GB
+        for env_dir in cluster.tmp.glob("work*/app-*/*/env"):
+            shutil.rmtree(env_dir, ignore_errors=True)
     print(f"packed env: build {pack_s:.0f} s ({pack.stat().st_size / 2**20:.0f} MiB), stages {seconds}")

@@ -408,7 +408,9 @@ def test_delta_rs_two_processes_merge_into_a_new_table(tmp_path):
 
     ctx = mp.get_context("spawn")
     conflicts = 0
-    for trial in range(3):
+    for trial in range(6):  # until the race has happened (it does on the first try here), at least twice
+        if conflicts and trial >= 2:
+            break
         root = str(tmp_path / f"lake{trial}")
         barrier, queue = ctx.Barrier(2), ctx.Queue()
         procs = [ctx.Process(target=_merge_in_process, args=(root, barrier, queue, w)) for w in range(2)]
