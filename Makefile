@@ -14,6 +14,7 @@ MODELS ?= models/tiny
 SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng
 
 .PHONY: install system-deps demo test test-all test-petastorm bench sample tiny-models lock clean-lakehouse clean
+.PHONY: wheel pack-env test-delta-spark
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
@@ -66,6 +67,36 @@ sample: install
 
 lock: install
 	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.tmp && mv constraints.tmp constraints.txt
+
+# -- cluster launch (README "Run with spark-submit", "Run on Databricks") ------------------------------------
+VERSION := $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)
+WHEEL := dist/captionrec-$(VERSION)-py3-none-any.whl
+ENV_PACK := dist/captionrec-env.tar.gz
+PACK_VENV := build/pack-venv
+
+# The wheel spark-submit clusters and Databricks wheel tasks install (config files inside: captionrec/_conf).
+wheel: install
+	rm -rf build/lib build/bdist.* $(WHEEL)
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	@echo "built $(WHEEL)"
+
+# The packed Python environment executors unpack (spark-submit --archives $(ENV_PACK)#env, conf/spark-gpu.conf):
+# a fresh venv with the wheel (not editable) and the pinned dependencies, packed with venv-pack. Executors need
+# the same base Python at the same path ($(PY): $(shell command -v $(PY))); otherwise use the image route.
+pack-env: wheel
+	rm -rf $(PACK_VENV) && $(PY) -m venv $(PACK_VENV)
+	$(PACK_VENV)/bin/pip install -q --upgrade pip wheel
+	$(PACK_VENV)/bin/pip install -q torch==2.13.0
+	$(PACK_VENV)/bin/pip install -q -c constraints.txt "$(WHEEL)[local]"
+	$(BIN)/venv-pack -q -p $(PACK_VENV) -o $(ENV_PACK) --force
+	@ls -lh $(ENV_PACK)
+
+# The table contract tests against Delta itself (needs Maven for the jars, or them in ~/.ivy2; not here).
+DELTA_PACKAGE = $(shell awk '$$1 == "spark.jars.packages" {print $$2}' conf/spark-gpu.conf)
+test-delta-spark: install
+	PYSPARK_SUBMIT_ARGS="--packages $(DELTA_PACKAGE) --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
+	  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog pyspark-shell" \
+	  $(BIN)/python -m pytest tests/test_tables.py $(PYTEST_ARGS)
 
 clean-lakehouse:
 	rm -rf lakehouse mlflow.db mlartifacts spark-warehouse

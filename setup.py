@@ -15,7 +15,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "lib", "captionrec._conf": "conf"},
     packages=find_packages("lib") + ["captionrec._conf"],
-    package_data={"captionrec._conf": ["*.yaml", "prompts/*.txt", "databricks/*.yml"]},
+    package_data={"captionrec._conf": ["*.yaml", "*.conf", "prompts/*.txt"]},
     include_package_data=True,
     install_requires=[
         # Spark itself comes from the cluster / Databricks runtime; the `local` extra brings it for the embedded default.
@@ -42,7 +42,8 @@ setup(
         ],
         # delta-spark Python API (the jars come from --packages or the Databricks runtime).
         "delta-spark": ["delta-spark>=4.0"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # venv-pack: `make pack-env`; databricks-bundles: the bundle's typed models (tests/test_bundle.py).
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "venv-pack>=0.2", "databricks-bundles>=1.22"],
         # Training loader for old-pyarrow runtimes (Databricks ML); see constraints/petastorm.txt.
         "petastorm": ["petastorm==0.13.1"],
     },

@@ -4,15 +4,13 @@ Local (embedded default):
     python jobs/ingest.py
     captionrec ingest   # same function, as the console script
 
-spark-submit on a GPU cluster (Delta from --packages; see conf/cluster.yaml for the full command):
-    spark-submit --packages io.delta:delta-spark_2.13:4.0.0 \
-        --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
-        --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-        --py-files dist/captionrec-0.1.0-py3-none-any.whl \
-        jobs/ingest.py --profile cluster storage.root=s3a://bucket/captionrec
+spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root):
+    spark-submit --master spark://HOST:7077 \
+        --properties-file conf/spark-gpu.conf \
+        jobs/ingest.py --profile cluster storage.root=s3a://bucket/captionrec data.source=s3a://bucket/MicroLens-100k
 
 Databricks (python_wheel_task): package_name "captionrec", entry_point "captionrec",
-    parameters ["ingest", "--profile", "databricks"]
+    parameters ["ingest", "--profile", "databricks", ...] (resources/captionrec_job.yml)
 """
 
 import sys

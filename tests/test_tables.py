@@ -1,8 +1,9 @@
 """Contract tests of `captionrec.tables`: one suite, run against every backend the session can run.
 
 delta-spark needs Delta's jars on the Spark classpath: the param skips (with the reason) on a session
-without them, e.g. here, where Maven is unreachable. Run it with a Delta session, e.g.
-`PYSPARK_SUBMIT_ARGS="--packages io.delta:delta-spark_2.13:<ver> ..."` and the Delta extension set.
+without them, e.g. here, where Maven is unreachable. With Maven (or the jars in ~/.ivy2) run the same tests
+against Delta: `make test-delta-spark` (PYSPARK_SUBMIT_ARGS with the package and SQL settings of
+conf/spark-gpu.conf).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ T1 = dt.datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
 SKIP_DELTA_SPARK = (
     "Delta jars not on the Spark classpath (spark.sql.extensions lacks DeltaSparkSessionExtension and this is "
-    "not Databricks); run with --packages io.delta:delta-spark_2.13:<ver> and "
-    "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension"
+    "not Databricks); run `make test-delta-spark` where Maven is reachable"
 )
 
 
@@ -377,3 +377,167 @@ def test_align_to_schema_widens_and_rejects(spark):
         align_to_schema(spark.createDataFrame([("a", "2", 1.0)], "k string, n string, x double"), target, "t")
     with pytest.raises(ValueError, match="not in table \\['y'\\]"):
         align_to_schema(spark.createDataFrame([("a", 2, 1.0, 0)], "k string, n long, x double, y int"), target, "t")
+
+
+# -- concurrent writers, commit retries, OPTIMIZE ---------------------------------------------------------
+
+
+def _merge_in_process(root: str, barrier, queue, writer: int) -> None:
+    """A second process (spawned: delta-rs' runtime does not survive fork) MERGEing into a new table."""
+    import pyarrow as pa
+
+    from captionrec.tables import DeltaRsStore
+
+    store = DeltaRsStore(None, root, retry_backoff_s=0.05)
+    tbl = pa.table({"item_id": ["a", "b", "c"], "writer": [writer] * 3})
+    barrier.wait(timeout=120)
+    try:
+        res = store.merge_arrow("items", tbl, keys=["item_id"], update=False)
+        queue.put((writer, res.inserted, store.conflicts, None))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        queue.put((writer, None, store.conflicts, repr(exc)))
+
+
+def test_delta_rs_two_processes_merge_into_a_new_table(tmp_path):
+    """Two processes start a MERGE into the same missing table at once: one creates it, the other loses the
+    exclusive create, retries and MERGEs into the winner's table. Keys stay unique. (Before: both created
+    it, delta-rs rebased the second create into an append, and every key was there twice.)"""
+    import multiprocessing as mp
+
+    from deltalake import DeltaTable
+
+    ctx = mp.get_context("spawn")
+    conflicts = 0
+    for trial in range(6):  # until the race has happened (it does on the first try here), at least twice
+        if conflicts and trial >= 2:
+            break
+        root = str(tmp_path / f"lake{trial}")
+        barrier, queue = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_merge_in_process, args=(root, barrier, queue, w)) for w in range(2)]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=180) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert all(r[3] is None for r in results), results
+        assert sorted(r[1] for r in results) == [0, 3]  # one writer inserted everything, the other nothing
+        conflicts += sum(r[2] for r in results)
+        rows = DeltaTable(f"{root}/items").to_pyarrow_table().to_pylist()
+        assert sorted(r["item_id"] for r in rows) == ["a", "b", "c"]
+        assert len({r["writer"] for r in rows}) == 1  # all rows from the one writer that created the table
+    # the race really happened (both writers saw no table): the loser's commit conflicted and was retried
+    assert conflicts >= 1
+
+
+def test_two_threads_upsert_into_a_new_table(store, spark):
+    """The DataFrame API under concurrency (threads sharing one session): a missing table, two first writers."""
+    import threading
+
+    frames = [_df(spark, [("a", f"A{w}", float(w)), ("b", f"B{w}", float(w)), (f"only{w}", "x", 0.0)]) for w in (0, 1)]
+    barrier, results, errors = threading.Barrier(2), [None, None], []
+
+    def write(w):
+        barrier.wait(timeout=60)
+        try:
+            results[w] = store.upsert("items", frames[w], keys=["item_id"])
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    rows = _rows(store.read("items"))
+    assert sorted(r[0] for r in rows) == ["a", "b", "only0", "only1"]  # every key once
+    assert sum(r.inserted for r in results) == 4
+    print(f"{store.backend}: commits retried after a lost race: {store.conflicts}")
+
+
+def test_commit_conflicts_are_retried_with_backoff_then_fail_clearly(spark, tmp_path):
+    """Real delta-rs conflicts (a MERGE from a stale snapshot after another writer committed) through the
+    store's retry loop: retried with exponential backoff, and a clear error once the retries are spent."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from captionrec.tables import CommitConflictError, DeltaRsStore
+
+    store = DeltaRsStore(spark, str(tmp_path), commit_retries=3, retry_backoff_s=0.1)
+    loc = store.location("t")
+    write_deltalake(loc, pa.table({"k": ["a"], "v": [0]}))
+    sleeps: list[float] = []
+    calls = {"n": 0}
+
+    def stale_merge(conflicting_attempts: int, key: str):
+        def attempt():
+            calls["n"] += 1
+            dt = DeltaTable(loc)  # this attempt's snapshot
+            if calls["n"] <= conflicting_attempts:  # another writer commits before this attempt does
+                write_deltalake(loc, pa.table({"k": [f"other{calls['n']}"], "v": [1]}), mode="append")
+            merger = dt.merge(pa.table({"k": [key], "v": [9]}), "t.k = s.k", source_alias="s", target_alias="t")
+            return merger.when_not_matched_insert_all().execute()
+
+        return attempt
+
+    metrics = store.with_retries("t", "MERGE", stale_merge(2, "z"), sleep=sleeps.append)
+    assert metrics["num_target_rows_inserted"] == 1 and calls["n"] == 3 and store.conflicts == 2
+    assert len(sleeps) == 2 and 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2  # 0.1 * 2^attempt, jittered
+    keys = DeltaTable(loc).to_pyarrow_table()["k"].to_pylist()
+    assert keys.count("z") == 1
+
+    calls["n"], sleeps[:] = 0, []
+    with pytest.raises(CommitConflictError, match="storage.commit_retries"):
+        store.with_retries("t", "MERGE", stale_merge(99, "y"), sleep=sleeps.append)
+    assert calls["n"] == 4 and len(sleeps) == 3  # 1 + commit_retries attempts
+    # anything that is not a commit conflict is not retried
+    calls["n"] = 0
+
+    def bad():
+        calls["n"] += 1
+        raise ValueError("not a conflict")
+
+    with pytest.raises(ValueError, match="not a conflict"):
+        store.with_retries("t", "MERGE", bad, sleep=sleeps.append)
+    assert calls["n"] == 1
+
+
+def test_optimize_compacts_small_files(store, spark):
+    for i in range(4):
+        store.append("items", _df(spark, [(f"k{i}", "T", float(i))]).coalesce(1))
+    assert store.num_files("items") == 4
+    before = store.version("items")
+    got = store.optimize("items")
+    assert got["files_removed"] == 4 and got["files_added"] == 1 and got["version"] == before + 1
+    assert store.num_files("items") == 1 and store.count("items") == 4
+    assert _rows(store.read("items")) == [(f"k{i}", "T", float(i)) for i in range(4)]
+    again = store.optimize("items")  # nothing left to compact: no commit
+    assert again["files_removed"] == 0 and store.version("items") == before + 1
+
+
+def test_optimize_after_writes_when_a_table_has_many_files(spark, tmp_path):
+    store = open_store(spark, StorageConfig(backend="delta-rs", root=str(tmp_path), optimize_min_files=3))
+    store.upsert("items", _df(spark, [("a", "A", 1.0)]).coalesce(1), keys=["item_id"])
+    store.upsert("items", _df(spark, [("b", "B", 2.0)]).coalesce(1), keys=["item_id"])
+    assert store.num_files("items") == 2 and store.version("items") == 1
+    store.upsert("items", _df(spark, [("c", "C", 3.0)]).coalesce(1), keys=["item_id"])
+    assert store.num_files("items") == 1 and store.version("items") == 3  # MERGE (v2) + OPTIMIZE (v3)
+    assert store.history("items", limit=1)[0]["operation"] == "OPTIMIZE"
+    store.insert_missing("items", _df(spark, [("c", "C", 3.0)]).coalesce(1), keys=["item_id"])  # changes nothing
+    assert store.version("items") == 3
+    assert _rows(store.read("items")) == [("a", "A", 1.0), ("b", "B", 2.0), ("c", "C", 3.0)]
+
+
+def test_delta_spark_conflict_classification():
+    """Which errors the delta-spark backend retries: Delta's conflict exceptions (Python classes, or their JVM
+    names in an unconverted error) and a lost race to create a table; nothing else."""
+    from delta.exceptions import base as delta_base
+
+    from captionrec.tables.deltaspark import is_delta_conflict
+
+    assert is_delta_conflict(delta_base.ConcurrentAppendException(message="files were added"))
+    assert is_delta_conflict(delta_base.ProtocolChangedException(message="multiple writers, empty directory"))
+    assert is_delta_conflict(RuntimeError("io.delta.exceptions.ConcurrentAppendException: Files were added"))
+    assert is_delta_conflict(RuntimeError("[DELTA_PATH_EXISTS] Cannot write to already existent path"))
+    assert not is_delta_conflict(ValueError("columns don't match table 'items'"))
+    assert not is_delta_conflict(RuntimeError("[DELTA_MERGE_MISSING_WHEN] no WHEN clause"))

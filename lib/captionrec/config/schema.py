@@ -35,6 +35,12 @@ class StorageConfig:
     schema: Optional[str] = None
     # Storage options passed to delta-rs for object stores (credentials come from the environment).
     options: Mapping[str, str] = field(default_factory=dict)
+    # A commit that loses a race with a concurrent writer is retried from a fresh read this many times,
+    # waiting retry_backoff_s * 2^attempt (jittered) in between.
+    commit_retries: int = 5
+    retry_backoff_s: float = 0.5
+    # OPTIMIZE (compact small files) after a write once a table holds this many files; 0: never automatically.
+    optimize_min_files: int = 0
 
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
@@ -93,6 +99,9 @@ class TrackingConfig:
     experiment: str = "captionrec"
     # Where artifacts of a new experiment go (None: MLflow's default next to the store).
     artifact_location: Optional[str] = "mlartifacts"
+    # The code's git commit for the runs' `git_commit` tag. None: `git rev-parse HEAD` of the checkout; set it
+    # where the code runs from a wheel without .git (Databricks jobs pass ${bundle.git.commit}).
+    git_commit: Optional[str] = None
 
 
 @dataclass(frozen=True)

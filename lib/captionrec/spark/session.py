@@ -1,4 +1,9 @@
-"""The one place a SparkSession is created. Everything else receives the session as an argument."""
+"""The one place a SparkSession is created. Everything else receives the session as an argument.
+
+On a cluster master (spark-submit's session, spark://, local-cluster[...]) the session's default task
+request is checked against its executors at start (`captionrec.spark.cluster.check_session`): a
+request no executor can ever satisfy is a `ClusterConfigError` naming the settings, not a silent hang.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ def get_spark(cfg: SparkConfig):
                     spark.conf.set(k, v)
                 except Exception as exc:  # static confs can't change on a running session
                     log.warning("could not set %s on the active session: %s", k, exc)
+        _check(spark)
         return spark
 
     _embedded_env()
@@ -61,4 +67,16 @@ def get_spark(cfg: SparkConfig):
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    _check(spark)
     return spark
+
+
+def _check(spark) -> None:
+    from captionrec.spark.cluster import check_session, is_local_master
+
+    try:
+        master = spark.sparkContext.master
+    except Exception:  # noqa: BLE001 - Spark Connect sessions have no SparkContext: nothing to check
+        return
+    if not is_local_master(master):
+        check_session(spark)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from captionrec.tables.base import MergeResult, TableNotFoundError, TableStore
+from captionrec.tables.base import CommitConflictError, MergeResult, TableNotFoundError, TableStore
 from captionrec.tables.deltars import DeltaRsStore
 from captionrec.tables.deltaspark import DeltaSparkStore, has_delta, is_databricks
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKENDS",
+    "CommitConflictError",
     "DeltaRsStore",
     "DeltaSparkStore",
     "DeltaUnavailableError",
@@ -56,18 +57,26 @@ def resolve_backend(spark: "SparkSession", backend: str) -> str:
 def open_store(spark: "SparkSession", storage_cfg: "StorageConfig") -> TableStore:
     """The table store `storage_cfg` describes, on `spark`."""
     backend = resolve_backend(spark, storage_cfg.backend)
+    policy = {
+        "commit_retries": storage_cfg.commit_retries,
+        "retry_backoff_s": storage_cfg.retry_backoff_s,
+        "optimize_min_files": storage_cfg.optimize_min_files,
+    }
     if backend == "delta-spark":
         if not has_delta(spark):
             raise DeltaUnavailableError(
                 "storage.backend=delta-spark but this Spark session has no Delta: spark.sql.extensions lacks "
                 "io.delta.sql.DeltaSparkSessionExtension and it is not Databricks. Start Spark with "
-                "--packages io.delta:delta-spark_2.13:<version> and the Delta extension/catalog settings, "
-                "or use storage.backend=delta-rs (or auto)."
+                "the Delta package and extension/catalog settings of conf/spark-gpu.conf (spark.jars.packages "
+                "io.delta:delta-spark_<spark major.minor>_2.13:<delta version>), or use storage.backend=delta-rs "
+                "(or auto)."
             )
-        return DeltaSparkStore(spark, root=storage_cfg.root, catalog=storage_cfg.catalog, schema=storage_cfg.schema)
+        return DeltaSparkStore(
+            spark, root=storage_cfg.root, catalog=storage_cfg.catalog, schema=storage_cfg.schema, **policy
+        )
     if storage_cfg.catalog or storage_cfg.schema:
         raise ValueError(
             f"catalog tables (storage.catalog={storage_cfg.catalog!r}, storage.schema={storage_cfg.schema!r}) need "
             "a Spark session with Delta (backend delta-spark); the delta-rs backend works on paths/URIs (storage.root)"
         )
-    return DeltaRsStore(spark, storage_cfg.root, storage_options=storage_cfg.options)
+    return DeltaRsStore(spark, storage_cfg.root, storage_options=storage_cfg.options, **policy)

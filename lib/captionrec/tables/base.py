@@ -10,21 +10,33 @@ Semantics every backend keeps (the contract tests in tests/test_tables.py check 
   widened (int -> long, float -> double, timestamp_ntz -> timestamp); anything else is a `ValueError`.
   `overwrite` replaces data and schema;
 - timestamp_ntz columns are stored as Delta `timestamp`, their wall-clock values taken as UTC (keeps
-  tables on protocol (1, 2)); a MERGE that changes nothing commits nothing (delta-rs).
+  tables on protocol (1, 2)); a MERGE that changes nothing commits nothing (delta-rs);
+- concurrent writers: a commit that loses a race (Delta's optimistic concurrency) is retried from the
+  start, re-reading the table, at most `commit_retries` times with exponential backoff (`CommitConflictError`
+  after that). A MERGE into a table that doesn't exist yet creates it exclusively; a concurrent first
+  writer that loses that race MERGEs into the winner's table instead, so keys stay unique;
+- `optimize(name)` compacts small files (OPTIMIZE); with `optimize_min_files` > 0 every write that
+  committed is followed by one once the table holds that many files.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+import random
 import re
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypeVar
 
 if TYPE_CHECKING:  # pyspark is imported lazily: nothing here needs it at import time
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEDUP_ORDER = "__captionrec_order"
 _DEDUP_RANK = "__captionrec_rank"
@@ -39,6 +51,10 @@ class TableNotFoundError(LookupError):
         self.location = location
 
 
+class CommitConflictError(RuntimeError):
+    """A write kept losing to concurrent commits on the same table after every retry."""
+
+
 @dataclass(frozen=True)
 class MergeResult:
     inserted: int
@@ -51,8 +67,20 @@ class TableStore(ABC):
 
     backend: str
 
-    def __init__(self, spark: "SparkSession"):
+    def __init__(
+        self,
+        spark: "SparkSession",
+        commit_retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        optimize_min_files: int = 0,
+    ):
+        if commit_retries < 0 or retry_backoff_s < 0 or optimize_min_files < 0:
+            raise ValueError("commit_retries, retry_backoff_s and optimize_min_files must be >= 0")
         self.spark = spark
+        self.commit_retries = commit_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.optimize_min_files = optimize_min_files
+        self.conflicts = 0  # commits retried after losing a race (for summaries and tests)
 
     # -- the interface -------------------------------------------------------------------------
     @abstractmethod
@@ -84,9 +112,61 @@ class TableStore(ABC):
         """Commits newest first: dicts with version, timestamp (aware UTC datetime), operation,
         operationParameters, operationMetrics (numeric strings turned into ints)."""
 
+    @abstractmethod
+    def optimize(self, name: str, zorder_by: Sequence[str] = ()) -> dict:
+        """OPTIMIZE: compact the table's small files (Z-ordered by `zorder_by` when given). Returns
+        {"files_removed", "files_added", "version"}; a table with nothing to compact commits nothing."""
+
+    @abstractmethod
+    def num_files(self, name: str) -> int:
+        """Data files in the table's current version."""
+
+    @abstractmethod
+    def is_conflict(self, exc: BaseException) -> bool:
+        """True when `exc` means a commit lost a race with a concurrent writer (safe to retry)."""
+
     def count(self, name: str) -> int:
         """Rows in the table's current version."""
         return self.read(name).count()
+
+    # -- concurrency and maintenance -----------------------------------------------------------
+    def with_retries(self, name: str, op: str, fn: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+        """Run `fn` (one whole read-compute-commit attempt); retry it when it loses a commit race."""
+        attempts = self.commit_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified below, everything else re-raised
+                if not self.is_conflict(exc):
+                    raise
+                self.conflicts += 1
+                if attempt == attempts:
+                    raise CommitConflictError(
+                        f"{op} on table {name!r} lost to concurrent commits {attempts} times; last error: {exc}. "
+                        f"Raise storage.commit_retries or keep concurrent jobs off the same table"
+                    ) from exc
+                delay = self.retry_backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                log.warning("%s on %r conflicted with a concurrent commit (attempt %d of %d): %s; retrying in %.2f s",
+                            op, name, attempt, attempts, str(exc).splitlines()[0][:200], delay)
+                sleep(delay)
+        raise AssertionError("unreachable")
+
+    def after_write(self, name: str) -> None:
+        """OPTIMIZE once the table holds `optimize_min_files` files (0: never automatically).
+
+        A failed OPTIMIZE is logged, not raised: the write before it has committed and nothing is lost;
+        the next write (or an explicit `optimize`) tries again."""
+        if not self.optimize_min_files:
+            return
+        n = self.num_files(name)
+        if n < self.optimize_min_files:
+            return
+        try:
+            metrics = self.optimize(name)
+        except Exception as exc:  # noqa: BLE001 - maintenance only, see the docstring
+            log.warning("OPTIMIZE %r (%d files) failed: %s", name, n, exc)
+            return
+        log.info("OPTIMIZE %r: %d files -> %s", name, n, metrics)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(backend={self.backend!r})"

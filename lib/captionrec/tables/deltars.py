@@ -6,7 +6,7 @@ removed. Time travel opens `DeltaTable(path, version=v)`. Spark must be able to 
 cluster, s3:// needs a Hadoop filesystem for that scheme (EMR has one; OSS Spark: fs.s3.impl=S3AFileSystem).
 Tables with deletion vectors or column mapping (written by Delta Spark) are refused with a clear error.
 
-Writes: one commit each, from the driver: the DataFrame is collected as Arrow (`df.toArrow()`) and
+Writes: one commit each, from the driver (retried when a concurrent writer wins the race, see base.py): the DataFrame is collected as Arrow (`df.toArrow()`) and
 written with `write_deltalake` / `DeltaTable.merge`. The whole write passes through driver memory
 (fine for this project's tables: items, interactions, captions, feature vectors of a few 100k items;
 give the driver memory accordingly, or use the delta-spark backend on a cluster for bigger tables).
@@ -105,8 +105,10 @@ class DeltaRsStore(TableStore):
 
     backend = "delta-rs"
 
-    def __init__(self, spark: "SparkSession", root: str, storage_options: Mapping[str, str] | None = None):
-        super().__init__(spark)
+    def __init__(
+        self, spark: "SparkSession", root: str, storage_options: Mapping[str, str] | None = None, **policy: int | float
+    ):
+        super().__init__(spark, **policy)  # type: ignore[arg-type]
         self.root = resolve_root(root)
         bad = sorted(set(self.root) & set("[]{}*?"))
         if bad:  # delta-rs rejects them in URLs, Spark would read them as glob patterns
@@ -197,8 +199,31 @@ class DeltaRsStore(TableStore):
     def _to_arrow(self, df: "DataFrame") -> "pa.Table":
         return normalize_arrow(ntz_to_utc(df).toArrow())
 
+    def is_conflict(self, exc: BaseException) -> bool:
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        if isinstance(exc, CommitFailedError):
+            return True
+        # an exclusive create that found the table already made by a concurrent writer
+        return isinstance(exc, DeltaError) and "already exists" in str(exc)
+
+    def num_files(self, name: str) -> int:
+        return len(self._open(name).file_uris())
+
+    def optimize(self, name: str, zorder_by: Sequence[str] = ()) -> dict:
+        def attempt() -> dict:
+            dt = self._open(name)
+            opt = dt.optimize
+            m = opt.z_order(list(zorder_by)) if zorder_by else opt.compact()
+            return {"files_removed": int(m.get("numFilesRemoved", 0)), "files_added": int(m.get("numFilesAdded", 0)),
+                    "version": dt.version()}
+
+        return self.with_retries(name, "OPTIMIZE", attempt)
+
     def _write(self, name: str, tbl: "pa.Table", mode: str, overwrite_schema: bool = False) -> int:
-        from deltalake import write_deltalake
+        """One commit. mode "error": create the table exclusively (a concurrent creator makes this fail
+        instead of delta-rs rebasing it into an append on the winner's table)."""
+        from deltalake import CommitProperties, write_deltalake
 
         write_deltalake(
             self.location(name),
@@ -206,6 +231,7 @@ class DeltaRsStore(TableStore):
             mode=mode,
             schema_mode="overwrite" if overwrite_schema else None,
             storage_options=self.storage_options,
+            commit_properties=CommitProperties(max_commit_retries=0) if mode == "error" else None,
         )
         return self._open(name, without_files=True).version()
 
@@ -217,11 +243,18 @@ class DeltaRsStore(TableStore):
         return df
 
     def append(self, name: str, df: "DataFrame") -> int:
-        return self._write(name, self._to_arrow(self._prepare(name, df)), mode="append")
+        def attempt() -> int:
+            return self._write(name, self._to_arrow(self._prepare(name, df)), "append")
+
+        version = self.with_retries(name, "append", attempt)
+        self.after_write(name)
+        return version
 
     def overwrite(self, name: str, df: "DataFrame") -> int:
-        existed = self.exists(name)
-        return self._write(name, self._to_arrow(df), mode="overwrite", overwrite_schema=existed)
+        tbl = self._to_arrow(df)
+        version = self.with_retries(name, "overwrite", lambda: self._write(name, tbl, "overwrite", self.exists(name)))
+        self.after_write(name)
+        return version
 
     def upsert(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
         return self._merge(name, df, keys, update=True)
@@ -231,10 +264,44 @@ class DeltaRsStore(TableStore):
 
     def _merge(self, name: str, df: "DataFrame", keys: Sequence[str], update: bool) -> MergeResult:
         keys = check_keys(df, keys)
-        existed = self.exists(name)
-        tbl = dedupe_arrow_last(self._to_arrow(self._prepare(name, df)), keys)
-        if not existed:  # MERGE into nothing: the table is created with every source row
-            version = self._write(name, tbl, mode="append")
+
+        def attempt() -> MergeResult:
+            return self._merge_arrow_once(name, self._to_arrow(self._prepare(name, df)), keys, update)
+
+        result = self.with_retries(name, "MERGE", attempt)
+        if result.inserted or result.updated:
+            self.after_write(name)
+        return result
+
+    def merge_arrow(self, name: str, tbl: "pa.Table", keys: Sequence[str], update: bool = True) -> MergeResult:
+        """`upsert` (or, update=False, `insert_missing`) of an Arrow table, no Spark involved: for driver-side
+        commits of data already in Arrow. Columns must be the table's (any order)."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        missing = [k for k in keys if k not in tbl.column_names]
+        if not keys or missing:
+            raise ValueError(f"key column(s) {missing or keys} not in the Arrow table (columns: {tbl.column_names})")
+
+        def attempt() -> MergeResult:
+            src = normalize_arrow(tbl)
+            if self.exists(name):
+                import pyarrow as pa
+
+                target = pa.schema(self._open(name, without_files=True).schema().to_arrow())
+                if set(src.column_names) != set(target.names):
+                    raise ValueError(f"columns don't match table {name!r}: {sorted(src.column_names)} vs "
+                                     f"{sorted(target.names)}")
+                src = normalize_arrow(src.select(target.names).cast(target))
+            return self._merge_arrow_once(name, src, keys, update)
+
+        result = self.with_retries(name, "MERGE", attempt)
+        if result.inserted or result.updated:
+            self.after_write(name)
+        return result
+
+    def _merge_arrow_once(self, name: str, tbl: "pa.Table", keys: list[str], update: bool) -> MergeResult:
+        tbl = dedupe_arrow_last(tbl, keys)
+        if not self.exists(name):  # MERGE into nothing: the table is created (exclusively) with every source row
+            version = self._write(name, tbl, mode="error")
             return MergeResult(inserted=tbl.num_rows, updated=0, version=version)
         dt = self._open(name)
         if tbl.num_rows == 0:

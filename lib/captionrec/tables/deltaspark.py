@@ -1,11 +1,16 @@
 """delta-spark backend: Spark's own Delta (`delta.tables.DeltaTable`, `df.write.format("delta")`).
 
-Needs a session with Delta: Databricks, or spark-submit with
-`--packages io.delta:delta-spark_2.13:<ver>` plus
+Needs a session with Delta: Databricks, or spark-submit with Delta's package
+(`io.delta:delta-spark_<spark major.minor>_2.13:<delta version>`; conf/spark-gpu.conf has the pinned one) plus
 `spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension` and
 `spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog`.
 Writes run on the executors and commit once on the driver (Delta's own protocol), so they scale
 past driver memory. Tables are paths `<root>/<name>` or catalog tables `<catalog>.<schema>.<name>`.
+
+Concurrency: Delta's commit conflicts (`delta.exceptions.Concurrent*`, `MetadataChangedException`,
+`ProtocolChangedException`) are retried from a fresh read (base.py). A MERGE into a missing table creates it
+with mode `errorifexists`; a concurrent first writer that loses (a conflict, or "already exists") retries
+as a MERGE into the winner's table. OPTIMIZE is Delta's `optimize().executeCompaction()` / `executeZOrderBy`.
 """
 
 from __future__ import annotations
@@ -61,9 +66,18 @@ class DeltaSparkStore(TableStore):
     backend = "delta-spark"
 
     def __init__(
-        self, spark: "SparkSession", root: str | None = None, catalog: str | None = None, schema: str | None = None
+        self,
+        spark: "SparkSession",
+        root: str | None = None,
+        catalog: str | None = None,
+        schema: str | None = None,
+        **policy: int | float,
     ):
-        super().__init__(spark)
+        super().__init__(spark, **policy)  # type: ignore[arg-type]
+        try:  # installs Delta's conversion of its JVM conflict exceptions to delta.exceptions.* (is_delta_conflict)
+            import delta.exceptions  # noqa: F401
+        except ImportError:  # the delta-spark extra is not installed: names are matched in the messages instead
+            pass
         if catalog and not schema:
             raise ValueError(f"storage.catalog={catalog!r} needs storage.schema too (tables are catalog.schema.table)")
         self.catalog = catalog or None
@@ -128,6 +142,23 @@ class DeltaSparkStore(TableStore):
             return reader.table(self._quoted(name))
         return reader.load(self.location(name))
 
+    # -- concurrency and maintenance -----------------------------------------------------------
+    def is_conflict(self, exc: BaseException) -> bool:
+        return is_delta_conflict(exc)
+
+    def num_files(self, name: str) -> int:
+        return int(self._table(name).detail().first()["numFiles"])
+
+    def optimize(self, name: str, zorder_by: Sequence[str] = ()) -> dict:
+        def attempt() -> dict:
+            opt = self._table(name).optimize()
+            out = opt.executeZOrderBy(*zorder_by) if zorder_by else opt.executeCompaction()
+            metrics = out.first()["metrics"]
+            return {"files_removed": int(metrics["numFilesRemoved"]), "files_added": int(metrics["numFilesAdded"]),
+                    "version": self.version(name)}
+
+        return self.with_retries(name, "OPTIMIZE", attempt)
+
     # -- writes --------------------------------------------------------------------------------
     def _write(self, name: str, df: "DataFrame", mode: str) -> int:
         writer = df.write.format("delta").mode(mode)
@@ -146,10 +177,14 @@ class DeltaSparkStore(TableStore):
         return df
 
     def append(self, name: str, df: "DataFrame") -> int:
-        return self._write(name, self._prepare(name, df), "append")
+        version = self.with_retries(name, "append", lambda: self._write(name, self._prepare(name, df), "append"))
+        self.after_write(name)
+        return version
 
     def overwrite(self, name: str, df: "DataFrame") -> int:
-        return self._write(name, ntz_to_utc(df), "overwrite")
+        version = self.with_retries(name, "overwrite", lambda: self._write(name, ntz_to_utc(df), "overwrite"))
+        self.after_write(name)
+        return version
 
     def upsert(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
         return self._merge(name, df, keys, update=True)
@@ -159,9 +194,15 @@ class DeltaSparkStore(TableStore):
 
     def _merge(self, name: str, df: "DataFrame", keys: Sequence[str], update: bool) -> MergeResult:
         keys = check_keys(df, keys)
+        result = self.with_retries(name, "MERGE", lambda: self._merge_once(name, df, keys, update))
+        if result.inserted or result.updated:
+            self.after_write(name)
+        return result
+
+    def _merge_once(self, name: str, df: "DataFrame", keys: list[str], update: bool) -> MergeResult:
         src = dedupe_last(self._prepare(name, df), keys)
-        if not self.exists(name):  # MERGE into nothing: the table is created with every source row
-            version = self._write(name, src, "append")
+        if not self.exists(name):  # MERGE into nothing: the table is created (exclusively) with every source row
+            version = self._write(name, src, "errorifexists")
             metrics = self._history_rows(name, 1)[0]["operationMetrics"] or {}
             inserted = int(metrics.get("numOutputRows", 0)) if "numOutputRows" in metrics else src.count()
             return MergeResult(inserted=inserted, updated=0, version=version)
@@ -181,3 +222,42 @@ class DeltaSparkStore(TableStore):
             metrics = last["operationMetrics"] or {}
             inserted, updated = metrics.get("numTargetRowsInserted", 0), metrics.get("numTargetRowsUpdated", 0)
         return MergeResult(inserted=int(inserted or 0), updated=int(updated or 0), version=int(last["version"]))
+
+
+# Delta's commit-conflict exceptions (JVM class names / Spark error conditions), and what an exclusive
+# create reports when a concurrent writer created the table first.
+_CONFLICT_NAMES = (
+    "io.delta.exceptions.Concurrent", "ConcurrentModificationException", "MetadataChangedException",
+    "ProtocolChangedException", "DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
+)
+_EXISTS_CONDITIONS = ("DELTA_PATH_EXISTS", "PATH_ALREADY_EXISTS", "TABLE_OR_VIEW_ALREADY_EXISTS",
+                      "DELTA_TABLE_ALREADY_EXISTS")
+
+
+def is_delta_conflict(exc: BaseException) -> bool:
+    """True for a Delta commit conflict (retry from a fresh read) or a lost race to create a table."""
+    try:
+        from delta.exceptions import base as delta_base
+
+        conflict_types = tuple(
+            getattr(delta_base, n) for n in (
+                "DeltaConcurrentModificationException", "ConcurrentWriteException", "MetadataChangedException",
+                "ProtocolChangedException", "ConcurrentAppendException", "ConcurrentDeleteReadException",
+                "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
+            )
+        )
+        if isinstance(exc, conflict_types):
+            return True
+    except ImportError:  # pragma: no cover - delta-spark's Python package is part of the delta-spark extra
+        pass
+    condition = ""
+    for getter in ("getCondition", "getErrorClass"):
+        try:
+            condition = getattr(exc, getter)() or ""
+            break
+        except Exception:  # noqa: BLE001 - not a PySparkException, or an older Spark
+            continue
+    text = f"{type(exc).__name__} {condition} {exc}"
+    if any(n in text for n in _CONFLICT_NAMES):
+        return True
+    return any(c in text for c in _EXISTS_CONDITIONS) or "already exists" in str(exc).lower()

@@ -66,7 +66,7 @@ def tracking_spec(cfg: Any, tags: Optional[dict[str, Any]] = None, extra_params:
     """From the root Config: flattened config as params (+ extras), the git commit + given tags."""
     params = {k: "" if v is None else str(v) for k, v in flatten(cfg).items()}
     params.update({k: str(v) for k, v in (extra_params or {}).items()})
-    all_tags = {"git_commit": git_commit()}
+    all_tags = {"git_commit": cfg.tracking.git_commit or git_commit()}  # a wheel has no .git: jobs pass it
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
     t = cfg.tracking
     return TrackingSpec(
