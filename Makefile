@@ -11,7 +11,7 @@ MODELS ?= models/tiny
 
 # System packages the tests and the demo need: command -> Debian package. `make system-deps` installs the
 # missing ones with apt-get when it runs as root, and otherwise stops with the exact command to run.
-SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng
+SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng chromium:chromium
 
 .PHONY: install system-deps demo test test-all test-petastorm bench sample tiny-models lock clean-lakehouse clean
 
