@@ -134,6 +134,19 @@ def log_grid(tracking_uri: str, experiment: str = "report-tests", seeds=(1, 2)) 
     return LoggedGrid(tracking_uri, exp_id, pid, finished, failed)
 
 
+_SHARED: dict[str, LoggedGrid] = {}
+
+
+def shared_grid(tmp_path_factory) -> LoggedGrid:
+    """One logged grid per test session (MLflow store creation is slow on a busy machine): every test module
+    that asks gets the same one (read-only)."""
+    if "grid" not in _SHARED:
+        root = tmp_path_factory.getbasetemp() / "shared-grid"
+        root.mkdir(exist_ok=True)
+        _SHARED["grid"] = log_grid(f"sqlite:///{root}/mlflow.db")
+    return _SHARED["grid"]
+
+
 def caption_rows(sample_dir: Path, item_ids: list[str], synthetic: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """items and captions frames for a few sample videos; the video rows carry the frame times a real
     decode (captionrec.media.sample_frames, the caption stage's settings) returns."""

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from report_fixtures import WINDOWS, caption_rows, log_grid, run_cases
+from report_fixtures import WINDOWS, caption_rows, run_cases, shared_grid
 
 from captionrec import contracts as C
 from captionrec.config import load_config
@@ -17,8 +17,7 @@ from captionrec.report import build, gallery, stats
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlruns")
-    return log_grid(f"sqlite:///{root}/mlflow.db")
+    return shared_grid(tmp_path_factory)
 
 
 def _report_cfg(grid, tmp, *overrides):

@@ -67,13 +67,14 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
         page, n_items = gallery.render_gallery(entries), len(entries)
         log.info("gallery: %d items", n_items)
     files = build.write_report(ctx, out_dir, gallery_html=page)
+    latest = build.update_latest(out_dir)
     artifacts = build.log_to_parent(runset, files) if rc.log_artifacts else None
     g = ctx.gains if "gains" in rc.sections else None
     significant = [] if g is None else [
         f"{r.comparison} ({r.model}, {r.metric}): {100 * r.gain:+.1f}% [{100 * r.gain_lo:+.1f}%, {100 * r.gain_hi:+.1f}%]"
         for r in g[g["significant"]].itertuples()]
     return {
-        "out_dir": str(Path(out_dir).resolve()), "parent_run_id": runset.parent["run_id"] if runset.parent else None,
+        "out_dir": str(Path(out_dir).resolve()), "latest": str(latest), "parent_run_id": runset.parent["run_id"] if runset.parent else None,
         "runs_finished": len(runset.finished), "runs_failed": len(runset.failed), "rows": len(ctx.table),
         "table": json.loads(ctx.table.to_json(orient="records")), "significant": significant,
         "intervals": 0 if g is None else int(g["gain_lo"].notna().sum()), "gallery_items": n_items,
@@ -101,6 +102,7 @@ def format_summary(s: dict[str, Any]) -> str:
         verdict = "no intervals computed (the runs logged no cases artifacts)"
     lines.append(f"differences larger than their interval: {verdict}")
     f = s["files"]
+    lines.append(f"folder:  {s['out_dir']}   (also {s['latest']})")
     lines += [f"table:   {f['markdown']}  {f['csv']}", f"html:    {f['html']}", f"plots:   {s['out_dir']}/plots/ ({len(f['plots'])} PNG)"]
     lines.append(f"gallery: {f['gallery']}" if f["gallery"] else "gallery: (no captions table yet)")
     if s.get("artifacts"):

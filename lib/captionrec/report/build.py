@@ -87,6 +87,17 @@ def write_report(ctx: ReportContext, out_dir: Path, gallery_html: Optional[str] 
     return files
 
 
+def update_latest(out_dir: Path) -> Path:
+    """<out_dir's parent>/latest -> out_dir (a relative symlink), so the newest report has a stable path."""
+    link = out_dir.parent / "latest"
+    if link.is_symlink() or link.exists():
+        if not link.is_symlink():
+            raise FileExistsError(f"{link} exists and is not a symlink; remove it or pick another report.out_dir")
+        link.unlink()
+    link.symlink_to(out_dir.name, target_is_directory=True)
+    return link
+
+
 def log_to_parent(runset: RunSet, files: ReportFiles) -> Optional[str]:
     """Log the report's files as artifacts of the grid run (under `report/`); returns the artifact URI."""
     if not runset.parent:

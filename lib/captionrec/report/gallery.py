@@ -110,7 +110,7 @@ def gallery_entries(items: pd.DataFrame, captions: pd.DataFrame, cfg: Any,
     return entries
 
 
-def _pairs(value: Any) -> list[tuple[str, Any]]:
+def pairs(value: Any) -> list[tuple[str, Any]]:
     """A map column (dict from Spark, list of pairs from Arrow) or a list of structs -> pairs."""
     if value is None:
         return []
@@ -129,10 +129,10 @@ def _caption_facts(kind: str, row: Optional[dict[str, Any]]) -> list[tuple[str, 
         return [(f"{kind} caption", "(no row)")]
     status = row.get("status")
     text = row.get("text") if status == "ok" else f"({status}: {row.get('reason') or ''} {row.get('error') or ''})"
-    models = ", ".join(f"{k}={v}" for k, v in _pairs(row.get("model_ids")))
+    models = ", ".join(f"{k}={v}" for k, v in pairs(row.get("model_ids")))
     facts = [(f"{kind} caption", text or "")]
     if kind == "audio":
-        tags = ", ".join(f"{lbl} {float(s):.2f}" for lbl, s in _pairs(row.get("sound_tags")))
+        tags = ", ".join(f"{lbl} {float(s):.2f}" for lbl, s in pairs(row.get("sound_tags")))
         facts += [("transcript", row.get("transcript") or ""), ("language", row.get("language") or ""), ("sound tags", tags)]
     facts.append((f"{kind} captioner", f"{row.get('captioner_version')} · {models} · prompt {row.get('prompt_version')}"))
     return facts
