@@ -30,7 +30,7 @@ def written(grid, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     cfg = _report_cfg(grid, tmp)
     runset = build.load(cfg.tracking, cfg.report)
-    ctx = build.context(runset, cfg.report, synthetic_captions=True)
+    ctx = build.context(runset, cfg.report, synthetic_captions=["video", "audio"])
     files = build.write_report(ctx, build.out_folder(tmp, runset, cfg.report))
     return runset, ctx, files
 
@@ -189,3 +189,22 @@ def test_unknown_section_and_bad_config():
     with pytest.raises(ConfigError, match="unknown feature set"):
         load_config("local", ["experiment.feature_sets=[id,clip]"])
     assert C.metric_name("cold_hr@10") == "cold_hr_10"
+
+
+def test_cli_stages_and_one_screen_summaries():
+    from captionrec import cli
+
+    assert cli.PIPELINE["all"] == ("ingest", "caption", "embed", "experiment", "report")
+    assert {"experiment", "report"} <= set(cli.STAGES) and cli._parser().parse_args(["report", "--json"]).json
+    text = cli.format_summary({"stage": "ingest", "seconds": 3.2, "items": {"ok": 200, "bad": 5}, "ids": list(range(10))})
+    assert text.splitlines()[0] == "ingest done in 3 s"
+    assert "  items: ok=200, bad=5" in text and "... 10 items]" in text and len(text.splitlines()) <= 40
+    summary = {"stage": "experiment", "seconds": 12.0, "experiment": "e", "parent_run_id": "p1", "children": 2,
+               "ran": 1, "reused": 0, "failed": 1, "tracking_uri": "sqlite:///x.db",
+               "skipped_feature_sets": {"mllm_av": "no vectors for mllm_av in item_features"},
+               "runs": [{"status": "ran", "model": "sasrec", "features": "id", "seed": 1, "hr_10": 0.1234},
+                        {"status": "failed", "model": "sasrec", "features": "title", "seed": 1, "hr_10": float("nan"),
+                         "error": "ValueError: boom"}]}
+    text = cli.format_summary(summary)
+    assert "1 trained, 0 reused, 1 failed" in text and "HR@10 0.1234" in text and "ValueError: boom" in text
+    assert "skipped mllm_av: no vectors" in text and "captionrec report parent_run_id=p1" in text

@@ -46,10 +46,14 @@ def read_gallery_tables(store: "TableStore", gcfg: Any) -> Optional[tuple[Any, A
     return items, caps.where(F.col("item_id").isin(ids)).toPandas()
 
 
-def synthetic_captions(store: "TableStore") -> bool:
+def synthetic_captions(store: "TableStore") -> list[str]:
+    """Caption kinds with rows marked synthetic (written with tiny random models)."""
     from pyspark.sql import functions as F
 
-    return store.exists(C.CAPTIONS) and bool(store.read(C.CAPTIONS).where(F.col("synthetic")).limit(1).count())
+    if not store.exists(C.CAPTIONS):
+        return []
+    rows = store.read(C.CAPTIONS).where(F.col("synthetic")).select("kind").distinct().collect()
+    return sorted(r["kind"] for r in rows)
 
 
 def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, Any]:

@@ -94,8 +94,11 @@ def summary(ctx: ReportContext) -> Section:
     has_base = rs.windows["series"].isin(C.BASELINES).any() if len(rs.windows) else False
     has_cases = any(rs.cases(r) is not None for r in rs.finished["run_id"])
     notes = []
-    if ctx.extras.get("synthetic_captions"):
-        notes.append("Captions come from tiny random models (captions.synthetic): caption features are noise here.")
+    synthetic = ctx.extras.get("synthetic_captions")
+    if synthetic:
+        kinds = ", ".join(synthetic) if isinstance(synthetic, (list, tuple)) else "some"
+        notes.append(f"Captions come from tiny random models (captions.synthetic; kinds: {kinds}): the caption "
+                     "features measure the pipeline, not the captioners.")
     if not has_base:
         notes.append("The runs logged no random / popularity baselines (train stage before the run contract): "
                      "baseline columns are empty.")
