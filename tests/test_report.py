@@ -208,3 +208,14 @@ def test_cli_stages_and_one_screen_summaries():
     text = cli.format_summary(summary)
     assert "1 trained, 0 reused, 1 failed" in text and "HR@10 0.1234" in text and "ValueError: boom" in text
     assert "skipped mllm_av: no vectors" in text and "captionrec report parent_run_id=p1" in text
+
+
+def test_all_reports_the_grid_it_just_ran():
+    from captionrec import cli
+
+    cfg = load_config("local")
+    assert cli._follow("report", cfg, {"parent_run_id": "abc"}).report.parent_run_id == "abc"
+    assert cli._follow("report", cfg, {}).report.parent_run_id is None
+    pinned = load_config("local", ["report.parent_run_id=xyz"])
+    assert cli._follow("report", pinned, {"parent_run_id": "abc"}).report.parent_run_id == "xyz"
+    assert cli._follow("embed", cfg, {"parent_run_id": "abc"}) is cfg

@@ -141,6 +141,16 @@ def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
         print(format_summary(summary), flush=True)
 
 
+def _follow(stage: str, cfg: Config, previous: dict[str, Any]) -> Config:
+    """In `all`, the report reads the grid the experiment stage just ran (unless the config names runs)."""
+    import dataclasses
+
+    rc = cfg.report
+    if stage == "report" and previous.get("parent_run_id") and not (rc.parent_run_id or rc.filter):
+        return dataclasses.replace(cfg, report=dataclasses.replace(rc, parent_run_id=previous["parent_run_id"]))
+    return cfg
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("sample", "tiny-models"):  # helpers with their own options
@@ -174,8 +184,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     spark = get_spark(cfg.spark)
     store = open_store(spark, cfg.storage)
     log.info("tables: backend=%s root=%s catalog=%s", store.backend, cfg.storage.root, cfg.storage.catalog)
+    summary: dict[str, Any] = {}
     for name in PIPELINE.get(args.command, (args.command,)):
-        summary = run_stage(name, cfg, spark, store)
+        summary = run_stage(name, _follow(name, cfg, summary), spark, store)
         print_summary(summary, as_json=args.json)
     return 0
 
