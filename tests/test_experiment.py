@@ -127,5 +127,8 @@ def test_plan_keys_follow_config_and_table_versions(spark, lake, tmp_path):
     bumped = {**inputs, C.ITEM_FEATURES: {**inputs[C.ITEM_FEATURES], "version": inputs[C.ITEM_FEATURES]["version"] + 1}}
     assert experiment.child_key(children[1].cfg.train, bumped) != children[1].key
     assert set(experiment.input_tables(store, children[0].cfg.train)) == {C.INTERACTIONS}  # id reads no features
+    rebuilt = {**inputs, C.ITEM_FEATURES: {**inputs[C.ITEM_FEATURES], "committed_at": "2030-01-01T00:00:00+00:00"}}
+    assert experiment.child_key(children[1].cfg.train, rebuilt) != children[1].key  # same version, another table
+    assert inputs[C.ITEM_FEATURES]["committed_at"]
     with pytest.raises(ValueError, match="nothing to run"):
         experiment.run(_cfg(tmp_path, root, "[mllm_audio]"), spark, store)

@@ -21,7 +21,7 @@ import math
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
 from captionrec.config.loader import deep_merge, flatten, from_dict, parse_overrides, to_plain
@@ -58,9 +58,15 @@ def child_train_config(cfg: "Config", features: str, model: str, seed: int) -> T
 
 
 def input_tables(store: "TableStore", train: TrainConfig) -> dict[str, dict[str, Any]]:
-    """Location and Delta version of each table a child reads."""
+    """Location, Delta version and that version's commit time of each table a child reads (the commit time
+    tells a table rebuilt at the same location, whose versions start again at 0, from the old one)."""
     names = [C.INTERACTIONS] + ([C.ITEM_FEATURES] if train.feature_sets else [])
-    return {n: {"location": store.location(n), "version": store.version(n)} for n in names}
+    out = {}
+    for n in names:
+        last = store.history(n, limit=1)
+        committed = last[0]["timestamp"].isoformat() if last and last[0].get("timestamp") else None
+        out[n] = {"location": store.location(n), "version": store.version(n), "committed_at": committed}
+    return out
 
 
 def child_key(train: TrainConfig, inputs: dict[str, Any]) -> str:
