@@ -1,5 +1,6 @@
 # captionrec — the two commands a newcomer needs:
-#   make demo   # create .venv, install, build tiny offline models, run the whole pipeline on the bundled sample
+#   make demo   # create .venv, install, build tiny offline models, run the whole pipeline on the bundled sample:
+#               # ingest -> caption -> embed -> experiment -> report, then both notebooks
 #   make test   # create .venv if needed, install, run the test suite (what CI runs: .ci/run)
 SHELL := /bin/bash
 PY ?= python3
@@ -11,7 +12,7 @@ MODELS ?= models/tiny
 
 # System packages the tests and the demo need: command -> Debian package. `make system-deps` installs the
 # missing ones with apt-get when it runs as root, and otherwise stops with the exact command to run.
-SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng
+SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng chromium:chromium
 
 .PHONY: install system-deps demo test test-all test-petastorm bench sample tiny-models lock clean-lakehouse clean
 .PHONY: wheel pack-env test-delta-spark
@@ -45,7 +46,14 @@ tiny-models: install
 
 demo: install tiny-models
 	$(BIN)/captionrec all
-	@echo; echo "Tables under ./lakehouse (Delta), MLflow runs in ./mlflow.db: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	mkdir -p reports/notebooks && cp notebooks/captions.ipynb notebooks/experiments.ipynb reports/notebooks/
+	$(BIN)/jupyter-execute --inplace --timeout=900 reports/notebooks/captions.ipynb reports/notebooks/experiments.ipynb
+	@echo; echo "Results (the newest report is reports/latest/):"
+	@echo "  table:     reports/latest/report.md, reports/latest/report.csv"
+	@echo "  report:    reports/latest/report.html (plots inlined; PNGs in reports/latest/plots/)"
+	@echo "  gallery:   reports/latest/gallery.html"
+	@echo "  notebooks: reports/notebooks/captions.ipynb, reports/notebooks/experiments.ipynb (executed)"
+	@echo "  tables under ./lakehouse (Delta); MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 # The suite in the main environment, then the petastorm loader in its own pinned one (pyarrow <= 14).
 # pytest exits 5 when a selection holds no test: that is not a failure of the suite.
@@ -99,7 +107,7 @@ test-delta-spark: install
 	  $(BIN)/python -m pytest tests/test_tables.py $(PYTEST_ARGS)
 
 clean-lakehouse:
-	rm -rf lakehouse mlflow.db mlartifacts spark-warehouse
+	rm -rf lakehouse mlflow.db mlartifacts spark-warehouse reports
 
 clean: clean-lakehouse
 	rm -rf $(VENV) models

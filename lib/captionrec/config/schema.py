@@ -1,5 +1,5 @@
 """The root config: one frozen dataclass per section. Defaults here are the embedded (local) profile's;
-conf/<profile>.yaml overrides them. Stage sections live in their own modules (caption.py, embed.py, train.py).
+conf/<profile>.yaml overrides them. Stage sections live in their own modules (caption.py, embed.py, train.py, experiment.py).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Literal, Mapping, Optional, Union
 
 from captionrec.config.caption import CaptionConfig
 from captionrec.config.embed import EmbedConfig
+from captionrec.config.experiment import ExperimentConfig, ReportConfig
 from captionrec.config.train import TrainConfig
 
 
@@ -114,4 +115,6 @@ class Config:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -1,0 +1,13 @@
+"""Turning runs into answers: read a grid's MLflow runs, tabulate and compare them (paired bootstrap),
+plot, and write report.md / report.csv / report.html; plus the caption gallery page.
+
+```python
+from captionrec.report import build, gallery
+runset = build.load(cfg.tracking, cfg.report)            # the newest grid run's children (or report.filter)
+ctx = build.context(runset, cfg.report)
+ctx.table                                                # one row per feature set x model, mean +- std
+ctx.gains                                                # caption feature vs baseline, paired bootstrap interval
+files = build.write_report(ctx, build.out_folder("reports", runset, cfg.report))
+```
+New report sections register in `captionrec.report.sections` (see its docstring).
+"""
