@@ -388,9 +388,20 @@ def _merge_in_process(root: str, barrier, queue, writer: int) -> None:
 
     from captionrec.tables import DeltaRsStore
 
-    store = DeltaRsStore(None, root, retry_backoff_s=0.05)
+    class RacingStore(DeltaRsStore):
+        """Holds its first exclusive create until the other process reaches its own: both have seen no table,
+        so the race the test is about happens on every run (not only when the scheduler happens to allow it)."""
+
+        held = False
+
+        def _write(self, name, tbl, mode="append", **kw):
+            if mode == "error" and not self.held:
+                self.held = True
+                barrier.wait(timeout=120)
+            return super()._write(name, tbl, mode=mode, **kw)
+
+    store = RacingStore(None, root, retry_backoff_s=0.05)
     tbl = pa.table({"item_id": ["a", "b", "c"], "writer": [writer] * 3})
-    barrier.wait(timeout=120)
     try:
         res = store.merge_arrow("items", tbl, keys=["item_id"], update=False)
         queue.put((writer, res.inserted, store.conflicts, None))
@@ -407,10 +418,7 @@ def test_delta_rs_two_processes_merge_into_a_new_table(tmp_path):
     from deltalake import DeltaTable
 
     ctx = mp.get_context("spawn")
-    conflicts = 0
-    for trial in range(6):  # until the race has happened (it does on the first try here), at least twice
-        if conflicts and trial >= 2:
-            break
+    for trial in range(2):
         root = str(tmp_path / f"lake{trial}")
         barrier, queue = ctx.Barrier(2), ctx.Queue()
         procs = [ctx.Process(target=_merge_in_process, args=(root, barrier, queue, w)) for w in range(2)]
@@ -421,12 +429,11 @@ def test_delta_rs_two_processes_merge_into_a_new_table(tmp_path):
             p.join(timeout=60)
         assert all(r[3] is None for r in results), results
         assert sorted(r[1] for r in results) == [0, 3]  # one writer inserted everything, the other nothing
-        conflicts += sum(r[2] for r in results)
+        # the race happened (both writers saw no table): the loser's create conflicted and was retried as a MERGE
+        assert sorted(r[2] for r in results) == [0, 1], results
         rows = DeltaTable(f"{root}/items").to_pyarrow_table().to_pylist()
         assert sorted(r["item_id"] for r in rows) == ["a", "b", "c"]
         assert len({r["writer"] for r in rows}) == 1  # all rows from the one writer that created the table
-    # the race really happened (both writers saw no table): the loser's commit conflicted and was retried
-    assert conflicts >= 1
 
 
 def test_two_threads_upsert_into_a_new_table(store, spark):

@@ -87,8 +87,9 @@ class GridTracker:
     def record_failure(self, child: Any, exc: BaseException, trace: str, started_ms: int) -> str:
         """Mark a failed child: the train stage's own run of this attempt if it made one, else a new run with
         the child's params; FAILED, with the error as a tag and error.txt."""
-        since_ms = started_ms - 1000
-        runs = self._search(f"tags.`{C.TAG_CHILD_KEY}` = '{child.key}' and attributes.start_time >= {since_ms}")
+        # started_ms and MLflow's start_time come from the same clock; no slack, or a retry that starts within
+        # the slack of the previous attempt's failure record would overwrite that record instead of adding one
+        runs = self._search(f"tags.`{C.TAG_CHILD_KEY}` = '{child.key}' and attributes.start_time >= {started_ms}")
         if runs:
             run_id = runs[0].info.run_id
         else:
