@@ -93,3 +93,13 @@ def test_cli_config_command_prints_effective_config_and_rejects_bad_keys():
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "ingest.bogus" in bad.stderr
+
+
+def test_cli_takes_options_after_the_stage_and_its_overrides():
+    """Every job docstring launches `jobs/<stage>.py --profile cluster key=value ...`: options and overrides in
+    any order (argparse's plain parse_args rejects an override that follows an option)."""
+    ok = subprocess.run([sys.executable, "-m", "captionrec.cli", "config", "--profile", "local",
+                         "spark.shuffle_partitions=7", "--log-level", "WARNING", "spark.app_name=mixed"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "shuffle_partitions: 7" in ok.stdout and "app_name: mixed" in ok.stdout

@@ -162,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from captionrec.testing.tiny import main as tiny_main
 
         return tiny_main(argv[1:]) or 0
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may follow the stage and its overrides
     configure_logging(args.log_level)
 
     stage = args.command if args.command in STAGES else None
