@@ -34,7 +34,9 @@ How little is decoded (one sequential pass over the window's packets, in decode 
   frame up to the last target (reference behaviour, and the fallback for packets without timestamps).
 
 Truncated MP4/MOV files (index entries past the end of the file) raise ``corrupt``, as in ``probe``; other
-formats decode what is there (``decode_errors`` counts packets that failed).
+formats decode what is there (``decode_errors`` counts packets that failed). A decode whose packet errors lost
+most of the window (more than half of the targets got no frame within one target spacing,
+``FrameSample.lost_targets``) raises ``decode_error``: its frames would not show the window.
 
 Short clips: every target still gets a frame, so the output always has N frames; when the clip has fewer
 frames than targets, nearest frames repeat (``times_s`` shows the repeats; ``FrameSample.num_distinct``
@@ -88,6 +90,7 @@ class FrameSample:
     seeks: int = 0
     rotation: int = 0
     decode_errors: int = 0
+    lost_targets: int = 0  # targets whose frame lies more than one target spacing away (damaged stretches)
 
     @property
     def num_frames(self) -> int:
@@ -475,6 +478,13 @@ def _sample_open(
         raise MediaError(DECODE_ERROR, f"no frame could be decoded ({dec.errors} decode errors)", media.path)
     frames = np.stack(picker.out)  # (N, H, W, 3) uint8
     used = "full" if strategy == "full" else ("seek" if dec.seeks else "scan")
+    lost = lost_targets(picker.best_t, picker.targets, span, margin)
+    if dec.errors and 2 * lost > len(rel):
+        raise MediaError(
+            DECODE_ERROR,
+            f"{dec.errors} packet error(s) lost most of the window: {lost} of {len(rel)} targets got no nearby frame",
+            media.path,
+        )
     return FrameSample(
         frames=frames,
         times_s=picker.best_t - origin,
@@ -486,4 +496,13 @@ def _sample_open(
         seeks=dec.seeks,
         rotation=picker.rotation,
         decode_errors=dec.errors,
+        lost_targets=lost,
     )
+
+
+def lost_targets(times: np.ndarray, targets: np.ndarray, span: float, frame_dt: float) -> int:
+    """Targets whose chosen frame lies more than one target spacing (at least two frames) away from them."""
+    if len(targets) == 0:
+        return 0
+    tolerance = max(span / len(targets), 2 * frame_dt)
+    return int(np.count_nonzero(np.abs(times - targets) > tolerance + 1e-9))
