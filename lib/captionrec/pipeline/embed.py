@@ -25,6 +25,7 @@ writing, every (feature_set, model_id) is checked to hold a single vector dim, o
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 from captionrec import contracts as C
@@ -151,11 +152,26 @@ def _plan_summary(planned: "DataFrame", specs: dict[str, EncoderSpec]) -> tuple[
     return summary, counts
 
 
+def _chunks(todo: "DataFrame", n_rows: int, cfg: "EmbedConfig") -> Iterator["DataFrame"]:
+    """The rows to embed, in commit chunks of whole items (`CommitPacer`); one chunk when they fit in one."""
+    from pyspark.sql import functions as F
+
+    from captionrec.spark.commits import CommitPacer
+
+    if not n_rows:
+        return
+    if not cfg.commit_every or n_rows <= cfg.commit_every:
+        yield todo
+        return
+    ids = [r["item_id"] for r in todo.select("item_id").distinct().orderBy(F.xxhash64("item_id"), "item_id").collect()]
+    for chunk in CommitPacer(cfg.commit_every, cfg.commit_seconds).chunks(ids):
+        yield todo.where(F.col("item_id").isin(chunk))
+
+
 def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
     """Embed what changed; MERGE vectors into item_features and failures into feature_errors."""
     from pyspark.sql import functions as F
 
-    from captionrec.spark.commits import CommitPacer
     from captionrec.spark.modelmap import stage_gpu
 
     ecfg = cfg.embed
@@ -175,28 +191,28 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
 
     gpu = stage_gpu(spark, ecfg.gpu, "embed")
     todo = planned.where(F.col("state") == "todo")
-    ids = [r["item_id"] for r in todo.select("item_id").distinct().orderBy(F.xxhash64("item_id"), "item_id").collect()]
     totals = {"inserted": 0, "updated": 0, "commits": 0}
     embedded, worker_errors, outcome = [], [], {}
-    for chunk in CommitPacer(ecfg.commit_every, ecfg.commit_seconds).chunks(ids):
-        part = todo.where(F.col("item_id").isin(chunk))
+    for part in _chunks(todo, sum(counts.values()), ecfg):
         results = embed_todo(part, specs, counts, gpu, ecfg).localCheckpoint(eager=True)  # the model work runs here
+        chunk_outcome = {(r["feature_set"], r["reason"]): r["count"]
+                         for r in results.groupBy("feature_set", "reason").count().collect()}
+        for key, n in chunk_outcome.items():
+            outcome[key] = outcome.get(key, 0) + n
+        worker_errors.append(to_feature_errors(results))
+        if not any(reason is None for _, reason in chunk_outcome):
+            continue
         new = to_item_features(results)
         dims = check_dims(new, read[C.ITEM_FEATURES])
         summary.setdefault("dims", {}).update({f"{fs}/{mid}": d for (fs, mid), d in dims.items()})
-        for r in results.groupBy("feature_set", "reason").count().collect():
-            key = (r["feature_set"], r["reason"])
-            outcome[key] = outcome.get(key, 0) + r["count"]
-        if not new.isEmpty():
-            res = store.upsert(C.ITEM_FEATURES, new, list(C.KEYS[C.ITEM_FEATURES]))
-            totals["inserted"] += res.inserted
-            totals["updated"] += res.updated
-            totals["commits"] += 1
-            summary["item_features_version"] = res.version
-            embedded.append(new.select(*C.KEYS[C.ITEM_FEATURES]).localCheckpoint(eager=True))
-        worker_errors.append(to_feature_errors(results).localCheckpoint(eager=True))
+        res = store.upsert(C.ITEM_FEATURES, new, list(C.KEYS[C.ITEM_FEATURES]))
+        totals["inserted"] += res.inserted
+        totals["updated"] += res.updated
+        totals["commits"] += 1
+        summary["item_features_version"] = res.version
+        embedded.append(new.select(*C.KEYS[C.ITEM_FEATURES]))
     if outcome:
-        summary["embedded"] = {fs: n for (fs, reason), n in sorted(outcome.items()) if reason is None}
+        summary["embedded"] = {fs: n for (fs, reason), n in sorted(outcome.items(), key=str) if reason is None}
         summary["failed"] = {f"{fs}:{reason}": n for (fs, reason), n in outcome.items() if reason is not None}
 
     errors = to_feature_errors(planned.where(F.col("state") == "missing"))

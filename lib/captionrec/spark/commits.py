@@ -19,13 +19,14 @@ K = TypeVar("K")
 
 
 class CommitPacer:
-    """Chunk sizes: at most `every` items (0: no count bound) and, after the first chunk, at most the items the
-    measured pace gets through in `seconds` (0: no time bound)."""
+    """Chunk sizes: at most `every` items (0: no count bound) and, once a chunk has measured the pace, at most the
+    items that pace gets through in `seconds` (0: no time bound). Before the pace is known, a time bound without a
+    count bound starts with a chunk of `first` items."""
 
-    def __init__(self, every: int, seconds: float):
-        if every < 0 or seconds < 0:
-            raise ValueError("commit bounds must be >= 0 (0: no bound)")
-        self.every, self.seconds = every, seconds
+    def __init__(self, every: int, seconds: float, first: int = 32):
+        if every < 0 or seconds < 0 or first < 1:
+            raise ValueError("commit bounds must be >= 0 (0: no bound) and the first chunk >= 1")
+        self.every, self.seconds, self.first = every, seconds, first
         self.rate: Optional[float] = None  # items per second over the chunks so far
         self._items, self._elapsed = 0, 0.0
 
@@ -35,6 +36,8 @@ class CommitPacer:
             n = min(n, self.every)
         if self.seconds and self.rate:
             n = min(n, max(1, math.floor(self.rate * self.seconds)))
+        elif self.seconds and not self.every:
+            n = min(n, self.first)
         return max(1, n) if remaining else 0
 
     def done(self, items: int, elapsed_s: float) -> None:
