@@ -132,36 +132,47 @@ class Decoded:
         return {"decode_s": self.decode_s, "total_s": self.decode_s + model_s, "decode_errors": self.decode_errors}
 
 
+def _decode(item: dict[str, Any], read: Callable[[str], tuple[Any, int]]) -> Decoded:
+    """Time `read(path)` -> (data, decode errors); any failure (a MediaError's reason) is the item's record."""
+    from captionrec.media import MediaError
+
+    t0 = time.perf_counter()
+    try:
+        path = item.get("video_path")
+        if not path:
+            raise MediaError(C.MISSING_FILE, "item has no video_path", None)
+        data, errors = read(path)
+        return Decoded(item, data, decode_s=time.perf_counter() - t0, decode_errors=int(errors))
+    except Exception as exc:  # noqa: BLE001 - recorded per item
+        return Decoded(item, failure=failure(exc), decode_s=time.perf_counter() - t0)
+
+
 def decode_video(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:
+    """The kind's frames: `num_frames` (or `fps`) over the first `window_s`, at most `max_frames`."""
     from captionrec.media import MediaError, sample_frames
 
     v = plan.cfg.video
-    t0 = time.perf_counter()
-    path = item.get("video_path")
-    try:
-        if not path:
-            raise MediaError(C.MISSING_FILE, "item has no video_path", None)
+
+    def read(path: str) -> tuple[Any, int]:
         sample = sample_frames(path, num_frames=v.num_frames, window_s=v.window_s, fps=v.fps, max_pixels=v.max_pixels)
         if sample.num_frames == 0:
             raise MediaError(C.DECODE_ERROR, "no frame decoded", path)
         if sample.num_frames > v.max_frames:  # fps sampling over a long window: keep max_frames evenly spaced
             keep = np.linspace(0, sample.num_frames - 1, v.max_frames).round().astype(int)
             sample.frames, sample.times_s = sample.frames[keep], sample.times_s[keep]
-        return Decoded(item, sample, decode_s=time.perf_counter() - t0, decode_errors=int(sample.decode_errors))
-    except Exception as exc:  # noqa: BLE001 - recorded per item
-        return Decoded(item, failure=failure(exc), decode_s=time.perf_counter() - t0)
+        return sample, sample.decode_errors
+
+    return _decode(item, read)
 
 
 def decode_audio(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:
+    """The first `window_s` of the soundtrack at 16 kHz; no track or a silent one is the item's reason."""
     from captionrec.media import MediaError, is_silent
     from captionrec.media.audio import decode_audio as decode
 
     a = plan.cfg.audio
-    t0 = time.perf_counter()
-    path = item.get("video_path")
-    try:
-        if not path:
-            raise MediaError(C.MISSING_FILE, "item has no video_path", None)
+
+    def read(path: str) -> tuple[Any, int]:
         if item.get("has_audio") is False or (isinstance(item.get("has_audio"), np.bool_) and not item["has_audio"]):
             raise MediaError(C.NO_AUDIO_STREAM, "items.has_audio is false", path)
         sample = decode(path, sample_rate=SAMPLE_RATE, window_s=a.window_s)  # samples: (S,) float32 mono
@@ -169,9 +180,9 @@ def decode_audio(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:
             raise MediaError(C.SILENT, "audio track has no samples", path)
         if is_silent(sample.samples, a.silence_dbfs):
             raise MediaError(C.SILENT, f"audio below {a.silence_dbfs} dBFS", path)
-        return Decoded(item, sample.samples, decode_s=time.perf_counter() - t0, decode_errors=sample.decode_errors)
-    except Exception as exc:  # noqa: BLE001
-        return Decoded(item, failure=failure(exc), decode_s=time.perf_counter() - t0)
+        return sample.samples, sample.decode_errors
+
+    return _decode(item, read)
 
 
 # ----------------------------------------------------------------------------------------------- batches

@@ -14,6 +14,8 @@ Model references and dtypes go through the one resolver and dtype rule of `capti
 
 from __future__ import annotations
 
+from typing import Any
+
 from captionrec.captioning.refs import (
     PACKAGED_MINILM,
     PACKAGED_MINILM_ID,
@@ -43,6 +45,26 @@ def check_model_type(resolved: ResolvedModel, expected: str, local_files_only: b
         raise ModelTypeError(f"model {resolved.ref!r} is a {config.model_type!r} model; expected {expected!r}")
 
 
+def load_pretrained(
+    model: "str | ResolvedModel", tiny_dir: str, expected_type: str, processor_cls: Any, model_cls: Any, device: str,
+    dtype: str, local_files_only: bool, label: str,
+) -> tuple[ResolvedModel, Any, Any, Any]:
+    """Resolve `model`, check its architecture, load its processor and weights (the dtype rule) onto `device`.
+
+    -> (resolved, processor, model in eval mode, torch dtype); a folder or id that can't load is a
+    ModelNotFoundError naming the reference.
+    """
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, tiny_dir)
+    torch_dtype = resolve_dtype(dtype, device)
+    check_model_type(resolved, expected_type, local_files_only)
+    try:
+        processor = processor_cls.from_pretrained(resolved.location, local_files_only=local_files_only)
+        loaded = model_cls.from_pretrained(resolved.location, local_files_only=local_files_only, dtype=torch_dtype)
+    except OSError as exc:
+        raise ModelNotFoundError(f"cannot load {label} model {resolved.ref!r}: {exc}") from exc
+    return resolved, processor, loaded.to(device).eval(), torch_dtype
+
+
 __all__ = [
     "PACKAGED_MINILM",
     "PACKAGED_MINILM_ID",
@@ -52,6 +74,7 @@ __all__ = [
     "ResolvedModel",
     "check_model_type",
     "default_device",
+    "load_pretrained",
     "packaged_minilm_path",
     "resolve_dtype",
     "resolve_model",
