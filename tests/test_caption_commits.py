@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from captionrec.config.caption import CaptionConfig, VideoCaptionConfig
 from captionrec.config.schema import Config, StorageConfig
@@ -56,6 +57,7 @@ def _items(spark, clips: dict[str, Path]):
                                  "has_audio boolean, size_bytes long, probe_status string, ingested_at timestamp")
 
 
+@pytest.mark.slow  # a second JVM + Python workers + a SIGKILL: ~1 min on an idle 2-core machine, 4-5 min loaded
 def test_killed_run_keeps_its_commits_and_the_rerun_redoes_only_the_rest(spark, tmp_path, tiny_dir):
     from captionrec.tables import open_store
     from captionrec.testing.media_fixtures import make_clip

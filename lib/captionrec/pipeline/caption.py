@@ -171,7 +171,7 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
                             "updated": 0, "unchanged_errors": 0, "statuses": {}, "commits": 0}
     first = max(1, cfg.partitions) * cfg.items_per_batch
     for chunk in CommitPacer(cfg.commit_every, cfg.commit_seconds, first).chunks(ids):
-        part = pending.where(F.col("item_id").isin(chunk))
+        part = pending if len(chunk) == len(ids) else pending.where(F.col("item_id").isin(chunk))
         n_part = min(cfg.partitions, len(chunk)) if cfg.partitions > 0 else 0
         result = caption_items(part, plan, gpu, partitions=n_part).localCheckpoint(eager=True)  # models run here
         for r in result.groupBy("status").count().collect():
