@@ -7,13 +7,13 @@
 CPU mode (default; the embedded profile's models: tiny random Qwen2.5-VL / AST built into models/tiny,
 faster-whisper tiny.en from its wheel, template audio fusion):
   bare   a fresh Python process that loads each kind's models once and loops over the items with the stage's
-         own Spark-free core (`captionrec.pipeline.caption.caption_rows`: decode, batch, caption). Timed from
+         own Spark-free core (`captionrec.captioning.core.caption_rows`: decode, batch, caption). Timed from
          process start (imports and model loads included) to the last caption. One torch thread by default, like
          each Spark worker (`--threads 1,2` tries more; the fastest is the baseline). On 2 shared cores the tiny
          video model ran 28x slower with 2 torch threads than with 1 (77 s vs 2.8 s for 32 clips).
   spark  `captionrec.pipeline.caption.run` on local[N] over the same items (items table already written; the
-         session is started before the clock): fresh Python workers import, load models once each, stream
-         their partition, and the driver MERGEs the captions into a fresh Delta table.
+         session is started before the clock): through the one model-map, fresh Python workers import, load
+         models once each, stream their partition, and the driver MERGEs the captions into a fresh Delta table.
   ratio  spark (cold) / bare, measured in the same run; target <= 1.15. Also printed: the warm ratio, a second
          Spark run on the same session (workers and models already loaded) over the bare loop's caption time
          without imports and model loads: the per-item overhead that remains on long jobs; and the CPU-time
@@ -45,6 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TARGET_RATIO = 1.15
+TINY_DIR = REPO / "models" / "tiny"  # `captionrec tiny-models --out models/tiny` (built here when missing)
 BAD_SAMPLE_FILES = 200  # the sample's clean clips are numbered 1..200 (planted bad files follow)
 
 
@@ -116,7 +117,7 @@ def bench_items(n: int, workdir: Path) -> list[dict]:
 def caption_cfg(kinds: tuple[str, ...], partitions: int):
     from captionrec.config.caption import CaptionConfig
 
-    return CaptionConfig(kinds=kinds, tiny_models_dir=str(REPO / "models" / "tiny" / "captioning"), partitions=partitions)
+    return CaptionConfig(kinds=kinds, tiny_models_dir=str(TINY_DIR), partitions=partitions)
 
 
 # -------------------------------------------------------------------------------------------------- bare
@@ -127,18 +128,19 @@ def bare_loop(spec: dict) -> dict:
     t0 = time.perf_counter()
     import torch
 
-    from captionrec.pipeline import caption as pc
+    from captionrec.captioning.core import caption_rows, load_models
+    from captionrec.captioning.plan import plan_kind
 
     torch.set_num_threads(spec["threads"])
     cfg = replace(caption_cfg(tuple(spec["kinds"]), spec["partitions"]), torch_threads=spec["threads"])
     out: dict = {"kinds": {}}
     for kind in cfg.kinds:
         t1 = time.perf_counter()
-        plan = pc.plan_kind(cfg, kind, build_tiny=False)
-        models = pc.load_models(plan, "cpu")
+        plan = plan_kind(cfg, kind)
+        models = load_models(plan, "cpu")
         t2 = time.perf_counter()
         statuses: dict[str, int] = {}
-        for batch in pc.caption_rows(spec["items"], plan, models):
+        for batch in caption_rows(spec["items"], plan, models):
             for row in batch:
                 statuses[row["status"]] = statuses.get(row["status"], 0) + 1
         out["kinds"][kind] = {"load_s": round(t2 - t1, 2), "caption_s": round(time.perf_counter() - t2, 2), "statuses": statuses}
@@ -195,8 +197,6 @@ def run_spark(items: list[dict], kinds: tuple[str, ...], partitions: int, workdi
         cfg = Config(storage=StorageConfig(backend="delta-rs", root=str(lake)), caption=caption_cfg(kinds, partitions))
         store = open_store(spark, cfg.storage)
         store.upsert("items", spark.createDataFrame(items_pdf, schema), ["item_id"])
-        for kind in kinds:  # build tiny models outside the clock
-            pc.plan_kind(cfg.caption, kind, build_tiny=True)
         c0, t0 = tree_cpu_s(), time.perf_counter()
         summary = pc.run(cfg, spark, store)
         wall, c1 = time.perf_counter() - t0, tree_cpu_s()
@@ -207,12 +207,12 @@ def run_spark(items: list[dict], kinds: tuple[str, ...], partitions: int, workdi
 
 
 def cpu_bench(args: argparse.Namespace) -> dict:
-    from captionrec.testing.tiny_captioning import build_all
+    from captionrec.testing.tiny import build_all  # a repo tool may build the tiny models (outside the clock)
 
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    build_all(REPO / "models" / "tiny" / "captioning")
+    build_all(TINY_DIR)
     items = bench_items(args.items, workdir)
     for it in items:  # warm the page cache for both contenders
         Path(it["video_path"]).read_bytes()
@@ -294,7 +294,7 @@ def gpu_bench(args: argparse.Namespace) -> dict:
         print("--gpu: no CUDA device; nothing to measure")
         return {"mode": "gpu", "skipped": "no CUDA"}
     device = "cuda:0"
-    tiny = build_qwen2_5_vl(REPO / "models" / "tiny" / "captioning")  # processors + tokenizer (same settings as the real checkpoint)
+    tiny = build_qwen2_5_vl(TINY_DIR)  # processors + tokenizer (same settings as the real checkpoint)
     max_pixels = 360 * 420
     cap = VideoCaptioner(str(tiny), device=device, max_pixels=max_pixels, local_files_only=True)
     cfg = qwen25_vl_3b_config(cap.tokenizer)

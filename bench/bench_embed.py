@@ -6,10 +6,11 @@
 
   bare   the embed stage's `TextEncoder` (sentence-transformers, normalised, same batch size and max length)
          on the driver, torch using every core (or the GPU): `encode(texts)`, model already loaded.
-  spark  the embed stage's transform `captionrec.pipeline.embed.embed_texts` (mapInPandas over --partitions
-         partitions of a local[N] session, per-worker model cache, torch threads = cores / partitions),
-         materialised the way the stage does it (`localCheckpoint`: vectors back in Spark). Python workers
-         are warmed once (model loaded) before timing, as the bare model is.
+  spark  the embed stage's transform `captionrec.pipeline.embed.embed_todo` (the one model-map over
+         `features.core.embed_rows`: mapInArrow over --partitions partitions of a local[N] session, per-worker
+         model cache, torch threads = cores / partitions), materialised the way the stage does it
+         (`localCheckpoint`: vectors back in Spark). Python workers are warmed once (model loaded) before
+         timing, as the bare model is.
   ratio  spark / bare (median over --repeats interleaved runs); target <= 1.15. Vectors are compared too.
 
 Texts: deterministic caption-like paragraphs (40-90 words), so batches look like the stage's real input.
@@ -79,21 +80,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from captionrec.config.embed import EmbedConfig, TextEmbedConfig
     from captionrec.config.schema import SparkConfig
-    from captionrec.features import default_device, resolve_model
+    from captionrec.features import default_device
     from captionrec.features.text import TextEncoder
-    from captionrec.pipeline.embed import embed_texts
+    from captionrec.pipeline.embed import embed_todo, encoder_specs
+    from captionrec.spark.modelmap import StageGpu
     from captionrec.spark.session import get_spark
+    from captionrec.spark.udf import DeviceRule
 
     device = args.device or default_device()
     cores = os.cpu_count() or 1
     texts = make_texts(args.texts)
-    resolved = resolve_model(args.model, args.tiny_models_dir)
     ecfg = EmbedConfig(
+        feature_sets=("mllm_av",),
         text=TextEmbedConfig(model=args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length),
         partitions=args.partitions,
         tiny_models_dir=args.tiny_models_dir,
         torch_threads=max(1, cores // args.partitions) if device == "cpu" else 1,
     )
+    specs = encoder_specs(ecfg)
+    resolved = specs["text"].resolved
+    gpu = StageGpu(None, DeviceRule("embed", enabled=device != "cpu"))
 
     # bare: the same encoder class and settings, on the driver, every core
     torch.set_num_threads(cores)
@@ -105,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                                   shuffle_partitions=args.partitions))
     rows = [(f"i{i}", "mllm_av", resolved.model_id, "v", t) for i, t in enumerate(texts)]
     df = spark.createDataFrame(rows, "item_id string, feature_set string, model_id string, source_version string, "
-                                     "text string").localCheckpoint(eager=True)
+                                     "payload string").localCheckpoint(eager=True)
 
     def spark_run(frame, n):
-        return embed_texts(frame, resolved, ecfg, n_rows=n).localCheckpoint(eager=True)
+        return embed_todo(frame, specs, {"mllm_av": n}, gpu, ecfg).localCheckpoint(eager=True)
 
     # warm every Python worker: one tiny batch per partition loads the model into each worker's cache
     spark_run(df.limit(args.batch_size * args.partitions), args.batch_size * args.partitions).count()

@@ -9,6 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
+# Tiny random models: production code never builds them (a missing one is an error that says to run
+# `captionrec tiny-models`); the `tiny_dir` fixture builds them once per session here (idempotent).
+TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny"))
 
 # Tests never reach a hub: everything loads from local folders or wheels.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,3 +38,12 @@ def sample_dir() -> Path:
     if not (SAMPLE / "videos").is_dir():
         pytest.fail(f"shipped sample missing at {SAMPLE}; regenerate with `captionrec sample --out {SAMPLE}`")
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    """Every tiny random model (`captionrec tiny-models`), built once into TINY_DIR."""
+    from captionrec.testing.tiny import build_all
+
+    build_all(TINY_DIR)
+    return TINY_DIR

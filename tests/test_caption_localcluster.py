@@ -2,7 +2,8 @@
 
 A discovery script reports GPU addresses; `caption.gpu.enabled` attaches a ResourceProfile asking for one GPU per
 task; the workers see their assigned address through `TaskContext.resources()["gpu"]` (recorded in
-`captions.task_gpus`) and, with no CUDA here, fall back to the CPU. The same stage without the profile gets no
+`captions.task_gpus`) and, with no CUDA here, run on the CPU only because `caption.gpu.on_missing_cuda=cpu` says
+so (without it the task fails with an error naming that setting). The same stage without the profile gets no
 GPU. Runs in a subprocess: one JVM per process, and the suite's session-scoped `local[2]` may already exist.
 """
 
@@ -18,16 +19,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny" / "captioning"))
 
 SCRIPT = textwrap.dedent(
     """
     import datetime as dt, json, sys
     import pandas as pd
+    from dataclasses import replace
+    from captionrec.captioning.plan import plan_kind
     from captionrec.config.caption import CaptionConfig, GpuConfig, VideoCaptionConfig
     from captionrec.config.schema import Config, SparkConfig, StorageConfig
     from captionrec.pipeline import caption as pc
+    from captionrec.spark.modelmap import StageGpu, stage_gpu
     from captionrec.spark.session import get_spark
+    from captionrec.spark.udf import DeviceRule
     from captionrec.tables import open_store
     from captionrec.testing.media_fixtures import make_clip
 
@@ -44,7 +48,7 @@ SCRIPT = textwrap.dedent(
     caption = CaptionConfig(
         kinds=("video",), tiny_models_dir=tiny_dir, partitions=2, items_per_batch=2,
         video=VideoCaptionConfig(num_frames=2, max_pixels=4 * 28 * 28, max_new_tokens=4, batch_size=2),
-        gpu=GpuConfig(enabled=True, task_amount=1.0, task_cpus=1),
+        gpu=GpuConfig(enabled=True, task_amount=1.0, task_cpus=1, on_missing_cuda="cpu"),  # fake GPUs, no CUDA
     )
     cfg = Config(storage=StorageConfig(backend="delta-rs", root=f"{root}/lake"), caption=caption)
     store = open_store(spark, cfg.storage)
@@ -57,18 +61,28 @@ SCRIPT = textwrap.dedent(
                "fps double, has_audio boolean, video_codec string, audio_codec string, size_bytes long, "
                "probe_status string, ingested_at timestamp")
     store.upsert("items", items, ["item_id"])
-    profile = pc.gpu_profile(spark, caption)
+    gpu = stage_gpu(spark, caption.gpu, "caption")
+    profile = gpu.profile
     summary = pc.run(cfg, spark, store)
     again = pc.run(cfg, spark, store)
     caps = store.read("captions").select("item_id", "status", "task_gpus", "device").toPandas()
-    plan = pc.plan_kind(caption, "video")
-    no_profile = pc.caption_items(store.read("items"), plan, profile=None).select("task_gpus").toPandas()
+    plan = plan_kind(caption, "video")
+    no_gpu = StageGpu(None, DeviceRule("caption", enabled=True, scheduled=False, on_missing_cuda="cpu"))
+    no_profile = pc.caption_items(store.read("items"), plan, no_gpu).select("task_gpus").toPandas()
+    strict = StageGpu(profile, replace(gpu.rule, on_missing_cuda="error"))  # the default: no silent CPU
+    try:
+        pc.caption_items(store.read("items").limit(1), plan, strict, partitions=1).collect()
+        strict_error = None
+    except Exception as exc:
+        strict_error = str(exc)
     print(json.dumps({
         "master": spark.sparkContext.master,
         "profile_gpus": profile.taskResources["gpu"].amount if profile is not None else None,
         "summary": summary, "again": again,
         "captions": caps.to_dict("records"),
         "no_profile_gpus": no_profile["task_gpus"].tolist(),
+        "rule": [gpu.rule.enabled, gpu.rule.scheduled],
+        "strict_error": strict_error,
     }, default=str))
     spark.stop()
     """
@@ -76,10 +90,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.localcluster
-def test_gpu_resource_profile_on_local_cluster(tmp_path):
-    from captionrec.testing.tiny_captioning import build_qwen2_5_vl
-
-    build_qwen2_5_vl(TINY_DIR)
+def test_gpu_resource_profile_on_local_cluster(tmp_path, tiny_dir):
     discovery = tmp_path / "gpus.sh"
     discovery.write_text('#!/bin/sh\necho \'{"name": "gpu", "addresses": ["0", "1"]}\'\n')
     discovery.chmod(0o755)
@@ -87,7 +98,7 @@ def test_gpu_resource_profile_on_local_cluster(tmp_path):
     script.write_text(SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYSPARK_PYTHON": sys.executable}
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(discovery), str(TINY_DIR)],
+        [sys.executable, str(script), str(tmp_path), str(discovery), str(tiny_dir)],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -104,3 +115,6 @@ def test_gpu_resource_profile_on_local_cluster(tmp_path):
     assert out["again"]["kinds"]["video"]["pending"] == 0  # the re-run adds nothing
     # the same stage without the profile: no GPU is assigned to its tasks
     assert out["no_profile_gpus"] == [None] * 4
+    assert out["rule"] == [True, True]  # the profile schedules GPUs: a task without one would be an error
+    # a GPU assigned while CUDA is unavailable is an error naming the setting, unless on_missing_cuda=cpu
+    assert out["strict_error"] and "caption.gpu.on_missing_cuda=cpu" in out["strict_error"]

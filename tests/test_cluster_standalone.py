@@ -456,6 +456,8 @@ import json, time
 from pyspark.sql import SparkSession
 from captionrec.spark.cluster import ClusterConfigError, check_profile_fits, check_task_fits, registered_executors
 from captionrec.spark.udf import gpu_resource_profile
+from captionrec.spark.modelmap import stage_gpu
+from captionrec.config.common import GpuConfig
 
 spark = SparkSession.builder.getOrCreate()
 deadline = time.monotonic() + 120
@@ -476,6 +478,11 @@ try:
     out["profile"] = None
 except ClusterConfigError as exc:
     out["profile"] = str(exc)
+try:  # what every model stage does first (the caption and embed stages' stage_gpu)
+    stage_gpu(spark, GpuConfig(enabled=True, task_amount=1.0, task_cpus=16), "embed")
+    out["stage"] = None
+except ClusterConfigError as exc:
+    out["stage"] = str(exc)
 print("CHECK " + json.dumps(out))
 """
 
@@ -498,6 +505,7 @@ def test_task_requests_that_can_never_run_are_errors_not_hangs(cluster, tmp_path
     assert "caption.gpu.task_amount=2" in out["gpus"] and "spark.executor.resource.gpu.amount" in out["gpus"]
     assert "need 3 tasks running at once" in out["barrier"] and "2 slot(s)" in out["barrier"]
     assert "16 CPUs per task" in out["profile"]
+    assert "embed.gpu.task_cpus=16" in out["stage"] and "largest executor has 4 core(s)" in out["stage"]
     print(f"check app: {time.monotonic() - t0:.0f} s")
 
 

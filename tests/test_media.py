@@ -394,3 +394,42 @@ def test_skipping_matches_full_decode_for_every_target_count(media, case):
         fs = sample_frames(media[case], num_frames=n, max_pixels=64 * 36)
         np.testing.assert_array_equal(fs.times_s, full.times_s, err_msg=f"{case} n={n}")
         np.testing.assert_array_equal(fs.frames, full.frames, err_msg=f"{case} n={n}")
+
+
+# -- packet errors: counted, and a decode that lost most of the window is a decode_error ----------------------
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    from captionrec.testing.media_fixtures import make_clip, make_damaged
+
+    d = tmp_path_factory.mktemp("damaged")
+    clip = make_clip(d / "ten.mp4", duration_s=10.0, keyint=25)
+    return {"most": make_damaged(clip, d / "most.mp4", upto=0.9), "head": make_damaged(clip, d / "head.mp4", upto=0.2)}
+
+
+def test_packet_errors_that_lose_most_of_the_window_are_decode_errors(damaged):
+    from captionrec.media import probe
+    from captionrec.media.audio import decode_audio
+
+    assert probe(damaged["most"]).duration_s == pytest.approx(10.0, abs=0.1)  # the index is intact: not corrupt
+    with pytest.raises(MediaError, match="lost most of the window") as err:
+        load_audio(damaged["most"])  # it used to return the first ~1.5 s of 10 without a word
+    assert err.value.reason == "decode_error"
+    with pytest.raises(MediaError, match="lost most of the window") as err:
+        sample_frames(damaged["most"], num_frames=8)
+    assert err.value.reason == "decode_error"
+    # a damaged stretch the decoders skip: usable, and the errors are counted
+    audio = decode_audio(damaged["head"])
+    assert audio.decode_errors > 0 and audio.seconds > 0.5 * audio.expected_s
+    frames = sample_frames(damaged["head"], num_frames=8)
+    assert frames.decode_errors > 0 and 2 * frames.lost_targets <= frames.num_frames
+
+
+def test_clean_decodes_report_no_errors(media):
+    from captionrec.media.audio import decode_audio
+
+    a = decode_audio(media["normal"])
+    assert a.decode_errors == 0 and a.seconds == pytest.approx(3.0, abs=0.1) and a.expected_s == pytest.approx(3.0, abs=0.1)
+    f = sample_frames(media["normal"], num_frames=8)
+    assert f.decode_errors == 0 and f.lost_targets == 0

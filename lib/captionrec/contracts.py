@@ -99,6 +99,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         _f("task_gpus", pa.string()),
         _f("settings", pa.string()),
         _f("created_at", _UTC),
+        # The item's media fingerprint when captioned (`media_fingerprint`): a row for another fingerprint is stale.
+        _f("media_fingerprint", pa.string()),
+        _f("decode_errors", pa.int32()),  # packets that failed to decode (the item was still usable)
+        _f("asr_confidence", pa.float64()),  # speech transcript confidence in [0, 1] (null: no speech)
+        # The speech is doubtful: confidence below caption.audio.min_asr_confidence, or an English-only model
+        # under `language: auto` (it cannot detect a language; `language` is then null).
+        _f("low_confidence", pa.bool_()),
+        _f("transcript_reason", pa.string()),  # why the transcript is left out of the caption (low_confidence)
     ]),
     ITEM_FEATURES: pa.schema([
         _f("item_id", pa.string(), False),
@@ -199,15 +207,19 @@ OOM = "oom"  # out of memory even alone on the device
 EMPTY_OUTPUT = "empty_output"  # the model produced no text
 LOW_CONFIDENCE = "low_confidence"  # speech recognised below the confidence threshold (dropped from captions)
 GENERIC_ERROR = "error"  # any other exception
+EMBED_ERROR = "embed_error"  # an encoder call failed (feature_errors.reason)
+ZERO_VECTOR = "zero_vector"  # the encoder returned an all-zero vector (never stored)
+NON_FINITE_VECTOR = "non_finite_vector"  # the encoder returned NaN / inf (never stored)
 
 # Permanent: the input itself is unusable; a re-run with the same input would fail the same way.
 # (A missing file is permanent for its input: when the file appears, the item's fingerprint changes
 # and the item is pending again.)
 PERMANENT_REASONS: frozenset[str] = frozenset(
-    {MISSING_FILE, EMPTY_FILE, NOT_A_VIDEO, CORRUPT, NO_VIDEO_STREAM, NO_AUDIO_STREAM, SILENT, EMPTY_OUTPUT}
+    {MISSING_FILE, EMPTY_FILE, NOT_A_VIDEO, CORRUPT, NO_VIDEO_STREAM, NO_AUDIO_STREAM, SILENT, EMPTY_OUTPUT,
+     ZERO_VECTOR, NON_FINITE_VECTOR}
 )
 # Transient: worth retrying (memory pressure, a flaky read, a crashed model call).
-TRANSIENT_REASONS: frozenset[str] = frozenset({DECODE_ERROR, PROBE_ERROR, OOM, GENERIC_ERROR})
+TRANSIENT_REASONS: frozenset[str] = frozenset({DECODE_ERROR, PROBE_ERROR, OOM, GENERIC_ERROR, EMBED_ERROR})
 
 
 def is_permanent(reason: str | None) -> bool:
@@ -239,6 +251,10 @@ TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm
 MEDIA_FEATURE_SETS: tuple[str, ...] = ("videomae", "audio_raw")
 FEATURE_SETS: tuple[str, ...] = TEXT_FEATURE_SETS + MEDIA_FEATURE_SETS  # sets the embed stage writes
 TRAIN_FEATURE_SETS: tuple[str, ...] = (ID, *FEATURE_SETS)  # what `train.features` may combine with '+'
+
+# The items columns whose change means the video file changed (`size:mtime:probe_status`, "-" for nulls): a
+# caption or media vector made for another fingerprint is stale.
+MEDIA_FINGERPRINT_COLUMNS: tuple[str, ...] = ("size_bytes", "video_mtime", "probe_status")
 
 # Caption kinds each caption feature set reads.
 CAPTION_SOURCES: dict[str, tuple[str, ...]] = {

@@ -5,12 +5,16 @@
 - `AudioCaptioner`: Qwen2-Audio writes the caption from the audio, the transcript and the tags.
 - `template_caption`: the caption composed from transcript + tags without an LLM (cheap ablation/offline default).
 
+A transcript whose confidence is below the caption config's threshold is left out of the caption (the prompt and
+the template say the speech is unclear); the caption core records why.
+
 Inputs are 16 kHz mono float32 arrays. No Spark, no tables.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,7 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from captionrec.captioning import attn_implementation, is_synthetic, torch_dtype
+from captionrec.captioning.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +39,31 @@ class SoundTag:
 @dataclass(frozen=True)
 class Transcript:
     text: str
-    language: Optional[str]
+    language: Optional[str]  # detected (language "auto", multilingual model) or stated; None: unknown
     language_probability: Optional[float]
     speech_s: float  # seconds of audio left after VAD (the whole clip without VAD)
+    confidence: Optional[float] = None  # see `transcript_confidence`; None when nothing was transcribed
+    language_known: bool = True  # False: an English-only model under "auto" (it cannot tell the language)
+
+
+# Whisper's own decode checks: a segment over this compression ratio is repetitive (a decoding loop).
+COMPRESSION_RATIO_LIMIT = 2.4
+
+
+def transcript_confidence(segments: Sequence[Any]) -> Optional[float]:
+    """The mean probability of the transcript's words (faster-whisper `word_timestamps`), in [0, 1]; the words of
+    a segment that failed Whisper's own checks (decoded only by temperature fallback, compression ratio over 2.4)
+    or that it judges not to be speech (no_speech_prob > 0.6) count 0. None when nothing was transcribed.
+
+    Measured with faster-whisper tiny.en on espeak-ng speech (raw and through AAC): English 0.72-0.78; Mandarin
+    and German at most 0.54 (the English-only model writes invented English for them), usually 0.
+    """
+    probs: list[float] = []
+    for s in segments:
+        failed = (s.temperature or 0) > 0 or s.compression_ratio > COMPRESSION_RATIO_LIMIT or s.no_speech_prob > 0.6
+        words = s.words or []
+        probs += [0.0 if failed else float(w.probability) for w in words]
+    return round(sum(probs) / len(probs), 4) if probs else None
 
 
 def _split_device(device: str) -> tuple[str, int]:
@@ -48,7 +74,12 @@ def _split_device(device: str) -> tuple[str, int]:
 
 
 class Transcriber:
-    """faster-whisper speech-to-text; `transcribe(audio)` -> Transcript (empty text when nothing is spoken)."""
+    """faster-whisper speech-to-text; `transcribe(audio)` -> Transcript (empty text when nothing is spoken).
+
+    `language`: "auto" (None means the same) lets a multilingual model detect it; an English-only model (tiny.en)
+    cannot, so its transcripts under "auto" have language=None and `language_known=False`. A language code is
+    passed to the model as stated; an English-only model accepts only "en".
+    """
 
     def __init__(
         self,
@@ -56,7 +87,7 @@ class Transcriber:
         device: str = "cpu",
         compute_type: str = "auto",
         vad: bool = True,
-        language: Optional[str] = None,
+        language: Optional[str] = "auto",
         beam_size: int = 1,
         cpu_threads: int = 0,
         local_files_only: bool = False,
@@ -69,24 +100,38 @@ class Transcriber:
         self.model_id = model_id or model
         self.synthetic = is_synthetic(model)
         self.vad = vad
-        self.language = language
+        self.language = None if language in (None, "auto") else language
         self.beam_size = beam_size
         self.model = WhisperModel(
             model, device=dev, device_index=index, compute_type=compute_type,
             cpu_threads=cpu_threads, local_files_only=local_files_only,
         )
+        self.multilingual = bool(self.model.model.is_multilingual)
+        if not self.multilingual and self.language not in (None, "en"):
+            raise ValueError(
+                f"speech model {self.model_id} is English-only; language {language!r} needs a multilingual model "
+                "(e.g. caption.audio.asr_model=large-v3) or language 'auto' / 'en'"
+            )
         self.load_s = time.perf_counter() - t0
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32)  # (samples,) 16 kHz mono
-        language = self.language if self.model.model.is_multilingual else None
         segments, info = self.model.transcribe(
-            audio, language=language, beam_size=self.beam_size, vad_filter=self.vad,
-            condition_on_previous_text=False,
+            audio, language=self.language if self.multilingual else None, beam_size=self.beam_size,
+            vad_filter=self.vad, condition_on_previous_text=False, word_timestamps=True,  # word probabilities
         )
-        text = " ".join(s.text.strip() for s in segments if s.text.strip())
+        segments = [s for s in segments if s.text.strip()]
+        text = " ".join(s.text.strip() for s in segments)
         speech_s = float(info.duration_after_vad if info.duration_after_vad is not None else info.duration)
-        return Transcript(text=text, language=info.language, language_probability=info.language_probability, speech_s=speech_s)
+        known = self.multilingual or self.language == "en"
+        return Transcript(
+            text=text,
+            language=info.language if known else None,
+            language_probability=info.language_probability if known else None,
+            speech_s=speech_s,
+            confidence=transcript_confidence(segments),
+            language_known=known,
+        )
 
 
 class SoundTagger:
@@ -145,20 +190,32 @@ def format_tags(tags: Sequence[SoundTag]) -> str:
     return ", ".join(f"{t.label} ({t.score:.2f})" for t in tags) if tags else "none"
 
 
-def render_audio_prompt(template: str, transcript: str, tags: Sequence[SoundTag]) -> str:
-    """Fill `{transcript}` and `{tags}` in an audio prompt template (other braces are left alone)."""
-    return template.replace("{transcript}", transcript.strip() or "(no speech)").replace("{tags}", format_tags(tags))
+UNCLEAR_SPEECH = "(unclear speech, not transcribed)"
 
 
-def template_caption(transcript: str, tags: Sequence[SoundTag], max_transcript_chars: int = 2000) -> str:
-    """A caption without an LLM: the sound labels, then what is said (or that nothing is)."""
+def render_audio_prompt(template: str, transcript: str, tags: Sequence[SoundTag], speech_unclear: bool = False) -> str:
+    """Fill `{transcript}` and `{tags}` in an audio prompt template (other braces are left alone).
+
+    `speech_unclear`: the transcript was left out (low confidence); the prompt says so instead of "(no speech)".
+    """
+    said = UNCLEAR_SPEECH if speech_unclear else (transcript.strip() or "(no speech)")
+    return template.replace("{transcript}", said).replace("{tags}", format_tags(tags))
+
+
+def template_caption(
+    transcript: str, tags: Sequence[SoundTag], max_transcript_chars: int = 2000, speech_unclear: bool = False
+) -> str:
+    """A caption without an LLM: the sound labels, then what is said (or that nothing is, or that it is unclear)."""
     parts = []
     if tags:
         parts.append("Sounds: " + ", ".join(t.label for t in tags) + ".")
-    speech = " ".join(transcript.split())
+    speech = "" if speech_unclear else " ".join(transcript.split())
     if len(speech) > max_transcript_chars:
         speech = speech[: max_transcript_chars - 3].rstrip() + "..."
-    parts.append(f'Speech: "{speech}"' if speech else "No speech.")
+    if speech_unclear:
+        parts.append("Speech: unclear.")
+    else:
+        parts.append(f'Speech: "{speech}"' if speech else "No speech.")
     return " ".join(parts)
 
 

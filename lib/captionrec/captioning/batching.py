@@ -1,4 +1,4 @@
-"""Batch execution with out-of-memory backoff and per-item error capture.
+"""The one retry policy and the one prefetch helper for every model call (captions and feature vectors).
 
 `BatchRunner.run(items, fn, on_error)` feeds `fn` batches of `batch_size` items:
 
@@ -8,20 +8,25 @@
 - any other error in a batch of several items is retried item by item, so one bad item costs only itself;
 - an item that fails alone becomes `on_error(item, exc)` and the run goes on.
 
-No Spark, no tables: the caption stage wraps its model calls in this.
+`prefetch_batches(items, size, decode, threads)` yields the decoded items in batches of `size`, decoding the next
+batch (on `threads` threads; PyAV releases the GIL) while the caller runs the model on the current one.
+
+No Spark, no tables: every model call of the caption and embed cores goes through these two.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, Optional, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+D = TypeVar("D")
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -121,3 +126,40 @@ class BatchRunner(Generic[T, R]):
                 free_memory()
             log.warning("item failed: %s", error_text(exc, 200))
             return on_error(item, exc)
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last one shorter)."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def prefetch_batches(
+    items: Iterable[T], size: int, decode: Callable[[T], D], threads: int = 1, ahead: bool = True
+) -> Iterator[list[D]]:
+    """`decode` every item, yielded in batches of `size` in input order.
+
+    With `ahead`, the next batch is decoding on a pool of `threads` threads while the caller works on the
+    current one (at most two batches in memory). `decode` should record per-item failures in what it returns:
+    an exception it raises ends the iteration.
+    """
+    batches = chunked(items, size)
+    if not ahead:
+        for batch in batches:
+            yield [decode(x) for x in batch]
+        return
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="decode") as pool:
+
+        def submit(batch: Optional[list[T]]):
+            return None if batch is None else [pool.submit(decode, x) for x in batch]
+
+        pending = submit(next(batches, None))
+        while pending is not None:
+            current, pending = pending, submit(next(batches, None))
+            yield [f.result() for f in current]

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from captionrec.captioning import attn_implementation, is_synthetic, torch_dtype
+from captionrec.captioning.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
 

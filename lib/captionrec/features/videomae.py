@@ -13,14 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from captionrec.features import (
-    ModelNotFoundError,
-    ResolvedModel,
-    check_model_type,
-    default_device,
-    resolve_dtype,
-    resolve_model,
-)
+from captionrec.features import ResolvedModel, default_device, load_pretrained
 
 
 def fit_frames(frames: np.ndarray, num_frames: int) -> np.ndarray:
@@ -58,21 +51,12 @@ class VideoMAEEncoder:
         import torch
         from transformers import AutoImageProcessor, VideoMAEModel
 
-        self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, tiny_dir)
         self.device = device or default_device()
         self.batch_size = int(batch_size)
-        self.dtype = resolve_dtype(dtype, self.device)
-        check_model_type(self.resolved, "videomae", local_files_only)
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(
-                self.resolved.location, local_files_only=local_files_only
-            )
-            self.model = VideoMAEModel.from_pretrained(
-                self.resolved.location, local_files_only=local_files_only, dtype=self.dtype
-            )
-        except OSError as exc:
-            raise ModelNotFoundError(f"cannot load VideoMAE model {self.resolved.ref!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        self.resolved, self.processor, self.model, self.dtype = load_pretrained(
+            model, tiny_dir, "videomae", AutoImageProcessor, VideoMAEModel, self.device, dtype, local_files_only,
+            "VideoMAE",
+        )
         model_frames = int(self.model.config.num_frames)
         if num_frames is not None and num_frames != model_frames:
             raise ValueError(f"num_frames={num_frames} but {self.resolved.ref} was trained on {model_frames} frames")

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import av
 import numpy as np
 
 from captionrec.media.errors import DECODE_ERROR, NO_AUDIO_STREAM, MediaError
-from captionrec.media.probe import audio_stream, check_not_truncated, open_media, stream_kinds
+from captionrec.media.probe import audio_stream, check_not_truncated, open_media, stream_duration_s, stream_kinds
 
 MAX_DECODE_ERRORS = 64
+# A decode with packet errors that yields less than this share of the window it should have is a decode_error.
+MIN_DECODED_SHARE = 0.5
+
+
+@dataclass
+class AudioSample:
+    """Decoded audio: ``samples`` (S,) mono float32 at ``sample_rate``; ``decode_errors`` counts packets that
+    failed to demux or decode; ``expected_s`` is how much the window should hold (None: unknown duration)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    decode_errors: int = 0
+    expected_s: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
 
 
 def load_audio(
@@ -23,10 +41,22 @@ def load_audio(
 
     Decoding stops at the window end; the resampler is flushed. The result has exactly
     ``round(window_s * sample_rate)`` samples when the track is long enough, else the whole remainder
-    (``~duration * sample_rate``). Times are relative to the audio stream's start.
+    (``~duration * sample_rate``). Times are relative to the audio stream's start. ``decode_audio`` returns
+    the same samples with the number of packet errors.
 
-    Raises MediaError: missing_file, empty_file, not_a_video, corrupt, no_audio_stream, decode_error.
+    Raises MediaError: missing_file, empty_file, not_a_video, corrupt, no_audio_stream, decode_error (no frame
+    decoded, or packet errors lost most of the window).
     """
+    return decode_audio(path, sample_rate, window_s, start_s).samples
+
+
+def decode_audio(
+    path: Any,
+    sample_rate: int = 16000,
+    window_s: float | None = 30.0,
+    start_s: float = 0.0,
+) -> AudioSample:
+    """``load_audio`` with the decode report (see ``AudioSample``)."""
     if not sample_rate > 0:
         raise ValueError(f"sample_rate must be > 0, got {sample_rate!r}")
     if window_s is not None and not window_s > 0:
@@ -43,62 +73,87 @@ def load_audio(
         for s in c.streams:
             if s is not a:
                 s.discard = av.stream.Discard.all
+        duration = stream_duration_s(c, a)
         tb = float(a.time_base) if a.time_base else None
         origin = float(a.start_time * a.time_base) if a.start_time is not None and tb else 0.0
         begin = origin + start_s
-        end = begin + window_s if window_s is not None else None
         if start_s > 0 and tb:
             try:
                 c.seek(int(begin / tb), stream=a, backward=True)
             except av.FFmpegError:
                 pass  # unseekable: decode from the start and trim
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks: list[np.ndarray] = []
-        first_t: float | None = None
-        errors = 0
-        decoded = 0
-        stop = False
-        packets = c.demux(a)
-        while not stop:
+        reader = _AudioReader(a, sample_rate, origin, begin, None if window_s is None else begin + window_s, media.path)
+        reader.run(c.demux(a))
+
+    audio = np.concatenate(reader.chunks).astype(np.float32, copy=False) if reader.chunks else np.zeros(0, np.float32)
+    if reader.first_t is not None and reader.first_t < begin:
+        audio = audio[int(round((begin - reader.first_t) * sample_rate)) :]
+    if window_s is not None:
+        audio = audio[: int(round(window_s * sample_rate))]
+    expected = None
+    if duration is not None:
+        expected = max(0.0, duration - start_s) if window_s is None else max(0.0, min(window_s, duration - start_s))
+    out = AudioSample(np.ascontiguousarray(audio), sample_rate, reader.errors, expected)
+    if out.decode_errors and expected and out.seconds < MIN_DECODED_SHARE * expected:
+        raise MediaError(
+            DECODE_ERROR,
+            f"{out.decode_errors} audio packet error(s) lost most of the window: decoded {out.seconds:.2f} s of "
+            f"{expected:.2f} s",
+            str(path),
+        )
+    return out
+
+
+class _AudioReader:
+    """One pass over an audio stream's packets: decode, resample, keep the window; count packet errors."""
+
+    def __init__(self, stream: Any, sample_rate: int, origin: float, begin: float, end: float | None, path: Any) -> None:
+        self.a, self.origin, self.begin, self.end, self.path = stream, origin, begin, end, path
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        self.chunks: list[np.ndarray] = []
+        self.first_t: float | None = None
+        self.errors = 0
+        self.decoded = 0
+
+    def run(self, packets: Any) -> None:
+        while True:
             try:
                 pkt = next(packets)
             except StopIteration:
                 break
-            except av.FFmpegError:  # demux error in a damaged tail: keep what was decoded
-                errors += 1
+            except av.FFmpegError:  # demux error in a damaged tail: keep what was decoded (and count it)
+                self.errors += 1
                 break
             if pkt.size == 0:
                 continue
             try:
-                frames = a.codec_context.decode(pkt)
+                frames = self.a.codec_context.decode(pkt)
             except (av.FFmpegError, ValueError):  # ValueError: no decoder for this codec
-                errors += 1
-                if errors > MAX_DECODE_ERRORS and decoded == 0:
-                    raise MediaError(DECODE_ERROR, f"{errors} audio packets failed to decode", media.path) from None
+                self.errors += 1
+                if self.errors > MAX_DECODE_ERRORS and self.decoded == 0:
+                    raise MediaError(DECODE_ERROR, f"{self.errors} audio packets failed to decode", self.path) from None
                 continue
-            for fr in frames:
-                t = fr.time
-                if end is not None and t is not None and t >= end:
-                    stop = True
-                    break
-                if t is not None and fr.sample_rate and t + fr.samples / fr.sample_rate <= begin:
-                    continue  # wholly before the window (after a backward seek)
-                if first_t is None:
-                    first_t = t if t is not None else origin
-                decoded += 1
-                for out in resampler.resample(fr):
-                    chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
-        for out in resampler.resample(None):  # flush the resampler's delay line
-            chunks.append(out.to_ndarray().reshape(-1))
-        if decoded == 0 and errors:
-            raise MediaError(DECODE_ERROR, f"no audio frame could be decoded ({errors} errors)", media.path)
+            if self._keep(frames):
+                break
+        for out in self.resampler.resample(None):  # flush the resampler's delay line
+            self.chunks.append(out.to_ndarray().reshape(-1))
+        if self.decoded == 0 and self.errors:
+            raise MediaError(DECODE_ERROR, f"no audio frame could be decoded ({self.errors} errors)", self.path)
 
-    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)  # (S,)
-    if first_t is not None and first_t < begin:
-        audio = audio[int(round((begin - first_t) * sample_rate)) :]
-    if window_s is not None:
-        audio = audio[: int(round(window_s * sample_rate))]
-    return np.ascontiguousarray(audio)
+    def _keep(self, frames: Any) -> bool:
+        """Resample the frames inside the window; True once the window end is reached."""
+        for fr in frames:
+            t = fr.time
+            if self.end is not None and t is not None and t >= self.end:
+                return True
+            if t is not None and fr.sample_rate and t + fr.samples / fr.sample_rate <= self.begin:
+                continue  # wholly before the window (after a backward seek)
+            if self.first_t is None:
+                self.first_t = t if t is not None else self.origin
+            self.decoded += 1
+            for out in self.resampler.resample(fr):
+                self.chunks.append(out.to_ndarray().reshape(-1))  # (1, n) packed mono -> (n,)
+        return False
 
 
 def audio_rms_dbfs(audio: np.ndarray) -> float:

@@ -34,7 +34,9 @@ How little is decoded (one sequential pass over the window's packets, in decode 
   frame up to the last target (reference behaviour, and the fallback for packets without timestamps).
 
 Truncated MP4/MOV files (index entries past the end of the file) raise ``corrupt``, as in ``probe``; other
-formats decode what is there (``decode_errors`` counts packets that failed).
+formats decode what is there (``decode_errors`` counts packets that failed). A decode whose packet errors lost
+most of the window (more than half of the targets got no frame within one target spacing,
+``FrameSample.lost_targets``) raises ``decode_error``: its frames would not show the window.
 
 Short clips: every target still gets a frame, so the output always has N frames; when the clip has fewer
 frames than targets, nearest frames repeat (``times_s`` shows the repeats; ``FrameSample.num_distinct``
@@ -88,6 +90,7 @@ class FrameSample:
     seeks: int = 0
     rotation: int = 0
     decode_errors: int = 0
+    lost_targets: int = 0  # targets whose frame lies more than one target spacing away (damaged stretches)
 
     @property
     def num_frames(self) -> int:
@@ -298,16 +301,14 @@ class _WindowDecoder:
 
     # -- main loop
     def run(self) -> None:
-        n = len(self.lo)
-        nxt = 0  # first target whose packets are not all sent yet
-        sending = False  # inside a target's window (or its chain) right now
-        buffer: list[Any] = []  # unsent packets since the last keyframe / last sent packet
-        have_key = False  # decoding may start only at a keyframe
-        seek_checked = -1
-        full = self.strategy == "full"
-        untimed = False
+        self.nxt = 0  # first target whose packets are not all sent yet
+        self.sending = False  # inside a target's window (or its chain) right now
+        self.buffer: list[Any] = []  # unsent packets since the last keyframe / last sent packet
+        self.have_key = False  # decoding may start only at a keyframe
+        self.seek_checked = -1
+        self.untimed = False
         packets = self.c.demux(self.s)
-        while nxt < n:
+        while self.nxt < len(self.lo):
             try:
                 pkt = next(packets)
             except StopIteration:
@@ -315,77 +316,82 @@ class _WindowDecoder:
             except av.FFmpegError:  # demux error (truncated tail): keep what was decoded
                 self.errors += 1
                 break
-            if pkt.size == 0:
-                continue
-            pts_s = pkt.pts * self.tb if pkt.pts is not None else None
-            dts_s = pkt.dts * self.tb if pkt.dts is not None else None
-            if pts_s is None and dts_s is None:
-                untimed = True  # raw elementary streams: decode everything, time frames by count
-            if untimed:
-                self._send(pkt, True)
-                if self.picker.last_t is not None and self.picker.last_t > self.hi[-1]:
-                    break
-                continue
-            slack = 0.0
-            if pts_s is None:  # e.g. AVI: only decode order is known; widen the windows by the reorder delay
-                pts_s = dts_s
-                slack = self.reorder_s
-            # Targets whose windows are fully sent: every later packet has dts (<= pts) past them.
-            while nxt < n and (dts_s > self.hi[nxt] if dts_s is not None else pts_s > self.hi[nxt] + self.reorder_s):
-                nxt += 1
-                sending = False
-            if nxt >= n:
+            if pkt.size and self._packet(pkt):
                 break
-            if pkt.is_keyframe:
-                # Drop the unsent chain before this keyframe unless the next target lies before the
-                # keyframe's display time: then a frame shown before it (previous GOP, or an open-GOP
-                # leading B-frame that references the previous GOP) may be the nearest, and needs that chain.
-                # (If the target is at/after the keyframe, frames shown before it are farther than it.)
-                # Resuming at this keyframe after dropped packets resets the decoder first (see _restart).
-                if not sending and (not have_key or pts_s <= self.t[nxt] - slack):
-                    if buffer:
-                        buffer.clear()
-                        self.gap = True
-                have_key = True
-            elif not have_key:
-                continue
-            if full:
-                self._send(pkt, True)
-                continue
-            if sending or pts_s >= self.lo[nxt] - slack:
-                if not sending:
-                    if self.gap:
-                        self._restart()
-                    for q in buffer:
-                        self._send(q, False)
-                    buffer.clear()
-                    sending = True
-                self._send(pkt, self._in_window(pts_s, slack))
-                continue
-            if seek_checked != nxt:
-                seek_checked = nxt
-                need_s = self.lo[nxt] - self.reorder_s
-                cur_s = dts_s if dts_s is not None else pts_s
-                if self._should_seek(cur_s, need_s):
-                    self._drain()  # seeking flushes the decoder: collect its pending frames first
-                    try:
-                        self.c.seek(int(need_s / self.tb), stream=self.s, backward=True, any_frame=False)
-                    except av.FFmpegError:
-                        self.cc.flush_buffers()
-                        self.strategy = "scan"
-                    else:
-                        self.seeks += 1
-                    buffer.clear()
-                    have_key = False
-                    self.gap = False  # the seek flushed the decoder
-                    continue
-            buffer.append(pkt)
-        if nxt < n and buffer:
+        if self.nxt < len(self.lo) and self.buffer:
             # The stream ended before the remaining targets (they lie past the last frame): decode the
             # unsent tail so that they get the last frames.
-            for q in buffer:
+            for q in self.buffer:
                 self._send(q, True)
         self._drain()
+
+    def _packet(self, pkt: Any) -> bool:
+        """Send, buffer or skip one packet (or seek past a gap); True once every target is served."""
+        pts_s = pkt.pts * self.tb if pkt.pts is not None else None
+        dts_s = pkt.dts * self.tb if pkt.dts is not None else None
+        if pts_s is None and dts_s is None:
+            self.untimed = True  # raw elementary streams: decode everything, time frames by count
+        if self.untimed:
+            self._send(pkt, True)
+            return self.picker.last_t is not None and self.picker.last_t > self.hi[-1]
+        slack = 0.0
+        if pts_s is None:  # e.g. AVI: only decode order is known; widen the windows by the reorder delay
+            pts_s, slack = dts_s, self.reorder_s
+        # Targets whose windows are fully sent: every later packet has dts (<= pts) past them.
+        n = len(self.lo)
+        while self.nxt < n and (dts_s > self.hi[self.nxt] if dts_s is not None
+                                else pts_s > self.hi[self.nxt] + self.reorder_s):
+            self.nxt += 1
+            self.sending = False
+        if self.nxt >= n:
+            return True
+        if pkt.is_keyframe:
+            # Drop the unsent chain before this keyframe unless the next target lies before the
+            # keyframe's display time: then a frame shown before it (previous GOP, or an open-GOP
+            # leading B-frame that references the previous GOP) may be the nearest, and needs that chain.
+            # (If the target is at/after the keyframe, frames shown before it are farther than it.)
+            # Resuming at this keyframe after dropped packets resets the decoder first (see _restart).
+            if not self.sending and (not self.have_key or pts_s <= self.t[self.nxt] - slack) and self.buffer:
+                self.buffer.clear()
+                self.gap = True
+            self.have_key = True
+        elif not self.have_key:
+            return False
+        if self.strategy == "full":
+            self._send(pkt, True)
+        elif self.sending or pts_s >= self.lo[self.nxt] - slack:
+            if not self.sending:
+                if self.gap:
+                    self._restart()
+                for q in self.buffer:
+                    self._send(q, False)
+                self.buffer.clear()
+                self.sending = True
+            self._send(pkt, self._in_window(pts_s, slack))
+        elif not self._seek_past_gap(pts_s, dts_s):
+            self.buffer.append(pkt)
+        return False
+
+    def _seek_past_gap(self, pts_s: float, dts_s: float | None) -> bool:
+        """Once per target: seek to the keyframe before its window when that skips enough stream (True if so)."""
+        if self.seek_checked == self.nxt:
+            return False
+        self.seek_checked = self.nxt
+        need_s = self.lo[self.nxt] - self.reorder_s
+        if not self._should_seek(dts_s if dts_s is not None else pts_s, need_s):
+            return False
+        self._drain()  # seeking flushes the decoder: collect its pending frames first
+        try:
+            self.c.seek(int(need_s / self.tb), stream=self.s, backward=True, any_frame=False)
+        except av.FFmpegError:
+            self.cc.flush_buffers()
+            self.strategy = "scan"
+        else:
+            self.seeks += 1
+        self.buffer.clear()
+        self.have_key = False
+        self.gap = False  # the seek flushed the decoder
+        return True
 
 
 def sample_frames(
@@ -441,18 +447,8 @@ def sample_frames(
         return _sample_open(media, duration, *args)
 
 
-def _sample_open(
-    media: Any,
-    duration: float,
-    num_frames: int,
-    window_s: float | None,
-    fps: float | None,
-    max_pixels: int | None,
-    start_s: float,
-    strategy: str,
-    apply_rotation: bool,
-    threads: int,
-) -> FrameSample:
+def _sample_open(media: Any, duration: float, num_frames: int, window_s: float | None, fps: float | None,
+                 max_pixels: int | None, start_s: float, strategy: str, apply_rotation: bool, threads: int) -> FrameSample:
     c = media.container
     v = video_stream(c)
     check_not_truncated(media, [v])
@@ -475,6 +471,13 @@ def _sample_open(
         raise MediaError(DECODE_ERROR, f"no frame could be decoded ({dec.errors} decode errors)", media.path)
     frames = np.stack(picker.out)  # (N, H, W, 3) uint8
     used = "full" if strategy == "full" else ("seek" if dec.seeks else "scan")
+    lost = lost_targets(picker.best_t, picker.targets, span, margin)
+    if dec.errors and 2 * lost > len(rel):
+        raise MediaError(
+            DECODE_ERROR,
+            f"{dec.errors} packet error(s) lost most of the window: {lost} of {len(rel)} targets got no nearby frame",
+            media.path,
+        )
     return FrameSample(
         frames=frames,
         times_s=picker.best_t - origin,
@@ -486,4 +489,11 @@ def _sample_open(
         seeks=dec.seeks,
         rotation=picker.rotation,
         decode_errors=dec.errors,
+        lost_targets=lost,
     )
+
+
+def lost_targets(times: np.ndarray, targets: np.ndarray, span: float, frame_dt: float) -> int:
+    """Targets whose chosen frame lies more than one target spacing (at least two frames) away from them."""
+    tolerance = max(span / max(1, len(targets)), 2 * frame_dt)
+    return int(np.count_nonzero(np.abs(times - targets) > tolerance + 1e-9))

@@ -193,8 +193,45 @@ def plan_dataset(
     start_ms = int(start.timestamp()) * 1000
     end_ms = start_ms + weeks * WEEK_MS - 1
     total = n_items + len(BAD_MEDIA_REASONS)
+    items, bad_ids = _plan_items(seed, n_items, total, weeks, n_no_audio, title_topic_share, cold_share,
+                                 duration_range, start_ms)
+    users, base = _plan_interactions(seed, items, n_users, mean_interactions_per_user, favourite_share,
+                                     start_ms, end_ms)
+    rb = _rng(seed, "bad-rows")
+    pairs_lines, bad_inputs, counts = _plant_pair_rows(rb, base, items, total, n_users, start_ms, end_ms,
+                                                       n_unknown_item_rows, n_duplicates)
+    title_lines = _title_lines(rb, items, bad_inputs)
+    bad_inputs += _media_bad_inputs(bad_ids)
+    bad_inputs.sort(key=lambda b: (REASON_CODES.index(b["reason"]), b["source"], b.get("line", 0), b["key"]))
+    clean_set = {i for i, it in items.items() if it.split == "clean"}
+    on_clean = sum(1 for _u, i, _t in base if i in clean_set)
+    in_fav = sum(1 for u, i, _t in base if items[i].topic in users[u]["favourite_topics"])
+    week_counts = Counter((t - start_ms) // WEEK_MS for _u, _i, t in base)
+    expected = {
+        "title_lines": len(title_lines),
+        "title_items": total,
+        "title_malformed_rows": 1,
+        "pairs_data_lines": len(pairs_lines),
+        "pairs_malformed_rows": counts["malformed"],
+        "pairs_unknown_item_rows": n_unknown_item_rows,
+        "pairs_duplicate_extra_rows": counts["duplicates"],
+        "interactions_distinct_valid": len(base),
+        "interactions_on_clean_items": on_clean,
+        "interactions_on_bad_media_items": len(base) - on_clean,
+        "interactions_per_week": [week_counts.get(w, 0) for w in range(weeks)],
+        "favourite_topic_share": round(in_fav / max(1, len(base)), 4),
+        "video_files": sum(1 for i in items if bad_ids.get(i) != "missing_file"),
+        "clean_video_files": len(clean_set),
+    }
+    return Plan(seed=seed, params=params, start_ms=start_ms, end_ms=end_ms, weeks=weeks, items=items, users=users,
+                pairs_lines=pairs_lines, titles_lines=title_lines, bad_inputs=bad_inputs, expected=expected,
+                interactions=base)
 
-    # --- items: ids, clean/bad, topic (balanced round-robin), title, media format, speech
+
+def _plan_items(seed: int, n_items: int, total: int, weeks: int, n_no_audio: int, title_topic_share: float,
+                cold_share: float, duration_range: tuple[float, float], start_ms: int
+                ) -> tuple[dict[int, ItemPlan], dict[int, str]]:
+    """Items: ids, clean/bad, topic (balanced round-robin), title, media format, speech; and the bad media ids."""
     r = _rng(seed, "items")
     ids = list(range(1, total + 1))
     r.shuffle(ids)
@@ -205,60 +242,66 @@ def plan_dataset(
     reveal = set(r.sample(sorted(ids), round(title_topic_share * total)))
     clean_ids = sorted(set(ids) - set(bad_ids))
     no_audio = set(r.sample(clean_ids, min(n_no_audio, max(0, len(clean_ids) - 1))))
-    n_cold = max(1, round(cold_share * total))
-    cold_order = r.sample(sorted(ids), n_cold)
+    cold_order = r.sample(sorted(ids), max(1, round(cold_share * total)))
     release_week = {iid: 0 for iid in ids}
     for k, iid in enumerate(cold_order):
         release_week[iid] = 1 + k % (weeks - 1)  # every later week gets some new items
-
-    items: dict[int, ItemPlan] = {}
-    topics_by_name = {t.name: t for t in TOPICS}
-    for iid in sorted(ids):
-        ri = _rng(seed, f"item:{iid}")
-        topic = topics_by_name[topic_of[iid]]
-        n = ri.randint(2, 99)
-        if iid in reveal:
-            title = ri.choice(topic.title_templates).format(w=ri.choice(topic.words), n=n)
-        else:
-            title = ri.choice(GENERIC_TITLES).format(n=n)
-        (w, h) = _weighted(ri, SIZES)
-        fps = _weighted(ri, FPS_CHOICES)
-        dur = round(ri.uniform(*duration_range), 1)
-        sr, ch, _kbps = _weighted(ri, AUDIO_FORMATS)
-        delay = round(ri.uniform(0.3, 1.0), 2)
-        speech = _pick_sentences(ri, topic.sentences, (dur - delay - 0.4) * WORDS_PER_SECOND)
-        voice, wpm, pitch = ri.choice(VOICES), ri.randint(150, 165), ri.randint(35, 65)
-        vf = video_graph(topic.name, w, h, fps, ri)
-        af = audio_bed_graph(topic.name, sr, ri)
-        reason = bad_ids.get(iid)
-        audio = iid not in no_audio and reason not in ("empty_file", "not_a_video", "missing_file")
-        items[iid] = ItemPlan(
-            item_id=iid, topic=topic.name, split="bad" if reason else "clean", bad_reason=reason, title=title,
-            title_reveals_topic=bool(topic_words_in(title, topic.name)),
-            release_week=release_week[iid],
-            release_ms=start_ms + release_week[iid] * WEEK_MS + ri.randint(0, 2 * 24 * 3600 * 1000),
-            width=w, height=h, fps=fps, duration_s=dur, has_audio=audio,
-            sample_rate=sr if audio else None, channels=ch if audio else None,
-            speech=speech if audio else None,
-            speech_topic_words=topic_words_in(speech, topic.name) if audio else [],
-            voice=voice if audio else None, speech_rate_wpm=wpm if audio else None,
-            speech_pitch=pitch if audio else None, speech_delay_s=delay if audio else None,
-            video_filter=vf, audio_bed_filter=af if audio else None,
-        )
+    items = {iid: _plan_item(seed, iid, topic_of[iid], iid in reveal, bad_ids.get(iid), iid not in no_audio,
+                             release_week[iid], start_ms, duration_range) for iid in sorted(ids)}
     # small plans still get at least one vertical clean clip
     if not any(items[i].height > items[i].width for i in clean_ids):
         it = items[clean_ids[0]]
         it.width, it.height = 180, 320
         it.video_filter = video_graph(it.topic, 180, 320, it.fps, _rng(seed, f"item:{it.item_id}:vertical"))
+    return items, bad_ids
 
-    # --- users and interactions
+
+def _plan_item(seed: int, iid: int, topic_name: str, reveals: bool, reason: str | None, may_have_audio: bool,
+               release_week: int, start_ms: int, duration_range: tuple[float, float]) -> ItemPlan:
+    ri = _rng(seed, f"item:{iid}")
+    topic = next(t for t in TOPICS if t.name == topic_name)
+    n = ri.randint(2, 99)
+    if reveals:
+        title = ri.choice(topic.title_templates).format(w=ri.choice(topic.words), n=n)
+    else:
+        title = ri.choice(GENERIC_TITLES).format(n=n)
+    (w, h) = _weighted(ri, SIZES)
+    fps = _weighted(ri, FPS_CHOICES)
+    dur = round(ri.uniform(*duration_range), 1)
+    sr, ch, _kbps = _weighted(ri, AUDIO_FORMATS)
+    delay = round(ri.uniform(0.3, 1.0), 2)
+    speech = _pick_sentences(ri, topic.sentences, (dur - delay - 0.4) * WORDS_PER_SECOND)
+    voice, wpm, pitch = ri.choice(VOICES), ri.randint(150, 165), ri.randint(35, 65)
+    vf = video_graph(topic.name, w, h, fps, ri)
+    af = audio_bed_graph(topic.name, sr, ri)
+    audio = may_have_audio and reason not in ("empty_file", "not_a_video", "missing_file")
+    return ItemPlan(
+        item_id=iid, topic=topic.name, split="bad" if reason else "clean", bad_reason=reason, title=title,
+        title_reveals_topic=bool(topic_words_in(title, topic.name)),
+        release_week=release_week,
+        release_ms=start_ms + release_week * WEEK_MS + ri.randint(0, 2 * 24 * 3600 * 1000),
+        width=w, height=h, fps=fps, duration_s=dur, has_audio=audio,
+        sample_rate=sr if audio else None, channels=ch if audio else None,
+        speech=speech if audio else None,
+        speech_topic_words=topic_words_in(speech, topic.name) if audio else [],
+        voice=voice if audio else None, speech_rate_wpm=wpm if audio else None,
+        speech_pitch=pitch if audio else None, speech_delay_s=delay if audio else None,
+        video_filter=vf, audio_bed_filter=af if audio else None,
+    )
+
+
+def _plan_interactions(seed: int, items: dict[int, ItemPlan], n_users: int, mean_per_user: float,
+                       favourite_share: float, start_ms: int, end_ms: int
+                       ) -> tuple[dict[int, dict[str, Any]], list[tuple[int, int, int]]]:
+    """Users with favourite topics and their (user, item, ts) interactions, sorted by user then time; counts each
+    item's interactions and first week on the item plans."""
     ru = _rng(seed, "users")
-    pop = {iid: ru.lognormvariate(0.0, 1.5) for iid in sorted(ids)}
+    ids = sorted(items)
+    pop = {iid: ru.lognormvariate(0.0, 1.5) for iid in ids}
     present = sorted({it.topic for it in items.values()}, key=TOPIC_NAMES.index)
-    by_topic: dict[str, list[int]] = {t: sorted(i for i in ids if topic_of[i] == t) for t in present}
-    all_sorted = sorted(ids)
+    by_topic: dict[str, list[int]] = {t: [i for i in ids if items[i].topic == t] for t in present}
     sigma = 0.7
-    mu = math.log(mean_interactions_per_user) - sigma * sigma / 2
+    mu = math.log(mean_per_user) - sigma * sigma / 2
     users: dict[int, dict[str, Any]] = {}
     base: list[tuple[int, int, int]] = []
     span = end_ms - start_ms
@@ -273,7 +316,7 @@ def plan_dataset(
             topic = ru.choice(favs) if ru.random() < favourite_share else ru.choice(present)
             cands = [i for i in by_topic[topic] if items[i].release_ms <= t and i not in seen]
             if not cands:
-                cands = [i for i in all_sorted if items[i].release_ms <= t and i not in seen]
+                cands = [i for i in ids if items[i].release_ms <= t and i not in seen]
             if not cands:
                 continue
             weights = [pop[i] * (1.0 + 3.0 * math.exp(-(t - items[i].release_ms) / WEEK_MS)) for i in cands]
@@ -287,9 +330,14 @@ def plan_dataset(
         it.n_interactions += 1
         wk = (t - start_ms) // WEEK_MS
         it.first_interaction_week = wk if it.first_interaction_week is None else min(it.first_interaction_week, wk)
+    return users, base
 
-    # --- planted bad rows in pairs: unknown item, duplicates, malformed; then final line numbers
-    rb = _rng(seed, "bad-rows")
+
+def _plant_pair_rows(rb: random.Random, base: list[tuple[int, int, int]], items: dict[int, ItemPlan], total: int,
+                     n_users: int, start_ms: int, end_ms: int, n_unknown_item_rows: int, n_duplicates: int
+                     ) -> tuple[list[str], list[dict[str, Any]], dict[str, int]]:
+    """The pairs file's lines with planted bad rows (unknown item, duplicates, malformed), their records with final
+    line numbers, and how many of each were planted."""
     entries: list[tuple[str, dict[str, Any]]] = [(f"{u},{i},{t}", {}) for u, i, t in base]
     unknown_id = total + 1000 + rb.randint(0, 899)
     for _ in range(n_unknown_item_rows):
@@ -297,8 +345,7 @@ def plan_dataset(
         entries.insert(rb.randint(0, len(entries)), (f"{u},{unknown_id},{t}", {
             "source": "pairs", "reason": "unknown_item", "user_id": str(u), "item_id": str(unknown_id),
             "ts_ms": t, "detail": "item id is in neither the titles file nor videos/"}))
-    clean_set = set(clean_ids)
-    dup_pool = [row for row in base if row[1] in clean_set]
+    dup_pool = [row for row in base if items[row[1]].split == "clean"]
     for u, i, t in rb.sample(dup_pool, min(n_duplicates, len(dup_pool))):
         first = next(k for k, (line, _m) in enumerate(entries) if line == f"{u},{i},{t}")
         entries.insert(rb.randint(first + 1, len(entries)), (f"{u},{i},{t}", {
@@ -313,7 +360,6 @@ def plan_dataset(
     for raw, why in malformed:
         entries.insert(rb.randint(1, len(entries)), (raw, {"source": "pairs", "reason": "malformed_row",
                                                           "detail": why}))
-    pairs_lines = [line for line, _m in entries]
     bad_inputs: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
     for k, (line, meta) in enumerate(entries):
@@ -327,16 +373,23 @@ def plan_dataset(
             rec["first_line"] = first_line[line]
         rec["key"] = f"{meta['user_id']}|{meta['item_id']}|{meta['ts_ms']}" if "user_id" in meta else f"line:{lineno}"
         bad_inputs.append(rec)
+    counts = {"malformed": len(malformed), "duplicates": min(n_duplicates, len(dup_pool))}
+    return [line for line, _m in entries], bad_inputs, counts
 
-    # --- titles: sorted by id, one malformed row (empty id)
-    title_lines = [_csv_line([iid, items[iid].title]) for iid in sorted(ids)]
+
+def _title_lines(rb: random.Random, items: dict[int, ItemPlan], bad_inputs: list[dict[str, Any]]) -> list[str]:
+    """Titles sorted by id, with one malformed row (empty id) recorded in `bad_inputs`."""
+    title_lines = [_csv_line([iid, items[iid].title]) for iid in sorted(items)]
     pos = rb.randint(1, len(title_lines))
     bad_title = _csv_line(["", "orphan title, no id"])
     title_lines.insert(pos, bad_title)
     bad_inputs.append({"source": "titles", "reason": "malformed_row", "line": pos + 1, "raw": bad_title,
                        "detail": "empty id", "key": f"line:{pos + 1}"})
+    return title_lines
 
-    # --- media-level bad inputs
+
+def _media_bad_inputs(bad_ids: dict[int, str]) -> list[dict[str, Any]]:
+    out = []
     for iid, reason in sorted(bad_ids.items(), key=lambda kv: BAD_MEDIA_REASONS.index(kv[1])):
         detail = {
             "empty_file": "zero-byte file",
@@ -345,32 +398,9 @@ def plan_dataset(
             "no_video_stream": "valid MP4 holding only an AAC audio track",
             "missing_file": "listed in the titles file and in interactions, no file in videos/",
         }[reason]
-        bad_inputs.append({"source": "videos", "reason": reason, "item_id": str(iid),
-                           "path": f"{VIDEOS_DIR}/{iid}.mp4", "detail": detail, "key": str(iid)})
-    bad_inputs.sort(key=lambda b: (REASON_CODES.index(b["reason"]), b["source"], b.get("line", 0), b["key"]))
-
-    on_clean = sum(1 for _u, i, _t in base if i in clean_set)
-    in_fav = sum(1 for u, i, _t in base if items[i].topic in users[u]["favourite_topics"])
-    week_counts = Counter((t - start_ms) // WEEK_MS for _u, _i, t in base)
-    expected = {
-        "title_lines": len(title_lines),
-        "title_items": total,
-        "title_malformed_rows": 1,
-        "pairs_data_lines": len(pairs_lines),
-        "pairs_malformed_rows": len(malformed),
-        "pairs_unknown_item_rows": n_unknown_item_rows,
-        "pairs_duplicate_extra_rows": min(n_duplicates, len(dup_pool)),
-        "interactions_distinct_valid": len(base),
-        "interactions_on_clean_items": on_clean,
-        "interactions_on_bad_media_items": len(base) - on_clean,
-        "interactions_per_week": [week_counts.get(w, 0) for w in range(weeks)],
-        "favourite_topic_share": round(in_fav / max(1, len(base)), 4),
-        "video_files": sum(1 for i in ids if bad_ids.get(i) != "missing_file"),
-        "clean_video_files": len(clean_ids),
-    }
-    return Plan(seed=seed, params=params, start_ms=start_ms, end_ms=end_ms, weeks=weeks, items=items, users=users,
-                pairs_lines=pairs_lines, titles_lines=title_lines, bad_inputs=bad_inputs, expected=expected,
-                interactions=base)
+        out.append({"source": "videos", "reason": reason, "item_id": str(iid),
+                    "path": f"{VIDEOS_DIR}/{iid}.mp4", "detail": detail, "key": str(iid)})
+    return out
 
 
 def _manifest(plan: Plan) -> dict[str, Any]:

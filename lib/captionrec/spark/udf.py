@@ -1,12 +1,16 @@
-"""UDF plumbing shared by the GPU stages (caption, embed).
+"""UDF plumbing shared by the model stages (caption, embed) and the ingest probe.
 
-- `cached_model`: one model instance per Python worker process and key; Spark reuses Python workers
-  (`spark.python.worker.reuse`, on by default), so a worker loads a model once and streams every
-  batch of every task it runs through it.
-- `task_device`: the GPU Spark assigned to the running task (`TaskContext.resources()["gpu"]`).
-- `gpu_resource_profile` / `map_in_pandas`: stage-level scheduling where the master supports it.
+- `cached_model`: one model instance per Python worker process, key and device; Spark reuses Python workers
+  (`spark.python.worker.reuse`, on by default), so a worker loads a model once per device it serves and streams
+  every batch of every task it runs through it. On a GPU, loading a model of an `evict` group first drops that
+  group's other models on the same GPU (one kind's caption models at a time); other GPUs keep theirs.
+- `DeviceRule` / `choose_device` / `task_device`: the device of a task, without guesses: the GPU Spark assigned
+  (`TaskContext.resources()["gpu"]`), mapped through CUDA_VISIBLE_DEVICES; every inconsistency is an error that
+  names the setting to change.
+- `gpu_resource_profile` / `profile_for`: stage-level scheduling where the master supports it.
 - `map_rows`: `mapInArrow` with a row-level function and a declared Arrow output schema, so a batch of
-  any mix of rows (all failed, empty) comes out with the declared types.
+  any mix of rows (all failed, empty) comes out with the declared types. `captionrec.spark.modelmap` builds the
+  one model-map on it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Optional, TypeVar
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -24,20 +29,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_MODELS: dict[str, Any] = {}
+
+@dataclass
+class _Entry:
+    model: Any
+    device: str
+    group: Optional[str]
+
+
+_MODELS: dict[str, _Entry] = {}
 _LOCK = threading.Lock()
 
 
-def cached_model(key: str, factory: Callable[[], T]) -> T:
-    """Return the worker-process singleton for `key`, building it with `factory` on first use."""
-    model = _MODELS.get(key)
-    if model is None:
+def cached_model(key: str, factory: Callable[[], T], device: str = "cpu", evict: Optional[str] = None) -> T:
+    """The worker-process singleton for (`key`, `device`), built with `factory` on first use.
+
+    `evict`: a group name; before a new model of that group is loaded on a CUDA device, the group's other models
+    on the same device are dropped (and the allocator cache freed). Models on other devices, or outside the
+    group, stay: a worker keeps one copy per GPU it has served.
+    """
+    full = f"{key}@{device}"
+    entry = _MODELS.get(full)
+    if entry is None:
         with _LOCK:
-            model = _MODELS.get(key)
-            if model is None:
-                model = factory()
-                _MODELS[key] = model
-    return model
+            entry = _MODELS.get(full)
+            if entry is None:
+                if evict is not None and device.startswith("cuda"):
+                    _evict(evict, device)
+                entry = _Entry(factory(), device, evict)
+                _MODELS[full] = entry
+    return entry.model
+
+
+def _evict(group: str, device: str) -> None:
+    stale = [k for k, e in _MODELS.items() if e.group == group and e.device == device]
+    for k in stale:
+        del _MODELS[k]
+    if stale:
+        log.info("dropped %d %s model(s) from %s before loading another", len(stale), group, device)
+        from captionrec.captioning.batching import free_memory
+
+        free_memory()
 
 
 def clear_model_cache() -> None:
@@ -46,6 +78,7 @@ def clear_model_cache() -> None:
 
 
 def cached_model_keys() -> list[str]:
+    """`<key>@<device>` of every cached model."""
     return list(_MODELS)
 
 
@@ -62,29 +95,91 @@ def task_gpu_addresses() -> list[str]:
     return list(gpu.addresses) if gpu is not None else []
 
 
-def task_device() -> str:
-    """torch device string for this task: the assigned GPU, any visible GPU, or the CPU.
+class GpuBindingError(RuntimeError):
+    """A task's GPU assignment does not fit the config or the machine; the message names what to set."""
 
-    Spark's addresses are physical ids; where CUDA_VISIBLE_DEVICES already narrows the visible set
-    (YARN/K8s isolation), the address is mapped to its index inside that set.
+
+@dataclass(frozen=True)
+class DeviceRule:
+    """How a stage's tasks pick their device (made on the driver, shipped to the workers).
+
+    stage: the config section (`caption`, `embed`), for messages. enabled: `<stage>.gpu.enabled`.
+    scheduled: Spark schedules GPUs for these tasks (a GPU ResourceProfile is attached, or the session asks
+    `spark.task.resource.gpu.amount`), so every task must get an address. on_missing_cuda: what a task that
+    was given a GPU does when CUDA is not available ("error", or "cpu" for fake-GPU tests).
     """
+
+    stage: str
+    enabled: bool = False
+    scheduled: bool = False
+    on_missing_cuda: Literal["error", "cpu"] = "error"
+
+
+def choose_device(
+    rule: DeviceRule, addresses: Sequence[str], cuda_available: bool, device_count: int,
+    visible_devices: Optional[str],
+) -> str:
+    """The torch device of a task (pure: the caller passes what Spark, torch and the environment report).
+
+    - GPUs disabled: "cpu".
+    - Spark assigned addresses: the first one, mapped to its index inside CUDA_VISIBLE_DEVICES when that is set
+      (YARN / Kubernetes isolation), else used as the CUDA index. An address that is not visible is an error;
+      CUDA not available is an error unless `on_missing_cuda` is "cpu".
+    - No address although Spark schedules GPUs for the stage: an error naming the settings.
+    - No address on a master without GPU scheduling (local[*]): the machine's first visible GPU (`cuda:0`);
+      no CUDA is an error unless `on_missing_cuda` is "cpu".
+    """
+    g = f"{rule.stage}.gpu"
+    if not rule.enabled:
+        return "cpu"
+    if not addresses:
+        if rule.scheduled:
+            raise GpuBindingError(
+                f"{g}.enabled is true and the stage runs with GPU scheduling, but Spark assigned this task no GPU: "
+                f"give executors GPUs (spark.executor.resource.gpu.amount + discoveryScript) and tasks a share "
+                f"(spark.task.resource.gpu.amount or {g}.task_amount > 0), or set {g}.enabled=false"
+            )
+        addresses = ["0"]  # local master: the machine's own (first visible) GPU
+        visible_devices = None
+    if not cuda_available:
+        if rule.on_missing_cuda == "cpu":
+            return "cpu"
+        raise GpuBindingError(
+            f"{g}.enabled is true and the task has GPU {addresses[0]}, but CUDA is not available in this Python "
+            f"worker (torch without CUDA, no driver, or CUDA_VISIBLE_DEVICES={visible_devices!r}); fix the worker's "
+            f"CUDA setup, or set {g}.on_missing_cuda=cpu to run on the CPU (fake GPUs in tests)"
+        )
+    if len(addresses) > 1:
+        log.warning("task got GPUs %s; using only %s", list(addresses), addresses[0])
+    addr = str(addresses[0]).strip()
+    visible = [v.strip() for v in (visible_devices or "").split(",") if v.strip()]
+    if visible:
+        if addr not in visible:
+            raise GpuBindingError(
+                f"Spark assigned GPU {addr} but CUDA_VISIBLE_DEVICES={visible_devices!r} does not list it: the "
+                "discovery script and the GPU isolation disagree (make the discovery script report the visible ids)"
+            )
+        index = visible.index(addr)
+    else:
+        try:
+            index = int(addr)
+        except ValueError:
+            raise GpuBindingError(f"Spark assigned GPU address {addr!r}, which is not a CUDA index") from None
+    if index >= device_count:
+        raise GpuBindingError(f"Spark assigned GPU {addr} but this worker sees {device_count} CUDA device(s)")
+    return f"cuda:{index}"
+
+
+def task_device(rule: Optional[DeviceRule] = None) -> str:
+    """The torch device for the running task under `rule` (no rule: GPUs disabled, "cpu")."""
+    rule = rule or DeviceRule(stage="task")
+    if not rule.enabled:
+        return "cpu"
     import torch
 
-    if not torch.cuda.is_available():
-        return "cpu"
-    addresses = task_gpu_addresses()
-    if not addresses:
-        return "cuda"
-    addr = addresses[0]
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if visible:
-        index = visible.index(addr) if addr in visible else 0
-    else:
-        index = int(addr)
-    if index >= torch.cuda.device_count():
-        log.warning("GPU address %s not visible (%d devices); using cuda:0", addr, torch.cuda.device_count())
-        index = 0
-    return f"cuda:{index}"
+    available = torch.cuda.is_available()
+    return choose_device(rule, task_gpu_addresses(), available, torch.cuda.device_count() if available else 0,
+                         os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def limit_torch_threads(n: int) -> None:
@@ -141,13 +236,6 @@ def profile_for(spark, enabled: bool, task_gpus: float, task_cpus: int = 1, exec
                  spark.sparkContext.master)
         return None
     return gpu_resource_profile(task_gpus, task_cpus=task_cpus, executor_gpus=executor_gpus)
-
-
-def map_in_pandas(df, fn: Callable[[Iterator[Any]], Iterator[Any]], schema, profile=None):
-    """df.mapInPandas with an optional ResourceProfile."""
-    if profile is None:
-        return df.mapInPandas(fn, schema)
-    return df.mapInPandas(fn, schema, profile=profile)
 
 
 def arrow_batch(rows: list[dict[str, Any]], schema: "pa.Schema") -> "pa.RecordBatch":

@@ -125,6 +125,27 @@ def make_truncated(src: str | os.PathLike, dst: str | os.PathLike, keep_fraction
     return dst
 
 
+def make_damaged(src: str | os.PathLike, dst: str | os.PathLike, upto: float = 0.9, seed: int = 0) -> Path:
+    """Copy an MP4 (``moov`` at the end, as ``make_clip`` writes it) with its media data overwritten by random bytes
+    from 5% to ``upto`` of the ``mdat`` box: the index is intact (not ``corrupt``), packets fail to decode.
+
+    With ``upto=0.9`` most of the window is lost (a ``decode_error``); with ``upto=0.2`` the decoders skip the
+    damaged stretch and the file stays usable (``decode_errors`` > 0).
+    """
+    import numpy as np
+
+    data = bytearray(Path(src).read_bytes())
+    mdat, moov = data.find(b"mdat"), data.find(b"moov")
+    if mdat < 0 or moov < mdat:
+        raise ValueError(f"{src}: expected an MP4 with mdat before moov")
+    size = moov - 8 - (mdat + 8)
+    start, end = mdat + 8 + int(size * 0.05), mdat + 8 + int(size * upto)
+    data[start:end] = np.random.default_rng(seed).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    dst = Path(dst)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 def make_zero_byte(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.write_bytes(b"")

@@ -2,36 +2,98 @@
 
     captionrec tiny-models --out models/tiny
 
-Layout: <out>/<name>, flat, where the stages' `tiny:<name>` model references look (caption.tiny_models_dir,
-embed.tiny_models_dir): Qwen2.5-VL, Qwen2-Audio, Whisper in CTranslate2 format, AST (the caption stage's
-sound tagger and the embed stage's audio_raw encoder), a BERT sentence-transformers embedder, VideoMAE.
-Builds are deterministic and idempotent (a folder with a complete marker is not rebuilt).
+Layout: <out>/<folder>, flat, where the stages' `tiny:<name>` references look (`captionrec.captioning.refs.
+TINY_MODELS` maps names to folders; caption.tiny_models_dir, embed.tiny_models_dir): Qwen2.5-VL, Qwen2-Audio,
+Whisper in CTranslate2 format, AST (the caption stage's sound tagger and the embed stage's audio_raw encoder),
+a BERT sentence-transformers embedder, VideoMAE.
+
+Every folder holds the one tiny-model marker (`refs.TINY_MARKER`: builder version, kind, seed,
+random_weights=true): the resolver and the wrappers read it to flag outputs as noise. Builds are deterministic
+and idempotent (a folder whose marker has the current builder version is not rebuilt); a lock beside the folder
+serialises concurrent builders.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional
 
+from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
 
-def build_all(out: str | os.PathLike) -> dict[str, Path]:
+BUILDER_VERSION = "2"
+SEED = 1234
+
+
+def marker_ok(folder: Path) -> bool:
+    try:
+        return json.loads((folder / TINY_MARKER).read_text()).get("builder_version") == BUILDER_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def build_once(folder: Path, kind: str, build: Callable[[Path], None], **marker: object) -> Path:
+    """Run `build(tmp)` into a temp sibling, write the marker and move it into place; skip when already built."""
+    if marker_ok(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX: no locking
+            pass
+        if marker_ok(folder):  # built by another process while we waited
+            return folder
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            build(tmp)
+            info = {"builder_version": BUILDER_VERSION, "kind": kind, "seed": SEED, "random_weights": True, **marker}
+            (tmp / TINY_MARKER).write_text(json.dumps(info))
+            for f in [tmp, *tmp.rglob("*")]:
+                f.chmod(0o755 if f.is_dir() else 0o644)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def builders() -> dict[str, Callable[[str | os.PathLike], Path]]:
+    """`tiny:<name>` -> its builder (every name of `TINY_MODELS`)."""
     from captionrec.testing import tiny_captioning, tiny_features
 
-    out = Path(out)
+    out = {**tiny_captioning.BUILDERS, "text": tiny_features.build_text, "videomae": tiny_features.build_videomae}
+    assert set(out) == set(TINY_MODELS), sorted(set(out) ^ set(TINY_MODELS))
+    return out
+
+
+def build_all(out: str | os.PathLike, only: Optional[Sequence[str]] = None) -> dict[str, Path]:
+    """Build (or find already built) the tiny models `only` (default: all) under `out`; name -> folder."""
+    table = builders()
+    names = list(only or table)
+    unknown = set(names) - set(table)
+    if unknown:
+        raise ValueError(f"unknown tiny model(s) {sorted(unknown)}; known: {sorted(table)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    built = dict(tiny_captioning.build_all(out))
-    built.update(tiny_features.build_all(out, kinds=("text", "videomae")))
-    return built
+    return {name: Path(table[name](out)) for name in names}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="captionrec tiny-models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="models/tiny")
+    p.add_argument("--only", default="", help=f"comma list of {','.join(TINY_MODELS)} (default all)")
     args = p.parse_args(list(argv) if argv is not None else None)
-    for name, path in build_all(args.out).items():
+    only = [s.strip() for s in args.only.split(",") if s.strip()] or None
+    for name, path in build_all(args.out, only).items():
         print(f"{name}: {path}")
     return 0

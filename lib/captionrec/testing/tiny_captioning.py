@@ -7,7 +7,8 @@ Builds, into a local folder, models with the real architectures and file layouts
     <out>/whisper-ct2     Whisper converted to CTranslate2 (faster-whisper loads it)
     <out>/ast             AudioSet-style AST audio classifier (AutoFeatureExtractor + AutoModelForAudioClassification)
 
-Every folder holds `TINY_RANDOM_MODEL.json` (builder version + seed); loaders use it to flag their output as noise.
+Every folder holds the one tiny-model marker (`captionrec.captioning.refs.TINY_MARKER`, written by
+`captionrec.testing.tiny.build_once`); the resolver and the wrappers read it to flag their output as noise.
 Builds are deterministic (fixed seeds, tokenizer trained offline on a fixed corpus) and idempotent (a folder whose
 marker has the current builder version is left alone). Nothing here touches the network.
 
@@ -20,22 +21,21 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
+from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
+from captionrec.testing.tiny import BUILDER_VERSION, SEED, build_once  # noqa: F401 - re-exported for callers
+
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"
-MARKER = "TINY_RANDOM_MODEL.json"
-SEED = 1234
-
-QWEN_VL_DIR = "qwen2_5_vl"
-QWEN_AUDIO_DIR = "qwen2_audio"
-WHISPER_CT2_DIR = "whisper-ct2"
-AST_DIR = "ast"
+MARKER = TINY_MARKER
+QWEN_VL_DIR = TINY_MODELS["qwen2_5_vl"]
+QWEN_AUDIO_DIR = TINY_MODELS["qwen2_audio"]
+WHISPER_CT2_DIR = TINY_MODELS["whisper"]
+AST_DIR = TINY_MODELS["ast"]
 
 # Readable AudioSet-style labels (a subset of the 527 AudioSet classes, in AudioSet's spelling).
 AUDIOSET_LABELS: tuple[str, ...] = (
@@ -66,57 +66,6 @@ _CORPUS = (
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-
-
-def is_tiny_model(path: str | os.PathLike | None) -> bool:
-    """True when `path` is a local folder built here (random weights: its outputs are noise)."""
-    return bool(path) and (Path(path) / MARKER).is_file()
-
-
-def _marker_ok(folder: Path) -> bool:
-    try:
-        return json.loads((folder / MARKER).read_text()).get("builder_version") == BUILDER_VERSION
-    except (OSError, ValueError):
-        return False
-
-
-def _build_once(folder: Path, kind: str, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp)` into a temp sibling and move it into place; skip when already built.
-
-    A lock file beside the folder serialises concurrent builders (parallel test processes, Spark workers).
-    """
-    if _marker_ok(folder):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - non-POSIX: no locking
-            pass
-        if _marker_ok(folder):  # built by another process while we waited
-            return folder
-        _build_into(folder, kind, build)
-    log.info("built tiny %s at %s", kind, folder)
-    return folder
-
-
-def _build_into(folder: Path, kind: str, build: Callable[[Path], None]) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        build(tmp)
-        (tmp / MARKER).write_text(
-            json.dumps({"builder_version": BUILDER_VERSION, "kind": kind, "seed": SEED, "random_weights": True})
-        )
-        for f in [tmp, *tmp.rglob("*")]:
-            f.chmod(0o755 if f.is_dir() else 0o644)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _seed() -> None:
@@ -267,7 +216,7 @@ def build_qwen2_5_vl(out_dir: str | os.PathLike) -> Path:
         _save_vl_processor_config(d)
         (d / "chat_template.jinja").write_text(QWEN_VL_CHAT_TEMPLATE)
 
-    return _build_once(Path(out_dir) / QWEN_VL_DIR, "qwen2_5_vl", build)
+    return build_once(Path(out_dir) / QWEN_VL_DIR, "qwen2_5_vl", build)
 
 
 def _save_vl_processor_config(d: Path) -> None:
@@ -314,7 +263,7 @@ def build_qwen2_audio(out_dir: str | os.PathLike) -> Path:
         proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QWEN_AUDIO_CHAT_TEMPLATE)
         proc.save_pretrained(d)
 
-    return _build_once(Path(out_dir) / QWEN_AUDIO_DIR, "qwen2_audio", build)
+    return build_once(Path(out_dir) / QWEN_AUDIO_DIR, "qwen2_audio", build)
 
 
 # ---------------------------------------------------------------------------------------------------- Whisper
@@ -379,7 +328,7 @@ def build_whisper_ct2(out_dir: str | os.PathLike) -> Path:
                 hf, copy_files=["tokenizer.json", "preprocessor_config.json"], load_as_float16=False
             ).convert(str(d), quantization=None, force=True)
 
-    return _build_once(Path(out_dir) / WHISPER_CT2_DIR, "whisper-ct2", build)
+    return build_once(Path(out_dir) / WHISPER_CT2_DIR, "whisper-ct2", build)
 
 
 # -------------------------------------------------------------------------------------------------------- AST
@@ -407,7 +356,7 @@ def build_ast(out_dir: str | os.PathLike) -> Path:
             warnings.simplefilter("ignore", UserWarning)  # 128 mel bins at 16 kHz leave one filter empty (as the real AST)
             ASTFeatureExtractor(num_mel_bins=128, max_length=1024, sampling_rate=16000).save_pretrained(d)
 
-    return _build_once(Path(out_dir) / AST_DIR, "ast", build)
+    return build_once(Path(out_dir) / AST_DIR, "ast", build)
 
 
 # ------------------------------------------------------------------------------------------------------ all

@@ -8,8 +8,8 @@ stage's builders use, so `models/tiny` holds them all):
   its image processor.
 - `build_ast(out_dir)` -> ast/: the tiny AST of `captionrec.testing.tiny_captioning.build_ast` (one copy).
 
-Builds are deterministic (fixed seeds, fixed corpus) and idempotent: a folder holding a marker with the
-current builder version is reused as it is.
+Builds are deterministic (fixed seeds, fixed corpus) and idempotent: a folder holding the tiny-model marker
+with the current builder version is reused as it is (`captionrec.testing.tiny.build_once`).
 
     python -m captionrec.testing.tiny_features --out models/tiny
 """
@@ -17,15 +17,16 @@ current builder version is reused as it is.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-BUILDER_VERSION = 1
-MARKER = ".captionrec_tiny.json"
+from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
+from captionrec.testing.tiny import build_once
+
+MARKER = TINY_MARKER
 
 TEXT_DIM = 32
 VIDEOMAE_SIZE = 64
@@ -46,35 +47,6 @@ _CORPUS = [
     "funny cute pets compilation dance tutorial cooking travel vlog gaming highlights news",
     "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9",
 ]
-
-
-def _marker_ok(out: Path, kind: str) -> bool:
-    marker = out / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return data.get("kind") == kind and data.get("version") == BUILDER_VERSION
-
-
-def _finish(tmp: Path, out: Path, kind: str, extra: Optional[dict] = None) -> Path:
-    (tmp / MARKER).write_text(json.dumps({"kind": kind, "version": BUILDER_VERSION, **(extra or {})}))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)  # same parent: an atomic swap, so a concurrent reader never sees half a model
-    return out
-
-
-def _tmp_dir(out: Path) -> Path:
-    import os
-
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def _wordpiece_tokenizer():
@@ -110,59 +82,57 @@ def _wordpiece_tokenizer():
 
 def build_text(out_dir: str | Path) -> Path:
     """<out_dir>/text: a sentence-transformers model (tiny random BERT, mean pooling, normalize); dim 32."""
-    out = Path(out_dir) / "text"
-    if _marker_ok(out, "text"):
-        return out
-    import torch
-    from transformers import BertConfig, BertModel
 
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    except ImportError:  # pragma: no cover - older releases
-        from sentence_transformers.models import Normalize, Pooling, Transformer
-    from sentence_transformers import SentenceTransformer
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import BertConfig, BertModel
 
-    tmp = _tmp_dir(out)
-    hf_dir = tmp / "_hf"
-    tokenizer = _wordpiece_tokenizer()
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, type_vocab_size=2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    BertModel(config).eval().save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    modules = [Transformer(str(hf_dir), max_seq_length=128), Pooling(TEXT_DIM, "mean"), Normalize()]
-    SentenceTransformer(modules=modules, device="cpu").save(str(tmp / "st"))
-    # Flatten: the saved sentence-transformers folder is the model folder.
-    shutil.rmtree(hf_dir)
-    for p in (tmp / "st").iterdir():
-        p.rename(tmp / p.name)
-    (tmp / "st").rmdir()
-    return _finish(tmp, out, "text", {"dim": TEXT_DIM})
+        try:  # sentence-transformers >= 6
+            from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        except ImportError:  # pragma: no cover - older releases
+            from sentence_transformers.models import Normalize, Pooling, Transformer
+        from sentence_transformers import SentenceTransformer
+
+        hf_dir = tmp / "_hf"
+        tokenizer = _wordpiece_tokenizer()
+        torch.manual_seed(0)
+        config = BertConfig(
+            vocab_size=len(tokenizer), hidden_size=TEXT_DIM, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=128, type_vocab_size=2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        BertModel(config).eval().save_pretrained(hf_dir)
+        tokenizer.save_pretrained(hf_dir)
+        modules = [Transformer(str(hf_dir), max_seq_length=128), Pooling(TEXT_DIM, "mean"), Normalize()]
+        SentenceTransformer(modules=modules, device="cpu").save(str(tmp / "st"))
+        # Flatten: the saved sentence-transformers folder is the model folder.
+        shutil.rmtree(hf_dir)
+        for p in (tmp / "st").iterdir():
+            p.rename(tmp / p.name)
+        (tmp / "st").rmdir()
+
+    return build_once(Path(out_dir) / TINY_MODELS["text"], "text", build, dim=TEXT_DIM)
 
 
 def build_videomae(out_dir: str | Path) -> Path:
     """<out_dir>/videomae: VideoMAEModel, 64 px, 16 frames, hidden 32, with its image processor; dim 32."""
-    out = Path(out_dir) / "videomae"
-    if _marker_ok(out, "videomae"):
-        return out
-    import torch
-    from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
 
-    tmp = _tmp_dir(out)
-    torch.manual_seed(0)
-    config = VideoMAEConfig(
-        image_size=VIDEOMAE_SIZE, patch_size=16, num_frames=VIDEOMAE_FRAMES, tubelet_size=2,
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        use_mean_pooling=True,
-    )
-    VideoMAEModel(config).eval().save_pretrained(tmp)
-    VideoMAEImageProcessor(
-        size={"shortest_edge": VIDEOMAE_SIZE}, crop_size={"height": VIDEOMAE_SIZE, "width": VIDEOMAE_SIZE}
-    ).save_pretrained(tmp)
-    return _finish(tmp, out, "videomae", {"dim": 32})
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
+
+        torch.manual_seed(0)
+        config = VideoMAEConfig(
+            image_size=VIDEOMAE_SIZE, patch_size=16, num_frames=VIDEOMAE_FRAMES, tubelet_size=2,
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            use_mean_pooling=True,
+        )
+        VideoMAEModel(config).eval().save_pretrained(tmp)
+        VideoMAEImageProcessor(
+            size={"shortest_edge": VIDEOMAE_SIZE}, crop_size={"height": VIDEOMAE_SIZE, "width": VIDEOMAE_SIZE}
+        ).save_pretrained(tmp)
+
+    return build_once(Path(out_dir) / TINY_MODELS["videomae"], "videomae", build, dim=32)
 
 
 def build_ast(out_dir: str | Path) -> Path:

@@ -1,0 +1,129 @@
+"""The one generic model-map: DataFrame -> DataFrame through models loaded once per worker process and device.
+
+    gpu = stage_gpu(spark, cfg.caption.gpu, "caption")          # driver: the ResourceProfile + the device rule
+    transform = model_map(construct, apply, contracts.schema(contracts.CAPTIONS), key=plan.cache_key, gpu=gpu)
+    rows = transform(items)                                      # lazy, like any DataFrame transform
+
+`construct(device)` loads the models (picklable: a module-level function or a `functools.partial`); it runs in
+the worker on the first row of a partition (an empty partition loads nothing), on the device the task was
+assigned (`spark.udf.task_device` under `gpu.rule`), and its result is cached per worker process and device
+(`spark.udf.cached_model`). `apply(models, rows)` takes an iterator over the partition's rows (dicts) and
+yields lists of output rows; each list becomes one Arrow batch of exactly `schema` (`spark.udf.map_rows`), so
+all-failed and empty batches keep their declared types. The GPU ResourceProfile (when the master supports
+stage-level scheduling) is attached to the transform.
+
+The pattern is the one NVIDIA spark-rapids-ml's `core.py` uses for its `_transform_udf`: set the task's GPU,
+construct the model object on the executor, stream the partition's batches through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Optional
+
+from captionrec.spark.udf import DeviceRule, cached_model, limit_torch_threads, map_rows, profile_for, task_device
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+    from captionrec.config.common import GpuConfig
+
+log = logging.getLogger(__name__)
+
+Rows = Iterator[dict[str, Any]]
+Construct = Callable[[str], Any]
+Apply = Callable[[Any, Rows], Iterator[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class StageGpu:
+    """A stage's GPU placement, decided on the driver: the profile to attach and the rule its tasks follow."""
+
+    profile: Any  # pyspark ResourceProfile or None
+    rule: DeviceRule
+
+
+def session_schedules_gpus(spark: "SparkSession") -> bool:
+    """True when the session's default profile asks GPUs per task (`spark.task.resource.gpu.amount` > 0)."""
+    try:
+        amount = spark.sparkContext.getConf().get("spark.task.resource.gpu.amount", "0")
+        return float(amount or 0) > 0
+    except (ValueError, TypeError):
+        return False
+
+
+def stage_gpu(spark: "SparkSession", gpu: "GpuConfig", stage: str) -> StageGpu:
+    """The ResourceProfile (enabled and supported by the master) and the device rule for `stage`'s tasks.
+    Raises `spark.cluster.ClusterConfigError` when the profile's tasks can never be scheduled."""
+    from captionrec.spark.cluster import check_profile_fits
+
+    profile = profile_for(spark, gpu.enabled, gpu.task_amount, task_cpus=gpu.task_cpus,
+                          executor_gpus=gpu.executor_amount)
+    # a profile no executor can hold would leave the stage waiting forever: an error that names the settings
+    check_profile_fits(spark, profile, what=f"{stage} GPU tasks", cpus_key=f"{stage}.gpu.task_cpus",
+                       gpus_key=f"{stage}.gpu.task_amount")
+    scheduled = gpu.enabled and (
+        (profile is not None and gpu.task_amount > 0) or session_schedules_gpus(spark)
+    )
+    if gpu.enabled and not scheduled:
+        log.info("%s.gpu.enabled on master %s without GPU scheduling: tasks use this machine's first GPU",
+                 stage, spark.sparkContext.master)
+    return StageGpu(profile, DeviceRule(stage, gpu.enabled, scheduled, gpu.on_missing_cuda))
+
+
+def _torch_threads(n: Optional[int]) -> int:
+    """n > 0: n; 0: leave torch's default; None: the task's CPU count (spark.task.cpus)."""
+    if n is not None:
+        return n
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return int(ctx.cpus()) if ctx is not None else 1
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def model_map(
+    construct: Construct,
+    apply: Apply,
+    schema: "pa.Schema",
+    *,
+    key: str,
+    gpu: StageGpu,
+    torch_threads: Optional[int] = None,
+    evict: Optional[str] = None,
+) -> Callable[["DataFrame"], "DataFrame"]:
+    """The DataFrame -> DataFrame transform that runs `apply(construct(device), rows)` in every partition.
+
+    `key` identifies what `construct` loads (the cache adds the device); `evict` (a group name): on a GPU, drop
+    the group's other models before loading these (one caption kind at a time in GPU memory).
+    `torch_threads`: intra-op threads per worker (None: the task's CPUs; 0: torch's default).
+    """
+    rule = gpu.rule
+
+    def partition(rows: Rows) -> Iterator[list[dict[str, Any]]]:
+        first = next(rows, None)
+        if first is None:
+            return
+        limit_torch_threads(_torch_threads(torch_threads))
+        _quiet_transformers()
+        device = task_device(rule)
+        models = cached_model(key, lambda: construct(device), device=device, evict=evict)
+        yield from apply(models, chain([first], rows))
+
+    def transform(df: "DataFrame") -> "DataFrame":
+        return map_rows(df, partition, schema, profile=gpu.profile)
+
+    return transform
