@@ -224,7 +224,8 @@ def summary_of(out: dict[str, Any], prepared: Prepared, prepare_seconds: float) 
         "items": prepared.num_items,
         "users": prepared.num_users,
         "windows": windows,
-        "mean": {k: round(v, 4) for k, v in s.items() if k.endswith("_mean") and not math.isnan(v)
-                 and any(x in k for x in ("hr@10", "ndcg@10", "mrr"))},
+        "mean": {k: round(s[k], 4) for k in (f"test_{p}{m}_mean" for p in ("", "random_", "popularity_")
+                                             for m in ("hr@10", "ndcg@10", "cold_hr@10", "user_hr@10"))
+                 if k in s and not math.isnan(s[k])},
         "prepare_seconds": round(prepare_seconds, 2),
     }

@@ -186,7 +186,8 @@ class EpochSelector:
         self.candidates = None if window.is_loo else candidate_mask(job.item_first_ms, window.test_start_ms)
         self.best, self.best_epoch, self.best_state, self.best_metrics = -math.inf, -1, None, {}
         self.since_best = 0
-        self.t0 = time.perf_counter()  # wall time of the phase (training + validation) per epoch
+        self.t0 = time.perf_counter()  # wall and CPU time of the phase (training + validation) per epoch
+        self.c0 = time.process_time()
 
     def __call__(self, epoch: int, model: Recommender) -> bool:
         cfg, k = self.job.cfg, self.window.index
@@ -196,7 +197,8 @@ class EpochSelector:
         score = res["metrics"].get(self.metric, math.nan)
         self.ctx.logger.log_metrics({f"valid_{self.metric}_w{k}": score,
                                      f"valid_hr@10_w{k}": res["metrics"].get("hr@10", math.nan),
-                                     f"elapsed_seconds_w{k}": time.perf_counter() - self.t0}, step=epoch)
+                                     f"elapsed_seconds_w{k}": time.perf_counter() - self.t0,
+                                     f"elapsed_cpu_seconds_w{k}": time.process_time() - self.c0}, step=epoch)
         # NaN (no validation case) or select_best_epoch=false: keep the latest epoch.
         if not cfg.select_best_epoch or self.best_state is None or math.isnan(score) or score > self.best:
             self.best_epoch, self.best_state, self.best_metrics = epoch, copy.deepcopy(model.state_dict()), res["metrics"]
