@@ -478,6 +478,12 @@ try:
     out["profile"] = None
 except ClusterConfigError as exc:
     out["profile"] = str(exc)
+try:  # what the train stage does before a barrier launch on a cluster (2 executors of 1 GPU: 3 never fit)
+    from captionrec.training.distributed import check_barrier_fits
+    check_barrier_fits(spark, 3, use_gpu=True)
+    out["train"] = None
+except ClusterConfigError as exc:
+    out["train"] = str(exc)
 try:  # what every model stage does first (the caption and embed stages' stage_gpu)
     stage_gpu(spark, GpuConfig(enabled=True, task_amount=1.0, task_cpus=16), "embed")
     out["stage"] = None
@@ -505,6 +511,7 @@ def test_task_requests_that_can_never_run_are_errors_not_hangs(cluster, tmp_path
     assert "caption.gpu.task_amount=2" in out["gpus"] and "spark.executor.resource.gpu.amount" in out["gpus"]
     assert "need 3 tasks running at once" in out["barrier"] and "2 slot(s)" in out["barrier"]
     assert "16 CPUs per task" in out["profile"]
+    assert "TorchDistributor barrier" in out["train"] and "need 3 tasks running at once" in out["train"]
     assert "embed.gpu.task_cpus=16" in out["stage"] and "largest executor has 4 core(s)" in out["stage"]
     print(f"check app: {time.monotonic() - t0:.0f} s")
 

@@ -1,4 +1,5 @@
-"""Recommender models (pure torch): shapes, causality, padding, missing features, the sampled softmax."""
+"""Recommender models (pure torch): shapes, causality, padding, missing features, the declared interface
+(calculate_loss / score_all), the next-item objective (full and sampled softmax, logQ, masks)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import sys
 import pytest
 import torch
 
-from captionrec.models import ItemRepresentation, SASRec, TwoTower, build_model, sampled_softmax_loss
+from captionrec.models import (
+    HistoryScorer, ItemRepresentation, NextItemObjective, Recommender, SASRec, TwoTower, build_model,
+    user_item_members,
+)
 
 N, D, L = 30, 16, 6
 
@@ -97,43 +101,181 @@ def test_two_tower_user_id_embedding_is_used():
     assert not torch.allclose(out[0], out[1])
 
 
-@pytest.mark.parametrize("mode", ["in_batch", "uniform", "both"])
+def _objective(mode="both", n=N, known=None, counts=None, **kw):
+    known = torch.ones(n + 1, dtype=torch.bool) if known is None else known
+    return NextItemObjective(known, counts, mode=mode, **kw)
+
+
+@pytest.mark.parametrize("mode", ["in_batch", "uniform", "both", "full"])
 def test_sampled_softmax(mode):
     torch.manual_seed(0)
-    emb = torch.nn.Embedding(N + 1, D)
+    emb = ItemRepresentation(N, D, "id")
     hidden = torch.randn(8, D, requires_grad=True)
     targets = torch.tensor([1, 2, 3, 3, 4, 5, 6, 7])  # a duplicate target is not its own negative
+    rows = torch.arange(8)
     g = torch.Generator().manual_seed(0)
-    loss = sampled_softmax_loss(hidden, targets, emb, N, mode=mode, num_uniform=16, generator=g)
+    loss = _objective(mode, num_uniform=16)(hidden, targets, rows, None, emb, generator=g)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert hidden.grad is not None and torch.isfinite(hidden.grad).all()
     # perfect separation: hidden == target vector scaled up -> loss near 0 for in-batch
     if mode == "in_batch":
-        fn = lambda idx: torch.nn.functional.one_hot(idx, N + 1).float()  # noqa: E731
+        class OneHot(torch.nn.Module):
+            def forward(self, idx):
+                return torch.nn.functional.one_hot(idx, N + 1).float()
+
         t = torch.tensor([1, 2, 3])
-        assert sampled_softmax_loss(fn(t) * 50, t, fn, N, mode="in_batch").item() < 1e-6
+        fn = OneHot()
+        obj = _objective("in_batch", logq=False)
+        assert obj(fn(t) * 50, t, torch.arange(3), None, fn).item() < 1e-6
     with pytest.raises(ValueError):
-        sampled_softmax_loss(hidden, targets, emb, N, mode="hard")
+        _objective("hard")
 
 
 def test_training_reduces_the_loss():
     torch.manual_seed(0)
     m = SASRec(_repr("id"), max_seq_len=L, dim=D, layers=1, heads=2, dropout=0.0)
+    m.set_objective(_objective("uniform", num_uniform=10))
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     seq = torch.arange(1, 8).repeat(16, 1) % N + 1  # deterministic successor pattern
     losses = []
     for _ in range(30):
-        h = m(seq[:, :-1])
-        loss = sampled_softmax_loss(h.reshape(-1, D), seq[:, 1:].reshape(-1), m.item_repr, N, mode="uniform", num_uniform=10)
+        loss, n = m.calculate_loss({"seq": seq})
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    assert n == 16 * 6
     assert losses[-1] < 0.3 * losses[0]
 
 
+@pytest.mark.parametrize("model", ["sasrec", "two_tower"])
+def test_both_models_implement_the_declared_interface(model):
+    """calculate_loss(batch) and score_all(histories) come from the one Recommender base, for both models."""
+    torch.manual_seed(0)
+    m = build_model(model, _repr("id"), num_users=3, max_seq_len=L, dim=D, layers=1, heads=2, dropout=0.0)
+    assert isinstance(m, Recommender)
+    assert type(m).calculate_loss is Recommender.calculate_loss and type(m).score_all is Recommender.score_all
+    with pytest.raises(RuntimeError, match="objective"):
+        m.calculate_loss({"seq": torch.tensor([[0, 1, 2, 3, 4, 5, 6]])})
+    m.set_objective(_objective("full"))
+    loss, n = m.calculate_loss({"seq": torch.tensor([[0, 1, 2, 3, 4, 5, 6]]), "user_idx": torch.tensor([1])})
+    assert n == 5 and torch.isfinite(loss)
+    m.eval()
+    hist = torch.tensor([[0, 0, 0, 1, 2, 3], [4, 5, 6, 7, 8, 9]])
+    scores = m.score_all(hist)
+    assert scores.shape == (2, N + 1) and torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    expected = m(hist)[:, -1] @ m.item_vectors()[1:].T
+    assert torch.allclose(scores[:, 1:], expected, atol=1e-5)
+    assert torch.equal(HistoryScorer(m).eval()(hist), scores)
+
+
+def test_items_without_a_training_interaction_share_the_unknown_vector():
+    """Issue 10.1: only training items get their own id row; the rest share one vector (zero until id dropout)."""
+    known = torch.zeros(N + 1, dtype=torch.bool)
+    known[1:21] = True  # items 21..30 first appear after the training data
+    r = ItemRepresentation(N, D, "id", known=known).eval()
+    v = r(torch.tensor([21, 25, 30, 3]))
+    assert torch.equal(v[0], v[1]) and torch.equal(v[0], v[2]) and torch.equal(v[0], r.unknown.detach())
+    assert not torch.equal(v[0], v[3])
+    # id+feature: an unknown item is scored from its features (+ the shared unknown vector)
+    rf = ItemRepresentation(N, D, "id+feature", features=_features(), known=known, hidden=12, dropout=0.0).eval()
+    with torch.no_grad():
+        proj = rf.projection(rf.features[torch.tensor([21, 25])])
+    assert torch.allclose(rf(torch.tensor([21, 25])), proj + rf.unknown, atol=1e-6)
+    # id dropout trains the unknown vector: in training mode some known items use it
+    rd = ItemRepresentation(N, D, "id", known=known, id_dropout=0.5).train()
+    with torch.no_grad():
+        rd.unknown.fill_(7.0)
+    out = rd(torch.arange(1, 21).repeat(20))
+    assert 0.3 < float((out == 7.0).all(dim=1).float().mean()) < 0.7
+
+
+@pytest.mark.parametrize("mode", ["full", "in_batch", "uniform", "both"])
+def test_future_items_are_never_negatives_nor_trained(mode):
+    """Issue 10.1: an item with no training interaction is never a negative, so no gradient reaches it."""
+    torch.manual_seed(0)
+    known = torch.zeros(N + 1, dtype=torch.bool)
+    known[1:16] = True
+    m = SASRec(ItemRepresentation(N, D, "id", known=known), max_seq_len=L, dim=D, layers=1, heads=2, dropout=0.0)
+    m.set_objective(NextItemObjective(known, mode=mode, num_uniform=64))
+    seq = torch.randint(1, 16, (8, L + 1))
+    before = m.item_repr.id_embedding.weight.detach().clone()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss, _ = m.calculate_loss({"seq": seq}, torch.Generator().manual_seed(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = m.item_repr.id_embedding.weight.detach()
+    assert not torch.equal(before[1:16], after[1:16])  # training items learn
+    assert torch.equal(before[16:], after[16:])  # the future's rows are untouched
+    assert float(m.item_repr.unknown.detach().abs().sum()) == 0.0  # no id dropout: the unknown vector stays zero
+    with pytest.raises(ValueError, match="not among the phase's training items"):
+        m.calculate_loss({"seq": torch.tensor([[0, 0, 0, 1, 2, 20, 3]])})
+
+
+def test_logq_correction_is_the_expected_copies_of_each_item():
+    """Issue 10.3: sampled logits are corrected by -log(expected copies among the negatives), hand-computed."""
+    known = torch.ones(4, dtype=torch.bool)  # items 1..3
+    counts = torch.tensor([0.0, 6.0, 3.0, 1.0])  # target frequencies: p = 0.6, 0.3, 0.1
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.v = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+        def forward(self, idx):
+            return self.v[idx]
+
+    items = Fixed()
+    hidden = torch.tensor([[2.0, 0.5], [0.3, 1.0]])
+    targets = torch.tensor([1, 2])
+    rows = torch.tensor([0, 1])
+    obj = NextItemObjective(known, counts, mode="in_batch", logq=True, mask_user_items=False)
+    got = obj(hidden, targets, rows, None, items)
+    p = counts / counts.sum()
+    c = 2 * p  # M = 2 targets -> expected copies of item j among the in-batch negatives
+    s = hidden @ items.v[targets].T  # (2, 2): row i against the batch's targets
+    logits = torch.stack([
+        torch.stack([s[0, 0] - torch.log(c[1]), s[0, 1] - torch.log(c[2])]),
+        torch.stack([s[1, 1] - torch.log(c[2]), s[1, 0] - torch.log(c[1])]),
+    ])
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(2, dtype=torch.long))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = NextItemObjective(known, counts, mode="in_batch", logq=False, mask_user_items=False)(hidden, targets, rows, None, items)
+    assert plain.item() != pytest.approx(got.item())
+
+
+def test_a_users_own_items_are_not_its_negatives():
+    """Issue 10.3: in-batch, uniform and full softmax never use the row's user's other items as negatives."""
+    torch.manual_seed(0)
+    seq = torch.tensor([[1, 2, 3], [4, 5, 6]])  # row 0: user 1 had 1, 2, 3; row 1: user 1 again
+    users = torch.tensor([1, 1])
+    members = user_item_members(seq, users, N)
+    assert members[0, [1, 2, 3, 4, 5, 6]].all() and not members[0, 7] and not members[0, 0]
+    assert torch.equal(members[0], members[1])  # same user: merged
+    assert not user_item_members(seq, torch.tensor([1, 2]), N)[0, 4]
+    emb = ItemRepresentation(N, D, "id")
+    hidden = torch.randn(2, D)
+    targets = torch.tensor([3, 6])
+    rows = torch.tensor([0, 1])
+    for mode in ("full", "in_batch", "both"):
+        obj = _objective(mode, num_uniform=64)
+        g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+        masked = obj(hidden, targets, rows, members, emb, generator=g())
+        # the user's items (1..6) make no difference: moving their vectors does not change the loss
+        moved = ItemRepresentation(N, D, "id")
+        with torch.no_grad():
+            moved.id_embedding.weight.copy_(emb.id_embedding.weight)
+            moved.id_embedding.weight[[1, 2, 4, 5]] += 10.0
+        assert obj(hidden, targets, rows, members, moved, generator=g()).item() == pytest.approx(masked.item(), rel=1e-5)
+        unmasked = obj(hidden, targets, rows, None, moved, generator=g())
+        assert unmasked.item() != pytest.approx(masked.item(), rel=1e-3)
+
+
 def test_models_never_import_pyspark():
-    code = "import sys, captionrec.models, captionrec.training.loop, captionrec.training.metrics; " \
+    code = "import sys, captionrec.models, captionrec.training.loop, captionrec.training.metrics, " \
+           "captionrec.training.loaders, captionrec.training.evaluate, captionrec.training.distributed; " \
            "sys.exit(1 if 'pyspark' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

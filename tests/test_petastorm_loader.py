@@ -64,14 +64,16 @@ def test_auto_picks_petastorm_here():
 
 
 def test_petastorm_batches_are_sharded(sequences, tmp_path):
-    from captionrec.training.loaders import make_source, train_batches
+    from captionrec.training.loaders import train_batches
+    from captionrec.training.windows import FIT
+    from captionrec.transforms.petastorm import make_source
 
-    source = make_source(sequences, [0], loader="petastorm", world=2, cache_dir=f"file://{tmp_path}/cache")
+    source = make_source(sequences, [(0, FIT)], loader="petastorm", world=2, cache_dir=f"file://{tmp_path}/cache")
     try:
-        assert source.loader == "petastorm" and 0 in source.converters
+        assert source.loader == "petastorm" and (0, FIT) in source.converters
         seen = {}
         for rank in (0, 1):
-            it = train_batches(source, 0, rank, 2, batch_size=8, seed=1)
+            it = train_batches(source, 0, FIT, rank, 2, batch_size=8, seed=1)
             users = set()
             # Enough draws that every row of the shard leaves the shuffling queue (capacity 4 x batch):
             # ~5 passes over a shard of up to 64 rows.
@@ -91,16 +93,19 @@ def test_petastorm_batches_are_sharded(sequences, tmp_path):
 
 def _job(sequences, tmp_path, world: int):
     from captionrec.config.train import SplitConfig, TrainConfig
-    from captionrec.training.loaders import make_source
     from captionrec.training.loop import TrainJob
-    from captionrec.training.splits import Window
+    from captionrec.training.windows import FIT, loo_window
+    from captionrec.transforms.petastorm import make_source
 
     cfg = TrainConfig(model="sasrec", features="id", max_seq_len=L, dim=16, layers=1, heads=2, epochs=3,
                       steps_per_epoch=4, batch_size=16, num_processes=world, loader="petastorm", log_model=False,
-                      split=SplitConfig(protocol="loo"))
-    source = make_source(sequences, [0], loader="petastorm", world=world, cache_dir=f"file://{tmp_path}/cache")
-    job = TrainJob(cfg=cfg, num_items=N_ITEMS, num_users=64, windows=[Window(0, 0, 0, 2**62)], source=source,
-                   steps_per_epoch={0: 4}, item_first_ms=np.zeros(N_ITEMS + 1, dtype=np.int64))
+                      retrain=False, split=SplitConfig(protocol="loo"))
+    source = make_source(sequences, [(0, FIT)], loader="petastorm", world=world, cache_dir=f"file://{tmp_path}/cache")
+    counts = np.ones(N_ITEMS + 1, dtype=np.int64)
+    counts[0] = 0
+    job = TrainJob(cfg=cfg, num_items=N_ITEMS, num_users=64, windows=[loo_window()], source=source,
+                   steps={(0, FIT): 4}, item_first_ms=np.zeros(N_ITEMS + 1, dtype=np.int64),
+                   counts={0: {"fit": counts, "prior": counts}})
     return job, source
 
 
@@ -113,7 +118,7 @@ def test_training_in_process_with_petastorm(sequences, tmp_path):
     finally:
         source.close()
     test = out["windows"][0]["test"]
-    assert test["n"] == 64 and 0.0 <= test["hr@10"] <= 1.0
+    assert test["cases"] == 64 and 0.0 <= test["hr@10"] <= 1.0
     print("petastorm in-process: test", {k: round(v, 3) for k, v in test.items()})
 
 
@@ -128,4 +133,4 @@ def test_training_under_torch_distributor_with_petastorm(spark, sequences, tmp_p
     finally:
         source.close()
     assert out["rank_world"] == 2
-    assert out["windows"][0]["test"]["n"] == 64  # both ranks' cases summed
+    assert out["windows"][0]["test"]["cases"] == 64  # both ranks' cases gathered

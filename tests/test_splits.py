@@ -1,4 +1,5 @@
-"""Leakage-proof splits and the sequences table (real Spark, DataFrames built in the test)."""
+"""Leakage-proof splits and the sequences table (real Spark, DataFrames built in the test): the train
+stage's Spark transforms (captionrec.transforms)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,15 @@ import datetime as dt
 
 import pytest
 
-from captionrec.training.sequences import SEQUENCE_COLUMNS, build_item_index, build_sequences, build_user_index
-from captionrec.training.splits import (
-    DAY_MS,
-    FIT,
-    TEST,
-    VALID,
-    rolling_windows,
-    split_interactions,
-    split_report,
+from captionrec.training.windows import DAY_MS, FIT, REFIT, TEST, VALID, rolling_windows
+from captionrec.transforms.sequences import (
+    SEQUENCE_COLUMNS,
+    build_item_index,
+    build_sequences,
+    build_user_index,
+    item_counts,
 )
+from captionrec.transforms.splits import split_interactions, split_report
 
 T0 = int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
 
@@ -151,7 +151,7 @@ def test_item_feature_matrix_picks_a_model_and_standardises(spark, weeks):
 
     import numpy as np
 
-    from captionrec.training.sequences import item_feature_matrix
+    from captionrec.transforms.item_features import item_feature_matrix
 
     items = build_item_index(weeks)  # a..e -> 1..5
     old, new = dt2.datetime(2024, 1, 1), dt2.datetime(2024, 2, 1)
@@ -173,3 +173,62 @@ def test_item_feature_matrix_picks_a_model_and_standardises(spark, weeks):
         item_feature_matrix(bad, items, ["mllm_av"], num_items=5)
     with pytest.raises(ValueError, match="no vectors for feature set 'videomae'"):
         item_feature_matrix(feats, items, ["videomae"], num_items=5)
+
+
+@pytest.fixture(scope="module")
+def tk(spark):
+    """One window: fit < day 7, validation [7, 14), test [14, 21). Item v first appears in the validation
+    week, c, n and w in the test week."""
+    rows = [
+        ("u1", "a", _day(1)), ("u1", "b", _day(2)), ("u1", "v", _day(8)), ("u1", "c", _day(15)), ("u1", "w", _day(17)),
+        ("u2", "a", _day(1)), ("u2", "b", _day(3)), ("u2", "v", _day(15)),
+        ("u3", "b", _day(2)), ("u3", "a", _day(4)), ("u3", "n", _day(16)),
+    ]
+    return _df(spark, rows)
+
+
+def _tk_sequences(spark, tk, **kw):
+    split, windows = split_interactions(tk, "rolling", num_windows=1, window_days=7, start="2024-01-15")
+    items, users = build_item_index(tk), build_user_index(tk)
+    idx = {r["item_id"]: r["item_idx"] for r in items.collect()}
+    seqs = build_sequences(split, items, users, max_seq_len=4, **kw)
+    return split, items, idx, {(r["role"], r["user_idx"], r["chunk"]): r.asDict() for r in seqs.collect()}
+
+
+def test_cold_means_no_interaction_before_tk_and_refit_rows_cover_it(spark, tk):
+    """Issue 10.2: the test-phase model trains on everything before t_k (refit rows), and a test target
+    first seen in the validation week is not cold (it was cold relative to the fit data before)."""
+    _, _, idx, rows = _tk_sequences(spark, tk, refit=True)
+    a, b, c, n, v, w = (idx[x] for x in "abcnvw")
+    assert rows[(FIT, 1, 0)]["seq"] == [0, 0, 0, a, b]  # fit: before the validation week
+    assert rows[(REFIT, 1, 0)]["seq"] == [0, 0, a, b, v]  # refit: everything before t_k
+    assert (REFIT, 2, 0) in rows and rows[(REFIT, 2, 0)]["seq"] == [0, 0, 0, a, b]
+    assert all(r["seq"][-1] != c and c not in r["seq"] for k, r in rows.items() if k[0] in (FIT, REFIT))
+    u2 = rows[(TEST, 2, 0)]
+    assert u2["target"] == v and u2["cold"] == 0  # v: validation week only -> not cold at t_k
+    assert rows[(TEST, 1, 0)]["target"] == c and rows[(TEST, 1, 0)]["cold"] == 1
+    assert rows[(TEST, 3, 0)]["target"] == n and rows[(TEST, 3, 0)]["cold"] == 1
+    assert rows[(VALID, 1, 0)]["target"] == v and rows[(VALID, 1, 0)]["cold"] == 1  # validation: vs fit
+    without = _tk_sequences(spark, tk)[3]
+    assert not any(k[0] == REFIT for k in without)
+
+
+def test_test_history_rolling_or_frozen_at_tk(spark, tk):
+    """Issue 10.2: which history a test case sees is a config choice."""
+    _, _, idx, rolling = _tk_sequences(spark, tk, test_history="rolling")
+    _, _, _, frozen = _tk_sequences(spark, tk, test_history="frozen")
+    a, b, c, v, w = (idx[x] for x in "abcvw")
+    assert rolling[(TEST, 1, 1)]["target"] == w and rolling[(TEST, 1, 1)]["seen"] == [a, b, v, c]
+    assert frozen[(TEST, 1, 1)]["target"] == w and frozen[(TEST, 1, 1)]["seen"] == [a, b, v]
+    assert frozen[(TEST, 1, 1)]["seq"] == [0, a, b, v, w]
+    assert frozen[(TEST, 1, 0)] == rolling[(TEST, 1, 0)]  # the first test case is the same either way
+    assert frozen[(VALID, 1, 0)] == rolling[(VALID, 1, 0)]
+    with pytest.raises(ValueError, match="test_history"):
+        _tk_sequences(spark, tk, test_history="future")
+
+
+def test_item_counts_per_window(spark, tk):
+    split, items, idx, _ = _tk_sequences(spark, tk)
+    counts = item_counts(split, items, [0], num_items=len(idx))[0]
+    assert counts["fit"][idx["a"]] == 3 and counts["fit"][idx["v"]] == 0 and counts["fit"][0] == 0
+    assert counts["prior"][idx["v"]] == 1 and counts["prior"][idx["c"]] == 0 and counts["prior"][idx["b"]] == 3

@@ -66,10 +66,19 @@ def _window_metrics(out, name):
     return [w["test"][name] for w in out["windows"]]
 
 
+def _by_step(client, run_id, name):
+    return {m.step: m.value for m in client.get_metric_history(run_id, name)}
+
+
 def test_train_stage_logs_an_mlflow_run(spark, store, tmp_path):
-    """`captionrec train model=sasrec features=title` on synthetic data: a finished run with per-window metrics."""
+    """`captionrec train model=sasrec features=title` on synthetic data: a finished run that follows the MLflow
+    run contract (per-window metrics with step = window, baselines beside them, a cases artifact per window)
+    and a logged model that loads with mlflow.pytorch.load_model and scores a batch."""
     import mlflow
+    import pyarrow.parquet as pq
     import torch
+
+    from captionrec.contracts import CASE_COLUMNS, cases_artifact
 
     cfg = _cfg(tmp_path, "model=sasrec", "features=title", "num_processes=1", "epochs=2", "log_model=true")
     summary = train_stage.run(cfg, spark, store)
@@ -79,25 +88,45 @@ def test_train_stage_logs_an_mlflow_run(spark, store, tmp_path):
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     m, p, t = run.data.metrics, run.data.params, run.data.tags
+    hr, ndcg = _by_step(client, run.info.run_id, "test_hr_10"), _by_step(client, run.info.run_id, "test_ndcg_10")
+    assert sorted(hr) == [0, 1]
     for k in (0, 1):
-        assert 0.0 <= m[f"test_hr_10_w{k}"] <= 1.0 and 0.0 <= m[f"test_ndcg_10_w{k}"] <= m[f"test_hr_10_w{k}"]
-        assert f"test_cold_hr_10_w{k}" in m and m[f"test_cold_items_w{k}"] > 0 and m[f"test_cases_w{k}"] > 0
-    assert "test_hr_10_mean" in m and "test_ndcg_10_std" in m
+        assert 0.0 <= hr[k] <= 1.0 and 0.0 <= ndcg[k] <= hr[k]
+        for name in ("test_cold_hr_10", "test_user_hr_10", "test_random_hr_10", "test_popularity_hr_10",
+                     "test_random_cold_hr_10", "test_popularity_cold_hr_10", "valid_ndcg_10", "best_epoch"):
+            assert k in _by_step(client, run.info.run_id, name), name
+        assert _by_step(client, run.info.run_id, "test_cold_items")[k] > 0
+        cases_n = _by_step(client, run.info.run_id, "test_cases")[k]
+        assert cases_n > 0
+        local = client.download_artifacts(run.info.run_id, cases_artifact(k), str(tmp_path / f"dl{k}"))
+        cases = pq.read_table(local)
+        assert tuple(cases.column_names) == CASE_COLUMNS and cases.num_rows == cases_n
+        ranks = cases.column("rank").to_numpy()
+        assert ((ranks >= 1) & (ranks <= cases.column("candidates").to_numpy())).all()
+        assert abs((ranks <= 10).mean() - hr[k]) < 1e-9  # the artifact is what the metric was computed from
+    assert "test_hr_10_mean" in m and "test_ndcg_10_std" in m and "test_random_hr_10_mean" in m
     assert p["train.model"] == "sasrec" and p["train.features"] == "title" and p["train.item_repr"] == "feature"
     assert p["train.split.protocol"] == "rolling" and t["storage_backend"] == "delta-rs"
+    assert p["train.split.test_history"] == "rolling" and p["train.retrain"] == "True"
     assert t["features"] == "title" and t["model"] == "sasrec" and t["git_commit"]
     assert t["delta_version.interactions"] == str(store.version("interactions"))
     assert t["delta_version.item_features"] == str(store.version("item_features"))
     assert t["feature_model_ids"] == "title=synthetic-v1"
+    # the retrain phase ran for the chosen number of epochs
+    for w in summary["windows"]:
+        refit = _by_step(client, run.info.run_id, f"refit_loss_w{w['window']}")
+        assert len(refit) == w["train_epochs"] == w["best_epoch"] + 1
     # the logged model: history (B, L) -> scores over all items (B, N + 1), with a signature
     model_uri = f"runs:/{summary['run_id']}/model"
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature is not None
     model = mlflow.pytorch.load_model(model_uri)
+    assert isinstance(model, torch.nn.Module) and model.eval() is model  # not an exported GraphModule
     hist = torch.zeros(3, 10, dtype=torch.long)
     hist[:, -2:] = torch.tensor([[1, 2], [3, 4], [5, 6]])
     scores = model(hist)
     assert scores.shape == (3, summary["items"] + 1) and torch.isinf(scores[:, 0]).all()
+    assert torch.isfinite(scores[:, 1:]).all()
 
 
 def test_features_beat_id_on_cold_items(prepared, tmp_path):
@@ -110,11 +139,16 @@ def test_features_beat_id_on_cold_items(prepared, tmp_path):
         for w in out["windows"]:
             print(f"two_tower/{features} window {w['window']}: hr@10 {w['test']['hr@10']:.3f} ndcg@10 "
                   f"{w['test']['ndcg@10']:.3f} cold hr@10 {w['test']['cold_hr@10']:.3f} "
-                  f"(n={int(w['test']['n'])}, cold={int(w['test']['n_cold'])}) best epoch {w['best_epoch']}")
+                  f"(n={int(w['test']['cases'])}, cold={int(w['test']['cold_cases'])}) best epoch {w['best_epoch']}; "
+                  f"random cold hr@10 {w['baselines']['random']['cold_hr@10']:.3f}")
     id_cold = np.mean(_window_metrics(results["id"], "cold_hr@10"))
     title_cold = np.mean(_window_metrics(results["title"], "cold_hr@10"))
-    assert all(w["test"]["n_cold"] >= 20 for w in results["title"]["windows"])
+    random_cold = np.mean([w["baselines"]["random"]["cold_hr@10"] for w in results["title"]["windows"]])
+    assert all(w["test"]["cold_cases"] >= 20 for w in results["title"]["windows"])
     assert title_cold > id_cold + 0.15, (title_cold, id_cold)
+    assert title_cold > random_cold + 0.15, (title_cold, random_cold)
+    # the same cases for both runs: the baselines agree, so the comparison is paired
+    assert results["id"]["windows"][0]["baselines"] == results["title"]["windows"][0]["baselines"]
     # and features don't hurt overall
     assert np.mean(_window_metrics(results["title"], "hr@10")) >= np.mean(_window_metrics(results["id"], "hr@10"))
 
@@ -168,6 +202,73 @@ def test_missing_or_bad_inputs_are_clear_errors(spark, store, tmp_path):
         _cfg(tmp_path, "dim=30", "heads=4")
 
 
+class _ConcurrentWriter:
+    """A real second writer: when the train stage writes its sequences table, someone appends interactions."""
+
+    def __init__(self, store, extra):
+        self._store, self._extra = store, extra
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def overwrite(self, name, df):
+        if name == "train_sequences":
+            self._store.append("interactions", self._extra)
+        return self._store.overwrite(name, df)
+
+
+def test_delta_versions_are_read_before_training(spark, store, tmp_path):
+    """Issue 8: the run's delta_version tags name the data trained on, even if a writer commits meanwhile."""
+    import mlflow
+
+    from captionrec.tables import open_store
+
+    own = open_store(spark, StorageConfig(backend="delta-rs", root=str(tmp_path / "lake")))
+    own.overwrite("interactions", store.read("interactions"))
+    before, n_before = own.version("interactions"), own.count("interactions")
+    extra = own.read("interactions").limit(50)
+    extra = spark.createDataFrame(extra.toPandas().assign(user_id=lambda d: d["user_id"] + "-late"))
+    cfg = _cfg(tmp_path, "model=two_tower", "features=id", "num_processes=1", "epochs=1", "split.protocol=loo",
+               "log_model=false", "retrain=false")
+    summary = train_stage.run(cfg, spark, _ConcurrentWriter(own, extra))
+    assert own.version("interactions") == before + 1  # the writer did commit during the run
+    run = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["run_id"])
+    assert run.data.tags["delta_version.interactions"] == str(before)
+    assert run.data.metrics["n_interactions"] == n_before  # and those were the rows trained on
+
+
+def test_child_run_of_an_experiment_grid(spark, tmp_path):
+    """Issue 11's contract: run(..., parent_run_id=, tags=) logs a nested run and returns its run_id. An
+    interaction-only dataset (no items, no videos) trains; a cutoff k that covers most of a tiny catalogue
+    gets a KShareWarning and a run tag."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from captionrec.tables import open_store
+    from captionrec.training.metrics import KShareWarning
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{int(i)}", 1_700_000_000_000 + 60_000 * (u * 20 + t))
+            for u in range(40) for t, i in enumerate(rng.choice(12, 8, replace=False))]
+    pdf = pd.DataFrame(rows, columns=["user_id", "item_id", "ts_ms"])
+    pdf["ts"] = pd.to_datetime(pdf["ts_ms"], unit="ms", utc=True)
+    tiny = open_store(spark, StorageConfig(backend="delta-rs", root=str(tmp_path / "tiny")))
+    tiny.overwrite("interactions", spark.createDataFrame(pdf[["user_id", "item_id", "ts", "ts_ms"]]))
+    assert not tiny.exists("items")  # interaction-only: nothing but interactions
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("grid", artifact_location=(tmp_path / "grid").as_uri())
+    parent = client.create_run(exp, run_name="grid").info.run_id
+    cfg = _cfg(tmp_path, "model=sasrec", "features=id", "num_processes=1", "epochs=1", "split.protocol=loo",
+               "log_model=false", "batch_size=16")
+    with pytest.warns(KShareWarning, match="k=10 is"):
+        summary = train_stage.run(cfg, spark, tiny, parent_run_id=parent, tags={"grid.cell": "sasrec/id"})
+    run = client.get_run(summary["run_id"])
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.info.experiment_id == exp
+    assert run.data.tags["grid.cell"] == "sasrec/id" and run.info.status == "FINISHED"
+    assert "k=10" in run.data.tags["warning.k_share"]
+    assert summary["windows"][0]["test_cases"] == 40
+
+
 @pytest.mark.slow
 def test_sample_title_beats_id_on_cold_items(spark, sample_dir, tmp_path):
     """On the shipped sample (ingest -> embed titles -> train): SASRec on title vectors ranks cold items
@@ -194,5 +295,6 @@ def test_sample_title_beats_id_on_cold_items(spark, sample_dir, tmp_path):
     for features in ("id", "title"):
         out = train_stage.train_prepared(load_config("local", [*base, f"train.features={features}"]), prepared)
         cold[features] = np.mean(_window_metrics(out, "cold_hr@10"))
-        print(features, [round(w["test"]["hr@10"], 3) for w in out["windows"]], _window_metrics(out, "cold_hr@10"))
+        print(features, [round(w["test"]["hr@10"], 3) for w in out["windows"]], _window_metrics(out, "cold_hr@10"),
+              "random cold", [round(w["baselines"]["random"]["cold_hr@10"], 3) for w in out["windows"]])
     assert cold["title"] > cold["id"] + 0.02, cold

@@ -154,6 +154,28 @@ SCHEMAS[EMBED_ROWS] = pa.schema([
     _f("detail", pa.string()),
 ])
 
+# The derived training table (pipeline/train.py writes it each run; ints only, so pyarrow 14 / petastorm
+# read it). One row per training chunk or evaluation case, keyed by (window, role, user_idx, chunk).
+# Roles: which part of a split window a row belongs to.
+ROLE_FIT = 0  # training rows of the epoch-selection phase (interactions before the validation week)
+ROLE_VALID = 1  # validation cases (the week before t_k): choose the epoch count
+ROLE_TEST = 2  # test cases (the week from t_k)
+ROLE_REFIT = 3  # training rows of the test phase: every interaction before t_k (train.retrain)
+ROLE_NAMES: dict[int, str] = {ROLE_FIT: "fit", ROLE_VALID: "valid", ROLE_TEST: "test", ROLE_REFIT: "refit"}
+_INT_LIST = pa.list_(pa.field("element", pa.int32()))
+SCHEMAS[TRAIN_SEQUENCES] = pa.schema([
+    _f("window", pa.int32()),
+    _f("role", pa.int32()),
+    _f("user_idx", pa.int32()),
+    _f("chunk", pa.int32()),
+    _f("seq", _INT_LIST),
+    _f("seq_len", pa.int32()),
+    _f("target", pa.int32()),
+    _f("cold", pa.int32()),
+    _f("repeat", pa.int32()),
+    _f("seen", _INT_LIST),
+])
+
 
 def schema(name: str) -> pa.Schema:
     """The pyarrow schema of a table (or worker-row set) by name."""
@@ -265,17 +287,39 @@ CAPTION_SOURCES: dict[str, tuple[str, ...]] = {
 
 # ---------------------------------------------------------------------------------- MLflow run contract
 # What a train run logs (rank 0 only), so that the experiment grid and the report read runs by name.
+# A train run may be a child run: pipeline.train.run(cfg, spark, store, parent_run_id=..., tags=...)
+# creates it under the parent (tag mlflow.parentRunId, the parent's experiment) and returns its run_id.
 #
-# Metrics (MLflow names: '@' becomes '_', see `metric_name`):
-#   test_<metric>            per window, step = window index (hr_10, ndcg_10, cold_hr_10, mrr, ...)
-#   test_<baseline>_<metric> the same cases scored by a baseline, step = window (baselines below)
-#   test_<metric>_mean/_std  over windows (no step)
+# Metric names (MLflow names: '@' becomes '_', see `metric_name`; <metric> is hr@k, ndcg@k for every k in
+# train.ks, and mrr):
+#   test_<metric>              per window, step = window index: the mean over test cases
+#   test_user_<metric>         per window, step = window: the mean over users of each user's mean
+#   test_cold_<metric>, test_cold_user_<metric>
+#                              the same over cold cases (the target had no interaction before t_k)
+#   test_<baseline>_<...>      every metric above for each baseline on the same cases, step = window
+#   test_cases, test_users, test_cold_cases, test_cold_users, test_repeat_dropped
+#                              per window, step = window: what the means are over
+#   valid_<metric> ...         per window, step = window: the chosen epoch's validation metrics
+#   best_epoch, train_epochs, train_seconds, train_sequences_per_s   per window, step = window
+#   test_<name>_mean, test_<name>_std
+#                              over windows (no step), for every per-window test_* name above but counts
+#   train_loss_w<k>, refit_loss_w<k>, valid_ndcg_10_w<k>, valid_hr_10_w<k>
+#                              learning curves of window k, step = epoch
+# NaN is never logged: a metric without cases (e.g. no cold case) is left out and listed in the tag
+# `nan_metrics`. Tags: git_commit, model, features, item_repr, split_protocol, loader,
+# delta_version.<table> (read before training: the versions trained on), warning.k_share (when a cutoff
+# covers a large share of the candidates). Params: the flattened config (train.split.test_history, ...).
 # Artifacts:
 #   cases/test_w<k>.parquet  one row per test case of window k (CASE_COLUMNS): the target's rank under
-#                            the model and under each baseline; the report pairs runs on these rows.
+#                            the model and under each baseline, and how many candidates it was ranked
+#                            among; the report pairs runs on (window, user_idx, chunk).
+#   model/                   the scorer (mlflow.pytorch.load_model: histories (B, L) -> scores (B, N + 1))
+#   item_index.json          item_idx - 1 -> item_id
 
 BASELINES: tuple[str, ...] = ("random", "popularity")
-CASE_COLUMNS: tuple[str, ...] = ("window", "user_idx", "chunk", "target", "cold", "rank", "rank_random", "rank_popularity")
+CASE_COLUMNS: tuple[str, ...] = (
+    "window", "user_idx", "chunk", "target", "cold", "rank", "rank_random", "rank_popularity", "candidates",
+)
 
 
 def metric_name(name: str) -> str:

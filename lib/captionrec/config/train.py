@@ -19,10 +19,17 @@ from captionrec.contracts import TRAIN_FEATURE_SETS as KNOWN_FEATURE_SETS  # `id
 
 @dataclass(frozen=True)
 class NegativesConfig:
-    # in_batch: the other targets of the batch; uniform: `num_uniform` items drawn uniformly per step
-    # (shared by the batch); both: the two together.
-    mode: Literal["in_batch", "uniform", "both"] = "both"
+    # What the true next item is scored against (only items of the phase's training data are ever negatives):
+    # full: a softmax over every training item (exact; the default: best on the sample, the synthetic data and
+    #   ML-100K, see bench/README.md); in_batch: the other targets of the batch; uniform: `num_uniform`
+    #   training items drawn uniformly per step (shared by the batch); both: in_batch + uniform.
+    mode: Literal["full", "in_batch", "uniform", "both"] = "full"
     num_uniform: int = 128
+    # Sampled modes: subtract log(expected copies of the item among the sampled negatives) from each logit,
+    # each source with its own sampling probability (in-batch ~ training frequency, uniform = K / |items|).
+    logq: bool = True
+    # Never use a user's own other items (those in the user's rows of the batch) as that user's negatives.
+    mask_user_items: bool = True
 
     def __post_init__(self) -> None:
         if self.mode in ("uniform", "both") and self.num_uniform < 1:
@@ -41,6 +48,11 @@ class SplitConfig:
     start: Optional[str] = None
     # Test cases per user and window: every test interaction (`all`) or the user's first one (`first`).
     test_targets: Literal["all", "first"] = "all"
+    # The history a test case sees (logged as the param train.split.test_history):
+    # rolling: everything the user did before the target, earlier test-week items included (the model is
+    #   never trained on them; this is today's next-item setting);
+    # frozen: the history as it was at t_k, for every test case of the user (a "predict next week" setting).
+    test_history: Literal["rolling", "frozen"] = "rolling"
 
     def __post_init__(self) -> None:
         if self.num_windows < 1:
@@ -86,6 +98,16 @@ class TrainConfig:
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     # Keep the epoch with the best validation nDCG@10 (else: the last epoch).
     select_best_epoch: bool = True
+    # Stop the epoch-selection phase after this many epochs without a better validation score (0: never).
+    patience: int = 0
+    # The paper's protocol: after choosing the epoch count on the validation week, retrain a fresh model on
+    # every interaction before t_k for that many epochs and test it (false: test the epoch-selection model,
+    # trained without the validation week, as RecBole does).
+    retrain: bool = True
+    # Training only: replace an item's own id vector by the shared "unknown" vector with this probability,
+    # so id+feature models learn to score items from their features (items without a training interaction
+    # always use the unknown vector).
+    id_dropout: float = 0.0
 
     # -- evaluation --------------------------------------------------------------------------
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -94,6 +116,9 @@ class TrainConfig:
     exclude_seen: bool = True
     ks: tuple[int, ...] = (10, 20)
     eval_batch_size: int = 512
+    # Warn (and tag the run) when a cutoff k is at least this share of the median number of candidates a
+    # case is ranked among: HR@10 = 1.0 on a 12-item catalogue means nothing.
+    warn_k_share: float = 0.2
 
     # -- execution ---------------------------------------------------------------------------
     # 1: run in this process (no distributor); N > 1: TorchDistributor with N processes.
@@ -105,7 +130,9 @@ class TrainConfig:
     # train faster on 1 thread on a busy machine (OpenMP spin-waiting), so tests pin it to 1.
     torch_threads: int = 0
     loader: Literal["auto", "petastorm", "pyarrow"] = "auto"
-    # petastorm converter cache (a URI every process can read); null: a temp folder (local runs only).
+    # petastorm converter cache: a URI every training process can read (shared storage on clusters: a
+    # Unity Catalog Volume on Databricks, see conf/*.yaml); null: Spark's petastorm setting, else a temp
+    # folder on local masters only (a cluster run without shared storage is an error).
     petastorm_cache_dir: Optional[str] = None
     seed: int = 42
     # Derived table written per run (ints only: readable by pyarrow 14 / petastorm).
@@ -135,6 +162,12 @@ class TrainConfig:
             raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+        if not 0.0 < self.warn_k_share <= 1.0:
+            raise ValueError(f"warn_k_share must be in (0, 1], got {self.warn_k_share}")
 
     @property
     def feature_parts(self) -> tuple[str, ...]:

@@ -1,15 +1,21 @@
-"""Recommender models, pure torch (never pyspark): a shared item representation, Two-Tower and SASRec.
+"""Recommender models, pure torch (never pyspark): one declared interface (`base.Recommender`:
+`calculate_loss(batch)`, `score_all(histories)`), a shared item representation, Two-Tower and SASRec,
+and the next-item objective (full softmax, or sampled softmax with the logQ correction).
 
 Both models map a left-padded item sequence `(B, T)` to user states `(B, T, D)` (one per position,
 causal) and score items by a dot product with `item_vectors()` `(N + 1, D)` (row 0 = padding).
 """
 
+from captionrec.models.base import HistoryScorer, Recommender
 from captionrec.models.item_repr import ItemRepresentation
-from captionrec.models.losses import sampled_softmax_loss
+from captionrec.models.losses import NextItemObjective, user_item_members
 from captionrec.models.sasrec import SASRec
 from captionrec.models.two_tower import TwoTower
 
-__all__ = ["ItemRepresentation", "SASRec", "TwoTower", "build_model", "sampled_softmax_loss"]
+__all__ = [
+    "HistoryScorer", "ItemRepresentation", "NextItemObjective", "Recommender", "SASRec", "TwoTower",
+    "build_model", "user_item_members",
+]
 
 
 def build_model(
@@ -23,7 +29,7 @@ def build_model(
     heads: int = 2,
     dropout: float = 0.2,
     user_id_in_tower: bool = False,
-):
+) -> Recommender:
     """`model` is `sasrec` or `two_tower`."""
     if model == "sasrec":
         return SASRec(item_repr, max_seq_len=max_seq_len, dim=dim, layers=layers, heads=heads, dropout=dropout)

@@ -1,9 +1,15 @@
 """The item representation both models share: learned id embedding, frozen feature vectors -> MLP, or both.
 
-Items without a feature vector (a failed caption, a missing embedding) have `feature_mask == False`:
-in `feature` mode they get one learned "missing-feature" vector (shared by all such items) instead of
-the MLP output; in `id+feature` mode that shared vector is added to their own id embedding, so the id
-part still tells them apart. Index 0 is padding and always maps to zeros.
+Id part. Only items with a training interaction in the phase (`known`) get their own trainable id row;
+every other item (first seen in the validation or test week) shares one "unknown" vector, so nothing in
+the model is specific to an item the training data never showed. The unknown vector starts at zero and
+only learns through id dropout (`id_dropout`: in training, an item's own id row is replaced by the
+unknown vector with that probability, so fusion models learn to lean on features). In `id+feature`
+mode an unknown item is therefore scored from its features (plus the shared unknown vector).
+
+Feature part. Items without a feature vector (a failed caption, a missing embedding) have
+`feature_mask == False`: they get one learned "missing-feature" vector (shared by all such items)
+instead of the MLP output. Index 0 is padding and always maps to zeros.
 """
 
 from __future__ import annotations
@@ -26,21 +32,34 @@ class ItemRepresentation(nn.Module):
         feature_mask: Optional[torch.Tensor] = None,  # (N + 1,) bool: item has a vector
         hidden: int = 256,
         dropout: float = 0.1,
+        known: Optional[torch.Tensor] = None,  # (N + 1,) bool: item has a training interaction (None: all)
+        id_dropout: float = 0.0,
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"item representation mode {mode!r} is not one of {MODES}")
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
         self.mode = mode
         self.num_items = num_items  # real items are 1..num_items
         self.dim = dim
         self.use_id = mode in ("id", "id+feature")
         self.use_feature = mode in ("feature", "id+feature")
+        self.id_dropout = float(id_dropout)
 
         if self.use_id:
+            if known is None:
+                known = torch.ones(num_items + 1, dtype=torch.bool)
+            if known.shape != (num_items + 1,):
+                raise ValueError(f"known must be ({num_items + 1},), got {tuple(known.shape)}")
+            known = known.clone().bool()
+            known[0] = False
+            self.register_buffer("known", known, persistent=True)  # (N + 1,)
             self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
             with torch.no_grad():
                 self.id_embedding.weight[0].zero_()
+            self.unknown = nn.Parameter(torch.zeros(dim))
 
         if self.use_feature:
             if features is None:
@@ -63,11 +82,18 @@ class ItemRepresentation(nn.Module):
             self.missing = nn.Parameter(torch.zeros(dim))
             nn.init.normal_(self.missing, std=0.02)
 
+    def _id_part(self, idx: torch.Tensor) -> torch.Tensor:
+        own = self.known[idx]  # (...) bool
+        if self.training and self.id_dropout > 0:
+            own = own & (torch.rand(idx.shape, device=idx.device) >= self.id_dropout)
+        emb = self.id_embedding(torch.where(own, idx, torch.zeros_like(idx)))  # (..., D), zeros where not own
+        return emb + (~own).unsqueeze(-1).to(emb.dtype) * self.unknown  # (..., D)
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (...) long -> (..., D); padding (0) -> zeros."""
         out = None
         if self.use_id:
-            out = self.id_embedding(idx)  # (..., D)
+            out = self._id_part(idx)
         if self.use_feature:
             has = self.feature_mask[idx].unsqueeze(-1).to(self.missing.dtype)  # (..., 1)
             proj = self.projection(self.features[idx])  # (..., D)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captionrec.models.base import Recommender
 from captionrec.models.item_repr import ItemRepresentation
 
 
@@ -35,7 +36,7 @@ class _Block(nn.Module):
         return x
 
 
-class SASRec(nn.Module):
+class SASRec(Recommender):
     def __init__(
         self,
         item_repr: ItemRepresentation,
@@ -77,6 +78,3 @@ class SASRec(nn.Module):
         for block in self.blocks:
             x = block(x, allowed) * real.unsqueeze(-1)
         return self.norm(x)  # (B, T, D)
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.item_repr.all_items()  # (N + 1, D)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from captionrec.models.base import Recommender
 from captionrec.models.item_repr import ItemRepresentation
 
 
-class TwoTower(nn.Module):
+class TwoTower(Recommender):
     def __init__(
         self,
         item_repr: ItemRepresentation,
@@ -45,6 +46,3 @@ class TwoTower(nn.Module):
                 user_idx = torch.zeros(seq.shape[0], dtype=torch.long, device=seq.device)
             pooled = pooled + self.user_embedding(user_idx).unsqueeze(1)  # (B, T, D)
         return pooled + self.tower(pooled)  # (B, T, D)
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.item_repr.all_items()  # (N + 1, D)

@@ -135,44 +135,21 @@ def train_child(cfg: "Config", spark: "SparkSession", store: "TableStore", share
                 parent_run_id: str, tags: dict[str, str]) -> str:
     """The grid's one call into the train stage; returns the child's run id.
 
-    Uses the train stage's `prepare` (once per grid, see SharedSequences) and `train_prepared` with the
-    MLflow nesting tag. When the train stage logs the MLflow run contract itself (per-window `test_<metric>`
-    at step = window, baselines, cases artifacts), `_contract_metrics` finds them and does nothing. Should the
-    stage's `run(cfg, spark, store, *, parent_run_id, tags)` be preferred, this body becomes
-    `return train.run(cfg, spark, store, parent_run_id=parent_run_id, tags=tags)["run_id"]` (it prepares the
-    sequences per child: ~90 s instead of ~12 s per child on the sample, measured under load).
+    Uses the train stage's `prepare` (once per grid, see SharedSequences) and `train_prepared`, which logs the
+    MLflow run contract (per-window `test_<metric>` at step = window, baselines, cases artifacts) as a child of
+    `parent_run_id`. (`train.run` would prepare the sequences per child: ~90 s instead of ~12 s per child on
+    the sample, measured under load.)
     """
-    from captionrec.pipeline import train
-
     prepared = shared.get(cfg)
     t = cfg.train
-    tags = {**tags, "mlflow.parentRunId": parent_run_id, "storage_backend": store.backend,
+    tags = {**tags, "storage_backend": store.backend,
             f"delta_version.{C.INTERACTIONS}": store.version(C.INTERACTIONS),
             f"delta_version.{t.sequences_table}": store.version(t.sequences_table)}
     if t.feature_sets:
         tags[f"delta_version.{C.ITEM_FEATURES}"] = store.version(C.ITEM_FEATURES)
-    out = train.train_prepared(cfg, prepared, tags)
-    _contract_metrics(cfg, out)
-    return out["run_id"]
+    from captionrec.pipeline import train
 
-
-def _contract_metrics(cfg: "Config", out: dict[str, Any]) -> None:
-    """Bridge for a train stage that predates the run contract: it logs `test_<metric>_w<k>` without a step.
-    Logs each window's test metrics as `test_<metric>` at step = window (only when the run has none)."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    from captionrec.tracking import tracking_spec
-
-    client = MlflowClient(tracking_spec(cfg).tracking_uri)
-    if "test_hr_10" in client.get_run(out["run_id"]).data.metrics:
-        return
-    now = int(time.time() * 1000)
-    rows = [Metric(C.metric_name(f"test_{name}"), float(v), now, int(w["window"]))
-            for w in out["windows"] for name, v in w["test"].items() if v is not None and not math.isnan(float(v))]
-    for i in range(0, len(rows), 1000):
-        client.log_batch(out["run_id"], metrics=rows[i : i + 1000])
-    client.set_tag(out["run_id"], "captionrec.contract_bridge", "per-window test metrics logged by the experiment stage")
+    return train.train_prepared(cfg, prepared, tags, parent_run_id=parent_run_id)["run_id"]
 
 
 def grid_key(children: list[Child]) -> str:

@@ -1,12 +1,14 @@
 """Train stage: interactions (+ item_features) -> splits -> sequences table -> TorchDistributor training
--> per-window full-ranking metrics in MLflow.
+-> per-window full-ranking metrics, beside random and popularity baselines, in MLflow.
 
     captionrec train model=sasrec features=title
     captionrec train model=two_tower features=id+mllm_av split.protocol=loo num_processes=1
 
-Table reads and the one write (the derived `train_sequences` table, overwritten each run) live here;
-everything else is DataFrame in / DataFrame out (training.splits, training.sequences) or pure torch
-(training.loop, models).
+The recipe: read the input tables at a pinned version (those versions tag the run), split and index them
+and build the sequences table (`captionrec.transforms`, Spark), write it once, collect what every
+training process needs (item vectors, per-window item counts), launch the pure-torch loop
+(`captionrec.training`) and return a summary. As a child run of an experiment grid:
+`run(cfg, spark, store, parent_run_id=..., tags=...)`.
 """
 
 from __future__ import annotations
@@ -19,18 +21,17 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from captionrec.training.splits import FIT, Window, split_interactions
+from captionrec.contracts import INTERACTIONS, ITEM_FEATURES
+from captionrec.training.windows import FIT, REFIT, ROLE_NAMES, Window
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from captionrec.config import Config
     from captionrec.tables import TableStore
+    from captionrec.transforms.item_features import ItemFeatures
 
 log = logging.getLogger(__name__)
-
-INTERACTIONS = "interactions"
-ITEM_FEATURES = "item_features"
 
 
 @dataclass
@@ -41,9 +42,11 @@ class Prepared:
     windows: list[Window]
     num_items: int
     num_users: int
+    num_interactions: int
     item_ids: list[str]  # item_idx - 1 -> item_id
     item_first_ms: np.ndarray  # (N + 1,)
-    features: Optional[Any]  # captionrec.training.sequences.ItemFeatures
+    counts: dict[int, dict[str, np.ndarray]]  # window -> {"fit", "prior"} interactions per item
+    features: Optional["ItemFeatures"]
     sequence_stats: list[dict]  # per (window, role): rows, cold/repeat cases, items, cold items
 
 
@@ -53,24 +56,21 @@ def prepare(
     item_features: Optional["DataFrame"],
     persist: Callable[["DataFrame"], "DataFrame"],
 ) -> Prepared:
-    """Split, index, build sequences (written through `persist`, which returns the table read back) and
-    collect the feature matrix."""
+    """Split, index, build sequences (written through `persist`, which returns the table read back), count
+    items per window and collect the feature matrix."""
     from pyspark.sql import functions as F
 
-    from captionrec.training.sequences import (
-        build_item_index,
-        build_sequences,
-        build_user_index,
-        item_feature_matrix,
-        sequence_stats,
+    from captionrec.transforms.item_features import item_feature_matrix
+    from captionrec.transforms.sequences import (
+        build_item_index, build_sequences, build_user_index, item_counts, sequence_stats,
     )
-    from captionrec.training.splits import check_interactions
+    from captionrec.transforms.splits import check_interactions, split_interactions
 
     t = cfg.train
     check_interactions(interactions)
     interactions = interactions.select("user_id", "item_id", "ts_ms").where(
         F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts_ms").isNotNull()
-    )
+    ).cache()
     split, windows = split_interactions(
         interactions, t.split.protocol, t.split.num_windows, t.split.window_days, t.split.start
     )
@@ -81,7 +81,6 @@ def prepare(
     num_items = len(items)
     if num_items == 0:
         raise ValueError("interactions are empty: nothing to train on")
-    item_ids = [r["item_id"] for r in items]
     item_first_ms = np.zeros(num_items + 1, dtype=np.int64)
     item_first_ms[1:] = [r["first_ts_ms"] for r in items]
 
@@ -94,95 +93,99 @@ def prepare(
             log.warning("%d of %d items have no %s vector: they use the learned missing-feature vector",
                         features.missing, num_items, "+".join(t.feature_sets))
 
-    seqs = build_sequences(split, item_index, user_index, t.max_seq_len, t.split.test_targets)
+    seqs = build_sequences(split, item_index, user_index, t.max_seq_len, t.split.test_targets,
+                           t.split.test_history, refit=t.retrain)
     written = persist(seqs)
     stats = sequence_stats(written)
-    split.unpersist()
-    item_index.unpersist()
+    counts = item_counts(split, item_index, [w.index for w in windows], num_items)
+    n_interactions = interactions.count()
+    for df in (split, item_index, interactions):
+        df.unpersist()
     num_users = max((r["max_user_idx"] for r in stats), default=0)
-    return Prepared(written, windows, num_items, num_users, item_ids, item_first_ms, features, stats)
+    return Prepared(written, windows, num_items, num_users, n_interactions, [r["item_id"] for r in items],
+                    item_first_ms, counts, features, stats)
 
 
-def steps_per_epoch(cfg: "Config", stats: list[dict], world: int) -> dict[int, int]:
-    """Fixed steps per epoch per window: the configured count, or ceil(fit rows / (batch_size * world))."""
+def steps_per_epoch(cfg: "Config", stats: list[dict], world: int) -> dict[tuple[int, int], int]:
+    """Fixed steps per epoch per (window, training role): the configured count, or
+    ceil(rows / (batch_size * world))."""
     t = cfg.train
-    out = {}
-    for row in stats:
-        if row["role"] != FIT:
+    return {
+        (row["window"], row["role"]): t.steps_per_epoch or max(1, math.ceil(row["rows"] / (t.batch_size * world)))
+        for row in stats if row["role"] in (FIT, REFIT)
+    }
+
+
+def _window_stats(prepared: Prepared) -> dict[int, dict[str, float]]:
+    """Per window (logged with step = window): training rows, evaluation rows and their cold/repeat parts."""
+    out: dict[int, dict[str, float]] = {}
+    for row in prepared.sequence_stats:
+        role, st = ROLE_NAMES[row["role"]], out.setdefault(row["window"], {})
+        if row["role"] in (FIT, REFIT):
+            st[f"{role}_sequences"] = row["rows"]
             continue
-        out[row["window"]] = t.steps_per_epoch or max(1, math.ceil(row["rows"] / (t.batch_size * world)))
+        st.update({f"{role}_rows": row["rows"], f"{role}_cold_rows": row["cold"], f"{role}_repeat_rows": row["repeat"],
+                   f"{role}_items": row["items"], f"{role}_cold_items": row["cold_items"]})
     return out
 
 
-def train_prepared(cfg: "Config", prepared: Prepared, tags: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def train_prepared(cfg: "Config", prepared: Prepared, tags: Optional[dict[str, Any]] = None,
+                   parent_run_id: Optional[str] = None) -> dict[str, Any]:
     """Launch training on the prepared data; returns rank 0's results (metrics per window, summary, run_id)."""
     from captionrec.tracking import tracking_spec
     from captionrec.training.distributed import launch
-    from captionrec.training.loaders import make_source
     from captionrec.training.loop import TrainJob, run_rank
+    from captionrec.transforms.petastorm import make_source
 
     t = cfg.train
     world = t.num_processes
     steps = steps_per_epoch(cfg, prepared.sequence_stats, world)
-    missing = [w.index for w in prepared.windows if w.index not in steps]
+    roles = (FIT, REFIT) if t.retrain else (FIT,)
+    missing = sorted({w.index for w in prepared.windows for r in roles if (w.index, r) not in steps})
     if missing:
-        raise ValueError(f"window(s) {missing} have no training sequences (every user has < 2 fit interactions)")
-    source = make_source(prepared.sequences, [w.index for w in prepared.windows], t.loader, world, t.petastorm_cache_dir)
-    stats: dict[str, float] = {"n_items": prepared.num_items, "n_users": prepared.num_users}
-    for row in prepared.sequence_stats:
-        role, k = {0: "fit", 1: "valid", 2: "test"}[row["role"]], row["window"]
-        if row["role"] == FIT:
-            stats[f"fit_sequences_w{k}"] = row["rows"]
-            continue
-        # eval cases (interactions with some history) and their items; cold = no fit interaction in the window
-        stats[f"{role}_cases_w{k}"] = row["rows"]
-        stats[f"{role}_cold_cases_w{k}"] = row["cold"]
-        stats[f"{role}_repeat_cases_w{k}"] = row["repeat"]
-        stats[f"{role}_items_w{k}"] = row["items"]
-        stats[f"{role}_cold_items_w{k}"] = row["cold_items"]
-    extra = {
-        "train.item_repr": t.item_repr,
-        "train.loader_resolved": source.loader,
-        "train.steps_per_epoch_resolved": ",".join(f"{k}:{v}" for k, v in sorted(steps.items())),
-    }
+        raise ValueError(f"window(s) {missing} have no training sequences (every user has < 2 training interactions)")
+    source = make_source(prepared.sequences, sorted(steps), t.loader, world, t.petastorm_cache_dir)
+    stats: dict[str, float] = {"n_items": prepared.num_items, "n_users": prepared.num_users,
+                               "n_interactions": prepared.num_interactions}
+    extra = {"train.item_repr": t.item_repr, "train.loader_resolved": source.loader,
+             "train.steps_per_epoch_resolved": ",".join(f"{k}/{ROLE_NAMES[r]}:{v}" for (k, r), v in sorted(steps.items()))}
     all_tags = {"model": t.model, "features": t.features, "item_repr": t.item_repr,
-                "split_protocol": t.split.protocol, "loader": source.loader}
+                "split_protocol": t.split.protocol, "test_history": t.split.test_history, "loader": source.loader}
     if prepared.features is not None:
         all_tags["feature_model_ids"] = ",".join(f"{k}={v}" for k, v in prepared.features.model_ids.items())
         stats["items_missing_features"] = prepared.features.missing
     all_tags.update(tags or {})
-    spec = tracking_spec(cfg, tags=all_tags, extra_params=extra, run_name=f"{t.model}-{t.features}")
+    spec = tracking_spec(cfg, tags=all_tags, extra_params=extra, run_name=f"{t.model}-{t.features}",
+                         parent_run_id=parent_run_id)
+    feats = prepared.features
     job = TrainJob(
-        cfg=t,
-        num_items=prepared.num_items,
-        num_users=prepared.num_users,
-        windows=prepared.windows,
-        source=source,
-        steps_per_epoch=steps,
-        item_first_ms=prepared.item_first_ms,
-        features=None if prepared.features is None else prepared.features.matrix,
-        feature_mask=None if prepared.features is None else prepared.features.mask,
-        tracking=spec,
-        item_ids=prepared.item_ids,
-        stats=stats,
+        cfg=t, num_items=prepared.num_items, num_users=prepared.num_users, windows=prepared.windows, source=source,
+        steps=steps, item_first_ms=prepared.item_first_ms, counts=prepared.counts,
+        features=None if feats is None else feats.matrix, feature_mask=None if feats is None else feats.mask,
+        tracking=spec, item_ids=prepared.item_ids, stats=stats, window_stats=_window_stats(prepared),
     )
     try:
         out = launch(run_rank, job, num_processes=world, local_mode=t.local_mode, use_gpu=t.use_gpu)
     finally:
         source.close()
-    out["loader"] = source.loader
-    out["steps_per_epoch"] = steps
-    out["windows_bounds"] = [w.as_dict() for w in prepared.windows]
-    out["sequence_stats"] = prepared.sequence_stats
+    out.update(loader=source.loader, steps_per_epoch=steps, windows_bounds=[w.as_dict() for w in prepared.windows],
+               sequence_stats=prepared.sequence_stats)
     return out
 
 
-def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, Any]:
-    """`captionrec train`: read tables, prepare, train, log; return a summary."""
+def run(cfg: "Config", spark: "SparkSession", store: "TableStore", *, parent_run_id: Optional[str] = None,
+        tags: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """`captionrec train`: read tables (pinned versions), prepare, train, log; return a summary with run_id.
+
+    parent_run_id: log the run as a child (nested) run of that MLflow run; tags: extra run tags.
+    """
     t = cfg.train
     t0 = time.perf_counter()
-    interactions = store.read(INTERACTIONS)
-    features_df = store.read(ITEM_FEATURES) if t.feature_sets else None
+    # The versions read here are the data trained on (a writer committing meanwhile changes neither).
+    inputs = [INTERACTIONS, *([ITEM_FEATURES] if t.feature_sets else [])]
+    versions = {name: store.version(name) for name in inputs}
+    interactions = store.read(INTERACTIONS, version=versions[INTERACTIONS])
+    features_df = store.read(ITEM_FEATURES, version=versions[ITEM_FEATURES]) if t.feature_sets else None
 
     def persist(df: "DataFrame") -> "DataFrame":
         store.overwrite(t.sequences_table, df)
@@ -190,25 +193,28 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
 
     prepared = prepare(cfg, interactions, features_df, persist)
     t_prep = time.perf_counter() - t0
-    tags = {
-        "delta_version.interactions": store.version(INTERACTIONS),
-        f"delta_version.{t.sequences_table}": store.version(t.sequences_table),
-        "storage_backend": store.backend,
-    }
-    if t.feature_sets:
-        tags["delta_version.item_features"] = store.version(ITEM_FEATURES)
-    out = train_prepared(cfg, prepared, tags)
+    run_tags = {f"delta_version.{name}": v for name, v in versions.items()}
+    run_tags.update({f"delta_version.{t.sequences_table}": store.version(t.sequences_table), "storage_backend": store.backend})
+    run_tags.update(tags or {})
+    out = train_prepared(cfg, prepared, run_tags, parent_run_id=parent_run_id)
     return summary_of(out, prepared, t_prep)
 
 
+def _rounded(metrics: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
+    return {k: round(metrics[k], 4) for k in keys if k in metrics and not math.isnan(metrics[k])}
+
+
 def summary_of(out: dict[str, Any], prepared: Prepared, prepare_seconds: float) -> dict[str, Any]:
-    """The CLI's printed summary: per-window test HR@10 / nDCG@10 (overall and cold) and the means."""
+    """The CLI's printed summary: per-window test HR@10 / nDCG@10 (overall and cold) beside the baselines,
+    and the means over windows."""
+    keys = ("hr@10", "ndcg@10", "cold_hr@10", "cold_ndcg@10", "user_hr@10")
     windows = []
     for w in out["windows"]:
         m = w["test"]
         windows.append({
-            "window": w["window"], "best_epoch": w["best_epoch"], "test_cases": int(m["n"]), "cold_cases": int(m["n_cold"]),
-            **{k: round(m[k], 4) for k in ("hr@10", "ndcg@10", "cold_hr@10", "cold_ndcg@10") if k in m and not math.isnan(m[k])},
+            "window": w["window"], "best_epoch": w["best_epoch"], "train_epochs": w["train_epochs"],
+            "test_cases": int(m["cases"]), "cold_cases": int(m["cold_cases"]), **_rounded(m, keys),
+            **{name: _rounded(b, ("hr@10", "cold_hr@10")) for name, b in w["baselines"].items()},
             "train_sequences_per_s": round(w["train_sequences_per_s"], 1),
         })
     s = out["summary"]
@@ -218,7 +224,8 @@ def summary_of(out: dict[str, Any], prepared: Prepared, prepare_seconds: float) 
         "items": prepared.num_items,
         "users": prepared.num_users,
         "windows": windows,
-        "mean": {k: round(v, 4) for k, v in s.items() if k.endswith("_mean") and not math.isnan(v)
-                 and any(x in k for x in ("hr@10", "ndcg@10", "mrr"))},
+        "mean": {k: round(s[k], 4) for k in (f"test_{p}{m}_mean" for p in ("", "random_", "popularity_")
+                                             for m in ("hr@10", "ndcg@10", "cold_hr@10", "user_hr@10"))
+                 if k in s and not math.isnan(s[k])},
         "prepare_seconds": round(prepare_seconds, 2),
     }

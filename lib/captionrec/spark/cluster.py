@@ -108,7 +108,7 @@ class ExecutorSlots:
         return min(by_cpu, by_gpu)
 
 
-def _conf(spark: "SparkSession", key: str) -> Optional[str]:
+def conf_value(spark: "SparkSession", key: str) -> Optional[str]:
     try:
         return spark.sparkContext.getConf().get(key, None)
     except Exception:  # noqa: BLE001 - managed sessions may hide keys
@@ -142,13 +142,13 @@ def configured_executor(spark: "SparkSession") -> Optional[ExecutorSlots]:
     """The executor shape the conf promises (`spark.executor.cores`, `spark.executor.resource.gpu.amount`,
     or `local-cluster[n,cores,mem]`), or None when the conf leaves the cores to the cluster manager."""
     master = spark.sparkContext.master
-    cores = _conf(spark, "spark.executor.cores")
+    cores = conf_value(spark, "spark.executor.cores")
     m = re.match(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,", master)
     if cores is None and m:
         cores = m.group(2)
     if cores is None:
         return None
-    gpus = _conf(spark, "spark.executor.resource.gpu.amount") or "0"
+    gpus = conf_value(spark, "spark.executor.resource.gpu.amount") or "0"
     return ExecutorSlots("conf", "", int(cores), int(float(gpus)))
 
 
@@ -157,7 +157,7 @@ def wait_for_executors(spark: "SparkSession", timeout_s: float = 60.0, poll_s: f
 
     With dynamic allocation there may be none yet by design: then this returns [] at once.
     """
-    dynamic = (_conf(spark, "spark.dynamicAllocation.enabled") or "false").lower() == "true"
+    dynamic = (conf_value(spark, "spark.dynamicAllocation.enabled") or "false").lower() == "true"
     deadline = time.monotonic() + (0 if dynamic else timeout_s)
     while True:
         execs = [e for e in registered_executors(spark) if e.profile_id == 0]
@@ -257,7 +257,7 @@ def check_profile_fits(spark: "SparkSession", profile: Any, **kwargs: Any) -> li
         return []
     tasks = profile.taskResources
     execs = profile.executorResources
-    task_cpus = int(tasks["cpus"].amount) if "cpus" in tasks else int(_conf(spark, "spark.task.cpus") or 1)
+    task_cpus = int(tasks["cpus"].amount) if "cpus" in tasks else int(conf_value(spark, "spark.task.cpus") or 1)
     task_gpus = float(tasks["gpu"].amount) if "gpu" in tasks else 0.0
     if "cores" in execs:
         kwargs.setdefault("executor_cores", int(execs["cores"].amount))
@@ -268,7 +268,7 @@ def check_profile_fits(spark: "SparkSession", profile: Any, **kwargs: Any) -> li
 def check_session(spark: "SparkSession", wait_s: float = 0.0) -> list[ExecutorSlots]:
     """The session's default task request (`spark.task.cpus`, `spark.task.resource.gpu.amount`) against
     its executors. Called by `get_spark` for cluster masters; cheap (no wait by default)."""
-    cpus = int(_conf(spark, "spark.task.cpus") or 1)
-    gpus = float(_conf(spark, "spark.task.resource.gpu.amount") or 0)
+    cpus = int(conf_value(spark, "spark.task.cpus") or 1)
+    gpus = float(conf_value(spark, "spark.task.resource.gpu.amount") or 0)
     return check_task_fits(spark, cpus, gpus, what="the session's default tasks", wait_s=wait_s,
                            warn_unknown=False)

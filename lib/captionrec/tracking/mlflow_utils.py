@@ -1,24 +1,32 @@
-"""MLflow helpers. The driver builds a `TrackingSpec` (URI, experiment, params, tags); inside training only
-rank 0 turns it into a run through `RunLogger`, every other rank gets a logger that does nothing.
+"""MLflow helpers. The driver builds a `TrackingSpec` (URI, experiment, params, tags, an optional parent
+run); inside training only rank 0 turns it into a run through `RunLogger`, every other rank gets a logger
+that does nothing.
 
-MLflow metric names may not contain '@': `hr@10` is logged as `hr_10`.
+MLflow metric names may not contain '@': `hr@10` is logged as `hr_10` (`contracts.metric_name`).
+MLflow drops NaN metric values without a word; `RunLogger.log_metrics` never logs a NaN: it leaves the
+metric out and lists it in the run tag `nan_metrics`, so a missing number is visible (an infinite value
+is an error: it would hide a failure).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from captionrec.config import flatten
+from captionrec.contracts import metric_name
 
 log = logging.getLogger(__name__)
 
+NAN_TAG = "nan_metrics"
+
 
 def metric_key(name: str) -> str:
-    return name.replace("@", "_")
+    return metric_name(name)
 
 
 def git_commit(path: Optional[str | Path] = None) -> str:
@@ -59,10 +67,11 @@ class TrackingSpec:
     tags: dict[str, str] = field(default_factory=dict)
     log_model: bool = True
     enabled: bool = True
+    parent_run_id: Optional[str] = None  # create the run as a child (nested) run of this one
 
 
 def tracking_spec(cfg: Any, tags: Optional[dict[str, Any]] = None, extra_params: Optional[dict[str, Any]] = None,
-                  run_name: Optional[str] = None) -> TrackingSpec:
+                  run_name: Optional[str] = None, parent_run_id: Optional[str] = None) -> TrackingSpec:
     """From the root Config: flattened config as params (+ extras), the git commit + given tags."""
     params = {k: "" if v is None else str(v) for k, v in flatten(cfg).items()}
     params.update({k: str(v) for k, v in (extra_params or {}).items()})
@@ -77,6 +86,7 @@ def tracking_spec(cfg: Any, tags: Optional[dict[str, Any]] = None, extra_params:
         params=params,
         tags=all_tags,
         log_model=bool(cfg.train.log_model),
+        parent_run_id=parent_run_id,
     )
 
 
@@ -87,24 +97,32 @@ class RunLogger:
         self.active = spec is not None and spec.enabled and rank == 0
         self.spec = spec
         self.run_id: Optional[str] = None
+        self.nan_metrics: set[str] = set()
         self._client = None
+
+    def _experiment_id(self, client) -> str:
+        spec = self.spec
+        if spec.parent_run_id:  # a child run lives in its parent's experiment
+            return client.get_run(spec.parent_run_id).info.experiment_id
+        exp = client.get_experiment_by_name(spec.experiment)
+        return exp.experiment_id if exp else client.create_experiment(spec.experiment, artifact_location=spec.artifact_location)
 
     def __enter__(self) -> "RunLogger":
         if not self.active:
             return self
         import mlflow
+        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         spec = self.spec
         mlflow.set_tracking_uri(spec.tracking_uri)
         client = MlflowClient(spec.tracking_uri)
-        exp = client.get_experiment_by_name(spec.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(spec.experiment, artifact_location=spec.artifact_location)
-        run = client.create_run(exp_id, run_name=spec.run_name, tags=spec.tags)
+        tags = dict(spec.tags)
+        if spec.parent_run_id:
+            tags["mlflow.parentRunId"] = spec.parent_run_id
+        run = client.create_run(self._experiment_id(client), run_name=spec.run_name, tags=tags)
         self.run_id = run.info.run_id
         self._client = client
-        from mlflow.entities import Param
-
         params = [Param(k, v[:6000]) for k, v in spec.params.items()]
         for i in range(0, len(params), 100):
             client.log_batch(self.run_id, params=params[i : i + 100])
@@ -115,17 +133,31 @@ class RunLogger:
             self._client.set_terminated(self.run_id, status="FAILED" if exc_type else "FINISHED")
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Log finite values; a NaN is left out and named in the `nan_metrics` tag; +-inf is an error."""
         if not self.active:
             return
-        import math
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        rows = [Metric(metric_key(k), float(v), ts, step) for k, v in metrics.items() if v is not None and not math.isnan(float(v))]
+        rows, nans = [], []
+        for k, v in metrics.items():
+            if v is None:
+                continue
+            v = float(v)
+            if math.isinf(v):
+                raise ValueError(f"metric {k!r} is {v} (step {step}): an infinite metric hides a failure")
+            if math.isnan(v):
+                nans.append(metric_key(k) if step == 0 else f"{metric_key(k)}@step{step}")
+                continue
+            rows.append(Metric(metric_key(k), v, ts, step))
         for i in range(0, len(rows), 1000):
             self._client.log_batch(self.run_id, metrics=rows[i : i + 1000])
+        if nans:
+            self.nan_metrics.update(nans)
+            log.info("not logged (NaN, e.g. no case to average over): %s", ", ".join(nans))
+            self._client.set_tag(self.run_id, NAN_TAG, ",".join(sorted(self.nan_metrics))[:5000])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         if self.active:
@@ -136,8 +168,24 @@ class RunLogger:
         if self.active:
             self._client.log_dict(self.run_id, data, name)
 
+    def log_table(self, table: Any, name: str) -> None:
+        """A pyarrow Table as a parquet artifact at `name` (e.g. cases/test_w0.parquet)."""
+        if not self.active:
+            return
+        import os
+        import tempfile
+
+        import pyarrow.parquet as pq
+
+        folder, base = os.path.split(name)
+        with tempfile.TemporaryDirectory(prefix="captionrec-artifact-") as tmp:
+            path = os.path.join(tmp, base)
+            pq.write_table(table, path)
+            self._client.log_artifact(self.run_id, path, folder or None)
+
     def log_model(self, model: Any, example_input: Any, name: str = "model") -> None:
-        """mlflow.pytorch.log_model with a signature inferred from `example_input` -> model(example_input)."""
+        """mlflow.pytorch.log_model, pickled (not torch.export: an exported GraphModule can't `.eval()`),
+        with a signature inferred from `example_input` -> model(example_input)."""
         if not (self.active and self.spec.log_model):
             return
         import mlflow
@@ -149,5 +197,7 @@ class RunLogger:
             out = model(torch.as_tensor(example_input)).cpu().numpy()
         signature = infer_signature(example_input, out)
         torch_req = f"torch=={torch.__version__.split('+')[0]}"
-        with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=example_input, pip_requirements=[torch_req])
+        # nested: the caller may hold an active run (e.g. the experiment grid's parent run, in this process)
+        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+            mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=example_input,
+                                     pip_requirements=[torch_req], serialization_format="pickle")

@@ -1,9 +1,14 @@
-"""Launching the per-rank training function: in this process (1 process, tests) or with TorchDistributor.
+"""Launching the per-rank training function: in this process (1 CPU process, tests) or with TorchDistributor.
 
 `TorchDistributor(num_processes=N, local_mode=True, use_gpu=False)` starts N processes on the driver
-with gloo (the embedded default, ~6 s overhead); on a GPU cluster, `local_mode=False, use_gpu=True`
-runs them as barrier tasks on the executors with NCCL. The same function runs either way; it reads its
-rank from the environment torchrun sets.
+with gloo (the embedded default, ~6 s overhead). With `use_gpu=True` every process gets exactly one GPU
+and the process group uses NCCL; nothing is guessed:
+- local_mode=True: TorchDistributor picks N of the driver's GPUs (`spark.driver.resource.gpu.amount`
+  must be >= N) and sets CUDA_VISIBLE_DEVICES to them; process LOCAL_RANK i uses cuda:i.
+- local_mode=False: barrier tasks on the executors, one GPU per task (`spark.task.resource.gpu.amount=1`);
+  the task's GPU is its only visible device and the process (LOCAL_RANK 0) uses cuda:0.
+A GPU run where CUDA is not available, or where a process has no GPU of its own, is an error naming
+`train.use_gpu` (never a silent CPU run, never two processes on one GPU).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import os
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -22,15 +28,32 @@ def rank_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
+def gpu_device(local_rank: int) -> torch.device:
+    """This process's own GPU: cuda:<local_rank>, which must be visible. Errors name the settings."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"train.use_gpu=true but CUDA is not available in this training process (torch {torch.__version__}, "
+            f"CUDA_VISIBLE_DEVICES={visible!r}): run on GPU executors (spark.task.resource.gpu.amount=1) or set "
+            f"train.use_gpu=false"
+        )
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise RuntimeError(
+            f"train.use_gpu=true: process LOCAL_RANK={local_rank} needs its own GPU but only {count} are visible "
+            f"(CUDA_VISIBLE_DEVICES={visible!r}); lower train.num_processes or give each task one GPU "
+            f"(spark.task.resource.gpu.amount=1, spark.driver.resource.gpu.amount >= train.num_processes in local mode)"
+        )
+    return torch.device("cuda", local_rank)
+
+
 def setup(use_gpu: bool, threads: int = 0) -> tuple[int, int, torch.device]:
     """Join the process group when there is more than one rank; pick this rank's device (and CPU threads)."""
     import torch.distributed as dist
 
     rank, world, local_rank = rank_env()
-    cuda = use_gpu and torch.cuda.is_available()
-    if cuda:
-        # TorchDistributor sets CUDA_VISIBLE_DEVICES per process on clusters; locally use local_rank.
-        dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    if use_gpu:
+        dev = gpu_device(local_rank)
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
@@ -38,7 +61,7 @@ def setup(use_gpu: bool, threads: int = 0) -> tuple[int, int, torch.device]:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         torch.set_num_threads(threads if threads > 0 else max(1, (os.cpu_count() or 1) // local))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_gpu else "gloo")
     return rank, world, dev
 
 
@@ -60,6 +83,17 @@ def all_reduce_sum(t: torch.Tensor, world: int, device: torch.device) -> torch.T
     return buf.cpu()
 
 
+def all_gather_arrays(local: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:
+    """Every rank's arrays, concatenated per key in rank order (a no-op with one rank)."""
+    if world == 1:
+        return dict(local)
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, local)
+    return {k: np.concatenate([p[k] for p in parts]) for k in local}
+
+
 def _run_and_keep_rank0(fn: Callable[..., Any], out_path: str, *args: Any) -> Any:
     """Per-rank wrapper: rank 0 also pickles its result to `out_path`.
 
@@ -77,6 +111,43 @@ def _run_and_keep_rank0(fn: Callable[..., Any], out_path: str, *args: Any) -> An
     return result
 
 
+def check_gpu_settings(spark: Any, num_processes: int, local_mode: bool) -> None:
+    """The Spark settings a GPU run needs, checked before any process starts (errors say what to set)."""
+    def conf(key: str) -> str:
+        try:
+            return spark.conf.get(key) or ""
+        except Exception:  # unset key
+            return ""
+
+    if local_mode:
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.use_gpu=true with train.local_mode=true but the driver has no CUDA; "
+                               "set train.use_gpu=false or run on a GPU driver")
+        have = conf("spark.driver.resource.gpu.amount")
+        if not have or int(float(have)) < num_processes:
+            raise RuntimeError(f"train.use_gpu=true, local_mode=true, num_processes={num_processes}: set "
+                               f"spark.driver.resource.gpu.amount >= {num_processes} (got {have or 'unset'}) and its "
+                               f"discoveryScript, one GPU per process")
+        return
+    amount = conf("spark.task.resource.gpu.amount")
+    if not amount or float(amount) < 1 or float(amount) != int(float(amount)):
+        raise RuntimeError(f"train.use_gpu=true with train.local_mode=false needs one whole GPU per training task: "
+                           f"set spark.task.resource.gpu.amount=1 (got {amount or 'unset'}) and "
+                           f"spark.executor.resource.gpu.amount / its discoveryScript")
+
+
+def check_barrier_fits(spark: Any, num_processes: int, use_gpu: bool) -> None:
+    """A barrier job starts all `num_processes` tasks at once or never: when the executors cannot hold that
+    many tasks of this size, say so now (`spark.cluster.ClusterConfigError`) instead of waiting forever."""
+    from captionrec.spark.cluster import check_task_fits, conf_value
+
+    cpus = int(conf_value(spark, "spark.task.cpus") or 1)
+    gpus = float(conf_value(spark, "spark.task.resource.gpu.amount") or 0)
+    gpus = max(1.0, gpus) if use_gpu else 0.0  # a GPU rank holds one whole GPU
+    check_task_fits(spark, cpus, gpus, what="the training tasks (TorchDistributor barrier)",
+                    cpus_key="spark.task.cpus", concurrent=num_processes)
+
+
 def launch(fn: Callable[..., Any], *args: Any, num_processes: int = 1, local_mode: bool = True, use_gpu: bool = False) -> Any:
     """Run `fn(*args)` on every rank; return rank 0's result.
 
@@ -85,7 +156,15 @@ def launch(fn: Callable[..., Any], *args: Any, num_processes: int = 1, local_mod
     if num_processes == 1 and not use_gpu:
         return fn(*args)
     from pyspark.ml.torch.distributor import TorchDistributor
+    from pyspark.sql import SparkSession
 
+    spark = SparkSession.getActiveSession()
+    if use_gpu:
+        if spark is None:
+            raise RuntimeError("train.use_gpu=true launches TorchDistributor, which needs an active SparkSession")
+        check_gpu_settings(spark, num_processes, local_mode)
+    if not local_mode and spark is not None:
+        check_barrier_fits(spark, num_processes, use_gpu)
     log.info("TorchDistributor(num_processes=%d, local_mode=%s, use_gpu=%s)", num_processes, local_mode, use_gpu)
     distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
     if not local_mode:

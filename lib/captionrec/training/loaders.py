@@ -1,11 +1,13 @@
-"""Reading the sequences table inside each training process.
+"""Reading the sequences table inside each training process: Arrow batches -> torch tensors (no Spark).
 
-Two loaders, one interface (`SequenceSource` is made on the driver and pickled to every rank):
+Two loaders, one interface (`SequenceSource` is made on the driver by `transforms.petastorm.make_source`
+and pickled to every rank):
 - pyarrow (default, any pyarrow): every rank reads the table's live parquet files with a filter on
   (window, role) and keeps rows `rank::world`; training batches come from a per-rank shuffled cycle.
 - petastorm (where it imports: pyarrow <= 14, e.g. Databricks ML runtimes): the driver makes one
-  `make_spark_converter` dataset per window; each rank reads its shard with `make_torch_dataloader`
-  (`make_batch_reader` underneath). Evaluation rows (variable-length `seen`) always use pyarrow.
+  `make_spark_converter` dataset per (window, training role); each rank reads its shard with
+  `make_torch_dataloader` (`make_batch_reader` underneath). Evaluation rows (variable-length `seen`)
+  always use pyarrow.
 
 Training iterators are infinite: the loop takes a fixed number of steps per epoch on every rank, so
 uneven shards can't leave one rank waiting in an all-reduce.
@@ -14,18 +16,12 @@ uneven shards can't leave one rank waiting in an all-reduce.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
-
-from captionrec.training.splits import FIT
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +60,7 @@ class SequenceSource:
 
     loader: str  # "pyarrow" | "petastorm"
     files: tuple[str, ...]  # live parquet files of the table (URIs or paths)
-    converters: dict[int, Any] = field(default_factory=dict)  # window -> petastorm SparkDatasetConverter
+    converters: dict[tuple[int, int], Any] = field(default_factory=dict)  # (window, role) -> petastorm converter
 
     def close(self) -> None:
         """Delete petastorm's cached copies (driver side)."""
@@ -74,52 +70,6 @@ class SequenceSource:
             except Exception as exc:  # a cache already gone is fine
                 log.debug("petastorm cache cleanup: %s", exc)
         self.converters = {}
-
-
-def make_source(
-    sequences: "DataFrame",
-    windows: Sequence[int],
-    loader: str = "auto",
-    world: int = 1,
-    cache_dir: Optional[str] = None,
-) -> SequenceSource:
-    """Driver side: `sequences` must be a read of the table (its `inputFiles()` are the live files)."""
-    kind = resolve_loader(loader)
-    files = tuple(sequences.inputFiles())
-    if not files:
-        raise ValueError("the sequences table has no files (nothing to train on)")
-    source = SequenceSource(loader=kind, files=files)
-    if kind == "petastorm":
-        source.converters = petastorm_converters(sequences, windows, world, cache_dir)
-    return source
-
-
-def petastorm_converters(
-    sequences: "DataFrame", windows: Sequence[int], world: int, cache_dir: Optional[str] = None
-) -> dict[int, Any]:
-    """One petastorm converter per window over its fit rows (user_idx, seq), at least `world` files."""
-    from petastorm.spark import SparkDatasetConverter, make_spark_converter
-    from pyspark.sql import functions as F
-
-    spark = sequences.sparkSession
-    conf_key = SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF
-    if cache_dir is None:
-        try:
-            cache_dir = spark.conf.get(conf_key)
-        except Exception:
-            cache_dir = None
-    if not cache_dir:
-        cache_dir = "file://" + tempfile.mkdtemp(prefix="captionrec-petastorm-")
-    spark.conf.set(conf_key, cache_dir)
-    out = {}
-    for w in windows:
-        part = (
-            sequences.where((F.col("window") == w) & (F.col("role") == FIT))
-            .select(F.col("user_idx").cast("int"), F.col("seq"))
-            .repartition(max(2, world))  # petastorm shards by row group: every rank needs at least one
-        )
-        out[int(w)] = make_spark_converter(part)
-    return out
 
 
 # -- pyarrow reading ---------------------------------------------------------------------------------
@@ -229,29 +179,22 @@ def _petastorm_batches(converter, rank: int, world: int, batch_size: int, seed: 
 
 
 def train_batches(
-    source: SequenceSource, window: int, rank: int, world: int, batch_size: int, seed: int
+    source: SequenceSource, window: int, role: int, rank: int, world: int, batch_size: int, seed: int
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """An endless iterator of this rank's training batches: {'seq': (B, L + 1) long, 'user_idx': (B,) long}."""
+    """An endless iterator of this rank's training batches of (window, role):
+    {'seq': (B, L + 1) long, 'user_idx': (B,) long}."""
     if source.loader == "petastorm":
-        if window not in source.converters:
-            raise KeyError(f"no petastorm converter for window {window}")
-        return _petastorm_batches(source.converters[window], rank, world, batch_size, seed + rank)
-    rows = read_rows(source.files, window, [FIT], ("user_idx", "seq"))
+        if (window, role) not in source.converters:
+            raise KeyError(f"no petastorm converter for window {window}, role {role}")
+        return _petastorm_batches(source.converters[(window, role)], rank, world, batch_size, seed + rank)
+    rows = read_rows(source.files, window, [role], ("user_idx", "seq"))
     total = len(rows["seq"])
     # Fewer rows than ranks: every rank trains on all of them rather than on nothing.
     mine = shard_rows(rows, rank, world) if total >= world else rows
     return _pyarrow_batches(mine, batch_size, seed + 1000 * rank)
 
 
-def count_train_rows(source: SequenceSource, window: int) -> int:
-    import pyarrow.dataset as ds
-
-    fs, paths = _filesystem(source.files)
-    dataset = ds.dataset(list(paths), format="parquet", filesystem=fs)
-    return dataset.count_rows(filter=(ds.field("window") == window) & (ds.field("role") == FIT))
-
-
 def eval_rows(source: SequenceSource, window: int, role: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
-    """This rank's evaluation cases: seq (R, L + 1), target, cold, repeat (R,), seen (R, S), user_idx (R,)."""
-    rows = read_rows(source.files, window, [role], ("user_idx", "seq", "target", "cold", "repeat", "seen"))
+    """This rank's evaluation cases: seq (R, L + 1), target, cold, repeat, user_idx, chunk (R,), seen (R, S)."""
+    rows = read_rows(source.files, window, [role], ("user_idx", "chunk", "seq", "target", "cold", "repeat", "seen"))
     return shard_rows(rows, rank, world)

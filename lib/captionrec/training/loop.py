@@ -1,8 +1,15 @@
 """The training / evaluation loop, pure torch (Spark-free): one function runs on every rank.
 
-Per window: build the model, train `epochs` x `steps_per_epoch` steps (the same count on every rank),
-evaluate on the validation cases after each epoch (full ranking, metrics summed over ranks), keep the
-best epoch by validation nDCG@10, then evaluate the test cases. Rank 0 logs to MLflow.
+Per window (the paper's protocol, issue 10):
+1. Epoch selection: a fresh model trains on the fit rows (before the validation week); after each epoch it
+   ranks the validation cases; the epoch count with the best validation nDCG@10 wins (`patience` stops
+   early). Only items of the fit data have their own id rows and are negatives.
+2. Retrain (`train.retrain`, default on): a fresh model trains on every interaction before t_k (refit
+   rows) for the chosen number of epochs; its training items are everything before t_k.
+3. Test: the model ranks the test cases (full ranking over the catalogue); a random and a popularity
+   scorer rank the same cases. Cold = the target had no interaction before t_k.
+The model only ever touches the declared interface (`calculate_loss`, `score_all`); rank 0 logs to MLflow
+(names: `captionrec.contracts`, "MLflow run contract").
 """
 
 from __future__ import annotations
@@ -13,18 +20,20 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from captionrec.config.train import TrainConfig
-from captionrec.models import ItemRepresentation, build_model, sampled_softmax_loss
+from captionrec.models import ItemRepresentation, NextItemObjective, Recommender, build_model
 from captionrec.training.distributed import all_reduce_sum, setup, teardown
+from captionrec.training.evaluate import evaluate_cases
 from captionrec.training.loaders import SequenceSource, eval_rows, train_batches
-from captionrec.training.metrics import MetricAccumulator, full_ranking, mean_std
-from captionrec.training.splits import TEST, VALID, Window
+from captionrec.training.metrics import warn_k_share
+from captionrec.training.results import log_run_results, summarize
+from captionrec.training.windows import FIT, REFIT, TEST, VALID, Window
 
 log = logging.getLogger(__name__)
 
@@ -38,53 +47,36 @@ class TrainJob:
     num_users: int
     windows: list[Window]
     source: SequenceSource
-    steps_per_epoch: dict[int, int]  # window -> optimiser steps per epoch, equal on every rank
+    steps: dict[tuple[int, int], int]  # (window, training role) -> optimiser steps per epoch, equal on every rank
     item_first_ms: np.ndarray  # (N + 1,) int64: first interaction of each item (candidate filter)
+    counts: dict[int, dict[str, np.ndarray]]  # window -> {"fit", "prior"}: (N + 1,) interactions per item
     features: Optional[np.ndarray] = None  # (N + 1, F) float32
     feature_mask: Optional[np.ndarray] = None  # (N + 1,) bool
     tracking: Any = None  # captionrec.tracking.TrackingSpec or None
     item_ids: Optional[list[str]] = None  # item_idx - 1 -> item_id, logged with the model
-    stats: dict[str, float] = field(default_factory=dict)  # data counts logged as metrics
+    stats: dict[str, float] = field(default_factory=dict)  # run-level data counts (no step)
+    window_stats: dict[int, dict[str, float]] = field(default_factory=dict)  # per window (step = window)
 
 
-class _TrainStep(nn.Module):
-    """model + loss in one forward, so DDP sees every parameter used in it."""
+@dataclass
+class Context:
+    """Where this rank runs."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, num_items: int):
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.num_items = num_items
-
-    def forward(self, seq: torch.Tensor, user_idx: torch.Tensor, generator: Optional[torch.Generator] = None):
-        inp, tgt = seq[:, :-1], seq[:, 1:]  # (B, L), (B, L)
-        states = self.model(inp, user_idx)  # (B, L, D)
-        valid = (inp != 0) & (tgt != 0)  # (B, L): a real history predicting a real next item
-        hidden, targets = states[valid], tgt[valid]  # (M, D), (M,)
-        neg = self.cfg.negatives
-        loss = sampled_softmax_loss(
-            hidden, targets, self.model.item_repr, self.num_items, mode=neg.mode,
-            num_uniform=neg.num_uniform, temperature=self.cfg.temperature, generator=generator,
-        )
-        return loss, targets.numel()
+    rank: int
+    world: int
+    device: torch.device
+    logger: Any  # captionrec.tracking.RunLogger
 
 
-class InferenceModel(nn.Module):
-    """What gets logged to MLflow: history (B, L) long, left-padded -> scores over items (B, N + 1).
+class LossStep(nn.Module):
+    """DDP needs the loss computed inside the forward of the module it wraps: forward = calculate_loss."""
 
-    Column i scores item_idx i; column 0 (padding) is -inf. A user-id tower part, if any, is left out
-    (user 0), since serving requests carry only the history.
-    """
-
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Recommender):
         super().__init__()
         self.model = model
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        states = self.model(seq.long(), None)[:, -1]  # (B, D)
-        scores = states @ self.model.item_vectors().T  # (B, N + 1)
-        scores[:, 0] = float("-inf")
-        return scores
+    def forward(self, batch: dict[str, torch.Tensor], generator: Optional[torch.Generator] = None):
+        return self.model.calculate_loss(batch, generator)
 
 
 def seed_everything(seed: int) -> None:
@@ -93,18 +85,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_model(job: TrainJob) -> nn.Module:
+def make_model(job: TrainJob, known: np.ndarray) -> Recommender:
+    """A fresh recommender whose own id rows are the `known` items (items with a training interaction)."""
     cfg = job.cfg
     feats = None if job.features is None else torch.from_numpy(np.asarray(job.features, dtype=np.float32))
     mask = None if job.feature_mask is None else torch.from_numpy(np.asarray(job.feature_mask, dtype=bool))
     item_repr = ItemRepresentation(
-        job.num_items, cfg.dim, cfg.item_repr, features=feats, feature_mask=mask,
-        hidden=cfg.feature_hidden, dropout=cfg.dropout,
+        job.num_items, cfg.dim, cfg.item_repr, features=feats, feature_mask=mask, hidden=cfg.feature_hidden,
+        dropout=cfg.dropout, known=torch.from_numpy(np.asarray(known, dtype=bool)), id_dropout=cfg.id_dropout,
     )
     return build_model(
         cfg.model, item_repr, num_users=job.num_users, max_seq_len=cfg.max_seq_len, dim=cfg.dim,
         layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout, user_id_in_tower=cfg.user_id_in_tower,
     )
+
+
+def make_objective(cfg: TrainConfig, counts: np.ndarray) -> NextItemObjective:
+    neg = cfg.negatives
+    c = torch.from_numpy(np.asarray(counts, dtype=np.int64))
+    return NextItemObjective(c > 0, c, mode=neg.mode, num_uniform=neg.num_uniform, temperature=cfg.temperature,
+                             logq=neg.logq, mask_user_items=neg.mask_user_items)
 
 
 def candidate_mask(item_first_ms: np.ndarray, until_ms: int) -> torch.Tensor:
@@ -114,131 +114,150 @@ def candidate_mask(item_first_ms: np.ndarray, until_ms: int) -> torch.Tensor:
     return m
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    rows: dict[str, np.ndarray],
-    cfg: TrainConfig,
-    candidates: Optional[torch.Tensor],
-    device: torch.device,
-    world: int = 1,
-) -> dict[str, float]:
-    """Full ranking of this rank's cases, summed over ranks. Every rank must call it (all-reduce)."""
-    model.eval()
-    acc = MetricAccumulator(cfg.ks)
-    n = len(rows["target"])
-    keep = np.ones(n, dtype=bool)
-    if cfg.exclude_seen:
-        keep &= rows["repeat"] == 0  # a repeat target would be masked out as "seen": not a next-item case
-    dropped = float(n - keep.sum())
-    idx = np.nonzero(keep)[0]
-    if len(idx):
-        items = model.item_vectors()  # (N + 1, D)
-        cand = None if candidates is None else candidates.to(device)
-        for i in range(0, len(idx), cfg.eval_batch_size):
-            b = idx[i : i + cfg.eval_batch_size]
-            seq = torch.from_numpy(rows["seq"][b, :-1]).to(device)  # (B, L) history
-            targets = torch.from_numpy(rows["target"][b]).to(device)  # (B,)
-            users = torch.from_numpy(rows["user_idx"][b]).to(device)  # (B,)
-            seen = torch.from_numpy(rows["seen"][b]).to(device) if cfg.exclude_seen else None  # (B, S)
-            states = model(seq, users)[:, -1]  # (B, D)
-            ranks = full_ranking(states, items, targets, seen, cand)
-            acc.add(ranks, torch.from_numpy(rows["cold"][b] == 1))
-    total = all_reduce_sum(torch.cat([acc.as_tensor(), torch.tensor([dropped], dtype=torch.float64)]), world, device)
-    acc.load_tensor(total[:-1])
-    out = acc.result()
-    out["repeat_dropped"] = float(total[-1])
-    return out
+def _one_epoch(step_module, opt, batches, steps: int, ctx: Context, gen, timing: dict) -> float:
+    """`steps` optimiser steps; returns the mean loss over every rank's targets."""
+    step_module.train()
+    t0 = time.perf_counter()
+    loss_sum, n_targets, n_rows = 0.0, 0, 0
+    for _ in range(steps):
+        batch = {k: v.to(ctx.device) for k, v in next(batches).items()}
+        loss, m = step_module(batch, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * m
+        n_targets += m
+        n_rows += batch["seq"].shape[0]
+    timing["seconds"] += time.perf_counter() - t0
+    tot = all_reduce_sum(torch.tensor([loss_sum, n_targets, n_rows], dtype=torch.float64), ctx.world, ctx.device)
+    timing["targets"] += int(tot[1])
+    timing["sequences"] += int(tot[2])
+    return float(tot[0]) / max(1.0, float(tot[1]))
 
 
-def _flat(prefix: str, metrics: dict[str, float], suffix: str = "") -> dict[str, float]:
-    return {f"{prefix}{k}{suffix}": v for k, v in metrics.items()}
+def train_model(
+    job: TrainJob, window: Window, role: int, epochs: int, ctx: Context,
+    after_epoch: Optional[Callable[[int, Recommender], bool]] = None,
+) -> tuple[Recommender, dict[str, float]]:
+    """A fresh model trained on the (window, role) rows for up to `epochs` epochs.
 
-
-def train_window(job: TrainJob, window: Window, rank: int, world: int, device: torch.device, logger) -> dict[str, Any]:
-    """Train and evaluate one window on this rank; returns its metrics (identical on every rank)."""
-    cfg = job.cfg
-    k = window.index
+    Its training items (own id rows, negatives) are the items of those rows. after_epoch(epoch, model)
+    runs after each epoch and returns False to stop.
+    """
+    cfg, k = job.cfg, window.index
+    counts = job.counts[k]["fit" if role == FIT else "prior"]
     seed_everything(cfg.seed + 7919 * k)
-    model = make_model(job).to(device)
-    step_module: nn.Module = _TrainStep(model, cfg, job.num_items)
-    if world > 1:
+    model = make_model(job, counts > 0).to(ctx.device)
+    model.set_objective(make_objective(cfg, counts))
+    step_module: nn.Module = LossStep(model)
+    if ctx.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        step_module = DDP(step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        step_module = DDP(step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed + 7919 * k + 104729 * rank)
-    batches = train_batches(job.source, k, rank, world, cfg.batch_size, cfg.seed + 7919 * k)
-    steps = job.steps_per_epoch[k]
-    valid = eval_rows(job.source, k, VALID, rank, world)
-    test = eval_rows(job.source, k, TEST, rank, world)
-    protocol_loo = cfg.split.protocol == "loo"
-    valid_cand = None if protocol_loo else candidate_mask(job.item_first_ms, window.test_start_ms)
-    test_cand = None if protocol_loo else candidate_mask(job.item_first_ms, window.test_end_ms)
-    select = f"ndcg@{10 if 10 in cfg.ks else cfg.ks[0]}"
-
-    best, best_epoch, best_state = -math.inf, -1, None
-    train_time, seqs, targets_seen = 0.0, 0, 0
+    gen = torch.Generator(device=ctx.device)
+    gen.manual_seed(cfg.seed + 7919 * k + 104729 * ctx.rank)
+    batches = train_batches(job.source, k, role, ctx.rank, ctx.world, cfg.batch_size, cfg.seed + 7919 * k)
+    timing = {"seconds": 0.0, "sequences": 0, "targets": 0, "epochs": 0}
+    name = "train" if role == FIT else "refit"
     try:
-        for epoch in range(cfg.epochs):
-            step_module.train()
-            t0 = time.perf_counter()
-            loss_sum, n_targets, n_rows = 0.0, 0, 0
-            for _ in range(steps):
-                batch = next(batches)
-                seq = batch["seq"].to(device)
-                users = batch["user_idx"].to(device)
-                loss, m = step_module(seq, users, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss.detach()) * m
-                n_targets += m
-                n_rows += seq.shape[0]
-            train_time += time.perf_counter() - t0
-            tot = all_reduce_sum(torch.tensor([loss_sum, n_targets, n_rows], dtype=torch.float64), world, device)
-            seqs += int(tot[2])
-            targets_seen += int(tot[1])
-            train_loss = float(tot[0]) / max(1.0, float(tot[1]))
-            val = evaluate(model, valid, cfg, valid_cand, device, world)
-            score = val.get(select, math.nan)
-            logger.log_metrics({f"train_loss_w{k}": train_loss, f"valid_{select}_w{k}": score,
-                                f"valid_hr@10_w{k}": val.get("hr@10", math.nan)}, step=epoch)
-            if rank == 0:
-                log.info("window %d epoch %d: loss %.4f valid %s %.4f", k, epoch, train_loss, select, score)
-            # NaN (no validation case): keep the latest epoch.
-            if not cfg.select_best_epoch or best_state is None or math.isnan(score) or score > best:
-                best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
-                best = score if not math.isnan(score) else best
-        model.load_state_dict(best_state)
-        val = evaluate(model, valid, cfg, valid_cand, device, world)
-        tst = evaluate(model, test, cfg, test_cand, device, world)
+        for epoch in range(epochs):
+            loss = _one_epoch(step_module, opt, batches, job.steps[(k, role)], ctx, gen, timing)
+            timing["epochs"] = epoch + 1
+            ctx.logger.log_metrics({f"{name}_loss_w{k}": loss}, step=epoch)
+            if ctx.rank == 0:
+                log.info("window %d %s epoch %d: loss %.4f", k, name, epoch, loss)
+            if after_epoch is not None and not after_epoch(epoch, model):
+                break
     finally:
         close = getattr(batches, "close", None)
         if close:
             close()
+    return model, timing
+
+
+class EpochSelector:
+    """after_epoch hook of the epoch-selection phase: rank the validation cases, keep the best state."""
+
+    def __init__(self, job: TrainJob, window: Window, rows: dict[str, np.ndarray], ctx: Context):
+        self.job, self.window, self.rows, self.ctx = job, window, rows, ctx
+        cfg = job.cfg
+        self.metric = f"ndcg@{10 if 10 in cfg.ks else cfg.ks[0]}"
+        self.candidates = None if window.is_loo else candidate_mask(job.item_first_ms, window.test_start_ms)
+        self.best, self.best_epoch, self.best_state, self.best_metrics = -math.inf, -1, None, {}
+        self.since_best = 0
+        self.t0 = time.perf_counter()  # wall and CPU time of the phase (training + validation) per epoch
+        self.c0 = time.process_time()
+
+    def __call__(self, epoch: int, model: Recommender) -> bool:
+        cfg, k = self.job.cfg, self.window.index
+        res = evaluate_cases(model, self.rows, ks=cfg.ks, exclude_seen=cfg.exclude_seen, candidates=self.candidates,
+                             popularity=None, device=self.ctx.device, world=self.ctx.world, seed=cfg.seed,
+                             batch_size=cfg.eval_batch_size)
+        score = res["metrics"].get(self.metric, math.nan)
+        self.ctx.logger.log_metrics({f"valid_{self.metric}_w{k}": score,
+                                     f"valid_hr@10_w{k}": res["metrics"].get("hr@10", math.nan),
+                                     f"elapsed_seconds_w{k}": time.perf_counter() - self.t0,
+                                     f"elapsed_cpu_seconds_w{k}": time.process_time() - self.c0}, step=epoch)
+        # NaN (no validation case) or select_best_epoch=false: keep the latest epoch.
+        if not cfg.select_best_epoch or self.best_state is None or math.isnan(score) or score > self.best:
+            self.best_epoch, self.best_state, self.best_metrics = epoch, copy.deepcopy(model.state_dict()), res["metrics"]
+            self.best = score if not math.isnan(score) else self.best
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        return not (cfg.patience and self.since_best >= cfg.patience)
+
+
+def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
+    """Epoch selection, retraining and testing of one window; the results are identical on every rank."""
+    cfg, k = job.cfg, window.index
+    valid = eval_rows(job.source, k, VALID, ctx.rank, ctx.world)
+    test = eval_rows(job.source, k, TEST, ctx.rank, ctx.world)
+    selector = EpochSelector(job, window, valid, ctx)
+    model, fit_timing = train_model(job, window, FIT, cfg.epochs, ctx, selector)
+    epochs = selector.best_epoch + 1
+    timing = fit_timing
+    if cfg.retrain:  # a fresh model on everything before t_k, for the chosen number of epochs
+        model, timing = train_model(job, window, REFIT, epochs, ctx)
+    else:
+        model.load_state_dict(selector.best_state)
+    res = evaluate_cases(
+        model, test, ks=cfg.ks, exclude_seen=cfg.exclude_seen,
+        candidates=None if window.is_loo else candidate_mask(job.item_first_ms, window.test_end_ms),
+        popularity=job.counts[k]["prior"], device=ctx.device, world=ctx.world, seed=cfg.seed + 7919 * k,
+        batch_size=cfg.eval_batch_size,
+    )
+    warnings_ = warn_k_share(res["cases"]["candidates"], cfg.ks, f"window {k} test: ", cfg.warn_k_share)
+    secs = timing["seconds"]
     return {
         "window": k,
-        "best_epoch": best_epoch,
-        "valid": val,
-        "test": tst,
-        "train_seconds": train_time,
-        "train_sequences_per_s": seqs / train_time if train_time else math.nan,
-        "train_targets_per_s": targets_seen / train_time if train_time else math.nan,
+        "best_epoch": selector.best_epoch,
+        "epochs_selected": fit_timing["epochs"],
+        "train_epochs": epochs if cfg.retrain else fit_timing["epochs"],
+        "valid": selector.best_metrics,
+        "test": res["metrics"],
+        "baselines": res["baselines"],
+        "cases": res["cases"],
+        "warnings": warnings_,
+        "select_seconds": fit_timing["seconds"],
+        "train_seconds": secs,
+        "train_sequences_per_s": timing["sequences"] / secs if secs else math.nan,
+        "train_targets_per_s": timing["targets"] / secs if secs else math.nan,
         "model": model,
     }
 
 
-def summarize(windows: list[dict[str, Any]], ks) -> dict[str, float]:
-    """Mean and spread (sample std) over windows of every test metric."""
-    out: dict[str, float] = {}
-    names = list(windows[0]["test"].keys()) if windows else []
-    for name in names:
-        mean, std = mean_std([w["test"][name] for w in windows])
-        out[f"test_{name}_mean"] = mean
-        out[f"test_{name}_std"] = std
-    return out
+def _log_model(job: TrainJob, model: Recommender, logger) -> None:
+    from captionrec.models import HistoryScorer
+
+    model.objective = None  # the training objective is not part of the served model
+    scorer = HistoryScorer(model.cpu()).eval()
+    example = np.zeros((2, job.cfg.max_seq_len), dtype=np.int64)
+    example[:, -1] = 1
+    if job.item_ids is not None:
+        logger.log_dict({"item_ids": job.item_ids}, "item_index.json")
+    logger.log_model(scorer, example)
 
 
 def run_rank(job: TrainJob) -> Optional[dict[str, Any]]:
@@ -250,27 +269,16 @@ def run_rank(job: TrainJob) -> Optional[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     try:
         with RunLogger(job.tracking, rank) as logger:
-            logger.log_metrics(job.stats)
+            ctx = Context(rank, world, device, logger)
             last_model = None
             for window in job.windows:
-                res = train_window(job, window, rank, world, device, logger)
+                res = train_window(job, window, ctx)
                 last_model = res.pop("model")
-                k = window.index
-                logger.log_metrics(_flat("test_", res["test"], f"_w{k}"))
-                logger.log_metrics(_flat("valid_best_", res["valid"], f"_w{k}"))
-                logger.log_metrics({f"best_epoch_w{k}": res["best_epoch"],
-                                    f"train_sequences_per_s_w{k}": res["train_sequences_per_s"],
-                                    f"train_targets_per_s_w{k}": res["train_targets_per_s"]})
                 results.append(res)
-            summary = summarize(results, cfg.ks)
-            logger.log_metrics(summary)
+            summary = summarize(results)
+            log_run_results(logger, job.stats, job.window_stats, results, summary)
             if rank == 0 and last_model is not None:
-                infer = InferenceModel(last_model.cpu())
-                example = np.zeros((2, cfg.max_seq_len), dtype=np.int64)
-                example[:, -1] = 1
-                if job.item_ids is not None:
-                    logger.log_dict({"item_ids": job.item_ids}, "item_index.json")
-                logger.log_model(infer, example)
+                _log_model(job, last_model, logger)
             run_id = logger.run_id
     finally:
         teardown()

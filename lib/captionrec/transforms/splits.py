@@ -1,54 +1,20 @@
-"""Leakage-proof splits as Spark DataFrame transforms (interactions in -> interactions + role/window out).
+"""Leakage-proof splits as Spark DataFrame transforms (interactions in -> interactions + window/role out).
 
-Roles: 0 = fit (the model trains on these), 1 = validation (epoch selection), 2 = test.
-
-Rolling window (the paper's protocol), window k with start t_k:
-    fit         ts <  t_k - window_days
-    validation  t_k - window_days <= ts < t_k        ("the last 7 days before t_k")
-    test        t_k <= ts < t_k + window_days
-Interactions at or after t_k + window_days are not part of window k. Every training interaction is
-before t_k (the tests assert it). Windows follow each other: t_{k+1} = t_k + window_days.
-
-Leave-one-out (MicroLens / RecBole): per user, in time order, the last interaction is test, the one before
-it validation, the rest fit; users with fewer than 3 interactions only contribute fit rows. One window (0).
-
+The window bounds and roles are defined in `captionrec.training.windows` (pure Python). Every training
+interaction of a window is before t_k (before the validation week for the fit role); the tests assert it.
 Order within a user is (ts_ms, item_id), so equal timestamps split deterministically.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
+
+from captionrec.training.windows import FIT, TEST, VALID, Window, loo_window, rolling_windows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-FIT, VALID, TEST = 0, 1, 2
-DAY_MS = 86_400_000
 REQUIRED_COLUMNS = ("user_id", "item_id", "ts_ms")
-LOO_END = 2**62  # leave-one-out's single window has no time bounds
-
-
-@dataclass(frozen=True)
-class Window:
-    """One evaluation window; all bounds in epoch milliseconds (UTC), `[start, end)`."""
-
-    index: int
-    valid_start_ms: int  # = t_k - window_days
-    test_start_ms: int  # = t_k
-    test_end_ms: int  # = t_k + window_days
-
-    def as_dict(self) -> dict:
-        if self.test_end_ms >= LOO_END:
-            return {"window": self.index, "protocol": "loo"}
-        iso = lambda ms: dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).isoformat()  # noqa: E731
-        return {
-            "window": self.index,
-            "valid_start": iso(self.valid_start_ms),
-            "test_start": iso(self.test_start_ms),
-            "test_end": iso(self.test_end_ms),
-        }
 
 
 def check_interactions(df: "DataFrame") -> None:
@@ -56,43 +22,6 @@ def check_interactions(df: "DataFrame") -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"interactions lack column(s) {missing}; got {df.columns}")
-
-
-def _to_ms(value: str) -> int:
-    t = dt.datetime.fromisoformat(value)
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return int(t.timestamp() * 1000)
-
-
-def rolling_windows(
-    min_ts_ms: int,
-    max_ts_ms: int,
-    num_windows: int,
-    window_days: int = 7,
-    start: Optional[str] = None,
-) -> list[Window]:
-    """The windows of the rolling protocol.
-
-    start None: t_0 is chosen so that the last test window ends just after the newest interaction
-    (`max_ts_ms + 1`). Raises ValueError when the first window would leave no fit data (its validation
-    start must be after the oldest interaction) or when a given start lies outside the data.
-    """
-    w = window_days * DAY_MS
-    if start is None:
-        t0 = max_ts_ms + 1 - num_windows * w
-    else:
-        t0 = _to_ms(start)
-    windows = [Window(k, t0 + k * w - w, t0 + k * w, t0 + (k + 1) * w) for k in range(num_windows)]
-    if windows[0].valid_start_ms <= min_ts_ms:
-        span = (max_ts_ms - min_ts_ms) / DAY_MS
-        raise ValueError(
-            f"{num_windows} window(s) of {window_days} days need more history: the first validation week would "
-            f"start before the oldest interaction (data span {span:.1f} days); lower split.num_windows or move split.start"
-        )
-    if windows[-1].test_start_ms > max_ts_ms:
-        raise ValueError(f"split.start={start!r}: the last window starts after the newest interaction")
-    return windows
 
 
 def rolling_split(interactions: "DataFrame", window: Window) -> "DataFrame":
@@ -140,7 +69,7 @@ def split_interactions(
 
     check_interactions(interactions)
     if protocol == "loo":
-        return leave_one_out_split(interactions), [Window(0, 0, 0, LOO_END)]
+        return leave_one_out_split(interactions), [loo_window()]
     if protocol != "rolling":
         raise ValueError(f"split protocol {protocol!r} is not rolling | loo")
     row = interactions.agg(F.min("ts_ms").alias("lo"), F.max("ts_ms").alias("hi")).first()

