@@ -353,8 +353,8 @@ def submit_stage(cluster: Standalone, run: Run, stage: str) -> list[dict]:
              *EVENT_LOG, f"spark.eventLog.dir=file://{stage_events}"]
     t0 = time.monotonic()
     run.failed.append(stage)
-    proc = spark_submit(cluster, [str(REPO / "jobs" / f"{stage}.py"), "--profile", "cluster", "--conf",
-                                  str(run.conf_yaml)], confs, spark_env(cluster.tmp), cwd=run.tmp, name=stage)
+    proc = spark_submit(cluster, [str(REPO / "jobs" / f"{stage}.py"), "--profile", "cluster", "--json",
+                                  "--conf", str(run.conf_yaml)], confs, spark_env(cluster.tmp), cwd=run.tmp, name=stage)
     run.seconds[stage] = round(time.monotonic() - t0, 1)
     print(f"{stage} on the standalone cluster: {run.seconds[stage]} s")
     assert proc.returncode == 0, f"{stage} failed ({proc.returncode}):\n{proc.stdout[-6000:]}"
