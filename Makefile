@@ -15,7 +15,7 @@ MODELS ?= models/tiny
 SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng chromium:chromium
 
 .PHONY: install system-deps demo test test-all test-petastorm bench bench-recbole sample tiny-models lock clean-lakehouse clean
-.PHONY: wheel pack-env test-delta-spark
+.PHONY: wheel pack-env test-delta-spark test-cluster
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
@@ -66,6 +66,10 @@ test-all: install
 
 test-petastorm:
 	bash .ci/petastorm.sh
+
+# The whole pipeline through spark-submit on a real standalone cluster on 127.0.0.1 (10-20 min on 2 cores).
+test-cluster: install
+	$(MAKE) test PYTEST_ARGS='tests/test_cluster_standalone.py -m "localcluster and not gpu" -k "not packed_env"'
 
 bench: install
 	for b in bench/bench_*.py; do [ "$$b" = bench/bench_recbole.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done

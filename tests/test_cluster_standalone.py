@@ -14,6 +14,9 @@ jobs/<stage>.py --profile cluster`, plus overrides that fit this machine, each o
   (`caption.gpu.on_missing_cuda=cpu`, `embed.gpu.on_missing_cuda=cpu`, `train.use_gpu=false`).
 
 Every process the test starts runs in its own process group and is stopped at the end, on failure too.
+
+The default suite (CI) runs the check app on the live cluster and the launch-line checks; the stage-by-stage
+pipeline on the cluster takes 10-20 minutes on a 2-core machine and is marked slow: `make test-cluster`.
 """
 
 from __future__ import annotations
@@ -377,6 +380,7 @@ def _table(run: Run, name: str) -> list[dict]:
     return DeltaTable(str(run.tmp / "lake" / name)).to_pyarrow_table().to_pylist()
 
 
+@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_ingest(cluster, tiny_models, run):
     submit_stage(cluster, run, "ingest")
@@ -385,6 +389,7 @@ def test_cluster_ingest(cluster, tiny_models, run):
     assert {r["item_id"] for r in _table(run, "interactions")} == set(run.items)
 
 
+@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_caption_gets_gpu_addresses(cluster, run):
     evs = submit_stage(cluster, run, "caption")
@@ -402,6 +407,7 @@ def test_cluster_caption_gets_gpu_addresses(cluster, run):
                and e["Stage Info"]["Resource Profile Id"] == gpu[0]["Resource Profile Id"] for e in evs)
 
 
+@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_embed(cluster, run):
     submit_stage(cluster, run, "embed")
@@ -409,6 +415,7 @@ def test_cluster_embed(cluster, run):
     assert {(r["item_id"], r["feature_set"]) for r in feats} == {(i, f) for i in run.items for f in ("title", "mllm_av")}
 
 
+@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_train_runs_barrier_tasks(cluster, run):
     """TorchDistributor(local_mode=False): 2 training processes as barrier tasks on the executors."""
@@ -425,6 +432,7 @@ def test_cluster_train_runs_barrier_tasks(cluster, run):
     assert mlrun.data.tags["storage_backend"] == "delta-rs" and re.fullmatch(r"[0-9a-f]{40}", mlrun.data.tags["git_commit"])
 
 
+@pytest.mark.slow
 @pytest.mark.localcluster
 def test_rerun_with_nothing_new_commits_nothing(run, spark):
     """A re-run with no new videos (what the scheduled job does most of the time), on the embedded local session
