@@ -141,7 +141,8 @@ def read_inputs(store: "TableStore", max_items: int, labels: str = "none", data_
         notes.append("no items table yet (run `captionrec ingest`)")
         return Inputs(empty(C.ITEMS, ITEM_COLUMNS), empty(C.CAPTIONS), empty(C.ITEM_FEATURES, FEATURE_COLUMNS),
                       topics, topics_note, 0, notes)
-    items = store.read(C.ITEMS).select(*ITEM_COLUMNS)
+    items = store.read(C.ITEMS)
+    items = items.select(*[c if c in items.columns else F.lit(None).alias(c) for c in ITEM_COLUMNS])
     total = items.count()
     if total > max_items:
         items = items.orderBy(F.xxhash64("item_id"), "item_id").limit(max_items)

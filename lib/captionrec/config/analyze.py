@@ -1,9 +1,8 @@
-"""Caption-quality analysis config (`captionrec analyze`, and the report's quality sections).
+"""Caption-quality analysis config (`analyze.*`): the report's sections quality, grounding, audio_classes and
+win_loss (captionrec.analysis) read it.
 
-    captionrec analyze labels=/data/topics.csv knn=10
-    captionrec report report.sections=[summary,table,quality]     # the same numbers inside the report
-
-Keys of this section may drop their `analyze.` prefix on the command line of `captionrec analyze`.
+    captionrec report analyze.labels=/data/topics.csv analyze.knn=10
+    captionrec report "report.sections=[summary,table,quality,grounding]"   # only some sections
 """
 
 from __future__ import annotations

@@ -46,6 +46,21 @@ def read_gallery_tables(store: "TableStore", gcfg: Any) -> Optional[tuple[Any, A
     return items, caps.where(F.col("item_id").isin(ids)).toPandas()
 
 
+def win_loss_groups(ctx: Any, store: "TableStore", gcfg: Any, n: int) -> list[tuple[str, list[Any]]]:
+    """Gallery groups of the items a caption feature wins / loses most against its baseline (captionrec.analysis)."""
+    from dataclasses import replace
+
+    from captionrec.analysis.core import analysis_for, gallery_picks
+
+    a = analysis_for(ctx)
+    picks = gallery_picks(a, n) if a is not None else []
+    tables = read_gallery_tables(store, replace(gcfg, item_ids=tuple({i for _, ids, _ in picks for i in ids}))) if picks else None
+    if tables is None:
+        return []
+    return [(heading, gallery.gallery_entries(*tables, replace(gcfg, item_ids=tuple(ids)), extra=notes))
+            for heading, ids, notes in picks]
+
+
 def synthetic_captions(store: "TableStore") -> list[str]:
     """Caption kinds with rows marked synthetic (written with tiny random models)."""
     from pyspark.sql import functions as F
@@ -62,13 +77,15 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     t0 = time.perf_counter()
     runset = build.load(cfg.tracking, rc)
     log.info("read %d run(s) (%d finished) in %.1f s", len(runset.runs), len(runset.finished), time.perf_counter() - t0)
-    ctx = build.context(runset, rc, store=store, synthetic_captions=synthetic_captions(store))
+    ctx = build.context(runset, rc, store=store, synthetic_captions=synthetic_captions(store), analyze=cfg.analyze,
+                        data_source=cfg.data.source)
     out_dir = build.out_folder(rc.out_dir, runset, rc)
     page, n_items = None, 0
     tables = read_gallery_tables(store, rc.gallery)
     if tables is not None:
         entries = gallery.gallery_entries(*tables, rc.gallery)
-        page, n_items = gallery.render_gallery(entries), len(entries)
+        groups = win_loss_groups(ctx, store, rc.gallery, cfg.analyze.gallery_items) if "win_loss" in rc.sections else []
+        page, n_items = gallery.render_gallery(entries, groups=groups), len(entries) + sum(len(g) for _, g in groups)
         log.info("gallery: %d items", n_items)
     files = build.write_report(ctx, out_dir, gallery_html=page)
     latest = build.update_latest(out_dir)
