@@ -160,7 +160,7 @@ def test_win_loss_and_class_metrics_by_hand():
     runs = _runs(("cap", "mllm_audio", "FINISHED"), ("raw", "audio_raw", "FINISHED"), ("gone", "title", "FINISHED"),
                  ("bad", "title", "FAILED"))
     got, notes = outcomes.collect_cases(runs, lambda r: cases.get(r), lambda r: index)
-    assert notes == ["title / sasrec (run gone): no cases artifact (cases/test_w<k>.parquet): left out"]
+    assert notes == ["no cases artifact (cases/test_w<k>.parquet): 1 run(s) left out: title / sasrec (run gone)"]
     assert list(got.loc[got["run_id"] == "cap", "item_id"]) == ["a", "b", "c", "a"]
     per_case, summary, wl_notes = outcomes.win_loss(["mllm_audio vs audio_raw", "mllm_video vs videomae"], got, 10)
     # case 0: 1 vs 15 -> win; 1: 20 vs 3 -> loss; 2: 5 vs 2 -> both; 3: 30 vs 40 -> neither
@@ -184,6 +184,9 @@ def test_win_loss_and_class_metrics_by_hand():
     assert "1 case(s) whose target is outside its item_index.json (3 items)" in notes[0]
     _, notes = outcomes.collect_cases(runs.iloc[:1], lambda r: cases["cap"], lambda r: None)
     assert "no item_index.json" in notes[0]
+    many = _runs(*[(f"r{k}", "title", "FINISHED") for k in range(8)])
+    got, notes = outcomes.collect_cases(many, lambda r: None, lambda r: index)
+    assert got.empty and len(notes) == 1 and "8 run(s) left out" in notes[0] and notes[0].endswith("(run r5) and 2 more")
 
 
 # ------------------------------------------------------------------------------------ whole analysis

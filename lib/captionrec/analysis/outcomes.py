@@ -58,19 +58,29 @@ def map_targets(targets: np.ndarray, index: list[str]) -> np.ndarray:
     return out
 
 
+def _grouped_notes(left_out: dict[str, list[str]], shown: int = 6) -> list[str]:
+    """One note per reason: '<reason>: <n> run(s) left out: a, b, ... and k more'."""
+    notes = []
+    for reason, labels in left_out.items():
+        more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
+        notes.append(f"{reason}: {len(labels)} run(s) left out: {', '.join(labels[:shown])}{more}")
+    return notes
+
+
 def collect_cases(runs: pd.DataFrame, cases_of: Callable[[str], Optional[pd.DataFrame]],
                   index_of: Callable[[str], Optional[list[str]]]) -> tuple[pd.DataFrame, list[str]]:
-    """Every finished run's cases with the target's item id (CASE_FIELDS), and a note per run left out."""
-    frames, notes = [], []
+    """Every finished run's cases with the target's item id (CASE_FIELDS), and notes on the runs left out
+    (one per reason) and on cases whose target is outside the run's item index."""
+    frames, notes, left_out = [], [], {}
     for r in runs[runs["status"] == "FINISHED"].itertuples():
         label = f"{r.features} / {r.model} (run {r.run_id})"
         cases = cases_of(r.run_id)
         if cases is None or not len(cases):
-            notes.append(f"{label}: no cases artifact (cases/test_w<k>.parquet): left out")
+            left_out.setdefault("no cases artifact (cases/test_w<k>.parquet)", []).append(label)
             continue
         index = index_of(r.run_id)
         if index is None:
-            notes.append(f"{label}: no {C.ITEM_INDEX_ARTIFACT}, targets cannot be mapped to items: left out")
+            left_out.setdefault(f"no {C.ITEM_INDEX_ARTIFACT}, targets cannot be mapped to items", []).append(label)
             continue
         df = cases.copy()
         df["item_id"] = map_targets(df["target"].to_numpy(), index)
@@ -80,6 +90,7 @@ def collect_cases(runs: pd.DataFrame, cases_of: Callable[[str], Optional[pd.Data
             df = df[df["item_id"].notna()]
         df = df.assign(run_id=r.run_id, features=r.features, model=r.model, seed=r.seed)
         frames.append(df[CASE_FIELDS])
+    notes = _grouped_notes(left_out) + notes
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CASE_FIELDS)), notes
 
 
