@@ -13,7 +13,7 @@ import pytest
 from captionrec import contracts as C
 from captionrec.analysis import core, grounding, outcomes, text, vectors
 from captionrec.analysis.audio import audio_classes
-from captionrec.analysis.inputs import Inputs, parse_labels
+from captionrec.analysis.inputs import Inputs, load_labels, parse_labels
 from captionrec.config.analyze import AnalyzeConfig
 
 
@@ -240,6 +240,20 @@ def test_bad_inputs_are_notes_not_crashes():
     with pytest.raises(ValueError, match="lacks column"):
         parse_labels(b"id,label\n1,x\n", "topics.csv")
     assert parse_labels(b'{"items": {"1": {"topic": "cars"}, "2": {"topic": null}}}', "manifest.json").to_dict() == {"1": "cars"}
+
+
+def test_topic_labels(tmp_path, sample_dir):
+    topics, note = load_labels("auto", str(sample_dir))  # the sample's manifest: every item has a topic
+    assert len(topics) == 205 and topics["1"] == "cars" and note.endswith("(analyze.labels=auto)")
+    assert load_labels("auto", str(tmp_path))[0] is None and "does not exist" in load_labels("auto", str(tmp_path))[1]
+    assert load_labels("none", "")[0] is None
+    (tmp_path / "t.json").write_text('{"a": "x", "b": "y"}')
+    assert load_labels(str(tmp_path / "t.json"), "")[0].to_dict() == {"a": "x", "b": "y"}
+    with pytest.raises(ValueError, match="analyze.labels=.*missing.csv: cannot read"):
+        load_labels(str(tmp_path / "missing.csv"), "")
+    (tmp_path / "manifest.json").write_text("[1, 2]")  # auto: an unreadable manifest is a note, not an error
+    topics, note = load_labels("auto", str(tmp_path))
+    assert topics is None and "could not be read" in note
 
 
 def load_report_config(*overrides):

@@ -4,6 +4,7 @@ contract-shaped runs), the paired bootstrap, the written files, the gallery over
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -381,6 +382,8 @@ def test_report_stage_reads_the_tables_for_the_analysis(spark, grid, analysed, s
     q = pd.read_csv(f"{out['out_dir']}/quality.csv").set_index("kind")
     assert q.loc["video", "vectors"] == len(ids) and q.loc["video", "near_duplicates"] == pytest.approx(2 / len(ids))
     assert q.loc["video", "purity_1"] == 1.0 and q.loc["video", "exact_duplicates"] == 0.0
+    text = report_stage.format_summary({**out, "seconds": 0})
+    assert "caption quality" in text and re.search(r"\n  mllm_video +1\.000 vs", text) and "mllm_video vs videomae (sasrec): " in text
     page = open(out["files"]["gallery"]).read()
     assert "mllm_video vs videomae: items the caption feature wins most" in page and "case(s) won" in page
     assert f"item {ids[0]} speaks" in page and out["gallery_items"] == 1 + len(gallery_picks(a, 1))

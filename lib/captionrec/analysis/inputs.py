@@ -117,13 +117,17 @@ def parse_labels(data: bytes, name: str) -> pd.Series:
 
 
 def load_labels(labels: str, data_source: str) -> tuple[Optional[pd.Series], str]:
-    """(item_id -> topic, note); no labels -> (None, why). A bad labels file is a note too (logged)."""
+    """(item_id -> topic, note); no labels -> (None, why). A labels file named in the config that cannot be
+    read is an error; with "auto", an unreadable manifest is a note (the data may simply have no topics)."""
     path, note = resolve_labels(labels, data_source)
     if path is None:
         return None, note
     try:
         return parse_labels(_read_bytes(path), path), note
     except (OSError, ValueError) as exc:
+        if labels != "auto":
+            raise ValueError(f"analyze.labels={labels}: cannot read topic labels ({type(exc).__name__}: {exc}); "
+                             "set analyze.labels to a readable file, auto or none") from exc
         log.warning("topic labels not read: %s", exc)
         return None, f"no topic labels: {path} could not be read ({type(exc).__name__}: {exc})"
 

@@ -101,8 +101,20 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
         "intervals": 0 if g is None else int(g["gain_lo"].notna().sum()), "gallery_items": n_items,
         "files": {"markdown": str(files.markdown), "csv": str(files.csv), "html": str(files.html),
                   "gallery": str(files.gallery) if files.gallery else None, "plots": [str(p) for p in files.plots.values()]},
-        "artifacts": artifacts,
+        "artifacts": artifacts, "analysis": analysis_summary(ctx),
     }
+
+
+def analysis_summary(ctx: Any) -> Optional[dict[str, Any]]:
+    """The caption-quality numbers for the one-screen summary (None when no analysis section was built)."""
+    a = ctx.extras.get("analysis")
+    if a is None:
+        return None
+    v = a.vectors[["feature_set", "caption_versions", "items", "near_duplicates", "purity_k", "chance"]]
+    v = v.loc[v.groupby("feature_set", sort=False)["items"].idxmax().to_list()] if len(v) else v  # each set's largest group
+    wl = a.win_loss[["comparison", "model", "cases", "win", "loss"]] if len(a.win_loss) else a.win_loss
+    return {"knn": a.config.knn, "vectors": json.loads(v.to_json(orient="records")),
+            "win_loss": json.loads(wl.to_json(orient="records"))}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -128,4 +140,13 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"gallery: {f['gallery']}" if f["gallery"] else "gallery: (no captions table yet)")
     if s.get("artifacts"):
         lines.append(f"MLflow:  {s['artifacts']}")
+    a = s.get("analysis")
+    if a:
+        k = a["knn"]
+        lines.append(f"caption quality (report.md#quality): topic purity@{k} vs chance, near-duplicate share")
+        for r in a["vectors"][:10]:
+            lines.append(f"  {r['feature_set']:<12} {num(r.get('purity_k'), 3):>6} vs {num(r.get('chance'), 3):>6}  "
+                         f"near-dup {num(r.get('near_duplicates'), 3):>6}  ({r['items']} items{', ' + r['caption_versions'] if r['caption_versions'] else ''})")
+        for r in a["win_loss"][:6]:
+            lines.append(f"  {r['comparison']} ({r['model']}): {r['win']} cases won, {r['loss']} lost of {r['cases']}")
     return "\n".join(lines)

@@ -303,7 +303,8 @@ def quality(ctx: ReportContext) -> Optional[Section]:
         ("How discriminative the vectors are", f"Near-duplicates: share of items whose nearest other item has cosine ≥ "
          f"{cfg.near_duplicate}. Purity@k: mean share of an item's k nearest neighbours (cosine) with its topic, among "
          f"labelled items; chance: the same for random neighbours. The common-items column compares every feature set "
-         f"on the same labelled items.", _frame(v, vcols, "vectors", left=3)),
+         f"on the same labelled items. Caption versions: the captioners the vectors were embedded from ('-': that kind's "
+         f"caption was missing for those items).", _frame(v, vcols, "vectors", left=3)),
     ]
     return _assemble("quality", "Caption quality", parts, notes, {"quality": a.quality, "vectors": a.vectors})
 
