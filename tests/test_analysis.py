@@ -228,6 +228,12 @@ def test_bad_inputs_are_notes_not_crashes():
     assert a.quality.empty and a.vectors.empty and a.grounding.empty and a.class_metrics.empty and a.win_loss.empty
     assert any("no grid run to read" in n for n in a.notes["runs"])
     assert any("no topic labels" in n for n in a.notes["vectors"])
+    from captionrec.report.sections import ReportContext, build_sections
+
+    built = build_sections(ReportContext(rc, None, [], {"analysis": a}), ("quality", "grounding", "audio_classes", "win_loss"))
+    assert [b.key for b in built] == ["quality", "grounding", "audio_classes", "win_loss"]
+    assert "_(none)_" in built[0].markdown and "no grid run to read" in built[3].markdown
+    assert build_sections(ReportContext(rc, None, [], {}), ("quality", "win_loss")) == []  # no store, no analysis: left out
     # items with captions but no vectors, empty captions: rows with NaN vector columns
     caps = [cap("1", "video", ""), cap("2", "video", None, status="error"), cap("1", "audio", None, status="skipped", reason=C.SILENT)]
     a = core.analyze(_inputs(caps, []), None, cfg, rc)
