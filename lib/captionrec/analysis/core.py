@@ -125,7 +125,8 @@ def analyze_tables(inputs: Inputs, cfg: Any) -> Analysis:
     caps, items = inputs.captions, inputs.items
     vec = vector_table(inputs.features, inputs.topics, cfg.knn, cfg.near_duplicate)
     ov = grounding.item_overlaps(caps, inputs.titles, cfg.ignore_words) if len(caps) else pd.DataFrame(columns=grounding.COLUMNS)
-    classes = audio_classes(caps, items, cfg.audio) if len(items) else pd.DataFrame(columns=["item_id", "audio_class", "transcript_words", "top_tag"])
+    classes = (audio_classes(caps, items, cfg.audio) if len(items)
+               else pd.DataFrame(columns=["item_id", "audio_class", "transcript_words", "top_tag"]))
     a = Analysis(cfg, inputs, quality_table(caps, vec), vec,
                  grounding.summary(ov), grounding.lowest(ov, caps, inputs.titles, cfg.review_items), classes, class_counts(classes))
     for n in inputs.notes:
@@ -204,7 +205,8 @@ def gallery_picks(a: Analysis, n: int) -> list[tuple[str, list[str], dict[str, d
             notes = {}
             for i in ids:
                 t = tot.loc[i]
-                detail = "; ".join(f"{m}: {int(r.wins)} won, {int(r.losses)} lost of {int(r.cases)}" for (_, m), r in per.loc[[i]].iterrows())
+                detail = "; ".join(f"{m}: {int(r.wins)} won, {int(r.losses)} lost of {int(r.cases)}"
+                                   for (_, m), r in per.loc[[i]].iterrows())
                 notes[i] = {"win / loss": f"{comp}: {int(t.wins)} case(s) won, {int(t.losses)} lost of {int(t.cases)} ({detail})",
                             "audio class": str(classes.get(i, "unknown"))}
             out.append((f"{comp}: items the caption feature {'wins' if direction == 'wins' else 'loses'} most", ids, notes))

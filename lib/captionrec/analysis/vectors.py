@@ -23,7 +23,10 @@ import pandas as pd
 
 def unit_rows(vectors: Sequence[Sequence[float]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(unit-norm float32 matrix, mask of the input rows kept): rows with a zero or non-finite norm are dropped."""
-    x = np.asarray([np.asarray(v, dtype=np.float32) for v in vectors]) if not isinstance(vectors, np.ndarray) else vectors.astype(np.float32)
+    if isinstance(vectors, np.ndarray):
+        x = vectors.astype(np.float32)
+    else:
+        x = np.asarray([np.asarray(v, dtype=np.float32) for v in vectors])
     if x.ndim != 2:
         raise ValueError(f"vectors must form an (n, dim) matrix, got shape {x.shape}")
     norms = np.linalg.norm(x, axis=1)

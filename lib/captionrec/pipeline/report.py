@@ -146,7 +146,8 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"caption quality (report.md#quality): topic purity@{k} vs chance, near-duplicate share")
         for r in a["vectors"][:10]:
             lines.append(f"  {r['feature_set']:<12} {num(r.get('purity_k'), 3):>6} vs {num(r.get('chance'), 3):>6}  "
-                         f"near-dup {num(r.get('near_duplicates'), 3):>6}  ({r['items']} items{', ' + r['caption_versions'] if r['caption_versions'] else ''})")
+                         f"near-dup {num(r.get('near_duplicates'), 3):>6}  ({r['items']} items"
+                         f"{', ' + r['caption_versions'] if r['caption_versions'] else ''})")
         for r in a["win_loss"][:6]:
             lines.append(f"  {r['comparison']} ({r['model']}): {r['win']} cases won, {r['loss']} lost of {r['cases']}")
     return "\n".join(lines)

@@ -359,7 +359,8 @@ def audio_class_section(ctx: ReportContext) -> Optional[Section]:
     if len(shown):
         parts.append((f"Gains per audio class (HR@{k})", "Paired by test case, stratified bootstrap as in the gains "
                       "table; green rows: the interval of the difference excludes 0. Does the audio caption help "
-                      "most where the audio carries the content (speech, music)?", _frame(shown, gcols, "audio_class_gains", classes, left=3)))
+                      "most where the audio carries the content (speech, music)?",
+                      _frame(shown, gcols, "audio_class_gains", classes, left=3)))
     tables = {"audio_classes": a.audio_classes, "audio_class_metrics": a.class_metrics, "audio_class_gains": a.class_gains}
     return _assemble("audio_classes", "Audio-heavy subsets", parts, a.notes.get("runs", []), tables)
 
@@ -370,13 +371,15 @@ def win_loss_section(ctx: ReportContext) -> Optional[Section]:
     if a is None:
         return None
     k = a.config.top_k
-    titles, classes = a.inputs.titles, a.audio_classes.set_index("item_id")["audio_class"] if len(a.audio_classes) else pd.Series(dtype=object)
+    titles = a.inputs.titles
+    classes = a.audio_classes.set_index("item_id")["audio_class"] if len(a.audio_classes) else pd.Series(dtype=object)
     items = a.win_loss_items.assign(title=lambda d: d["item_id"].map(titles), audio_class=lambda d: d["item_id"].map(classes))
     cases = a.win_loss_cases.assign(title=lambda d: d["item_id"].map(titles)) if len(a.win_loss_cases) else a.win_loss_cases
     scols = [("comparison", "comparison", str), ("model", "model", str), ("paired cases", "cases", _n), ("wins", "win", _n),
              ("losses", "loss", _n), ("both hit", "both", _n), ("neither", "neither", _n), ("net (share)", "net", pct)]
     icols = [("comparison", "comparison", str), ("model", "model", str), ("direction", "direction", str), ("item", "item_id", str),
-             ("title", "title", _txt), ("audio class", "audio_class", str), ("wins", "wins", _n), ("losses", "losses", _n), ("cases", "cases", _n)]
+             ("title", "title", _txt), ("audio class", "audio_class", str), ("wins", "wins", _n), ("losses", "losses", _n),
+             ("cases", "cases", _n)]
     ccols = [("comparison", "comparison", str), ("model", "model", str), ("outcome", "outcome", str), ("window", "window", _n),
              ("user", "user_idx", _n), ("item", "item_id", str), ("title", "title", _txt), ("rank (feature)", "rank_feature", _n),
              ("rank (baseline)", "rank_baseline", _n)]
@@ -386,4 +389,5 @@ def win_loss_section(ctx: ReportContext) -> Optional[Section]:
              ("Items won and lost most", "Net wins per item (wins - losses).", _frame(items, icols, "win_loss_items", left=6)),
              ("User cases", "The wins and losses with the largest rank gaps.", _frame(cases, ccols, "win_loss_cases", left=3))]
     tables = {"win_loss": a.win_loss, "win_loss_items": items, "win_loss_cases": cases}
-    return _assemble("win_loss", "Win / loss cases: caption vs raw features", parts, a.notes.get("win_loss", []) + a.notes.get("runs", []), tables)
+    notes = a.notes.get("win_loss", []) + a.notes.get("runs", [])
+    return _assemble("win_loss", "Win / loss cases: caption vs raw features", parts, notes, tables)
