@@ -19,6 +19,7 @@ from captionrec import contracts as C
 
 N_ITEMS = 400
 WINDOWS = (0, 1, 2)
+ITEM_IDS = [str(j) for j in range(1, N_ITEMS + 1)]  # item_idx j -> item id str(j) (contracts.ITEM_INDEX_ARTIFACT)
 # Mean rank scale per feature set: smaller is better (mllm_video clearly beats videomae; mllm_audio and
 # audio_raw get identical ranks, so their difference is exactly 0).
 QUALITY = {"id": 60.0, "title": 45.0, "videomae": 70.0, "mllm_video": 25.0, "audio_raw": 55.0, "mllm_audio": 55.0,
@@ -87,6 +88,8 @@ def log_child(client, exp_id: str, parent_id: str, features: str, model: str, se
                     metrics.append(Metric(f"test_{series}{name}", float(v), 0, w))
                     per_window.setdefault(f"test_{series}{name}", []).append(float(v))
         client.log_artifacts(rid, tmp, "cases")
+        # the train stage's item index: item_idx j (a case's target) is the sample item id str(j)
+        client.log_dict(rid, {"item_ids": ITEM_IDS}, C.ITEM_INDEX_ARTIFACT)
     # the summaries a train stage logs, deliberately off by 0.5 (the report must recompute, not copy them)
     metrics += [Metric(f"{name}_mean", float(np.mean(v)) + 0.5, 0, 0) for name, v in per_window.items()]
     client.log_batch(rid, metrics=metrics, params=params)

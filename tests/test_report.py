@@ -4,6 +4,7 @@ contract-shaped runs), the paired bootstrap, the written files, the gallery over
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -219,3 +220,170 @@ def test_all_reports_the_grid_it_just_ran():
     pinned = load_config("local", ["report.parent_run_id=xyz"])
     assert cli._follow("report", pinned, {"parent_run_id": "abc"}).report.parent_run_id == "xyz"
     assert cli._follow("embed", cfg, {"parent_run_id": "abc"}) is cfg
+
+
+# ------------------------------------------------------------------------ caption-quality sections (issue 13)
+AUDIO_RULE = {0: "speech", 1: "music", 2: "other", 3: "silent"}  # item j's audio class: AUDIO_RULE[j % 4]
+
+
+def _analysis_inputs():
+    """Analysis inputs for the fixture grid's 400 items: audio caption rows whose class follows AUDIO_RULE,
+    video captions, topic j % 5, mllm_video vectors on their topic's axis, videomae vectors that ignore it."""
+    from captionrec.analysis.inputs import Inputs
+
+    ids = [str(j) for j in range(1, 401)]
+    caps, feats = [], []
+    rng = np.random.default_rng(3)
+    base = {"error": None, "synthetic": False, "created_at": pd.Timestamp("2026-01-01", tz="UTC")}
+    for j, i in zip(range(1, 401), ids):
+        cls = AUDIO_RULE[j % 4]
+        transcript = {"speech": f"the host explains part {j} of the engine"}.get(cls, "")
+        tags = {"music": [{"label": "Guitar", "score": 0.8}], "other": [{"label": "Engine", "score": 0.6}]}.get(cls, [])
+        status, reason = ("skipped", C.NO_AUDIO_STREAM) if cls == "silent" else ("ok", None)
+        caps.append({**base, "item_id": i, "kind": "audio", "captioner_version": "audio-v1", "status": status, "reason": reason,
+                     "text": None if cls == "silent" else f"{cls} sounds of item {j}", "transcript": transcript, "sound_tags": tags})
+        caps.append({**base, "item_id": i, "kind": "video", "captioner_version": "video-v1", "status": "ok", "reason": None,
+                     "text": f"a clip about topic{j % 5} with a dog", "transcript": None, "sound_tags": None})
+        axis = np.eye(5)[j % 5]
+        feats.append({"item_id": i, "feature_set": "mllm_video", "model_id": "m", "source_version": "video-v1:h@s", "vector": axis})
+        feats.append({"item_id": i, "feature_set": "videomae", "model_id": "v", "source_version": "", "vector": rng.normal(size=5)})
+    items = pd.DataFrame({"item_id": ids, "title": [f"topic{j % 5} title {j}" for j in range(1, 401)], "has_audio": True,
+                          "probe_status": "ok"})
+    caps = pd.DataFrame(caps).reindex(columns=list(C.columns(C.CAPTIONS)))
+    topics = pd.Series({i: f"t{j % 5}" for j, i in zip(range(1, 401), ids)})
+    return Inputs(items, caps, pd.DataFrame(feats), topics, "test topics", len(ids))
+
+
+@pytest.fixture(scope="module")
+def analysed(grid, tmp_path_factory):
+    from captionrec.analysis import core
+
+    tmp = tmp_path_factory.mktemp("analysis-report")
+    cfg = _report_cfg(grid, tmp)
+    runset = build.load(cfg.tracking, cfg.report)
+    a = core.analyze(_analysis_inputs(), runset, cfg.analyze, cfg.report)
+    ctx = build.context(runset, cfg.report, analysis=a)
+    return a, build.write_report(ctx, build.out_folder(tmp, runset, cfg.report))
+
+
+def _hits(features, seeds=(1, 2)):
+    """Per case of every window (keys, target): the mean over seeds of hr@10 and the median rank, from the cases."""
+    out = []
+    for w in WINDOWS:
+        frames = [run_cases(features, s, w) for s in seeds]
+        f = frames[0][["window", "user_idx", "chunk", "target"]].copy()
+        ranks = np.stack([fr["rank"].to_numpy() for fr in frames])
+        f["hr"], f["median_rank"] = (ranks <= 10).mean(axis=0), np.median(ranks, axis=0)
+        out.append(f)
+    return pd.concat(out, ignore_index=True)
+
+
+def test_quality_sections_in_the_report(analysed):
+    a, files = analysed
+    md, html = files.markdown.read_text(), files.html.read_text()
+    for title in ("## Caption quality", "## Caption grounding", "## Audio-heavy subsets", "## Win / loss cases"):
+        assert title in md
+    for key in ("quality", "grounding", "audio_classes", "win_loss"):
+        assert f'<section id="{key}">' in html
+    v = pd.read_csv(files.tables["vectors"]).set_index("feature_set")
+    assert v.loc["mllm_video", "purity_1"] == 1.0 and v.loc["mllm_video", "near_duplicates"] == 1.0  # on its topic axis
+    assert v.loc["videomae", "purity_1"] < 0.5 and v.loc["mllm_video", "chance"] == pytest.approx(79 / 399)
+    counts = pd.read_csv(files.tables["audio_classes"])["audio_class"].value_counts()
+    assert counts.to_dict() == {"speech": 100, "music": 100, "other": 100, "silent": 100}
+    low = pd.read_csv(files.tables["grounding_review"])
+    assert set(low["kind"]) == {"audio", "video"} and len(low) == 2 * a.config.review_items
+
+
+def test_audio_class_metrics_recomputed_from_cases(analysed):
+    """HR@10 per audio class of the target: the cases' own ranks, mapped through the logged item index."""
+    _, files = analysed
+    m = pd.read_csv(files.tables["audio_class_metrics"])
+    for features in ("mllm_video", "audio_raw"):
+        h = _hits(features)
+        h["cls"] = h["target"].map(lambda t: AUDIO_RULE[t % 4])
+        for cls in ("speech", "music", "all"):
+            sel = h if cls == "all" else h[h["cls"] == cls]
+            row = m[(m["features"] == features) & (m["model"] == "sasrec") & (m["audio_class"] == cls)].iloc[0]
+            assert row["cases"] == len(sel) and row["hr_10"] == pytest.approx(sel["hr"].mean(), abs=1e-12)
+    g = pd.read_csv(files.tables["audio_class_gains"])
+    same = g[(g["comparison"] == "mllm_audio vs audio_raw") & (g["metric"] == "hr@10")]
+    assert set(same["audio_class"]) == {"all", "speech", "music", "other", "silent"} and (same["diff"] == 0).all()
+
+
+def test_win_loss_recomputed_from_cases(analysed, sample_dir):
+    a, files = analysed
+    wl = pd.read_csv(files.tables["win_loss"]).set_index(["comparison", "model"])
+    f, b = _hits("mllm_video"), _hits("videomae")
+    hit_f, hit_b = f["median_rank"] <= 10, b["median_rank"] <= 10
+    row = wl.loc[("mllm_video vs videomae", "sasrec")]
+    assert (row["win"], row["loss"], row["both"]) == ((hit_f & ~hit_b).sum(), (hit_b & ~hit_f).sum(), (hit_f & hit_b).sum())
+    assert row["win"] > row["loss"]  # the planted effect
+    same = wl.loc[("mllm_audio vs audio_raw", "sasrec")]
+    assert same["win"] == same["loss"] == 0  # identical ranks
+    assert "mllm_av vs title: no run with cases" not in files.markdown.read_text()
+    assert any("mllm_av" in n for n in a.notes["win_loss"])
+    # the gallery page: the picked items with their captions, transcript and title beside the win / loss note
+    from captionrec.analysis.core import gallery_picks
+
+    picks = gallery_picks(a, 2)
+    heading, ids, notes = picks[0]
+    assert heading == "mllm_video vs videomae: items the caption feature wins most" and len(ids) == 2
+    items, caps = _borrowed_rows(sample_dir, ids)
+    page = gallery.render_gallery([], groups=[(heading, gallery.gallery_entries(items, caps, _gallery_cfg(ids), extra=notes))])
+    assert heading in page and f'id="group-0-item-{ids[0]}"' in page
+    assert f"item {ids[0]} speaks" in page and f"title of {ids[0]}" in page and "case(s) won" in page
+    assert page.count("data:image/jpeg;base64,") == 12  # each item's 6 frames beside its captions
+
+
+def _gallery_cfg(ids):
+    return load_config("local", ["report.gallery.item_ids=[" + ",".join(ids) + "]"]).report.gallery
+
+
+def _borrowed_rows(sample_dir, ids):
+    """caption_rows over sample videos 1, 2, ... renamed to the given item ids (the fixture grid's items go up
+    to 400; the sample's videos stop at 205)."""
+    items, caps = caption_rows(sample_dir, [str(j) for j in range(1, len(ids) + 1)])
+    rename = dict(zip([str(j) for j in range(1, len(ids) + 1)], ids))
+    items["item_id"], caps["item_id"] = items["item_id"].map(rename), caps["item_id"].map(rename)
+    items["title"] = [f"title of {i}" for i in items["item_id"]]
+    audio = caps["kind"] == "audio"
+    caps.loc[audio, "transcript"] = [f"item {i} speaks" for i in caps.loc[audio, "item_id"]]
+    return items, caps
+
+
+def test_report_stage_reads_the_tables_for_the_analysis(spark, grid, analysed, sample_dir, tmp_path):
+    """`captionrec report` on a Delta lake: the analysis reads items, captions and item_features through the
+    store, topics from a labels CSV, and the gallery gets the win / loss items beside their captions."""
+    from captionrec.analysis.core import gallery_picks
+    from captionrec.pipeline import report as report_stage
+    from captionrec.tables import open_store
+    from captionrec.training.synthetic import feature_rows
+
+    a, _ = analysed
+    ids = sorted({i for _, picked, _ in gallery_picks(a, 1) for i in picked})
+    items, caps = _borrowed_rows(sample_dir, ids)
+    items = items.assign(has_audio=True, probe_status="ok")
+    caps["sound_tags"] = caps["sound_tags"].map(lambda v: v if isinstance(v, list) else [])
+    vecs = np.eye(len(ids) + 1)[: len(ids)]
+    vecs[-1] = vecs[0]  # two near-duplicate caption vectors of the same topic
+    feats = feature_rows(items, vecs, "mllm_video").assign(source_version="video-test:abc@s")
+    labels = tmp_path / "topics.csv"
+    pd.DataFrame({"item_id": ids, "topic": ["a"] * (len(ids) - 1) + ["a"]}).to_csv(labels, index=False)
+    cfg = _report_cfg(grid, tmp_path / "out", f"storage.root={tmp_path}/lake", f"analyze.labels={labels}",
+                      "analyze.gallery_items=1", "report.gallery.items=1", "report.log_artifacts=false",
+                      "analyze.class_comparisons=[mllm_video vs videomae]", "report.sections=[summary,quality,win_loss]")
+    store = open_store(spark, cfg.storage)
+    store.overwrite(C.ITEMS, spark.createDataFrame(items))
+    store.overwrite(C.CAPTIONS, spark.createDataFrame(caps.drop(columns=["model_ids"])))
+    store.overwrite(C.ITEM_FEATURES, spark.createDataFrame(feats))
+    out = report_stage.run(cfg, spark, store)
+    md = open(out["files"]["markdown"]).read()
+    assert "## Caption quality" in md and "## Win / loss cases" in md
+    q = pd.read_csv(f"{out['out_dir']}/quality.csv").set_index("kind")
+    assert q.loc["video", "vectors"] == len(ids) and q.loc["video", "near_duplicates"] == pytest.approx(2 / len(ids))
+    assert q.loc["video", "purity_1"] == 1.0 and q.loc["video", "exact_duplicates"] == 0.0
+    text = report_stage.format_summary({**out, "seconds": 0})
+    assert "caption quality" in text and re.search(r"\n  mllm_video +1\.000 vs", text) and "mllm_video vs videomae (sasrec): " in text
+    page = open(out["files"]["gallery"]).read()
+    assert "mllm_video vs videomae: items the caption feature wins most" in page and "case(s) won" in page
+    assert f"item {ids[0]} speaks" in page and out["gallery_items"] == 1 + len(gallery_picks(a, 1))

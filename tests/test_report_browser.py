@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,11 @@ def report_files(tmp_path_factory, sample_dir):
                                 "report.bootstrap_samples=200", "report.gallery.items=3"])
     runset = build.load(cfg.tracking, cfg.report)
     items, caps = caption_rows(sample_dir, ["2", "11", "30"])
-    page = gallery.render_gallery(gallery.gallery_entries(items, caps, cfg.report.gallery))
+    # plus a win / loss group (captionrec.analysis.core.gallery_picks) of two of the items, annotated
+    picked = replace(cfg.report.gallery, item_ids=("2", "30"))
+    notes = {i: {"win / loss": f"mllm_video vs videomae: 2 case(s) won of item {i}"} for i in ("2", "30")}
+    group = ("mllm_video vs videomae: items the caption feature wins most", gallery.gallery_entries(items, caps, picked, extra=notes))
+    page = gallery.render_gallery(gallery.gallery_entries(items, caps, cfg.report.gallery), groups=[group])
     files = build.write_report(build.context(runset, cfg.report), tmp / "out", gallery_html=page)
     return grid, runset, files, tmp
 
@@ -77,4 +82,7 @@ def test_gallery_in_chromium(report_files):
     _, _, files, tmp = report_files
     check = open_in_chromium(files.gallery, tmp)
     print(check)
-    assert check["items"] == 3 and check["images"] == 3 * 6 and check["loaded"] == check["images"]
+    assert check["items"] == 3 + 2 and check["images"] == 5 * 6 and check["loaded"] == check["images"]
+    page = files.gallery.read_text()
+    assert page.index("items the caption feature wins most") < page.index('id="group-0-item-30"')
+    assert "2 case(s) won of item 30" in page

@@ -330,6 +330,11 @@ def metric_name(name: str) -> str:
 def cases_artifact(window: int) -> str:
     return f"cases/test_w{int(window)}.parquet"
 
+
+# A train run's item index: {"item_ids": [...]}, position i holds the item id of item_idx i + 1 (the cases'
+# `target`); the caption-quality analysis maps targets to items with it.
+ITEM_INDEX_ARTIFACT = "item_index.json"
+
 # ------------------------------------------------------------------------------- experiment grid runs
 # `captionrec experiment` logs one parent run per grid and one child run per (feature set, model, seed)
 # (MLflow nesting: tag mlflow.parentRunId); `captionrec report` reads them back by these names.

@@ -88,8 +88,10 @@ class ReportConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     seed: int = 0
-    # Sections of report.md / report.html, in order (captionrec.report.sections.SECTIONS names).
-    sections: tuple[str, ...] = ("summary", "table", "gains", "plots", "runs", "not_run")
+    # Sections of report.md / report.html, in order (captionrec.report.sections.SECTIONS names; quality,
+    # grounding, audio_classes and win_loss are the caption-quality analysis, configured by `analyze`).
+    sections: tuple[str, ...] = ("summary", "table", "gains", "plots", "quality", "grounding", "audio_classes",
+                                 "win_loss", "runs", "not_run")
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     # Log the report's files as artifacts of the parent run (under `report/`).
     log_artifacts: bool = True

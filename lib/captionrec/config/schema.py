@@ -1,5 +1,5 @@
 """The root config: one frozen dataclass per section. Defaults here are the embedded (local) profile's;
-conf/<profile>.yaml overrides them. Stage sections live in their own modules (caption.py, embed.py, train.py, experiment.py).
+conf/<profile>.yaml overrides them. Stage sections live in their own modules (caption.py, embed.py, train.py, experiment.py, analyze.py).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, Mapping, Optional, Union
 
+from captionrec.config.analyze import AnalyzeConfig
 from captionrec.config.caption import CaptionConfig
 from captionrec.config.embed import EmbedConfig
 from captionrec.config.experiment import ExperimentConfig, ReportConfig
@@ -117,4 +118,5 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

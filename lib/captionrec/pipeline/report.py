@@ -46,6 +46,21 @@ def read_gallery_tables(store: "TableStore", gcfg: Any) -> Optional[tuple[Any, A
     return items, caps.where(F.col("item_id").isin(ids)).toPandas()
 
 
+def win_loss_groups(ctx: Any, store: "TableStore", gcfg: Any, n: int) -> list[tuple[str, list[Any]]]:
+    """Gallery groups of the items a caption feature wins / loses most against its baseline (captionrec.analysis)."""
+    from dataclasses import replace
+
+    from captionrec.analysis.core import analysis_for, gallery_picks
+
+    a = analysis_for(ctx)
+    picks = gallery_picks(a, n) if a is not None else []
+    tables = read_gallery_tables(store, replace(gcfg, item_ids=tuple({i for _, ids, _ in picks for i in ids}))) if picks else None
+    if tables is None:
+        return []
+    return [(heading, gallery.gallery_entries(*tables, replace(gcfg, item_ids=tuple(ids)), extra=notes))
+            for heading, ids, notes in picks]
+
+
 def synthetic_captions(store: "TableStore") -> list[str]:
     """Caption kinds with rows marked synthetic (written with tiny random models)."""
     from pyspark.sql import functions as F
@@ -62,13 +77,15 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     t0 = time.perf_counter()
     runset = build.load(cfg.tracking, rc)
     log.info("read %d run(s) (%d finished) in %.1f s", len(runset.runs), len(runset.finished), time.perf_counter() - t0)
-    ctx = build.context(runset, rc, store=store, synthetic_captions=synthetic_captions(store))
+    ctx = build.context(runset, rc, store=store, synthetic_captions=synthetic_captions(store), analyze=cfg.analyze,
+                        data_source=cfg.data.source)
     out_dir = build.out_folder(rc.out_dir, runset, rc)
     page, n_items = None, 0
     tables = read_gallery_tables(store, rc.gallery)
     if tables is not None:
         entries = gallery.gallery_entries(*tables, rc.gallery)
-        page, n_items = gallery.render_gallery(entries), len(entries)
+        groups = win_loss_groups(ctx, store, rc.gallery, cfg.analyze.gallery_items) if "win_loss" in rc.sections else []
+        page, n_items = gallery.render_gallery(entries, groups=groups), len(entries) + sum(len(g) for _, g in groups)
         log.info("gallery: %d items", n_items)
     files = build.write_report(ctx, out_dir, gallery_html=page)
     latest = build.update_latest(out_dir)
@@ -84,8 +101,20 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
         "intervals": 0 if g is None else int(g["gain_lo"].notna().sum()), "gallery_items": n_items,
         "files": {"markdown": str(files.markdown), "csv": str(files.csv), "html": str(files.html),
                   "gallery": str(files.gallery) if files.gallery else None, "plots": [str(p) for p in files.plots.values()]},
-        "artifacts": artifacts,
+        "artifacts": artifacts, "analysis": analysis_summary(ctx),
     }
+
+
+def analysis_summary(ctx: Any) -> Optional[dict[str, Any]]:
+    """The caption-quality numbers for the one-screen summary (None when no analysis section was built)."""
+    a = ctx.extras.get("analysis")
+    if a is None:
+        return None
+    v = a.vectors[["feature_set", "caption_versions", "items", "near_duplicates", "purity_k", "chance"]]
+    v = v.loc[v.groupby("feature_set", sort=False)["items"].idxmax().to_list()] if len(v) else v  # each set's largest group
+    wl = a.win_loss[["comparison", "model", "cases", "win", "loss"]] if len(a.win_loss) else a.win_loss
+    return {"knn": a.config.knn, "vectors": json.loads(v.to_json(orient="records")),
+            "win_loss": json.loads(wl.to_json(orient="records"))}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -111,4 +140,14 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"gallery: {f['gallery']}" if f["gallery"] else "gallery: (no captions table yet)")
     if s.get("artifacts"):
         lines.append(f"MLflow:  {s['artifacts']}")
+    a = s.get("analysis")
+    if a:
+        k = a["knn"]
+        lines.append(f"caption quality (report.md#quality): topic purity@{k} vs chance, near-duplicate share")
+        for r in a["vectors"][:10]:
+            lines.append(f"  {r['feature_set']:<12} {num(r.get('purity_k'), 3):>6} vs {num(r.get('chance'), 3):>6}  "
+                         f"near-dup {num(r.get('near_duplicates'), 3):>6}  ({r['items']} items"
+                         f"{', ' + r['caption_versions'] if r['caption_versions'] else ''})")
+        for r in a["win_loss"][:6]:
+            lines.append(f"  {r['comparison']} ({r['model']}): {r['win']} cases won, {r['loss']} lost of {r['cases']}")
     return "\n".join(lines)

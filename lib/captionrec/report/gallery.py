@@ -138,7 +138,7 @@ def _caption_facts(kind: str, row: Optional[dict[str, Any]]) -> list[tuple[str, 
     return facts
 
 
-def render_entry(e: GalleryEntry) -> str:
+def render_entry(e: GalleryEntry, anchor: str = "") -> str:
     kinds = [k for k, r in (("video", e.video), ("audio", e.audio)) if r and r.get("synthetic")]
     mark = f' <span class="synthetic">synthetic {" and ".join(kinds)} caption (tiny random model: noise)</span>' if kinds else ""
     thumbs = "".join(img(jpg, f"item {e.item_id} at {t:.2f} s", cls="thumb", mime="image/jpeg")
@@ -146,13 +146,20 @@ def render_entry(e: GalleryEntry) -> str:
     facts = [("title", e.title or "")] + _caption_facts("video", e.video) + _caption_facts("audio", e.audio)
     facts += list(e.extra.items())
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
-    return (f'<div class="item" id="item-{esc(e.item_id)}"><h3>item {esc(e.item_id)}{mark}</h3>'
+    return (f'<div class="item" id="{esc(anchor or "item-" + str(e.item_id))}"><h3>item {esc(e.item_id)}{mark}</h3>'
             f'<div class="frames">{thumbs}</div><p class="note">{esc(e.frame_note)}</p><dl>{dl}</dl></div>\n')
 
 
-def render_gallery(entries: list[GalleryEntry], title: str = "captionrec caption gallery", notes: Iterable[str] = ()) -> str:
-    """One self-contained HTML page (thumbnails inlined as data URIs)."""
+def render_gallery(entries: list[GalleryEntry], title: str = "captionrec caption gallery", notes: Iterable[str] = (),
+                   groups: Iterable[tuple[str, list[GalleryEntry]]] = ()) -> str:
+    """One self-contained HTML page (thumbnails inlined as data URIs): the entries, then each group (a heading
+    and its entries, e.g. the items a caption feature wins / loses most; see captionrec.analysis)."""
+    groups = list(groups)
     head = "".join(f'<p class="warn">{esc(n)}</p>' for n in notes)
-    if any(e.synthetic for e in entries):
+    if any(e.synthetic for e in entries) or any(e.synthetic for _, g in groups for e in g):
         head += '<p class="warn">Some captions are synthetic: written by tiny random models, they are noise.</p>'
-    return page(title, head + "".join(render_entry(e) for e in entries))
+    body = head + "".join(render_entry(e) for e in entries)
+    for i, (heading, group) in enumerate(groups):
+        body += f'<h2 id="group-{i}">{esc(heading)}</h2>\n'
+        body += "".join(render_entry(e, f"group-{i}-item-{e.item_id}") for e in group)
+    return page(title, body)

@@ -210,3 +210,184 @@ def not_run(ctx: ReportContext) -> Optional[Section]:
     header = ["feature set", "reason"]
     rows = [[s["features"], s["reason"]] for s in skipped]
     return Section("not_run", "Feature sets not run", md_table(header, rows), html_table(header, rows, "skipped"))
+
+
+# ---------------------------------------------------------------------------------- caption-quality analysis
+# Sections over `captionrec.analysis` (issue 13): computed once per report from ctx.extras["store"] (the
+# Delta tables), ctx.extras["analyze"] (AnalyzeConfig), ctx.extras["data_source"] and the runs; or taken from
+# ctx.extras["analysis"] when the caller computed it. Without either, they are left out.
+
+
+def _analysis(ctx: ReportContext):
+    from captionrec.analysis.core import analysis_for
+
+    return analysis_for(ctx)
+
+
+def _frame(df: pd.DataFrame, cols: list[tuple[str, str, Callable[[Any], Any]]], table_id: str,
+           classes: Optional[list[str]] = None, left: int = 2) -> tuple[str, str]:
+    """(Markdown, HTML) of a frame's columns: (header, column, formatter)."""
+    if df.empty:
+        return "_(none)_\n", '<p class="note">(none)</p>'
+    header = [h for h, _, _ in cols]
+    rows = [[fmt(r.get(c)) for _, c, fmt in cols] for r in df.to_dict("records")]
+    return md_table(header, rows), html_table(header, rows, table_id, classes, left=left)
+
+
+def _notes(notes: list[str]) -> tuple[str, str]:
+    return "".join(f"\n> {n}\n" for n in notes), "".join(f'<p class="warn">{esc(n)}</p>' for n in notes)
+
+
+def _txt(v: Any, width: int = 160) -> str:
+    s = "" if v is None or (isinstance(v, float) and math.isnan(v)) else " ".join(str(v).split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _n(v: Any) -> Any:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+
+
+def _f2(v: Any) -> str:
+    return num(v, 2)
+
+
+def _f3(v: Any) -> str:
+    return num(v, 3)
+
+
+def _in_order(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Rows by feature set in the report's order (then model, keeping the rest of the order)."""
+    if df.empty:
+        return df
+    rank = {fs: i for i, fs in enumerate(order)}
+    key = df["features"].map(lambda f: rank.get(f, len(rank)))
+    return df.assign(_o=key).sort_values(["_o", "features", "model"], kind="stable").drop(columns="_o")
+
+
+def _assemble(key: str, title: str, parts: list[tuple[str, str, str]], notes: list[str], tables: dict[str, pd.DataFrame]) -> Section:
+    """parts: (sub-heading, intro, (md, html) table) joined into one section."""
+    md_notes, html_notes = _notes(notes)
+    md, html = md_notes, html_notes
+    for heading, intro, (tmd, thtml) in parts:
+        md += f"\n**{heading}.** {intro}\n\n{tmd}"
+        html += f"<h3>{esc(heading)}</h3><p class=\"note\">{esc(intro)}</p>{thtml}"
+    return Section(key, title, md, html, tables=tables)
+
+
+@section("quality")
+def quality(ctx: ReportContext) -> Optional[Section]:
+    a = _analysis(ctx)
+    if a is None:
+        return None
+    cfg, notes = a.config, [*a.notes.get("inputs", []), *a.notes.get("quality", []), *a.notes.get("vectors", [])]
+    if a.synthetic_kinds:
+        notes.insert(0, f"Captions of kind(s) {', '.join(a.synthetic_kinds)} are synthetic (tiny random models): their "
+                        "statistics describe noise.")
+    q = a.quality
+    qcols = [("kind", "kind", str), ("captioner version", "captioner_version", str), ("synthetic", "synthetic", str),
+             ("ok / skipped / error", "ok", str), ("words (mean)", "words_mean", _f2), ("distinct-1", "distinct_1", _f3),
+             ("distinct-2", "distinct_2", _f3), ("exact duplicates", "exact_duplicates", _f3),
+             ("vectors", "vectors", _n), (f"near-duplicates (cos ≥ {cfg.near_duplicate})", "near_duplicates", _f3),
+             ("purity@1", "purity_1", _f3), (f"purity@{cfg.knn}", "purity_k", _f3), ("chance", "chance", _f3)]
+    q = q.assign(ok=[f"{r.ok} / {r.skipped} / {r.error}" for r in q.itertuples()]) if len(q) else q
+    v = a.vectors
+    vcols = [("feature set", "feature_set", str), ("model", "model_id", str), ("caption versions", "caption_versions", str),
+             ("items", "items", _n), ("near-duplicates", "near_duplicates", _f3), ("NN cosine", "nn_cosine_mean", _f3),
+             ("pair cosine", "pair_cosine_mean", _f3), ("labelled", "labelled", _n), ("purity@1", "purity_1", _f3),
+             (f"purity@{cfg.knn}", "purity_k", _f3), ("chance", "chance", _f3),
+             (f"purity@{cfg.knn} on common items", "purity_k_common", _f3), ("common items", "common_items", _n)]
+    parts = [
+        ("Per caption kind and captioner version", "Text of the ok captions (words are lower-case tokens; distinct-n = "
+         "distinct n-grams / all n-grams over the group), and the near-duplicates and topic purity of the vectors "
+         "embedded from them.", _frame(q, qcols, "quality")),
+        ("How discriminative the vectors are", f"Near-duplicates: share of items whose nearest other item has cosine ≥ "
+         f"{cfg.near_duplicate}. Purity@k: mean share of an item's k nearest neighbours (cosine) with its topic, among "
+         f"labelled items; chance: the same for random neighbours. The common-items column compares every feature set "
+         f"on the same labelled items. Caption versions: the captioners the vectors were embedded from ('-': that kind's "
+         f"caption was missing for those items).", _frame(v, vcols, "vectors", left=3)),
+    ]
+    return _assemble("quality", "Caption quality", parts, notes, {"quality": a.quality, "vectors": a.vectors})
+
+
+@section("grounding")
+def grounding_section(ctx: ReportContext) -> Optional[Section]:
+    a = _analysis(ctx)
+    if a is None:
+        return None
+    g, low = a.grounding, a.grounding_low
+    gcols = [("kind", "kind", str), ("captioner version", "captioner_version", str), ("against", "source", str),
+             ("items", "items", _n), ("no value", "no_value", _n), ("grounded (mean)", "grounded_mean", _f3),
+             ("covered (mean)", "covered_mean", _f3), ("share at 0", "zero_share", _f3)]
+    lcols = [("kind", "kind", str), ("item", "item_id", str), ("measure", "measure", str), ("value", "value", _f3),
+             ("caption", "caption", _txt), ("transcript", "transcript", _txt), ("tags", "tags", _txt), ("title", "title", _txt)]
+    parts = [
+        ("Content-word overlap", "grounded = shared content words / the caption's; covered = shared / the source's. "
+         "Audio captions against their transcript and sound tags (low grounded: the caption says what neither did), "
+         "video captions against the title (low covered: the caption misses what the title names). A template audio "
+         "caption is its sources: grounded ≈ 1 by construction.", _frame(g, gcols, "grounding")),
+        (f"Lowest overlap, for review ({a.config.review_items} per kind)", "Sorted by the kind's measure.",
+         _frame(low, lcols, "grounding_review", left=8)),
+    ]
+    return _assemble("grounding", "Caption grounding", parts, [], {"grounding": g, "grounding_review": low})
+
+
+@section("audio_classes")
+def audio_class_section(ctx: ReportContext) -> Optional[Section]:
+    a = _analysis(ctx)
+    if a is None:
+        return None
+    k, cfg = a.config.top_k, a.config.audio
+    rule = (f"silent: no usable audio track (skipped as no_audio_stream / silent, or items.has_audio false) or no "
+            f"speech and a silence top tag; speech: a transcript of ≥ {cfg.speech_min_words} words; music: a music "
+            f"tag scored ≥ {cfg.music_min_score}; other: the rest with audio; unknown: no audio caption row or one in error.")
+    ccols = [("audio class", "audio_class", str), ("items", "items", _n), ("share", "share", _f3),
+             ("transcript words (mean)", "transcript_words_mean", _f2)]
+    mcols = [("feature set", "features", str), ("model", "model", str), ("audio class", "audio_class", str),
+             ("cases", "cases", _n), (f"HR@{k}", f"hr_{k}", num), (f"nDCG@{k}", f"ndcg_{k}", num),
+             (f"popularity HR@{k}", f"popularity_hr_{k}", num), (f"random HR@{k}", f"random_hr_{k}", num)]
+    gains = a.class_gains
+    shown = gains[gains["metric"].isin([f"hr@{k}", "—"])] if len(gains) else gains
+    gcols = [("comparison", "comparison", str), ("model", "model", str), ("audio class", "audio_class", str),
+             ("cases", "cases", _n), ("feature", "feature_value", num), ("baseline", "baseline_value", num),
+             ("relative gain", "gain", pct), ("95% interval", "gain_lo", str), ("note", "note", str)]
+    shown = shown.assign(gain_lo=[interval(lo, hi) for lo, hi in zip(shown["gain_lo"], shown["gain_hi"])]) if len(shown) else shown
+    classes = ["sig" if s else "" for s in shown["significant"]] if len(shown) else None
+    metrics = _in_order(a.class_metrics, ctx.order)
+    parts = [("Items per audio class", rule, _frame(a.class_counts, ccols, "audio_class_counts", left=1)),
+             ("Metrics per audio class of the target item", "Cases pooled over windows, each case averaged over the "
+              "runs (seeds) of its row; baselines score the same cases.", _frame(metrics, mcols, "audio_class_metrics", left=3))]
+    if len(shown):
+        parts.append((f"Gains per audio class (HR@{k})", "Paired by test case, stratified bootstrap as in the gains "
+                      "table; green rows: the interval of the difference excludes 0. Does the audio caption help "
+                      "most where the audio carries the content (speech, music)?",
+                      _frame(shown, gcols, "audio_class_gains", classes, left=3)))
+    tables = {"audio_classes": a.audio_classes, "audio_class_metrics": a.class_metrics, "audio_class_gains": a.class_gains}
+    return _assemble("audio_classes", "Audio-heavy subsets", parts, a.notes.get("runs", []), tables)
+
+
+@section("win_loss")
+def win_loss_section(ctx: ReportContext) -> Optional[Section]:
+    a = _analysis(ctx)
+    if a is None:
+        return None
+    k = a.config.top_k
+    titles = a.inputs.titles
+    classes = a.audio_classes.set_index("item_id")["audio_class"] if len(a.audio_classes) else pd.Series(dtype=object)
+    items = a.win_loss_items.assign(title=lambda d: d["item_id"].map(titles), audio_class=lambda d: d["item_id"].map(classes))
+    cases = a.win_loss_cases.assign(title=lambda d: d["item_id"].map(titles)) if len(a.win_loss_cases) else a.win_loss_cases
+    scols = [("comparison", "comparison", str), ("model", "model", str), ("paired cases", "cases", _n), ("wins", "win", _n),
+             ("losses", "loss", _n), ("both hit", "both", _n), ("neither", "neither", _n), ("net (share)", "net", pct)]
+    icols = [("comparison", "comparison", str), ("model", "model", str), ("direction", "direction", str), ("item", "item_id", str),
+             ("title", "title", _txt), ("audio class", "audio_class", str), ("wins", "wins", _n), ("losses", "losses", _n),
+             ("cases", "cases", _n)]
+    ccols = [("comparison", "comparison", str), ("model", "model", str), ("outcome", "outcome", str), ("window", "window", _n),
+             ("user", "user_idx", _n), ("item", "item_id", str), ("title", "title", _txt), ("rank (feature)", "rank_feature", _n),
+             ("rank (baseline)", "rank_baseline", _n)]
+    parts = [(f"Cases won and lost (top {k})", f"A win: the caption-feature run ranks the target in the top {k} and its "
+              f"raw-feature baseline doesn't (median rank over seeds); a loss: the reverse. Items with the most wins and "
+              f"losses are in the caption gallery, captions beside transcript and title.", _frame(a.win_loss, scols, "win_loss")),
+             ("Items won and lost most", "Net wins per item (wins - losses).", _frame(items, icols, "win_loss_items", left=6)),
+             ("User cases", "The wins and losses with the largest rank gaps.", _frame(cases, ccols, "win_loss_cases", left=3))]
+    tables = {"win_loss": a.win_loss, "win_loss_items": items, "win_loss_cases": cases}
+    notes = a.notes.get("win_loss", []) + a.notes.get("runs", [])
+    return _assemble("win_loss", "Win / loss cases: caption vs raw features", parts, notes, tables)
