@@ -35,6 +35,7 @@ def make_cases(window: int, n: int = 300) -> pd.DataFrame:
         "window": window, "user_idx": users, "chunk": chunk, "target": rng.integers(1, N_ITEMS, n),
         "cold": (rng.random(n) < 0.3).astype(np.int64),
         "rank_random": rng.integers(1, N_ITEMS + 1, n), "rank_popularity": rng.geometric(1 / 80.0, n).clip(1, N_ITEMS),
+        "candidates": N_ITEMS,  # every item ranked (the fixture has no seen items to exclude)
     })
 
 

@@ -44,6 +44,7 @@ SCRIPT = textwrap.dedent(
         "spark.worker.resource.gpu.discoveryScript": discovery,
         "spark.executor.resource.gpu.amount": "1",
         "spark.executor.resource.gpu.discoveryScript": discovery,
+        "spark.task.maxFailures": "1",  # the strict case fails once, not four times
     }))
     caption = CaptionConfig(
         kinds=("video",), tiny_models_dir=tiny_dir, partitions=2, items_per_batch=2,
