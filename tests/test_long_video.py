@@ -69,6 +69,20 @@ def test_segments_config_rejects_gaps():
     assert on.run_kinds == ("video", "audio", C.VIDEO_FULL)
 
 
+def test_segments_config_from_overrides():
+    from captionrec.config import ConfigError, load_config
+
+    cfg = load_config("local", ["video.segments.enabled=true", "video.segments.max_windows=6",
+                                "video.segments.combine=summary"], stage="caption")
+    seg = cfg.caption.video.segments
+    assert (seg.enabled, seg.max_windows, seg.combine, seg.window_s) == (True, 6, "summary", 30.0)
+    with pytest.raises(ConfigError, match="combine"):
+        load_config("local", ["caption.video.segments.combine=average"])
+    with pytest.raises(ConfigError, match="mllm_video_fulll"):
+        load_config("local", ["embed.feature_sets=mllm_video_fulll"])
+    assert load_config("local", ["embed.feature_sets=mllm_video_full"]).embed.feature_sets == ("mllm_video_full",)
+
+
 # ------------------------------------------------------------------------------------------- media
 
 
@@ -119,7 +133,7 @@ def _cfg(tiny_dir: Path, **seg) -> CaptionConfig:
     segments = SegmentsConfig(enabled=True, window_s=30.0, stride_s=30.0, **seg)
     return CaptionConfig(
         tiny_models_dir=str(tiny_dir), kinds=(), partitions=1, items_per_batch=8,
-        video=VideoCaptionConfig(num_frames=2, max_pixels=4 * 28 * 28, max_new_tokens=6, batch_size=4,
+        video=VideoCaptionConfig(num_frames=4, max_pixels=4 * 28 * 28, max_new_tokens=6, batch_size=4,
                                  segments=segments),
     )
 
@@ -133,8 +147,7 @@ def models(tiny_dir):
 def _core(plan, models, items: dict[str, str]) -> dict[str, dict]:
     rows = [r for out in caption_rows([{"item_id": k, "video_path": v, "has_audio": False, "media_fingerprint": "f"}
                                        for k, v in items.items()], plan, models, prefetch=False) for r in out]
-    assert len(rows) == len(items) and all(set(r) == set(C.columns(C.CAPTIONS)) - {"task_gpus"} | {"task_gpus"}
-                                           for r in rows)
+    assert len(rows) == len(items) and all(set(r) == set(C.columns(C.CAPTIONS)) for r in rows)
     return {r["item_id"]: r for r in rows}
 
 
@@ -149,10 +162,10 @@ def test_core_one_caption_per_window_combined_in_order(tiny_dir, models, clips):
     assert [s["index"] for s in segs] == [0, 1, 2, 3, 4]
     assert [(s["start_s"], s["end_s"]) for s in segs] == [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0), (90.0, 120.0),
                                                          (120.0, 150.0)]
-    assert all(s["reason"] is None and s["frames_used"] == 2 and s["text"] for s in segs)
+    assert all(s["reason"] is None and s["frames_used"] == 4 and s["text"] for s in segs)
     assert long["text"] == " ".join(s["text"] for s in segs)  # concat: time order
     assert long["windows_used"] == 5 and long["truncated"] is False and long["covered_s"] == LONG_S
-    assert long["frames_used"] == 10 and len(long["frame_times_s"]) == 10
+    assert long["frames_used"] == 20 and len(long["frame_times_s"]) == 20
     assert long["frame_times_s"] == sorted(long["frame_times_s"]) and long["frame_times_s"][-1] > 120.0
     short = rows["short"]
     assert short["status"] == C.OK and short["windows_used"] == 1 and len(short["segments"]) == 1
