@@ -1,6 +1,7 @@
 """The caption stage: `items` -> `captions` (item_id, kind, captioner_version).
 
-Per kind (video, audio), read top to bottom in `run`:
+Per kind (video, audio; video_full when `caption.video.segments.enabled`: `captioning.segments`), read top to
+bottom in `run`:
     plan      `captioning.plan.plan_kind`: the kind's captioner (settings, version, prompt, model references)
     pending   `pending_items`: items without a caption row that counts as done for this version and the item's
               current media fingerprint (size:mtime:probe_status; a row for another fingerprint is stale)
