@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in runs:  # interleaved
             runs[v].append(spawn(v, clip, args))
     keys = ("wall_s", "tracemalloc_peak_mb", "rss_growth_mb")
-    med = {v: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in keys} for v, rs in runs.items()}
+    med = {v: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in (*keys, "decode_s", "model_s")}
+           for v, rs in runs.items()}
     ratios = {v: {k: med[v][k] / med["first30"][k] if med["first30"][k] > 0 else float("inf") for k in keys}
               for v in VARIANTS if v != "first30"}
     print(f"clip: {clip.name} ({args.minutes:g} min, 1280x720 30 fps); load {os.getloadavg()[0]:.1f}")
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'tracemalloc MB':>14} {'RSS growth MB':>13}")
     for v in VARIANTS:
         r, m = runs[v][0], med[v]
-        print(f"{v:9} {r['windows']:>7} {r['frames']:>6} {m['wall_s']:>8.2f} {r['decode_s']:>8.2f} {r['model_s']:>8.2f} "
+        print(f"{v:9} {r['windows']:>7} {r['frames']:>6} {m['wall_s']:>8.2f} {m['decode_s']:>8.2f} {m['model_s']:>8.2f} "
               f"{m['tracemalloc_peak_mb']:>14.1f} {m['rss_growth_mb']:>13.1f}")
     windows = runs["segments"][0]["windows"]
     for v, q in ratios.items():
