@@ -115,6 +115,21 @@ def test_windowed_decoding_matches_a_fresh_decode_per_window(clips):
         np.testing.assert_array_equal(sample.frames, fresh.frames)  # seeking inside one open = a fresh decode
 
 
+def test_windowed_decoding_without_a_container_index(clips, tmp_path):
+    """MPEG-TS has no index to seek by: each window re-opens and reads through, same frames as a fresh decode."""
+    from captionrec.testing.media_fixtures import run_ffmpeg
+
+    ts = tmp_path / "long.ts"
+    run_ffmpeg(["-i", clips["long"], "-c", "copy", "-t", "70", str(ts)])
+    with open_windows(str(ts), window_s=30.0, stride_s=20.0, max_windows=10) as wv:
+        assert [w.start_s for w in wv.plan.windows] == [0.0, 20.0, 40.0]  # overlapping windows
+        got = list(wv.samples(num_frames=2, max_pixels=64 * 36))
+    for w, sample in got:
+        fresh = sample_frames(str(ts), num_frames=2, window_s=w.length_s, start_s=w.start_s, max_pixels=64 * 36)
+        np.testing.assert_array_equal(sample.times_s, fresh.times_s)
+        np.testing.assert_array_equal(sample.frames, fresh.frames)
+
+
 def test_windowed_decoding_bad_files(clips, tmp_path):
     with pytest.raises(MediaError) as exc:
         with open_windows(clips["corrupt"], 30.0, 30.0, 4):
