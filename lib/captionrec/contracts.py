@@ -44,6 +44,11 @@ def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
 
 
 _TAG = pa.struct([_f("label", pa.string()), _f("score", pa.float64())])
+# One window's caption inside a video_full row (captions.segments); reason/error: why the window has no text.
+_SEGMENT = pa.struct([
+    _f("index", pa.int32()), _f("start_s", pa.float64()), _f("end_s", pa.float64()), _f("text", pa.string()),
+    _f("reason", pa.string()), _f("error", pa.string()), _f("frames_used", pa.int32()),
+])
 
 SCHEMAS: dict[str, pa.Schema] = {
     ITEMS: pa.schema([
@@ -107,6 +112,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         # under `language: auto` (it cannot detect a language; `language` is then null).
         _f("low_confidence", pa.bool_()),
         _f("transcript_reason", pa.string()),  # why the transcript is left out of the caption (low_confidence)
+        # Kind video_full (caption.video.segments): the window captions this item caption was built from, in time
+        # order (a list column on the item's one row, see captioning.segments), how many windows were captioned,
+        # whether the windows stop before the video's end (capped at max_windows), and the seconds they cover.
+        _f("segments", pa.list_(_SEGMENT)),
+        _f("windows_used", pa.int32()),
+        _f("truncated", pa.bool_()),
+        _f("covered_s", pa.float64()),
     ]),
     ITEM_FEATURES: pa.schema([
         _f("item_id", pa.string(), False),
@@ -266,13 +278,17 @@ DUPLICATE_VIDEO = "duplicate_video"  # two video files for one item id (e.g. 12.
 
 # ------------------------------------------------------------------------------------ captions, features
 
-CAPTION_KINDS: tuple[str, ...] = ("video", "audio")
+VIDEO_FULL = "video_full"  # the whole video: consecutive windows captioned and combined (caption.video.segments)
+CAPTION_KINDS: tuple[str, ...] = ("video", "audio", VIDEO_FULL)
 
 ID = "id"  # the learned-embedding pseudo feature set (no vectors in item_features)
-TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av")
+TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "mllm_video_full")
 MEDIA_FEATURE_SETS: tuple[str, ...] = ("videomae", "audio_raw")
 FEATURE_SETS: tuple[str, ...] = TEXT_FEATURE_SETS + MEDIA_FEATURE_SETS  # sets the embed stage writes
 TRAIN_FEATURE_SETS: tuple[str, ...] = (ID, *FEATURE_SETS)  # what `train.features` may combine with '+'
+# Sets embedded only when asked for (`embed.feature_sets`): their captions exist only when a caption option is on.
+OPT_IN_FEATURE_SETS: tuple[str, ...] = ("mllm_video_full",)
+DEFAULT_FEATURE_SETS: tuple[str, ...] = tuple(f for f in FEATURE_SETS if f not in OPT_IN_FEATURE_SETS)
 
 # The items columns whose change means the video file changed (`size:mtime:probe_status`, "-" for nulls): a
 # caption or media vector made for another fingerprint is stale.
@@ -283,6 +299,7 @@ CAPTION_SOURCES: dict[str, tuple[str, ...]] = {
     "mllm_video": ("video",),
     "mllm_audio": ("audio",),
     "mllm_av": ("video", "audio"),
+    "mllm_video_full": (VIDEO_FULL,),
 }
 
 # ---------------------------------------------------------------------------------- MLflow run contract

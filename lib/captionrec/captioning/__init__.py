@@ -11,6 +11,7 @@
 - `plan`: a captioner per kind (settings, version, prompt, model references), resolved on the driver.
 - `core`: decode -> batch -> model -> caption rows (`caption_rows`), shared by the Spark model-map and the
   bare-loop benchmark.
+- `segments`: whole-video captions (kind `video_full`): the video captioner over consecutive windows, combined.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def load_models(plan: CaptionPlan, device: str = "cpu") -> VideoModels | AudioMo
     def path(role: str) -> str:
         return resolve_model(refs[role], plan.tiny_dir).location
 
-    if plan.kind == "video":
+    if plan.kind in ("video", C.VIDEO_FULL):
         from captionrec.captioning.video import VideoCaptioner
 
         v = cfg.video
@@ -319,6 +319,11 @@ def caption_rows(
     """Caption item rows (dicts with item_id, video_path, has_audio, media_fingerprint); yields the output rows of
     each model batch (contracts.CAPTIONS columns; `task_gpus` is left to the caller). Decoding of batch i+1 runs
     in a background thread while batch i is on the model (`prefetch`, default `plan.cfg.prefetch`)."""
+    if plan.kind == C.VIDEO_FULL:  # whole-video captions: one item at a time, window by window
+        from captionrec.captioning.segments import segment_rows
+
+        yield from segment_rows(rows, plan, models)
+        return
     video = plan.kind == "video"
     decode = decode_video if video else decode_audio
     caption: Callable[[CaptionPlan, Any, list[Decoded]], list[dict[str, Any]]] = (

@@ -32,6 +32,7 @@ class CaptionPlan:
     cfg: CaptionConfig
     tiny_dir: str  # absolute: workers may run in another working directory
     synthetic_roles: tuple[str, ...] = ()  # roles whose model has random weights (a tiny model): noise
+    summary_prompt: str = ""  # video_full with combine=summary: the prompt over the window captions
 
     @property
     def synthetic(self) -> bool:
@@ -65,7 +66,7 @@ def load_prompt(prompt_file: str) -> str:
     return path.read_text().strip()
 
 
-def captioner_settings(cfg: CaptionConfig, kind: str, prompt: str) -> dict[str, Any]:
+def captioner_settings(cfg: CaptionConfig, kind: str, prompt: str, summary_prompt: str = "") -> dict[str, Any]:
     """The settings that define a captioner of `kind` (what its version hashes)."""
     phash = hashlib.sha256(prompt.encode()).hexdigest()[:12]
     if kind == "video":
@@ -76,6 +77,10 @@ def captioner_settings(cfg: CaptionConfig, kind: str, prompt: str) -> dict[str, 
             "window_s": v.window_s, "max_pixels": v.max_pixels, "max_new_tokens": v.max_new_tokens,
             "frames_input": v.frames_input, "decoding": "greedy",
         }
+    if kind == "video_full":
+        from captionrec.captioning.segments import segments_settings
+
+        return segments_settings(captioner_settings(cfg, "video", prompt), cfg.video.segments, summary_prompt)
     if kind == "audio":
         a = cfg.audio
         s = {
@@ -103,9 +108,13 @@ def plan_kind(cfg: CaptionConfig, kind: str) -> CaptionPlan:
     if kind not in CAPTION_KINDS:
         raise ValueError(f"unknown caption kind {kind!r}")
     tiny_dir = str(Path(cfg.tiny_models_dir).resolve())
-    if kind == "video":
+    summary_prompt = ""
+    if kind in ("video", "video_full"):
         prompt_version, prompt = cfg.video.prompt_version, load_prompt(cfg.video.prompt_file)
         roles = [("vlm", cfg.video.model)]
+        seg = cfg.video.segments
+        if kind == "video_full" and seg.combine == "summary":
+            summary_prompt = load_prompt(seg.summary_prompt_file)
     else:
         a = cfg.audio
         prompt_version = a.prompt_version if a.fusion == "llm" else "template_v1"
@@ -114,9 +123,9 @@ def plan_kind(cfg: CaptionConfig, kind: str) -> CaptionPlan:
         if a.fusion == "llm":
             roles.append(("llm", a.llm_model))
     synthetic = tuple(role for role, ref in roles if resolve_model(ref, tiny_dir).synthetic)
-    settings = captioner_settings(cfg, kind, prompt)
+    settings = captioner_settings(cfg, kind, prompt, summary_prompt)
     return CaptionPlan(
         kind=kind, version=captioner_version(settings), settings_json=json.dumps(settings, sort_keys=True),
         prompt=prompt, prompt_version=prompt_version, model_ids=tuple(roles), cfg=cfg, tiny_dir=tiny_dir,
-        synthetic_roles=synthetic,
+        synthetic_roles=synthetic, summary_prompt=summary_prompt,
     )

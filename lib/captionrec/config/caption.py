@@ -15,6 +15,34 @@ from captionrec.config.common import GpuConfig
 
 
 @dataclass(frozen=True)
+class SegmentsConfig:
+    """Whole-video captions (`caption.video.segments`): the video captioner over consecutive windows of the whole
+    video, combined into one item caption (caption kind `video_full`, feature set `mllm_video_full`).
+
+    Each window gets the video captioner's own frame sampling (`num_frames` / `fps` / `max_frames`, `max_pixels`)
+    and prompt; `caption.video.window_s` (the `video` kind's window) does not apply here. Off by default.
+    """
+
+    enabled: bool = False
+    window_s: float = 30.0  # length of one window (the last one ends at the video's end)
+    stride_s: float = 30.0  # start-to-start distance (<= window_s; < window_s overlaps windows)
+    # At most this many windows per video (a longer video is truncated: captions.truncated, the stage summary).
+    max_windows: int = 20  # 20 x 30 s = 10 minutes
+    # concat: the window captions joined in time order; summary: one more pass of the video captioner's language
+    # model over the window captions (text only) writes the item caption.
+    combine: Literal["concat", "summary"] = "concat"
+    summary_prompt_file: str = "prompts/video_summary_v1.txt"  # `{segments}`: the timed window captions
+    summary_prompt_version: str = "video_summary_v1"
+    summary_max_new_tokens: int = 96
+
+    def __post_init__(self) -> None:
+        if not (self.window_s > 0 and 0 < self.stride_s <= self.window_s):
+            raise ValueError("caption.video.segments: need window_s > 0 and 0 < stride_s <= window_s")
+        if self.max_windows < 1 or self.summary_max_new_tokens < 1:
+            raise ValueError("caption.video.segments.max_windows and summary_max_new_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
 class VideoCaptionConfig:
     # Qwen2.5-VL by Hub id or local folder (clusters: Qwen/Qwen2.5-VL-3B-Instruct; 7B for the size ablation).
     model: str = "tiny:qwen2_5_vl"
@@ -35,6 +63,8 @@ class VideoCaptionConfig:
     attn_implementation: str = "auto"  # auto: flash_attention_2 when installed on GPU, else sdpa
     # How frames reach the model: as a video (needs torchvision for the video processor), as images, or auto.
     frames_input: Literal["auto", "video", "images"] = "auto"
+    # Whole-video captions over consecutive windows (kind `video_full`); off by default.
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
 
 
 @dataclass(frozen=True)
@@ -96,6 +126,11 @@ class CaptionConfig:
     # reasons (missing_file, no_audio_stream, silent, corrupt, ...) are not, until the item's media fingerprint
     # changes (ingest saw a new file). False: nothing recorded is retried.
     retry_errors: bool = True
+
+    @property
+    def run_kinds(self) -> tuple[str, ...]:
+        """The kinds a caption run writes: `kinds`, then `video_full` when `video.segments.enabled`."""
+        return (*self.kinds, "video_full") if self.video.segments.enabled else tuple(self.kinds)
 
     def __post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in ("video", "audio")]

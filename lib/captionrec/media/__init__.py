@@ -8,6 +8,7 @@ fs.frames                                   # (16, H, W, 3) uint8 RGB; fs.times_
 wav = load_audio("clip.mp4", sample_rate=16000, window_s=30.0)   # (S,) float32 mono
 is_silent(wav)                              # RMS below -50 dBFS
 ```
+Consecutive windows over a whole video, decoded one at a time: ``captionrec.media.windows``.
 Every failure is a ``MediaError`` with a machine-readable ``reason`` (see ``captionrec.media.errors``).
 """
 

@@ -455,9 +455,8 @@ def _sample_open(media: Any, duration: float, num_frames: int, window_s: float |
     for s in c.streams:
         if s is not v:
             s.discard = av.stream.Discard.all  # demux only the video stream
-    v.thread_type = "AUTO"
-    if threads:
-        v.thread_count = threads
+    if not v.codec_context.is_open:  # media.windows decodes window after window with one open decoder
+        v.thread_type, v.thread_count = "AUTO", threads or v.thread_count
     tb = v.time_base
     origin = float(v.start_time * tb) if v.start_time is not None and tb else 0.0
     src_fps = stream_fps(v)

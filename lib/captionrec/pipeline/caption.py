@@ -1,6 +1,7 @@
 """The caption stage: `items` -> `captions` (item_id, kind, captioner_version).
 
-Per kind (video, audio), read top to bottom in `run`:
+Per kind (video, audio; video_full when `caption.video.segments.enabled`: `captioning.segments`), read top to
+bottom in `run`:
     plan      `captioning.plan.plan_kind`: the kind's captioner (settings, version, prompt, model references)
     pending   `pending_items`: items without a caption row that counts as done for this version and the item's
               current media fingerprint (size:mtime:probe_status; a row for another fingerprint is stale)
@@ -186,6 +187,8 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
         result = caption_items(part, plan, gpu, partitions=n_part).localCheckpoint(eager=True)  # models run here
         for r in result.groupBy("status").count().collect():
             info["statuses"][r["status"]] = info["statuses"].get(r["status"], 0) + int(r["count"])
+        if plan.kind == C.VIDEO_FULL:  # whole-video captions: items whose windows stop before the video's end
+            info["truncated"] = info.get("truncated", 0) + result.where(F.col("truncated")).count()
         to_write = drop_unchanged(result, previous)
         n_write = to_write.count() if previous is not None else len(chunk)
         info["unchanged_errors"] += len(chunk) - n_write
@@ -209,7 +212,7 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     gpu = stage_gpu(spark, ccfg.gpu, "caption")
     summary: dict[str, Any] = {"table": C.CAPTIONS, "kinds": {}, "not_applicable": not_applicable}
     synthetic: dict[str, dict[str, str]] = {}
-    for kind in ccfg.kinds:
+    for kind in ccfg.run_kinds:
         t0 = time.perf_counter()
         plan = plan_kind(ccfg, kind)
         if plan.synthetic:

@@ -5,6 +5,7 @@ Feature sets (public names, `contracts.FEATURE_SETS`):
     mllm_video   the video caption                            text encoder
     mllm_audio   the audio caption                            text encoder
     mllm_av      both captions in one text (`text.av_template`) text encoder
+    mllm_video_full  the whole-video caption (kind video_full; opt-in)  text encoder
     videomae     16 frames of the first 30 s -> VideoMAE, mean of the last hidden state
     audio_raw    the first 30 s of audio -> AST, pooled per ~10 s chunk, chunks averaged
 
