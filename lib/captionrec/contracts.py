@@ -236,12 +236,16 @@ UNKNOWN_ITEM = "unknown_item"
 
 # ------------------------------------------------------------------------------------ captions, features
 
-CAPTION_KINDS: tuple[str, ...] = ("video", "audio")
+# video + audio: the paper's two-stage pair; av: one omni-model pass over frames and soundtrack together.
+CAPTION_KINDS: tuple[str, ...] = ("video", "audio", "av")
 
 ID = "id"  # the learned-embedding pseudo feature set (no vectors in item_features)
-TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av")
+TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "mllm_omni")
 MEDIA_FEATURE_SETS: tuple[str, ...] = ("videomae", "audio_raw")
 FEATURE_SETS: tuple[str, ...] = TEXT_FEATURE_SETS + MEDIA_FEATURE_SETS  # sets the embed stage writes
+# What the embed stage writes unless configured: every set but mllm_omni (its av captions are opt-in:
+# caption.kinds must include av).
+DEFAULT_FEATURE_SETS: tuple[str, ...] = tuple(f for f in FEATURE_SETS if f != "mllm_omni")
 TRAIN_FEATURE_SETS: tuple[str, ...] = (ID, *FEATURE_SETS)  # what `train.features` may combine with '+'
 
 # The items columns whose change means the video file changed (`size:mtime:probe_status`, "-" for nulls): a
@@ -253,6 +257,7 @@ CAPTION_SOURCES: dict[str, tuple[str, ...]] = {
     "mllm_video": ("video",),
     "mllm_audio": ("audio",),
     "mllm_av": ("video", "audio"),
+    "mllm_omni": ("av",),
 }
 
 # ---------------------------------------------------------------------------------- MLflow run contract

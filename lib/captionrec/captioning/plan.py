@@ -88,6 +88,10 @@ def captioner_settings(cfg: CaptionConfig, kind: str, prompt: str) -> dict[str, 
             s.update(llm_model=a.llm_model, llm_max_new_tokens=a.llm_max_new_tokens,
                      prompt_version=a.prompt_version, prompt_sha=phash, decoding="greedy")
         return s
+    if kind == "av":
+        from captionrec.captioning.av import av_settings
+
+        return av_settings(cfg, phash)
     raise ValueError(f"unknown caption kind {kind!r}")
 
 
@@ -106,6 +110,9 @@ def plan_kind(cfg: CaptionConfig, kind: str) -> CaptionPlan:
     if kind == "video":
         prompt_version, prompt = cfg.video.prompt_version, load_prompt(cfg.video.prompt_file)
         roles = [("vlm", cfg.video.model)]
+    elif kind == "av":
+        prompt_version, prompt = cfg.av.prompt_version, load_prompt(cfg.av.prompt_file)
+        roles = [("omni", cfg.av.model)]
     else:
         a = cfg.audio
         prompt_version = a.prompt_version if a.fusion == "llm" else "template_v1"

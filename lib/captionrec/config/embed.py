@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from captionrec.config.common import GpuConfig
-from captionrec.contracts import FEATURE_SETS
+from captionrec.contracts import DEFAULT_FEATURE_SETS, FEATURE_SETS
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class AudioRawEmbedConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    feature_sets: tuple[str, ...] = FEATURE_SETS
+    feature_sets: tuple[str, ...] = DEFAULT_FEATURE_SETS  # mllm_omni on request (contracts)
     text: TextEmbedConfig = field(default_factory=TextEmbedConfig)
     videomae: VideoMAEEmbedConfig = field(default_factory=VideoMAEEmbedConfig)
     audio_raw: AudioRawEmbedConfig = field(default_factory=AudioRawEmbedConfig)
