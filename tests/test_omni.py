@@ -230,6 +230,7 @@ def test_caption_stage_av_rows_idempotent_and_prompt_change_recaptions_av_only(s
     store.upsert("items", _items(spark, clips, names), ["item_id"])
 
     first = stage.run(cfg, spark, store)
+    print("T first", first["seconds"], {k: v["seconds"] for k, v in first["kinds"].items()})
     caps = store.read(C.CAPTIONS).toPandas()
     av = caps[caps["kind"] == "av"].set_index("item_id")
     assert len(av) == 3 and first["kinds"]["av"]["inserted"] == 3 and first["kinds"]["av"]["commits"] == 1
@@ -240,6 +241,7 @@ def test_caption_stage_av_rows_idempotent_and_prompt_change_recaptions_av_only(s
 
     version = store.version(C.CAPTIONS)
     again = stage.run(cfg, spark, store)
+    print("T again", again["seconds"])
     assert all(info["pending"] == 0 and info["commits"] == 0 for info in again["kinds"].values())
     assert store.version(C.CAPTIONS) == version  # nothing new, no commit
 
@@ -247,6 +249,7 @@ def test_caption_stage_av_rows_idempotent_and_prompt_change_recaptions_av_only(s
     prompt.write_text("Describe what you see and what you hear in this clip.")
     cfg2 = replace(cfg, caption=replace(ccfg, av=replace(ccfg.av, prompt_file=str(prompt), prompt_version="av_v2")))
     third = stage.run(cfg2, spark, store)
+    print("T third", third["seconds"])
     assert third["kinds"]["video"]["pending"] == 0 and third["kinds"]["video"]["commits"] == 0
     assert third["kinds"]["av"]["pending"] == 3 and third["kinds"]["av"]["inserted"] == 3
     caps = store.read(C.CAPTIONS).toPandas()
@@ -256,11 +259,13 @@ def test_caption_stage_av_rows_idempotent_and_prompt_change_recaptions_av_only(s
     # embed: the latest ok av caption becomes an mllm_omni text vector, like the other caption feature sets
     ecfg = EmbedConfig(feature_sets=("mllm_omni",), text=TextEmbedConfig(model="tiny:text", batch_size=8),
                        tiny_models_dir=str(tiny_dir), partitions=1, torch_threads=1)
+    import time; t0 = time.perf_counter()
     summary = embed.run(replace(cfg2, embed=ecfg), spark, store)
+    print("T embed", time.perf_counter() - t0)
     feats = pd.DataFrame([r.asDict() for r in store.read(C.ITEM_FEATURES).collect()])
     assert list(feats["item_id"]) == ["tone"] and list(feats["feature_set"]) == ["mllm_omni"]
     newest = caps[(caps["kind"] == "av") & (caps["prompt_version"] == "av_v2")]["captioner_version"].iloc[0]
     assert feats["source_version"].iloc[0].startswith(newest + ":") and feats["dim"].iloc[0] == 32
     assert np.isfinite(np.asarray(feats["vector"].iloc[0])).all() and summary["dims"] == {"mllm_omni/tiny:text": 32}
     errors = {r["item_id"]: r["reason"] for r in store.read(C.FEATURE_ERRORS).collect()}
-    assert errors == {"no_audio": "caption_skipped", "truncated": "caption_skipped"}
+    assert errors == {"no_audio": "caption_no_audio_stream", "truncated": "caption_corrupt"}  # why, per item
