@@ -51,6 +51,21 @@ def _processor_class():
     return ImagesAudioOmniProcessor
 
 
+def _processor_chat_template(model: str, local_files_only: bool) -> Optional[str]:
+    """The processor-level chat template (chat_template.jinja / chat_template.json) when the tokenizer has none."""
+    import json
+    from pathlib import Path
+
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = cached_file(model, name, local_files_only=local_files_only, _raise_exceptions_for_missing_entries=False)
+        if path:
+            text = Path(path).read_text()
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return None
+
+
 def load_omni_processor(model: str, local_files_only: bool = False):
     """The checkpoint's tokenizer (with its chat template), image processor and feature extractor, as one
     Qwen2_5OmniProcessor without a video processor. A checkpoint without a chat template is an error."""
@@ -58,9 +73,9 @@ def load_omni_processor(model: str, local_files_only: bool = False):
 
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
     tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
-    template = tokenizer.chat_template
+    template = tokenizer.chat_template or _processor_chat_template(model, local_files_only)
     if not template:
-        raise ValueError(f"{model}: tokenizer has no chat template (expected Qwen2.5-Omni's)")
+        raise ValueError(f"{model}: no chat template in the tokenizer or chat_template.json (expected Qwen2.5-Omni's)")
     processor = _processor_class()(
         image_processor=AutoImageProcessor.from_pretrained(model, **kwargs),
         video_processor=None,
