@@ -132,6 +132,26 @@ def test_without_audio_frames_captions_the_picture_alone(tiny_dir, clips):
     assert out["tone"]["status"] == "ok"
 
 
+def test_processor_takes_the_checkpoints_chat_template_wherever_it_is(tiny_dir, tmp_path):
+    """The tokenizer's template, else the processor-level chat_template.json; neither is an error, never a guess."""
+    import json
+    import shutil
+
+    from captionrec.captioning.omni import load_omni_processor
+
+    folder = tmp_path / "omni"
+    shutil.copytree(tiny_dir / "qwen2_5_omni", folder)
+    template = (folder / "chat_template.jinja").read_text()
+    assert load_omni_processor(str(folder), local_files_only=True).chat_template == template
+    (folder / "chat_template.jinja").unlink()
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    proc = load_omni_processor(str(folder), local_files_only=True)
+    assert proc.chat_template == template and proc.video_processor is None
+    (folder / "chat_template.json").unlink()
+    with pytest.raises(ValueError, match="no chat template"):
+        load_omni_processor(str(folder), local_files_only=True)
+
+
 def test_model_failure_is_one_items_error_row_and_oom_halves_the_batch(av, clips):
     import torch
 
