@@ -243,7 +243,10 @@ def test_caption_stage_av_rows_idempotent_and_prompt_change_recaptions_av_only(s
     from captionrec.pipeline import embed
     from captionrec.tables import open_store
 
-    names = ["tone", "no_audio", "truncated"]
+    damaged = mf.make_damaged(mf.make_clip(tmp_path / "ten_s.mp4", duration_s=10.0, keyint=25),
+                              tmp_path / "damaged.mp4", upto=0.9)  # a flaky read: a transient decode_error
+    clips = {**clips, "damaged": str(damaged)}
+    names = ["tone", "no_audio", "truncated", "damaged"]
     base = _cfg(tiny_dir)
     ccfg = replace(base, kinds=("video", "av"), video=replace(base.video, num_frames=1, max_new_tokens=2))
     cfg = Config(storage=StorageConfig(backend="delta-rs", root=str(tmp_path / "lake")), caption=ccfg)
@@ -253,35 +256,45 @@ def test_caption_stage_av_rows_idempotent_and_prompt_change_recaptions_av_only(s
     first = stage.run(cfg, spark, store)
     caps = store.read(C.CAPTIONS).toPandas()
     av = caps[caps["kind"] == "av"].set_index("item_id")
-    assert len(av) == 3 and first["kinds"]["av"]["inserted"] == 3 and first["kinds"]["av"]["commits"] == 1
+    assert len(av) == 4 and first["kinds"]["av"]["inserted"] == 4 and first["kinds"]["av"]["commits"] == 1
     assert (av.loc["tone", "status"], av.loc["no_audio", "reason"], av.loc["truncated", "reason"]) == \
         ("ok", "no_audio_stream", "corrupt")
+    assert (av.loc["damaged", "status"], av.loc["damaged", "reason"]) == ("error", "decode_error")
     assert first["synthetic_models"]["av"] == {"omni": OMNI}
     assert not caps.duplicated(["item_id", "kind", "captioner_version"]).any()
 
     version = store.version(C.CAPTIONS)
-    again = stage.run(cfg, spark, store)
-    assert all(info["pending"] == 0 and info["commits"] == 0 for info in again["kinds"].values())
+    again = stage.run(cfg, spark, store)  # only the transient error is retried; it fails the same way: no rewrite
+    info = again["kinds"]["av"]
+    assert (info["pending"], info["retried"], info["unchanged_errors"], info["commits"]) == (1, 1, 1, 0)
     assert store.version(C.CAPTIONS) == version  # nothing new, no commit
+
+    Path(clips["damaged"]).write_bytes(Path(clips["tone"]).read_bytes())  # the flaky read works this time
+    fixed = stage.run(cfg, spark, store)
+    info = fixed["kinds"]["av"]
+    assert (info["pending"], info["updated"], info["inserted"]) == (1, 1, 0)  # replaced in place, not added
+    av = store.read(C.CAPTIONS).toPandas().query("kind == 'av'").set_index("item_id")
+    assert len(av) == 4 and av.loc["damaged", "status"] == "ok"
 
     prompt = tmp_path / "av_v2.txt"
     prompt.write_text("Describe what you see and what you hear in this clip.")
     cfg2 = replace(cfg, caption=replace(ccfg, av=replace(ccfg.av, prompt_file=str(prompt), prompt_version="av_v2")))
     third = stage.run(cfg2, spark, store)
     assert third["kinds"]["video"]["pending"] == 0 and third["kinds"]["video"]["commits"] == 0
-    assert third["kinds"]["av"]["pending"] == 3 and third["kinds"]["av"]["inserted"] == 3
+    assert third["kinds"]["av"]["pending"] == 4 and third["kinds"]["av"]["inserted"] == 4
     caps = store.read(C.CAPTIONS).toPandas()
     assert caps[caps["kind"] == "av"]["captioner_version"].nunique() == 2
-    assert caps[caps["kind"] == "video"]["captioner_version"].nunique() == 1 and len(caps) == 3 * 3
+    assert caps[caps["kind"] == "video"]["captioner_version"].nunique() == 1 and len(caps) == 3 * 4
 
     # embed: the latest ok av caption becomes an mllm_omni text vector, like the other caption feature sets
     ecfg = EmbedConfig(feature_sets=("mllm_omni",), text=TextEmbedConfig(model="tiny:text", batch_size=8),
                        tiny_models_dir=str(tiny_dir), partitions=1, torch_threads=1)
     summary = embed.run(replace(cfg2, embed=ecfg), spark, store)
     feats = pd.DataFrame([r.asDict() for r in store.read(C.ITEM_FEATURES).collect()])
-    assert list(feats["item_id"]) == ["tone"] and list(feats["feature_set"]) == ["mllm_omni"]
+    assert sorted(feats["item_id"]) == ["damaged", "tone"] and set(feats["feature_set"]) == {"mllm_omni"}
     newest = caps[(caps["kind"] == "av") & (caps["prompt_version"] == "av_v2")]["captioner_version"].iloc[0]
-    assert feats["source_version"].iloc[0].startswith(newest + ":") and feats["dim"].iloc[0] == 32
-    assert np.isfinite(np.asarray(feats["vector"].iloc[0])).all() and summary["dims"] == {"mllm_omni/tiny:text": 32}
+    assert all(v.startswith(newest + ":") for v in feats["source_version"]) and set(feats["dim"]) == {32}
+    assert all(np.isfinite(np.asarray(v)).all() for v in feats["vector"])
+    assert summary["dims"] == {"mllm_omni/tiny:text": 32}
     errors = {r["item_id"]: r["reason"] for r in store.read(C.FEATURE_ERRORS).collect()}
     assert errors == {"no_audio": "caption_no_audio_stream", "truncated": "caption_corrupt"}  # why, per item
