@@ -110,7 +110,8 @@ def main(argv=None) -> int:
             s, statuses[m] = run(kinds)
             times[m].append(s)
     base = statistics.median(times["omni"])
-    print(f"{len(items)} clips, {args.frames} frames, {n} new tokens per LLM call, batch {b}, {args.threads} thread(s), "
+    print(f"{len(items)} clips, {args.frames} frames, {n} new tokens per LLM call, batch {b}, "
+          f"{args.threads} thread(s), "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'method':14s} {'median s':>9s} {'min s':>7s} {'items/s':>8s} {'x omni':>7s}  statuses")
     for m in methods:

@@ -102,7 +102,8 @@ def test_one_pass_reads_frames_and_audio_together(av, clips):
 
     plan, models = av
     omni = models.omni
-    a, b = (decode_av(plan, {"item_id": k, "video_path": clips[k], "has_audio": True}).data for k in ("tone", "tone_long"))
+    a, b = (decode_av(plan, {"item_id": k, "video_path": clips[k], "has_audio": True}).data
+            for k in ("tone", "tone_long"))
     inputs = omni.inputs([a.frames.frames, b.frames.frames], [a.audio, None], plan.prompt)
     assert inputs["image_grid_thw"].shape == (6, 3)  # 3 frames per clip, as images
     assert inputs["input_features"].shape[:2] == (1, 128)  # one audio clip (the second has none), 128 mel bins
@@ -127,7 +128,8 @@ def test_one_pass_reads_frames_and_audio_together(av, clips):
 def test_without_audio_frames_captions_the_picture_alone(tiny_dir, clips):
     plan = plan_kind(_cfg(tiny_dir, without_audio="frames"), "av")
     assert plan.version != plan_kind(_cfg(tiny_dir), "av").version  # a different captioner
-    out = {r["item_id"]: r for b in caption_rows(_rows(clips, ["no_audio", "tone"]), plan, load_models(plan)) for r in b}
+    rows = _rows(clips, ["no_audio", "tone"])
+    out = {r["item_id"]: r for b in caption_rows(rows, plan, load_models(plan)) for r in b}
     assert out["no_audio"]["status"] == "ok" and out["no_audio"]["text"]
     assert out["tone"]["status"] == "ok"
 

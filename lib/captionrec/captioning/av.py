@@ -52,8 +52,8 @@ def load_av_models(plan: CaptionPlan, device: str = "cpu") -> AvModels:
 
     v, ref = plan.cfg.av, plan.model_map["omni"]
     omni = OmniCaptioner(resolve_model(ref, plan.tiny_dir).location, device=device, dtype=v.dtype,
-                         attn=v.attn_implementation, max_pixels=v.max_pixels, local_files_only=plan.cfg.local_files_only,
-                         model_id=ref)
+                         attn=v.attn_implementation, max_pixels=v.max_pixels,
+                         local_files_only=plan.cfg.local_files_only, model_id=ref)
     return AvModels(omni=omni, device=device, runner=BatchRunner(v.batch_size))
 
 

@@ -7,7 +7,9 @@
 The Spark model-map and the bare-loop benchmark both run this. Decoding of batch i+1 runs while batch i is on
 the model (`batching.prefetch_batches`); every model call goes through a `BatchRunner` (a batch that runs out of
 memory is halved, a failing item is recorded alone). An item that fails gets a row with its reason; the status
-follows `contracts.status_of` (ok / skipped for a permanent reason / error for a transient one).
+follows `contracts.status_of` (ok / skipped for a permanent reason / error for a transient one). The `av` kind's
+decode and batch (one omni pass over frames + audio) live in `captioning.av`; `load_models` and `caption_rows`
+route to them.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ class OmniCaptioner:
         ).to(device).eval()
         self.sampling_rate = int(getattr(self.processor.feature_extractor, "sampling_rate", SAMPLE_RATE))
         if self.sampling_rate != SAMPLE_RATE:
-            raise ValueError(f"{model}: feature extractor expects {self.sampling_rate} Hz audio; the decoder gives 16 kHz")
+            raise ValueError(f"{model}: feature extractor expects {self.sampling_rate} Hz audio; decoding gives 16 kHz")
         self.load_s = time.perf_counter() - t0
         log.info("loaded %s on %s (%.1fs)%s", self.model_id, device, self.load_s,
                  " -- captions are noise: tiny random model" if self.synthetic else "")
