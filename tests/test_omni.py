@@ -134,6 +134,26 @@ def test_without_audio_frames_captions_the_picture_alone(tiny_dir, clips):
     assert out["tone"]["status"] == "ok"
 
 
+def test_tiny_omni_has_the_real_checkpoints_layout_and_resolves_as_noise(tiny_dir, av):
+    """tiny:qwen2_5_omni is a full Qwen2.5-Omni folder (thinker weights only), reached through the one resolver."""
+    import json
+
+    from captionrec.captioning.refs import resolve_model
+
+    ref = resolve_model(OMNI, tiny_dir)
+    assert ref.synthetic and ref.model_id == OMNI and Path(ref.location) == (tiny_dir / "qwen2_5_omni").resolve()
+    folder = Path(ref.location)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "qwen2_5_omni" and config["enable_audio_output"] is False
+    assert config["thinker_config"]["audio_config"]["num_mel_bins"] == 128
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    assert pre["image_processor_type"] == "Qwen2VLImageProcessor" and pre["feature_extractor_type"] == "WhisperFeatureExtractor"
+    assert (folder / "spk_dict.pt").is_file()
+    omni = av[1].omni
+    assert type(omni.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration" and omni.synthetic
+    assert not hasattr(omni.model, "talker") and omni.model.config.text_config.hidden_size == 64
+
+
 def test_processor_takes_the_checkpoints_chat_template_wherever_it_is(tiny_dir, tmp_path):
     """The tokenizer's template, else the processor-level chat_template.json; neither is an error, never a guess."""
     import json
