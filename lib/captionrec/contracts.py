@@ -278,16 +278,19 @@ DUPLICATE_VIDEO = "duplicate_video"  # two video files for one item id (e.g. 12.
 
 # ------------------------------------------------------------------------------------ captions, features
 
-VIDEO_FULL = "video_full"  # the whole video: consecutive windows captioned and combined (caption.video.segments)
-CAPTION_KINDS: tuple[str, ...] = ("video", "audio", VIDEO_FULL)
+# video + audio: the paper's two-stage pair; av: one omni-model pass over frames and soundtrack together;
+# video_full: the whole video, consecutive windows captioned and combined (caption.video.segments).
+VIDEO_FULL = "video_full"
+CAPTION_KINDS: tuple[str, ...] = ("video", "audio", "av", VIDEO_FULL)
 
 ID = "id"  # the learned-embedding pseudo feature set (no vectors in item_features)
-TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "mllm_video_full")
+TEXT_FEATURE_SETS: tuple[str, ...] = ("title", "mllm_video", "mllm_audio", "mllm_av", "mllm_omni", "mllm_video_full")
 MEDIA_FEATURE_SETS: tuple[str, ...] = ("videomae", "audio_raw")
 FEATURE_SETS: tuple[str, ...] = TEXT_FEATURE_SETS + MEDIA_FEATURE_SETS  # sets the embed stage writes
 TRAIN_FEATURE_SETS: tuple[str, ...] = (ID, *FEATURE_SETS)  # what `train.features` may combine with '+'
-# Sets embedded only when asked for (`embed.feature_sets`): their captions exist only when a caption option is on.
-OPT_IN_FEATURE_SETS: tuple[str, ...] = ("mllm_video_full",)
+# Sets embedded only when asked for (`embed.feature_sets`): their captions exist only when a caption option is on
+# (mllm_omni: caption.kinds includes av; mllm_video_full: caption.video.segments.enabled).
+OPT_IN_FEATURE_SETS: tuple[str, ...] = ("mllm_omni", "mllm_video_full")
 DEFAULT_FEATURE_SETS: tuple[str, ...] = tuple(f for f in FEATURE_SETS if f not in OPT_IN_FEATURE_SETS)
 
 # The items columns whose change means the video file changed (`size:mtime:probe_status`, "-" for nulls): a
@@ -299,6 +302,7 @@ CAPTION_SOURCES: dict[str, tuple[str, ...]] = {
     "mllm_video": ("video",),
     "mllm_audio": ("audio",),
     "mllm_av": ("video", "audio"),
+    "mllm_omni": ("av",),
     "mllm_video_full": (VIDEO_FULL,),
 }
 

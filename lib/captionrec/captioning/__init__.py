@@ -6,6 +6,7 @@
 - `video.VideoCaptioner`: Qwen2.5-VL (or any AutoModelForImageTextToText with a Qwen-VL style processor).
 - `audio.Transcriber` (faster-whisper), `audio.SoundTagger` (AST), `audio.AudioCaptioner` (Qwen2-Audio),
   `audio.template_caption` (no LLM).
+- `omni.OmniCaptioner`: Qwen2.5-Omni's thinker, frames + audio in one pass (the `av` kind; `av`: its core).
 - `batching`: `BatchRunner` (OOM halving + per-item error capture) and `prefetch_batches` (decode the next batch
   while the model runs): the one retry policy and the one prefetch helper for every model call.
 - `plan`: a captioner per kind (settings, version, prompt, model references), resolved on the driver.

@@ -7,7 +7,9 @@
 The Spark model-map and the bare-loop benchmark both run this. Decoding of batch i+1 runs while batch i is on
 the model (`batching.prefetch_batches`); every model call goes through a `BatchRunner` (a batch that runs out of
 memory is halved, a failing item is recorded alone). An item that fails gets a row with its reason; the status
-follows `contracts.status_of` (ok / skipped for a permanent reason / error for a transient one).
+follows `contracts.status_of` (ok / skipped for a permanent reason / error for a transient one). The `av` kind's
+decode and batch (one omni pass over frames + audio) live in `captioning.av`; `load_models` and `caption_rows`
+route to them.
 """
 
 from __future__ import annotations
@@ -61,10 +63,14 @@ class AudioModels:
         return any(bool(getattr(m, "synthetic", False)) for m in (self.asr, self.tagger, self.llm) if m is not None)
 
 
-def load_models(plan: CaptionPlan, device: str = "cpu") -> VideoModels | AudioModels:
+def load_models(plan: CaptionPlan, device: str = "cpu") -> Any:
     """Load one kind's models on `device` (the model-map calls this once per worker process and device)."""
     from captionrec.captioning.refs import resolve_model
 
+    if plan.kind == "av":  # one omni pass over frames + audio (captioning.av)
+        from captionrec.captioning.av import load_av_models
+
+        return load_av_models(plan, device)
     cfg, refs = plan.cfg, plan.model_map
     local = cfg.local_files_only
 
@@ -313,7 +319,7 @@ def caption_audio_batch(plan: CaptionPlan, models: AudioModels, decoded: list[De
 
 
 def caption_rows(
-    rows: Iterable[dict[str, Any]], plan: CaptionPlan, models: VideoModels | AudioModels,
+    rows: Iterable[dict[str, Any]], plan: CaptionPlan, models: Any,
     prefetch: Optional[bool] = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Caption item rows (dicts with item_id, video_path, has_audio, media_fingerprint); yields the output rows of
@@ -330,6 +336,10 @@ def caption_rows(
         caption_video_batch if video else caption_audio_batch
     )
     size = plan.cfg.video.batch_size if video else plan.cfg.audio.batch_size
+    if plan.kind == "av":
+        from captionrec.captioning.av import caption_av_batch, decode_av
+
+        decode, caption, size = decode_av, caption_av_batch, plan.cfg.av.batch_size
     ahead = plan.cfg.prefetch if prefetch is None else prefetch
     for decoded in prefetch_batches(rows, size, lambda item: decode(plan, item), threads=1, ahead=ahead):
         yield caption(plan, models, decoded)

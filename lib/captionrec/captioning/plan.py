@@ -93,6 +93,10 @@ def captioner_settings(cfg: CaptionConfig, kind: str, prompt: str, summary_promp
             s.update(llm_model=a.llm_model, llm_max_new_tokens=a.llm_max_new_tokens,
                      prompt_version=a.prompt_version, prompt_sha=phash, decoding="greedy")
         return s
+    if kind == "av":
+        from captionrec.captioning.av import av_settings
+
+        return av_settings(cfg, phash)
     raise ValueError(f"unknown caption kind {kind!r}")
 
 
@@ -115,6 +119,9 @@ def plan_kind(cfg: CaptionConfig, kind: str) -> CaptionPlan:
         seg = cfg.video.segments
         if kind == "video_full" and seg.combine == "summary":
             summary_prompt = load_prompt(seg.summary_prompt_file)
+    elif kind == "av":
+        prompt_version, prompt = cfg.av.prompt_version, load_prompt(cfg.av.prompt_file)
+        roles = [("omni", cfg.av.model)]
     else:
         a = cfg.audio
         prompt_version = a.prompt_version if a.fusion == "llm" else "template_v1"

@@ -39,6 +39,7 @@ TINY_MARKER = "TINY_RANDOM_MODEL.json"
 TINY_MODELS: dict[str, str] = {
     "qwen2_5_vl": "qwen2_5_vl",  # Qwen2.5-VL (video captions)
     "qwen2_audio": "qwen2_audio",  # Qwen2-Audio (audio captions, fusion: llm)
+    "qwen2_5_omni": "qwen2_5_omni",  # Qwen2.5-Omni thinker (av captions: frames + audio in one pass)
     "whisper": "whisper-ct2",  # English-only Whisper in CTranslate2 format (faster-whisper)
     "ast": "ast",  # AudioSet AST classifier (sound tags; audio_raw features)
     "text": "text",  # sentence-transformers BERT (text features)

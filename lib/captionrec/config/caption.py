@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from captionrec.config.common import GpuConfig
+from captionrec.contracts import CAPTION_KINDS, VIDEO_FULL
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,32 @@ class AudioCaptionConfig:
 
 
 @dataclass(frozen=True)
+class AvCaptionConfig:
+    """The `av` kind: one pass of an omni model over a clip's frames and soundtrack together (feature set mllm_omni)."""
+
+    # Qwen2.5-Omni by Hub id or local folder (only its thinker is loaded; clusters: Qwen/Qwen2.5-Omni-3B).
+    model: str = "tiny:qwen2_5_omni"
+    prompt_file: str = "prompts/av_v1.txt"
+    prompt_version: str = "av_v1"
+    # `num_frames` evenly spaced frames (as images) and the soundtrack (16 kHz) of the same first `window_s` seconds.
+    num_frames: int = 8
+    window_s: float = 30.0
+    max_pixels: int = 64 * 28 * 28  # per frame (decode-side resize and the image processor's max_pixels)
+    max_new_tokens: int = 32
+    # A clip without an audio track: "skip" records reason no_audio_stream; "frames" captions its frames alone.
+    without_audio: Literal["skip", "frames"] = "skip"
+    batch_size: int = 2
+    dtype: str = "auto"  # auto: bfloat16 on GPU (float16 without bf16 support), float32 on CPU
+    attn_implementation: str = "auto"
+
+
+@dataclass(frozen=True)
 class CaptionConfig:
+    # Any of contracts.CAPTION_KINDS: video, audio (the two-stage pair) and av (one omni pass).
     kinds: tuple[str, ...] = ("video", "audio")
     video: VideoCaptionConfig = field(default_factory=VideoCaptionConfig)
     audio: AudioCaptionConfig = field(default_factory=AudioCaptionConfig)
+    av: AvCaptionConfig = field(default_factory=AvCaptionConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     # Partitions the pending items are spread over (0: keep the items table's partitioning).
     partitions: int = 2
@@ -130,12 +153,16 @@ class CaptionConfig:
     @property
     def run_kinds(self) -> tuple[str, ...]:
         """The kinds a caption run writes: `kinds`, then `video_full` when `video.segments.enabled`."""
-        return (*self.kinds, "video_full") if self.video.segments.enabled else tuple(self.kinds)
+        return (*self.kinds, VIDEO_FULL) if self.video.segments.enabled else tuple(self.kinds)
 
     def __post_init__(self) -> None:
-        bad = [k for k in self.kinds if k not in ("video", "audio")]
+        listed = [k for k in CAPTION_KINDS if k != VIDEO_FULL]
+        bad = [k for k in self.kinds if k not in listed]
         if bad:
-            raise ValueError(f"caption.kinds: unknown kind(s) {bad}; use video and/or audio")
+            hint = " (video_full is switched on by caption.video.segments.enabled)" if VIDEO_FULL in bad else ""
+            raise ValueError(f"caption.kinds: unknown kind(s) {bad}; use any of {', '.join(listed)}{hint}")
+        if self.av.num_frames < 1 or self.av.window_s <= 0 or self.av.batch_size < 1:
+            raise ValueError("caption.av.num_frames and batch_size must be >= 1, window_s > 0")
         if self.video.num_frames < 1 or self.video.max_frames < 1:
             raise ValueError("caption.video.num_frames and max_frames must be >= 1")
         if self.video.window_s <= 0 or self.audio.window_s <= 0:

@@ -74,7 +74,7 @@ class AudioRawEmbedConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    feature_sets: tuple[str, ...] = DEFAULT_FEATURE_SETS  # + opt-in sets such as mllm_video_full
+    feature_sets: tuple[str, ...] = DEFAULT_FEATURE_SETS  # + opt-in sets (contracts.OPT_IN_FEATURE_SETS)
     text: TextEmbedConfig = field(default_factory=TextEmbedConfig)
     videomae: VideoMAEEmbedConfig = field(default_factory=VideoMAEEmbedConfig)
     audio_raw: AudioRawEmbedConfig = field(default_factory=AudioRawEmbedConfig)

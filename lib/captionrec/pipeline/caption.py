@@ -228,6 +228,7 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     if synthetic:
         summary["synthetic_models"] = synthetic
         named = "; ".join(f"{k}: " + ", ".join(f"{r}={m}" for r, m in roles.items()) for k, roles in synthetic.items())
-        summary["note"] = f"{NOISE_NOTE}(s) {named}; set caption.video.model / caption.audio.* to real models"
+        summary["note"] = (f"{NOISE_NOTE}(s) {named}; set caption.video.model / caption.audio.* / caption.av.model "
+                           "to real models")
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
     return summary

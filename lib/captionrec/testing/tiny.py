@@ -69,9 +69,10 @@ def build_once(folder: Path, kind: str, build: Callable[[Path], None], **marker:
 
 def builders() -> dict[str, Callable[[str | os.PathLike], Path]]:
     """`tiny:<name>` -> its builder (every name of `TINY_MODELS`)."""
-    from captionrec.testing import tiny_captioning, tiny_features
+    from captionrec.testing import tiny_captioning, tiny_features, tiny_omni
 
-    out = {**tiny_captioning.BUILDERS, "text": tiny_features.build_text, "videomae": tiny_features.build_videomae}
+    out = {**tiny_captioning.BUILDERS, "qwen2_5_omni": tiny_omni.build_qwen2_5_omni,
+           "text": tiny_features.build_text, "videomae": tiny_features.build_videomae}
     assert set(out) == set(TINY_MODELS), sorted(set(out) ^ set(TINY_MODELS))
     return out
 
