@@ -67,9 +67,10 @@ test-all: install
 test-petastorm:
 	bash .ci/petastorm.sh
 
-# The whole pipeline through spark-submit on a real standalone cluster on 127.0.0.1 (10-20 min on 2 cores).
+# The whole pipeline through spark-submit on a real standalone cluster on 127.0.0.1, and the caption stage on
+# local-cluster[2,1,1024] with fake GPUs (10-20 min on 2 cores).
 test-cluster: install
-	$(MAKE) test PYTEST_ARGS='tests/test_cluster_standalone.py -m "localcluster and not gpu" -k "not packed_env"'
+	$(MAKE) test PYTEST_ARGS='tests/test_cluster_standalone.py tests/test_caption_localcluster.py -m "localcluster and not gpu" -k "not packed_env"'
 
 bench: install
 	for b in bench/bench_*.py; do [ "$$b" = bench/bench_recbole.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -90,6 +90,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # ~100 s (a second JVM with two executors); the standalone-cluster tests cover it too
 @pytest.mark.localcluster
 def test_gpu_resource_profile_on_local_cluster(tmp_path, tiny_dir):
     discovery = tmp_path / "gpus.sh"

@@ -57,6 +57,7 @@ def test_experiments_notebook(tmp_path, tmp_path_factory):
     assert "mllm_video vs videomae" in _text(nb)
 
 
+@pytest.mark.slow  # ingests the sample in the kernel (~25 s); `make demo` executes it on every run
 def test_captions_notebook(spark, sample_dir, tmp_path):
     from captionrec.config.schema import StorageConfig
     from captionrec.tables import open_store
