@@ -143,6 +143,23 @@ def test_batched_ranking_matches_per_user_sort():
     assert torch.equal(fixed, naive_ranking(torch.ones(64, 1, dtype=torch.float64), pop.unsqueeze(1), targets, seen, cand))
 
 
+def test_ranking_in_chunks_matches_one_pass():
+    """More cases than one rank pass holds (metrics.RANK_CHUNK): the chunked ranks and candidate counts are the
+    per-user sort's, for every chunk including a short last one."""
+    from captionrec.training.metrics import RANK_CHUNK, Catalogue
+
+    g = torch.Generator().manual_seed(1)
+    n = 2 * RANK_CHUNK + 37
+    users, items = torch.randn(n, 8, generator=g), torch.randn(501, 8, generator=g)
+    targets = torch.randint(1, 501, (n,), generator=g)
+    seen = torch.randint(0, 501, (n, 10), generator=g)
+    seen[seen == targets.unsqueeze(1)] = 0
+    ranks, n_cand = Catalogue.of(items).rank(users, targets, seen)
+    assert torch.equal(ranks, naive_ranking(users, items, targets, seen))
+    distinct_seen = torch.tensor([len(set(r.tolist()) - {0}) for r in seen])
+    assert torch.equal(n_cand, 500 - distinct_seen)
+
+
 def test_mean_std():
     assert mean_std([0.2, 0.4]) == pytest.approx((0.3, math.sqrt(0.02)))
     assert mean_std([0.5]) == (0.5, 0.0)

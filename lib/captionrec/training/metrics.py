@@ -144,6 +144,11 @@ def warn_k_share(candidate_counts: np.ndarray, ks: Sequence[int], where: str = "
     return msgs
 
 
+# Cases ranked per matmul + count pass: 128 x 20k float32 scores (10 MB) stay in cache between the two; 1024
+# cases per pass measured 7.5 s CPU per thread for 100k users x 20k items, 128 per pass ~37% less (bench_train).
+RANK_CHUNK = 128
+
+
 def count_at_least(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """scores (B, C), threshold (B, 1) -> (B,) long: per row, how many scores are >= the threshold.
 
@@ -192,12 +197,18 @@ class Catalogue:
         return tpos
 
     def rank(self, user_vecs: torch.Tensor, targets: torch.Tensor, seen: Optional[torch.Tensor] = None):
-        """(ranks (B,), candidates per case (B,)): one matmul, a gather, one compare-and-count pass.
+        """(ranks (B,), candidates per case (B,)): per chunk of RANK_CHUNK cases one matmul, a gather, one
+        compare-and-count pass (a chunk's score block stays in cache between the matmul and the count).
 
         Excluded (seen) items are not written into the score matrix: the ones scoring >= the target are
         subtracted from the count (each distinct seen candidate once; the target itself is never excluded).
         """
         require_finite(user_vecs, "user states")
+        if user_vecs.shape[0] > RANK_CHUNK:
+            parts = [self.rank(user_vecs[i : i + RANK_CHUNK], targets[i : i + RANK_CHUNK],
+                               None if seen is None else seen[i : i + RANK_CHUNK])
+                     for i in range(0, user_vecs.shape[0], RANK_CHUNK)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         tpos = self._target_positions(targets)
         scores = user_vecs @ self.vectors.T  # (B, C)
         t = scores.gather(1, tpos.unsqueeze(1))  # (B, 1)
