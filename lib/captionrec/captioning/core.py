@@ -67,24 +67,24 @@ def load_models(plan: CaptionPlan, device: str = "cpu") -> Any:
     """Load one kind's models on `device` (the model-map calls this once per worker process and device)."""
     from captionrec.captioning.refs import resolve_model
 
-    if plan.kind == "av":  # one omni pass over frames + audio (captioning.av)
-        from captionrec.captioning.av import load_av_models
-
-        return load_av_models(plan, device)
     cfg, refs = plan.cfg, plan.model_map
     local = cfg.local_files_only
 
     def path(role: str) -> str:
         return resolve_model(refs[role], plan.tiny_dir).location
 
-    if plan.kind in ("video", C.VIDEO_FULL):
+    if plan.kind == "av":  # one omni pass over frames + audio (captioning.av)
+        from captionrec.captioning.av import load_av_models
+
+        models: Any = load_av_models(plan, device)
+    elif plan.kind in ("video", C.VIDEO_FULL):
         from captionrec.captioning.video import VideoCaptioner
 
         v = cfg.video
         vlm = VideoCaptioner(path("vlm"), device=device, dtype=v.dtype, attn=v.attn_implementation,
                              frames_input=v.frames_input, max_pixels=v.max_pixels, local_files_only=local,
                              model_id=refs["vlm"])
-        models: VideoModels | AudioModels = VideoModels(vlm=vlm, device=device, runner=BatchRunner(v.batch_size))
+        models = VideoModels(vlm=vlm, device=device, runner=BatchRunner(v.batch_size))
     else:
         from captionrec.captioning.audio import AudioCaptioner, SoundTagger, Transcriber
 
