@@ -6,9 +6,11 @@
 
 Names come from databricks.yml: the variables' defaults, overridden by the target's; --catalog / --schema win.
 Creates: the schema (tables: items, interactions, quarantine, captions, item_features, ...), the source Volume
-(`volume`, with videos/ for the file-arrival trigger) and the models Volume (`models_volume`, with hf/ for
-HF_HOME). Copy the MicroLens files into /Volumes/<catalog>/<schema>/<volume>/ and the model weights into
-/Volumes/<catalog>/<schema>/<models_volume>/ (the paths in conf/databricks.yaml) before the first run.
+(`volume`, with videos/ for the file-arrival trigger), the models Volume (`models_volume`, with hf/ for
+HF_HOME) and the cache Volume (`cache_volume`, with petastorm/ for the training data cache). Copy the MicroLens
+files into /Volumes/<catalog>/<schema>/<volume>/ and the model weights into
+/Volumes/<catalog>/<schema>/<models_volume>/ (the job passes that folder as storage.models_dir; the model
+names under it are the ones in conf/databricks.yaml) before the first run.
 The schema is not a bundle resource on purpose: `databricks bundle destroy` must not drop the tables.
 """
 
@@ -37,16 +39,17 @@ def bundle_variables(target: str, bundle: Path = BUNDLE) -> dict[str, Any]:
 
 def plan(values: dict[str, Any]) -> dict[str, Any]:
     """What to create, from the bundle variables."""
-    for key in ("catalog", "schema", "volume", "models_volume"):
+    for key in ("catalog", "schema", "volume", "models_volume", "cache_volume"):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(values[key])):
             raise SystemExit(f"{key}={values[key]!r} is not a plain identifier")
     cat, sch = values["catalog"], values["schema"]
     return {
         "catalog": cat,
         "schema": sch,
-        "volumes": [values["volume"], values["models_volume"]],
+        "volumes": [values["volume"], values["models_volume"], values["cache_volume"]],
         "directories": [f"/Volumes/{cat}/{sch}/{values['volume']}/videos",
-                        f"/Volumes/{cat}/{sch}/{values['models_volume']}/hf"],
+                        f"/Volumes/{cat}/{sch}/{values['models_volume']}/hf",
+                        f"/Volumes/{cat}/{sch}/{values['cache_volume']}/petastorm"],
     }
 
 

@@ -113,7 +113,7 @@ def test_bundle_root_and_targets():
     (art,) = doc["artifacts"].values()
     assert art["type"] == "whl" and "pip wheel" in art["build"] and "dist" in art["build"]
     assert [f["source"] for f in art["files"]] == ["dist/captionrec-*.whl"]
-    for name in ("catalog", "schema", "volume", "models_volume", "gpu_node_type", "cpu_node_type", "gpu_spark_version"):
+    for name in ("catalog", "schema", "volume", "models_volume", "cache_volume", "gpu_node_type", "cpu_node_type", "gpu_spark_version"):
         assert doc["variables"][name].get("description") and doc["variables"][name].get("default") is not None, name
     assert set(doc["targets"]) == {"dev", "prod"}
     assert doc["targets"]["dev"]["mode"] == "development" and doc["targets"]["dev"]["default"] is True
@@ -145,6 +145,7 @@ def test_job_parses_with_the_typed_bundle_models(target):
 def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(wheel):
     from captionrec.cli import _parser
     from captionrec.config import load_config
+    from captionrec.config.loader import flatten
 
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))
@@ -180,6 +181,13 @@ def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(whee
                 assert cfg.data.source == f"/Volumes/{variables['catalog']}/{variables['schema']}/{variables['volume']}"
             if command == "train":
                 assert cfg.train.num_processes == variables["gpu_workers"]
+            # every model path and the petastorm cache follow the target's catalog, schema and volumes
+            volumes = f"/Volumes/{variables['catalog']}/{variables['schema']}"
+            assert cfg.storage.models_dir == f"{volumes}/{variables['models_volume']}"
+            assert cfg.train.petastorm_cache_dir == f"file://{volumes}/{variables['cache_volume']}/petastorm"
+            paths = [v for k, v in flatten(cfg).items() if k.endswith(("model", "asr_model", "tagger_model", "llm_model"))
+                     and isinstance(v, str) and v.startswith("/")]
+            assert len(paths) >= 8 and all(p.startswith(cfg.storage.models_dir + "/") for p in paths), paths
             (lib,) = task["libraries"]
             resolved = os.path.normpath(REPO / "resources" / lib["whl"])
             wheel_glob = wheel_glob or resolved
@@ -240,12 +248,15 @@ def test_setup_script_creates_what_the_job_reads():
         job = _resolve(_job(target), variables)
         source = next(p["default"] for p in job["parameters"] if p["name"] == "source")
         assert source.split("/")[2:5] == [plan["catalog"], plan["schema"], variables["volume"]]
-        assert variables["volume"] in plan["volumes"] and variables["models_volume"] in plan["volumes"]
+        assert {variables["volume"], variables["models_volume"], variables["cache_volume"]} <= set(plan["volumes"])
         hf_home = job["job_clusters"][0]["new_cluster"]["spark_env_vars"]["HF_HOME"]
         assert hf_home in plan["directories"] and f"{source}/videos" in plan["directories"]
         statements = setup.sql(plan)
         assert statements[0] == f"CREATE SCHEMA IF NOT EXISTS `{plan['catalog']}`.`{plan['schema']}` COMMENT 'captionrec tables';"
-        assert sum(s.startswith("CREATE VOLUME IF NOT EXISTS") for s in statements) == 2
+        assert sum(s.startswith("CREATE VOLUME IF NOT EXISTS") for s in statements) == 3
+        params = {p["name"]: p["default"] for p in job["parameters"]}
+        assert params["models_dir"] + "/hf" == hf_home
+        assert params["cache_dir"] + "/petastorm" in plan["directories"]
     assert setup.bundle_variables("dev")["schema"] != setup.bundle_variables("prod")["schema"]
 
 

@@ -103,3 +103,36 @@ def test_cli_takes_options_after_the_stage_and_its_overrides():
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "shuffle_partitions: 7" in ok.stdout and "app_name: mixed" in ok.stdout
+
+
+def test_references_follow_the_key_they_name_through_every_layer(tmp_path):
+    extra = tmp_path / "site.yaml"
+    extra.write_text(
+        "storage:\n  models_dir: /models/${storage.schema}\n  schema: s1\n"
+        "embed:\n  text: {model: \"${storage.models_dir}/bge\"}\n"
+        "caption:\n  video: {model: \"$${not.a.ref}\"}\n"
+        "train:\n  patience: ${train.epochs}\n"
+    )
+    cfg = load_config("local", extra_files=[extra])
+    assert cfg.embed.text.model == "/models/s1/bge"  # a chain: model -> models_dir -> schema
+    assert cfg.caption.video.model == "${not.a.ref}"  # $${ is a literal
+    assert cfg.train.patience == cfg.train.epochs and isinstance(cfg.train.patience, int)  # a whole reference keeps its type
+    # an override of the referenced key reaches every string that names it, whichever layer set that string
+    cfg = load_config("local", ["storage.schema=s2"], extra_files=[extra])
+    assert cfg.embed.text.model == "/models/s2/bge"
+    cfg = load_config("local", ["storage.models_dir=/elsewhere"], extra_files=[extra])
+    assert cfg.embed.text.model == "/elsewhere/bge"
+    # a key no layer sets resolves to its dataclass default
+    assert load_config("local", ["storage.models_dir=${storage.root}/m"]).storage.models_dir == "lakehouse/m"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("storage.models_dir=${storage.nope}/m", "'${storage.nope}' refers to no config key"),
+    ("storage.models_dir=${storage}/m", "'${storage}' is a section"),
+    ("storage.models_dir=${storage.cache_dir}", "reference cycle"),
+])
+def test_bad_references_are_errors_naming_the_key(override, message):
+    overrides = [override, "storage.cache_dir=${storage.models_dir}"]
+    with pytest.raises(ConfigError, match="storage.models_dir") as err:
+        load_config("local", overrides)
+    assert message in str(err.value)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from captionrec.config.loader import ConfigError, deep_merge, from_dict, parse_overrides, read_yaml
+from captionrec.config.loader import ConfigError, deep_merge, from_dict, interpolate, parse_overrides, read_yaml, to_plain
 from captionrec.config.schema import Config
 
 log = logging.getLogger(__name__)
@@ -99,4 +99,10 @@ def load_config(
         tree = deep_merge(tree, read_yaml(extra))
     tree = deep_merge(tree, parse_overrides(overrides, Config, stage))
     tree["profile"] = profile
-    return from_dict(Config, tree)
+    return from_dict(Config, interpolate(tree, _defaults()))
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    """The dataclass defaults as a plain tree: what a `${...}` reference sees for a key no layer sets."""
+    return to_plain(Config())

@@ -2,12 +2,15 @@
 
 Precedence (last wins): dataclass defaults < conf/<profile>.yaml < extra YAML files (--conf) < overrides.
 An unknown key or a value of the wrong type is a `ConfigError` that names the full dotted key.
+A string may refer to another key as `${section.key}` (resolved after every layer is merged, so an override
+of the referenced key reaches every string that refers to it); `$${` is a literal `${`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -116,6 +119,52 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{prefix or cls.__name__}: {exc}") from exc
+
+
+_REF = re.compile(r"\$(\$?)\{([^{}]*)\}")
+
+
+def interpolate(tree: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve `${dotted.key}` in every string of `tree` against `tree` merged over `defaults`.
+
+    A string that is exactly one reference takes the referenced value as is (any type); a reference inside
+    a longer string is formatted into it. References may chain; a cycle, a reference to a key that does not
+    exist, or to a section (a mapping) is a `ConfigError` naming both keys.
+    """
+    scope = deep_merge(defaults, tree)
+
+    def lookup(ref: str, where: str, stack: tuple[str, ...]) -> Any:
+        if ref in stack:
+            raise ConfigError(f"{where}: reference cycle {' -> '.join((*stack, ref))}")
+        node: Any = scope
+        for part in ref.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(f"{where}: '${{{ref}}}' refers to no config key")
+            node = node[part]
+        if isinstance(node, Mapping):
+            raise ConfigError(f"{where}: '${{{ref}}}' is a section, not a value")
+        return resolve(node, ref, (*stack, ref))
+
+    def resolve(value: Any, where: str, stack: tuple[str, ...] = ()) -> Any:
+        if isinstance(value, Mapping):
+            return {k: resolve(v, f"{where}.{k}" if where else str(k), stack) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [resolve(v, f"{where}[{i}]", stack) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = _REF.fullmatch(value)
+        if whole and not whole.group(1):
+            return lookup(whole.group(2).strip(), where, stack)
+
+        def sub(m: re.Match) -> str:
+            if m.group(1):
+                return "${" + m.group(2) + "}"
+            got = lookup(m.group(2).strip(), where, stack)
+            return "" if got is None else str(got)
+
+        return _REF.sub(sub, value)
+
+    return resolve(dict(tree), "")
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

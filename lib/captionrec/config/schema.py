@@ -43,6 +43,11 @@ class StorageConfig:
     retry_backoff_s: float = 0.5
     # OPTIMIZE (compact small files) after a write once a table holds this many files; 0: never automatically.
     optimize_min_files: int = 0
+    # Pre-staged model weights (Databricks: the models Volume) and shared scratch space every task can read
+    # (Databricks: the cache Volume; the petastorm cache). Profiles refer to them as ${storage.models_dir}/<model>
+    # and ${storage.cache_dir}/<what>, so one override moves every path (conf/databricks.yaml).
+    models_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
 
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
