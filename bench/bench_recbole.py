@@ -14,8 +14,11 @@ with the best validation NDCG@10 is tested; training stops after `--patience` ep
 validation score, at `--max-epochs` or at the time budget (recorded). Same hyper-parameters: max length
 50, hidden 64, 2 layers, 2 heads, dropout 0.5, lr 1e-3, Adam(W) without weight decay, ~2048 targets per
 step (RecBole: 2048 prefixes per batch; ours: sequences of up to 50 targets, batch size chosen to match).
-Metrics in two variants, each named: `all` (no item excluded: RecBole's protocol) and `seen_excluded`
-(the user's earlier items are not ranked: our default), both computed by `captionrec.training.metrics`
+Objective: both a full softmax (cross-entropy) over the catalogue with every other item a negative, the
+user's own earlier items included (ours: `negatives.mask_user_items=false`; our default masks them, which
+suits our seen-excluded evaluation but leaves seen items unpenalised where nothing is excluded: test HR@10
+`all` .088 with the mask, .133 without on seed 2020). Metrics in two variants, each named: `all` (no item
+excluded: RecBole's protocol) and `seen_excluded` (the user's earlier items are not ranked: our default), both computed by `captionrec.training.metrics`
 from each system's own scores; RecBole's own evaluator numbers are kept beside them as a cross-check.
 
 RecBole runs in its own pinned environment (`constraints/recbole.txt`, built into `.venv-recbole` on first
@@ -352,14 +355,21 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
 
     work = Path(args.work)
     res_path = work / f"{system}_s{seed}" / "result.json"
-    if res_path.exists():
-        return json.loads(res_path.read_text())
-    res_path.parent.mkdir(parents=True, exist_ok=True)
     base = [f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_location={work}/mlartifacts",
             "tracking.experiment=bench-recbole", "split.protocol=loo", "max_seq_len=50", "dim=64", "layers=2",
             "heads=2", "dropout=0.5", "lr=0.001", "weight_decay=0.0", f"epochs={args.max_epochs}",
-            f"patience={args.patience}", "retrain=false", "exclude_seen=false", "ks=[10]", "num_processes=1",
+            f"patience={args.patience}", "retrain=false", "exclude_seen=false", "negatives.mask_user_items=false",
+            "ks=[10]", "num_processes=1",
             f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
+    commit = _git_commit()
+    if res_path.exists():  # reused only when run with the same settings by the same code
+        cached = json.loads(res_path.read_text())
+        if cached.get("git_commit") == commit and cached.get("base_overrides") == _portable(base):
+            return cached
+        stale = res_path.with_name(f"result.stale-{cached.get('git_commit', 'unknown')[:12]}.json")
+        print(f"[ours] {system} seed {seed}: cached result is from other code or settings, kept as {stale.name}; re-running")
+        os.replace(res_path, stale)
+    res_path.parent.mkdir(parents=True, exist_ok=True)
     cfg = load_config("local", [*base, *OURS[system]], stage="train")
     key = ",".join(cfg.train.feature_sets) or "id"
     if key not in prepared:
@@ -384,6 +394,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
               "budget": {**_budget(args), "time_budget_h": None},
               "targets_per_row": per_row, "curve": curve, "best_epoch": w["best_epoch"], "stopped": stopped,
               "run_id": out["run_id"], "train_s": w["select_seconds"], "wall_s": wall, "overrides": cfg_overrides(base, system, batch),
+              "git_commit": commit, "base_overrides": _portable(base),
               "test": _ours_test(out["run_id"], files),
               "own_test": {k: w["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr", "cases")}}
     _write_json(res_path, result)
@@ -391,7 +402,23 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
 
 
 def cfg_overrides(base: list[str], system: str, batch: int) -> list[str]:
-    return [o for o in base if not o.startswith("tracking.")] + OURS[system] + [f"batch_size={batch}"]
+    return _portable(base) + OURS[system] + [f"batch_size={batch}"]
+
+
+def _portable(base: list[str]) -> list[str]:
+    """The overrides that decide a result (not where it is tracked)."""
+    return [o for o in base if not o.startswith("tracking.")]
+
+
+def _git_commit() -> str:
+    """HEAD of this checkout, `+dirty` when tracked files under lib/ or bench/ differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "lib", "bench"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 # ------------------------------------------------------------------------------------------------ report

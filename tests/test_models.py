@@ -65,6 +65,16 @@ def test_sasrec_left_padding_does_not_change_the_last_state():
         m(torch.ones(1, L + 1, dtype=torch.long))
 
 
+def test_sasrec_input_is_led_by_the_items_not_the_positions_at_init():
+    """At initialisation the item part of the input (id vector * sqrt(dim)) must not be drowned by the position
+    embedding (nn.Embedding's default N(0, 1) is ~6x larger at dim 64 and slowed learning on MovieLens-100K)."""
+    torch.manual_seed(0)
+    m = SASRec(ItemRepresentation(N, 64, "id"), max_seq_len=L, dim=64, layers=1, heads=2, dropout=0.0)
+    item_part = m.item_repr(torch.arange(1, N + 1)).norm(dim=-1).mean() * 64 ** 0.5
+    position_part = m.position.weight.norm(dim=-1).mean()
+    assert position_part < item_part, (float(position_part), float(item_part))
+
+
 def test_items_without_features_share_the_missing_vector():
     mask = torch.ones(N + 1, dtype=torch.bool)
     mask[[3, 4]] = False  # e.g. their captions failed

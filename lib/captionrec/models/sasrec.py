@@ -53,6 +53,9 @@ class SASRec(Recommender):
         self.max_seq_len = max_seq_len
         self.dim = dim
         self.position = nn.Embedding(max_seq_len, dim)
+        # Small, like the item vectors (std 0.02, scaled by sqrt(dim) in forward): nn.Embedding's default N(0, 1)
+        # would drown the items' signal in the positions' at the start of training.
+        nn.init.normal_(self.position.weight, std=0.02)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
