@@ -459,8 +459,10 @@ def collect(work: Path, seeds: list[int]) -> dict:
         for seed in seeds:
             p = work / f"{system}_s{seed}" / "result.json"
             progress = work / f"{system}_s{seed}" / "progress.json"  # a RecBole run still under way
-            if p.exists() or (progress.exists() and "test" in json.loads(progress.read_text())):
-                run = json.loads((p if p.exists() else progress).read_text())
+            candidates = [json.loads(f.read_text()) for f in (p, progress) if f.exists()]
+            candidates = [c for c in candidates if "test" in c]
+            if candidates:  # the one with the longest curve (a resumed run's progress outgrows its old result)
+                run = max(candidates, key=lambda c: len(c.get("curve", [])))
                 budget = p.parent / "budget.json"  # what the orchestrator launched the run with
                 if "budget" not in run and budget.exists():
                     run["budget"] = json.loads(budget.read_text())
@@ -568,6 +570,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def _recbole_done(result: Path, budget: dict) -> bool:
+    """A finished RecBole run is reused unless it stopped on a budget that this call raises (then it resumes
+    from its last epoch: the worker keeps model, optimizer and curve in state.pt)."""
+    if not result.exists():
+        return False
+    done = json.loads(result.read_text())
+    before = json.loads((result.parent / "budget.json").read_text()) if (result.parent / "budget.json").exists() else {}
+    if done.get("stopped") == "time_budget":
+        return budget["time_budget_h"] <= before.get("time_budget_h", math.inf)
+    if done.get("stopped") == "max_epochs":
+        return budget["max_epochs"] <= before.get("max_epochs", math.inf)
+    return True
+
+
 def run_all(args, systems: list[str], seeds: list[int]) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -583,7 +599,7 @@ def run_all(args, systems: list[str], seeds: list[int]) -> None:
                 ours_run(args, system, seed, spark, store, prepared)
     if RECBOLE in systems:
         for seed in seeds:
-            if (work / f"{RECBOLE}_s{seed}" / "result.json").exists():
+            if _recbole_done(work / f"{RECBOLE}_s{seed}" / "result.json", _budget(args)):
                 continue
             run_dir = work / f"{RECBOLE}_s{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
