@@ -361,10 +361,10 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
             f"patience={args.patience}", "retrain=false", "exclude_seen=false", "negatives.mask_user_items=false",
             "ks=[10]", "num_processes=1",
             f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
-    commit = _git_commit()
-    if res_path.exists():  # reused only when run with the same settings by the same code
+    commit, code = _git_commit(), _code_version()
+    if res_path.exists():  # reused only when run with the same settings by the same code (lib/ and this script)
         cached = json.loads(res_path.read_text())
-        if cached.get("git_commit") == commit and cached.get("base_overrides") == _portable(base):
+        if cached.get("code") == code and cached.get("base_overrides") == _portable(base):
             return cached
         stale = res_path.with_name(f"result.stale-{cached.get('git_commit', 'unknown')[:12]}.json")
         print(f"[ours] {system} seed {seed}: cached result is from other code or settings, kept as {stale.name}; re-running")
@@ -394,7 +394,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
               "budget": {**_budget(args), "time_budget_h": None},
               "targets_per_row": per_row, "curve": curve, "best_epoch": w["best_epoch"], "stopped": stopped,
               "run_id": out["run_id"], "train_s": w["select_seconds"], "wall_s": wall, "overrides": cfg_overrides(base, system, batch),
-              "git_commit": commit, "base_overrides": _portable(base),
+              "git_commit": commit, "code": code, "base_overrides": _portable(base),
               "test": _ours_test(out["run_id"], files),
               "own_test": {k: w["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr", "cases")}}
     _write_json(res_path, result)
@@ -408,6 +408,18 @@ def cfg_overrides(base: list[str], system: str, batch: int) -> list[str]:
 def _portable(base: list[str]) -> list[str]:
     """The overrides that decide a result (not where it is tracked)."""
     return [o for o in base if not o.startswith("tracking.")]
+
+
+def _code_version() -> str:
+    """Git tree/blob ids of lib/ and this script at HEAD (`+dirty` when either differs from HEAD): a commit that
+    touches neither (docs, tests) keeps cached results valid."""
+    try:
+        ids = subprocess.run(["git", "rev-parse", "HEAD:lib", "HEAD:bench/bench_recbole.py"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    commit = _git_commit()
+    return ":".join(i[:12] for i in ids) + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def _git_commit() -> str:
