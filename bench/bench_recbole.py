@@ -162,6 +162,36 @@ def summarize_variants(ranks: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def baselines(data: Path, draws: int = 20) -> dict[str, dict]:
+    """Random and popularity scorers on the same test cases (each user's last item), both variants, through the
+    same metric code. Popularity: interactions in the training part (every user's items but the last two);
+    ties rank against the target, as for every system. Random: the mean over `draws` seeded score draws."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    df = pd.read_csv(data / f"{DATASET}.inter", sep="\t", dtype={"user_id:token": str, "item_id:token": str})
+    df.columns = ["user_id", "item_id", "ts"]
+    df = df.sort_values(["user_id", "ts"], kind="stable")
+    index = {item: i + 1 for i, item in enumerate(sorted(df["item_id"].unique()))}
+    seqs = [[index[i] for i in g["item_id"]] for _, g in df.groupby("user_id", sort=False)]
+    counts = np.zeros(len(index) + 1)
+    for s in seqs:
+        np.add.at(counts, s[:-2], 1)
+    targets = torch.tensor([s[-1] for s in seqs])
+    width = max(len(s) - 1 for s in seqs)
+    seen = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        seen[r, : len(s) - 1] = torch.tensor(s[:-1])
+    out = {"popularity": summarize_variants(
+        {v: [r] for v, r in rank_variants(torch.tensor(counts).expand(len(seqs), -1), targets, seen).items()})}
+    g = torch.Generator().manual_seed(0)
+    draws_ = [summarize_variants({v: [r] for v, r in rank_variants(torch.rand(len(seqs), len(index) + 1, generator=g),
+                                                                  targets, seen).items()}) for _ in range(draws)]
+    out["random"] = {v: {m: float(np.mean([d[v][m] for d in draws_])) for m in draws_[0][v]} for v in VARIANTS}
+    return out
+
+
 # ------------------------------------------------------------------------------ RecBole (its own venv)
 
 
@@ -531,7 +561,15 @@ def markdown(report: dict) -> str:
             f"{r['seen_excluded_hr@10']:.4f} | {r['seen_excluded_ndcg@10']:.4f} | {r['best_epoch']:.1f} | "
             f"{r['epochs_run']:.1f} ({'/'.join(r['stopped'])}) | {r['train_s_per_epoch']:.1f} | {r['eval_s_per_epoch']:.1f} | "
             f"{r['wall_to_best_s']:.0f} | {r['cpu_to_best_s']:.0f} | {'; '.join(r['budget'])} |")
-    lines += ["", "Targets (ours = `sasrec`, against `recbole_sasrec`, means over seeds):", ""]
+    for name, b in report.get("baselines", {}).items():
+        lines.append(f"| {name} (baseline) | - | {b['all']['hr@10']:.4f} | {b['all']['ndcg@10']:.4f} | "
+                     f"{b['seen_excluded']['hr@10']:.4f} | {b['seen_excluded']['ndcg@10']:.4f} | - | - | - | - | - | - | - |")
+    t = report["targets"]
+    lines += ["", "Targets (ours = `sasrec`, against `recbole_sasrec`, means over seeds)"
+              + ("" if not t.get("evaluated") or t.get("recbole_converged") else
+                 ": PROVISIONAL, RecBole has not converged (its validation score was still improving when its budget "
+                 "ran out, or it is still running), so its final HR/nDCG may be higher and its wall time to best is at "
+                 "least the one shown") + ":", ""]
     for k, v in report["targets"].items():
         lines.append(f"- {k}: {v if not isinstance(v, float) else round(v, 3)}")
     return "\n".join(lines) + "\n"
@@ -543,9 +581,11 @@ def write_report(args, seeds: list[int]) -> dict:
     work, out = Path(args.work), Path(args.out or args.work)
     out.mkdir(parents=True, exist_ok=True)
     systems = collect(work, seeds)
+    data = work / "data" / DATASET
     report = {"args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load now {_load()}",
-              "systems": systems, "targets": targets(systems)}
+              "systems": systems, "baselines": baselines(data) if (data / f"{DATASET}.inter").exists() else {},
+              "targets": targets(systems)}
     _write_json(out / "recbole_bench.json", report)
     (out / "recbole_bench.md").write_text(markdown(report))
     print(markdown(report))
