@@ -165,6 +165,24 @@ def test_two_cpu_runs_give_the_same_metrics(prepared, tmp_path):
     assert not math.isnan(a["windows"][0]["test"]["hr@10"])
 
 
+def test_cli_json_stdout_is_only_the_summary_with_two_processes(spark, store, tmp_path, capsys):
+    """`captionrec train --json` with TorchDistributor (2 processes): the processes' output that the distributor
+    echoes goes to stderr, so stdout parses as the summary (it used to start with torchrun's banner)."""
+    import json
+
+    from captionrec import cli
+
+    code = cli.main(["train", "--json", "--log-level", "WARNING", f"storage.root={store.root}", "storage.backend=delta-rs",
+                     f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/mlartifacts",
+                     *SMALL, "model=sasrec", "features=id", "num_processes=2", "epochs=1", "split.num_windows=1",
+                     "log_model=false"])
+    out = capsys.readouterr()
+    assert code == 0
+    summary = json.loads(out.out)
+    assert summary["run_id"] and len(summary["windows"]) == 1 and summary["windows"][0]["test_cases"] > 0
+    assert "OMP_NUM_THREADS" in out.err  # torchrun's banner, echoed by the distributor
+
+
 def test_items_without_features_do_not_crash(spark, store, synthetic, tmp_path):
     """Failed captions: a fifth of the items have no vector; they train on the missing-feature vector."""
     from captionrec.tables import open_store

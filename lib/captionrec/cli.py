@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import contextlib
 import json
 import logging
 import sys
@@ -134,11 +135,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def print_summary(summary: dict[str, Any], as_json: bool = False) -> None:
+def print_summary(summary: dict[str, Any], as_json: bool = False, file: Any = None) -> None:
     if as_json:
-        print(json.dumps(summary, indent=2, sort_keys=False, default=str))
+        print(json.dumps(summary, indent=2, sort_keys=False, default=str), file=file, flush=True)
     else:
-        print(format_summary(summary), flush=True)
+        print(format_summary(summary), file=file, flush=True)
 
 
 def _follow(stage: str, cfg: Config, previous: dict[str, Any]) -> Config:
@@ -185,9 +186,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     store = open_store(spark, cfg.storage)
     log.info("tables: backend=%s root=%s catalog=%s", store.backend, cfg.storage.root, cfg.storage.catalog)
     summary: dict[str, Any] = {}
+    out = sys.stdout
     for name in PIPELINE.get(args.command, (args.command,)):
-        summary = run_stage(name, _follow(name, cfg, summary), spark, store)
-        print_summary(summary, as_json=args.json)
+        # With --json, stdout carries the summaries only: what a stage prints (TorchDistributor echoes its
+        # training processes' output to sys.stdout) goes to stderr, so `captionrec train --json | jq` works.
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            summary = run_stage(name, _follow(name, cfg, summary), spark, store)
+        print_summary(summary, as_json=args.json, file=out)
     return 0
 
 
