@@ -130,6 +130,7 @@ def test_references_follow_the_key_they_name_through_every_layer(tmp_path):
     ("storage.models_dir=${storage.nope}/m", "'${storage.nope}' refers to no config key"),
     ("storage.models_dir=${storage}/m", "'${storage}' is a section"),
     ("storage.models_dir=${storage.cache_dir}", "reference cycle"),
+    ("storage.models_dir=/Volumes/${storage.catalog}/m", "'${storage.catalog}' is null here; set storage.catalog"),
 ])
 def test_bad_references_are_errors_naming_the_key(override, message):
     overrides = [override, "storage.cache_dir=${storage.models_dir}"]

@@ -13,8 +13,8 @@ one-screen summary (`--json`: the summary as JSON instead); long Spark steps pri
 from __future__ import annotations
 
 import argparse
-import importlib
 import contextlib
+import importlib
 import json
 import logging
 import sys

@@ -129,7 +129,8 @@ def interpolate(tree: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[st
 
     A string that is exactly one reference takes the referenced value as is (any type); a reference inside
     a longer string is formatted into it. References may chain; a cycle, a reference to a key that does not
-    exist, or to a section (a mapping) is a `ConfigError` naming both keys.
+    exist, to a section (a mapping), or to a null value inside a longer string is a `ConfigError` naming both
+    keys.
     """
     scope = deep_merge(defaults, tree)
 
@@ -159,8 +160,11 @@ def interpolate(tree: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[st
         def sub(m: re.Match) -> str:
             if m.group(1):
                 return "${" + m.group(2) + "}"
-            got = lookup(m.group(2).strip(), where, stack)
-            return "" if got is None else str(got)
+            ref = m.group(2).strip()
+            got = lookup(ref, where, stack)
+            if got is None:  # never an empty piece of a path: say what to set
+                raise ConfigError(f"{where}: '${{{ref}}}' is null here; set {ref}")
+            return str(got)
 
         return _REF.sub(sub, value)
 
