@@ -391,7 +391,8 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
             f"patience={args.patience}", "retrain=false", "exclude_seen=false", "negatives.mask_user_items=false",
             "ks=[10]", "num_processes=1",
             f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
-    commit, code = _git_commit(), _code_version()
+    commit = _git_commit()
+    code = _code_version(commit)
     if res_path.exists():  # reused only when run with the same settings by the same code (lib/ and this script)
         cached = json.loads(res_path.read_text())
         if cached.get("code") == code and cached.get("base_overrides") == _portable(base):
@@ -440,7 +441,7 @@ def _portable(base: list[str]) -> list[str]:
     return [o for o in base if not o.startswith("tracking.")]
 
 
-def _code_version() -> str:
+def _code_version(commit: str) -> str:
     """Git tree/blob ids of lib/ and this script at HEAD (`+dirty` when either differs from HEAD): a commit that
     touches neither (docs, tests) keeps cached results valid."""
     try:
@@ -448,7 +449,6 @@ def _code_version() -> str:
                              capture_output=True, text=True, check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    commit = _git_commit()
     return ":".join(i[:12] for i in ids) + ("+dirty" if commit.endswith("+dirty") else "")
 
 
