@@ -32,6 +32,7 @@ per (system, seed). Outputs: `<out>/recbole_bench.json` (curves, budgets, machin
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import math
@@ -263,6 +264,7 @@ def recbole_worker(args) -> int:
         model.load_state_dict(ck["model"])
         trainer.optimizer.load_state_dict(ck["optimizer"])
         st = ck["st"]
+        _restore_rng(ck.get("rng"), train_data, len(st["curve"]))
         if st["stopped"] in ("time_budget", "max_epochs"):  # a new budget decides again
             st["stopped"] = None
         print(f"[recbole s{args.seed}] resuming after epoch {len(st['curve']) - 1}", flush=True)
@@ -294,7 +296,8 @@ def recbole_worker(args) -> int:
             st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
         else:
             st["since_best"] += 1
-        torch.save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "st": st}, state_path)
+        torch.save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "st": st,
+                    "rng": _rng_state(train_data)}, state_path)
         _write_json(run_dir / "progress.json", {"system": RECBOLE, "seed": args.seed, "threads": args.threads,
                                                 "prepare_s": prep_s, **st, "stopped": st["stopped"] or "running"})
         print(f"[recbole s{args.seed}] epoch {epoch}: loss {loss:.2f} valid ndcg@10 {score:.4f} "
@@ -304,6 +307,38 @@ def recbole_worker(args) -> int:
     _write_json(run_dir / "result.json", {"system": RECBOLE, "seed": args.seed, "threads": args.threads,
                                           "prepare_s": prep_s, **st})
     return 0
+
+
+def _rng_state(train_data) -> dict:
+    """What a resumed run needs to go on as an uninterrupted one would: the training loader's shuffle generator
+    and the global generators (dropout)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    return {"loader": train_data.generator.get_state(), "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _restore_rng(rng: dict | None, train_data, epochs_done: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    if rng is not None:
+        train_data.generator.set_state(rng["loader"])
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        return
+    # a state saved before RNG states were kept: replay each finished epoch's draws on the loader's generator
+    # (the iterator's base seed, then the sampler's permutations) so the shuffle order goes on where it was;
+    # dropout masks restart from the seed
+    for _ in range(epochs_done):
+        iter(train_data)
+        collections.deque(iter(train_data.sampler), maxlen=0)
 
 
 # ------------------------------------------------------------------------------ ours (the train stage)
