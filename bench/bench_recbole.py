@@ -277,8 +277,7 @@ def recbole_worker(args) -> int:
         model.load_state_dict(current)
     while st["stopped"] is None:
         epoch = len(st["curve"])
-        spent = sum(c["train_s"] + c["eval_s"] for c in st["curve"])
-        if epoch >= args.max_epochs or st["since_best"] >= args.patience or spent >= budget_s:
+        if epoch >= args.max_epochs or st["since_best"] >= args.patience or _spent_s(st["curve"]) >= budget_s:
             st["stopped"] = "max_epochs" if epoch >= args.max_epochs else ("patience" if st["since_best"] >= args.patience else "time_budget")
             break
         t0, c0 = time.perf_counter(), time.process_time()
@@ -307,6 +306,11 @@ def recbole_worker(args) -> int:
     _write_json(run_dir / "result.json", {"system": RECBOLE, "seed": args.seed, "threads": args.threads,
                                           "prepare_s": prep_s, **st})
     return 0
+
+
+def _spent_s(curve: list[dict]) -> float:
+    """Seconds a RecBole run has spent on training and validation (what its time budget counts)."""
+    return sum(c["train_s"] + c["eval_s"] for c in curve)
 
 
 def _rng_state(train_data) -> dict:
@@ -663,11 +667,12 @@ def _recbole_done(result: Path, budget: dict) -> bool:
     if not result.exists():
         return False
     done = json.loads(result.read_text())
-    before = json.loads((result.parent / "budget.json").read_text()) if (result.parent / "budget.json").exists() else {}
+    # judged on what the run spent, not on budget.json: that is rewritten when a resume starts, and a resume
+    # that is killed leaves the older result behind
     if done.get("stopped") == "time_budget":
-        return budget["time_budget_h"] <= before.get("time_budget_h", math.inf)
+        return _spent_s(done["curve"]) >= budget["time_budget_h"] * 3600
     if done.get("stopped") == "max_epochs":
-        return budget["max_epochs"] <= before.get("max_epochs", math.inf)
+        return len(done["curve"]) >= budget["max_epochs"]
     return True
 
 
