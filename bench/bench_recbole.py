@@ -378,11 +378,15 @@ def _store(work: Path, data: Path):
 
 def _batch_for_targets(files, targets_per_step: int = 2048) -> tuple[int, float]:
     """Sequences per batch that give ~targets_per_step next-item targets (RecBole's batch is 2048 prefixes)."""
+    import numpy as np
+
     from captionrec.training.loaders import read_rows
     from captionrec.training.windows import FIT
 
-    seq = read_rows(files, 0, [FIT], ("seq",))["seq"]
-    per_row = float(((seq[:, 1:] != 0) & (seq[:, :-1] != 0)).sum(axis=1).mean())
+    rows = read_rows(files, 0, [FIT], ("seq", "new_targets"))
+    seq = rows["seq"]
+    pairs = ((seq[:, 1:] != 0) & (seq[:, :-1] != 0)).sum(axis=1)
+    per_row = float(np.minimum(pairs, rows["new_targets"]).mean())  # the targets a row trains
     return max(1, round(targets_per_step / per_row)), per_row
 
 

@@ -39,6 +39,9 @@ def test_stage_relative_override():
     assert cfg.train.model == "two_tower"
     with pytest.raises(ConfigError, match="unknown config key 'model'"):
         load_config("local", ["model=two_tower"])  # no stage: 'model' is not a root key
+    assert load_config("local", ["max_seq_len=50", "train_stride=10"], stage="train").train.train_stride == 10
+    with pytest.raises(ConfigError, match="train_stride must be in 1..max_seq_len"):
+        load_config("local", ["max_seq_len=50", "train_stride=51"], stage="train")
 
 
 def test_unknown_key_is_named_with_suggestion():

@@ -289,3 +289,29 @@ def test_models_never_import_pyspark():
            "captionrec.training.loaders, captionrec.training.evaluate, captionrec.training.distributed; " \
            "sys.exit(1 if 'pyspark' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("model", ["sasrec", "two_tower"])
+def test_a_row_trains_only_its_new_targets(model):
+    """'new_targets' k (overlapping training rows): the loss is the full-softmax cross-entropy of the row's
+    newest k targets only, each with the whole row before it as history; without it, every target counts."""
+    torch.manual_seed(0)
+    m = build_model(model, _repr("id"), num_users=3, max_seq_len=L, dim=D, layers=1, heads=2, dropout=0.0).eval()
+    known = torch.ones(N + 1, dtype=torch.bool)
+    known[0] = False
+    m.set_objective(_objective("full", known=known, mask_user_items=False))
+    seq = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12, 13]])  # (2, L + 1): 5 and 6 targets
+    inp, tgt = seq[:, :-1], seq[:, 1:]
+    with torch.no_grad():
+        logits = m(inp) @ m.item_vectors().T  # (2, L, N + 1)
+        logits[..., 0] = float("-inf")
+        per_target = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")  # (2, L)
+        loss, n = m.calculate_loss({"seq": seq, "new_targets": torch.tensor([2, 3])})
+        assert n == 5
+        torch.testing.assert_close(loss, torch.cat([per_target[0, -2:], per_target[1, -3:]]).mean())
+        everything, n_all = m.calculate_loss({"seq": seq})
+        assert n_all == 11
+        torch.testing.assert_close(everything, torch.cat([per_target[0, 1:], per_target[1]]).mean())
+        # a row that claims more targets than it has real ones trains only the real ones
+        _, n_pad = m.calculate_loss({"seq": seq[:1], "new_targets": torch.tensor([L])})
+        assert n_pad == 5

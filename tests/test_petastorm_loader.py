@@ -32,11 +32,11 @@ def _sequences_pdf(n_users: int = 64, seed: int = 0):
         topic = u % 4
         items = [int(x) for x in rng.choice(np.arange(1 + topic * 10, 11 + topic * 10), L + 3, replace=False)]
         fit = items[: L + 1]
-        rows.append((0, 0, u, 0, fit, L + 1, fit[-1], 0, 0, []))
+        rows.append((0, 0, u, 0, fit, L + 1, L, fit[-1], 0, 0, []))
         for role, pos in ((1, L + 1), (2, L + 2)):
             hist = items[:pos][-L:]
-            rows.append((0, role, u, 0, hist + [items[pos]], L + 1, items[pos], 0, 0, items[:pos]))
-    cols = ["window", "role", "user_idx", "chunk", "seq", "seq_len", "target", "cold", "repeat", "seen"]
+            rows.append((0, role, u, 0, hist + [items[pos]], L + 1, 1, items[pos], 0, 0, items[:pos]))
+    cols = ["window", "role", "user_idx", "chunk", "seq", "seq_len", "new_targets", "target", "cold", "repeat", "seen"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -48,7 +48,7 @@ def sequences(spark, tmp_path_factory):
     schema = T.StructType([
         *[T.StructField(c, T.IntegerType()) for c in ("window", "role", "user_idx", "chunk")],
         T.StructField("seq", T.ArrayType(T.IntegerType())),
-        *[T.StructField(c, T.IntegerType()) for c in ("seq_len", "target", "cold", "repeat")],
+        *[T.StructField(c, T.IntegerType()) for c in ("seq_len", "new_targets", "target", "cold", "repeat")],
         T.StructField("seen", T.ArrayType(T.IntegerType())),
     ])
     path = str(tmp_path_factory.mktemp("seqs") / "train_sequences")
@@ -80,7 +80,7 @@ def test_petastorm_batches_are_sharded(sequences, tmp_path):
             for _ in range(40):
                 b = next(it)
                 assert b["seq"].shape == (8, L + 1) and str(b["seq"].dtype) == "torch.int64"
-                assert b["user_idx"].shape == (8,)
+                assert b["user_idx"].shape == (8,) and b["new_targets"].tolist() == [L] * 8  # every target of a fit row
                 assert int(b["seq"].min()) >= 0 and int(b["seq"].max()) <= N_ITEMS
                 users |= set(b["user_idx"].tolist())
             it.close()

@@ -232,3 +232,39 @@ def test_item_counts_per_window(spark, tk):
     counts = item_counts(split, items, [0], num_items=len(idx))[0]
     assert counts["fit"][idx["a"]] == 3 and counts["fit"][idx["v"]] == 0 and counts["fit"][0] == 0
     assert counts["prior"][idx["v"]] == 1 and counts["prior"][idx["c"]] == 0 and counts["prior"][idx["b"]] == 3
+
+
+@pytest.mark.parametrize("stride", [None, 4, 2, 1])
+def test_overlapping_training_rows_train_every_target_once_with_more_history(spark, stride):
+    """train_stride: rows every `stride` items overlap, and each row trains only its newest `new_targets`
+    targets, so every target of a user's fit history is trained exactly once, with at least
+    L - stride + 1 items of history (all it has when fewer). stride None = L: today's rows."""
+    L = 4
+    n_fit = {"u1": 11, "u2": 5, "u3": 2}  # + validation and test item each (leave-one-out)
+    rows = [(u, f"i{u}_{k}", _day(k)) for u, n in n_fit.items() for k in range(n + 2)]
+    interactions = _df(spark, rows)
+    split, _ = split_interactions(interactions, "loo")
+    items, users = build_item_index(interactions), build_user_index(interactions)
+    seqs = build_sequences(split, items, users, max_seq_len=L, stride=stride).where(f"role = {FIT}").collect()
+    S = L if stride is None else stride
+    trained: dict[int, list[tuple[int, int]]] = {}  # user -> (target item, history it saw)
+    for r in seqs:
+        seq, k = r["seq"], r["new_targets"]
+        real = [x for x in seq if x]
+        assert len(real) == r["seq_len"] and 1 <= k <= min(S, len(real) - 1)
+        for pos in range(len(seq) - k, len(seq)):  # the row's own targets: its newest k
+            trained.setdefault(r["user_idx"], []).append((seq[pos], sum(1 for x in seq[:pos] if x)))
+    idx = {r["item_id"]: r["item_idx"] for r in items.collect()}
+    uidx = {r["user_id"]: r["user_idx"] for r in users.collect()}
+    for u, n in n_fit.items():
+        fit_items = [idx[f"i{u}_{k}"] for k in range(n)]
+        got = sorted(trained[uidx[u]], key=lambda t: fit_items.index(t[0]))
+        assert [t for t, _ in got] == fit_items[1:]  # each target once, nothing else
+        history = [h for _, h in got]  # of the target at 0-based position p = 1..n-1
+        ends = [n - ((n - 1 - p) // S) * S for p in range(1, n)]  # (exclusive) end of the row that trains it
+        assert history == [min(p, L + 1 - (e - p)) for p, e in zip(range(1, n), ends)]
+        assert all(h >= min(p, L - S + 1) for h, p in zip(history, range(1, n)))
+    n_rows = sum(1 for r in seqs if r["user_idx"] == uidx["u1"])
+    assert n_rows == -(-(n_fit["u1"] - 1) // S)  # ceil((n - 1) / S) rows: L / S times today's
+    with pytest.raises(ValueError, match="stride"):
+        build_sequences(split, items, users, max_seq_len=L, stride=L + 1)

@@ -182,11 +182,16 @@ SCHEMAS[TRAIN_SEQUENCES] = pa.schema([
     _f("chunk", pa.int32()),
     _f("seq", _INT_LIST),
     _f("seq_len", pa.int32()),
+    _f("new_targets", pa.int32()),
     _f("target", pa.int32()),
     _f("cold", pa.int32()),
     _f("repeat", pa.int32()),
     _f("seen", _INT_LIST),
 ])
+
+
+# The sequences-table columns a training batch carries (both loaders; all ints).
+TRAIN_BATCH_COLUMNS = ("user_idx", "seq", "new_targets")
 
 
 def schema(name: str) -> pa.Schema:

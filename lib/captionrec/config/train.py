@@ -77,6 +77,12 @@ class TrainConfig:
 
     # -- model -------------------------------------------------------------------------------
     max_seq_len: int = 20
+    # Training rows: one row of max_seq_len + 1 items every `train_stride` items of a user's history, counted
+    # back from the newest (null: max_seq_len, rows that do not overlap). With a smaller stride rows overlap
+    # and a row trains only its newest `train_stride` targets, so each target is trained once per epoch and
+    # sees at least max_seq_len - train_stride + 1 items of history (1: its full history, like RecBole's
+    # one-sample-per-prefix); an epoch then costs about max_seq_len / train_stride times as much.
+    train_stride: Optional[int] = None
     dim: int = 64
     layers: int = 2
     heads: int = 2
@@ -150,6 +156,8 @@ class TrainConfig:
             raise ValueError(f"features: {self.features!r} names a set twice")
         if self.max_seq_len < 1 or self.dim < 1 or self.layers < 1 or self.heads < 1:
             raise ValueError("max_seq_len, dim, layers and heads must be >= 1")
+        if self.train_stride is not None and not 1 <= self.train_stride <= self.max_seq_len:
+            raise ValueError(f"train_stride must be in 1..max_seq_len ({self.max_seq_len}) or null, got {self.train_stride}")
         if self.model == "sasrec" and self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:

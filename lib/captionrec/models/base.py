@@ -54,7 +54,9 @@ class Recommender(nn.Module):
     def calculate_loss(
         self, batch: dict[str, torch.Tensor], generator: Optional[torch.Generator] = None
     ) -> tuple[torch.Tensor, int]:
-        """batch: 'seq' (B, L + 1) long, left-padded training rows; 'user_idx' (B,) long (optional).
+        """batch: 'seq' (B, L + 1) long, left-padded training rows; 'user_idx' (B,) long (optional);
+        'new_targets' (B,) long (optional): train only each row's newest new_targets targets (overlapping
+        rows, see transforms.sequences; absent: all of them).
 
         Inputs seq[:, :-1] predict next items seq[:, 1:] at every position that has a real history and a
         real target (all prefixes of the row at once). Returns (mean loss, number of targets).
@@ -66,6 +68,9 @@ class Recommender(nn.Module):
         inp, tgt = seq[:, :-1], seq[:, 1:]  # (B, L), (B, L)
         states = self(inp, users)  # (B, L, D)
         valid = (inp != 0) & (tgt != 0)  # (B, L)
+        if "new_targets" in batch:  # targets left of the row's newest new_targets belong to an older row
+            first = inp.shape[1] - batch["new_targets"].unsqueeze(1)  # (B, 1)
+            valid &= torch.arange(inp.shape[1], device=seq.device).unsqueeze(0) >= first
         rows = torch.arange(seq.shape[0], device=seq.device).unsqueeze(1).expand_as(inp)[valid]  # (M,)
         members = user_item_members(seq, users, self.num_items) if self.objective.mask_user_items else None
         loss = self.objective(states[valid], tgt[valid], rows, members, self.item_repr, generator=generator)

@@ -94,7 +94,7 @@ def prepare(
                         features.missing, num_items, "+".join(t.feature_sets))
 
     seqs = build_sequences(split, item_index, user_index, t.max_seq_len, t.split.test_targets,
-                           t.split.test_history, refit=t.retrain)
+                           t.split.test_history, refit=t.retrain, stride=t.train_stride)
     written = persist(seqs)
     stats = sequence_stats(written)
     counts = item_counts(split, item_index, [w.index for w in windows], num_items)

@@ -23,6 +23,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from captionrec.contracts import TRAIN_BATCH_COLUMNS
+
 log = logging.getLogger(__name__)
 
 
@@ -153,15 +155,14 @@ def _pyarrow_batches(
     if n == 0:
         raise ValueError("no training rows for this window")
     rng = np.random.default_rng(seed)
-    seq = torch.from_numpy(rows["seq"])
-    users = torch.from_numpy(rows["user_idx"])
+    cols = {k: torch.from_numpy(rows[k]) for k in TRAIN_BATCH_COLUMNS}
     while True:
         perm = rng.permutation(n)
         for i in range(0, n, batch_size):
             idx = torch.from_numpy(perm[i : i + batch_size])
             if len(idx) < batch_size and n >= batch_size:  # top up the ragged tail from the next cycle
                 idx = torch.cat([idx, torch.from_numpy(rng.permutation(n)[: batch_size - len(idx)])])
-            yield {"seq": seq[idx], "user_idx": users[idx]}  # (B, L + 1), (B,)
+            yield {k: v[idx] for k, v in cols.items()}  # seq (B, L + 1), user_idx and new_targets (B,)
 
 
 def _petastorm_batches(converter, rank: int, world: int, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -175,19 +176,19 @@ def _petastorm_batches(converter, rank: int, world: int, batch_size: int, seed: 
         seed=seed,
     ) as loader:
         for batch in loader:
-            yield {"seq": batch["seq"].long(), "user_idx": batch["user_idx"].long()}
+            yield {k: batch[k].long() for k in TRAIN_BATCH_COLUMNS}
 
 
 def train_batches(
     source: SequenceSource, window: int, role: int, rank: int, world: int, batch_size: int, seed: int
 ) -> Iterator[dict[str, torch.Tensor]]:
     """An endless iterator of this rank's training batches of (window, role):
-    {'seq': (B, L + 1) long, 'user_idx': (B,) long}."""
+    {'seq': (B, L + 1) long, 'user_idx': (B,) long, 'new_targets': (B,) long}."""
     if source.loader == "petastorm":
         if (window, role) not in source.converters:
             raise KeyError(f"no petastorm converter for window {window}, role {role}")
         return _petastorm_batches(source.converters[(window, role)], rank, world, batch_size, seed + rank)
-    rows = read_rows(source.files, window, [role], ("user_idx", "seq"))
+    rows = read_rows(source.files, window, [role], TRAIN_BATCH_COLUMNS)
     total = len(rows["seq"])
     # Fewer rows than ranks: every rank trains on all of them rather than on nothing.
     mine = shard_rows(rows, rank, world) if total >= world else rows

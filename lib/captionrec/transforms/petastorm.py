@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
+from captionrec.contracts import TRAIN_BATCH_COLUMNS
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
@@ -51,7 +53,7 @@ def resolve_cache_dir(spark: "SparkSession", cache_dir: Optional[str]) -> str:
 def petastorm_converters(
     sequences: "DataFrame", keys: Sequence[tuple[int, int]], world: int, cache_dir: Optional[str] = None
 ) -> dict[tuple[int, int], Any]:
-    """One petastorm converter per (window, training role) over its rows (user_idx, seq), >= `world` files."""
+    """One petastorm converter per (window, training role) over its rows (TRAIN_BATCH_COLUMNS), >= `world` files."""
     from petastorm.spark import make_spark_converter
     from pyspark.sql import functions as F
 
@@ -61,7 +63,7 @@ def petastorm_converters(
     for window, role in keys:
         part = (
             sequences.where((F.col("window") == window) & (F.col("role") == role))
-            .select(F.col("user_idx").cast("int"), F.col("seq"))
+            .select(*TRAIN_BATCH_COLUMNS)  # ints already (contracts.schema(TRAIN_SEQUENCES))
             .repartition(max(2, world))  # petastorm shards by row group: every rank needs at least one
         )
         out[(int(window), int(role))] = make_spark_converter(part)

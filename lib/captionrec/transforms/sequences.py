@@ -6,11 +6,13 @@ Sequences table (one row per training chunk or evaluation case), keyed by (windo
     window    int         split window (0 for leave-one-out)
     role      int         0 fit / 3 refit (training rows), 1 validation case, 2 test case
     user_idx  int         1..U (0 = unknown)
-    chunk     int         training: chunk number counted back from the newest item; eval: case number per user
+    chunk     int         training: row number counted back from the newest item; eval: case number per user
     seq       array<int>  max_seq_len + 1 item indices, left-padded with 0 (items are 1..N).
                           training: consecutive items, inputs seq[:-1] -> next-item targets seq[1:];
                           eval: the last max_seq_len items of the case's history, then the target.
     seq_len   int         non-padding entries of seq
+    new_targets int       training: how many of the row's newest targets it trains (the older ones are
+                          trained by the row before it, with more history); eval: 1
     target    int         the last item of seq
     cold      int         eval: 1 when the target has no interaction in the phase's training data
                           (validation: none in fit; test: none before t_k)
@@ -24,7 +26,7 @@ user sees the history as it was at t_k).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -90,16 +92,18 @@ def _histories(rows: "DataFrame", roles: tuple[int, ...]) -> "DataFrame":
     )
 
 
-def _training_rows(rows: "DataFrame", roles: tuple[int, ...], out_role: int, L: int) -> "DataFrame":
-    """Per (window, user) the items of `roles` in time order, cut into chunks of L + 1 from the newest."""
+def _training_rows(rows: "DataFrame", roles: tuple[int, ...], out_role: int, L: int, stride: int) -> "DataFrame":
+    """Per (window, user) the items of `roles` in time order, as rows of up to L + 1 items ending every
+    `stride` items back from the newest; a row's newest `stride` targets are its own (`new_targets`), so
+    every target (items 2..n) is trained by exactly one row."""
     from pyspark.sql import functions as F
 
     return (
         _histories(rows, roles)
         .withColumn("n", F.size("items"))
         .where(F.col("n") >= 2)
-        .withColumn("chunk", F.explode(F.sequence(F.lit(0), (F.ceil((F.col("n") - 1) / L) - 1).cast("int"))))
-        .withColumn("end", F.col("n") - F.col("chunk") * L)  # exclusive, 0-based
+        .withColumn("chunk", F.explode(F.sequence(F.lit(0), (F.ceil((F.col("n") - 1) / stride) - 1).cast("int"))))
+        .withColumn("end", F.col("n") - F.col("chunk") * stride)  # exclusive, 0-based
         .withColumn("begin", F.greatest(F.col("end") - L - 1, F.lit(0)))
         .withColumn("part", F.slice("items", F.col("begin") + 1, F.col("end") - F.col("begin")))
         .select(
@@ -109,6 +113,7 @@ def _training_rows(rows: "DataFrame", roles: tuple[int, ...], out_role: int, L: 
             F.col("chunk").cast("int").alias("chunk"),
             _left_pad(F.col("part"), L + 1).alias("seq"),
             F.size("part").cast("int").alias("seq_len"),
+            F.least(F.lit(stride), F.col("end") - 1).cast("int").alias("new_targets"),
             F.element_at("part", -1).cast("int").alias("target"),
             F.lit(0).cast("int").alias("cold"),
             F.lit(0).cast("int").alias("repeat"),
@@ -155,18 +160,23 @@ def build_sequences(
     test_targets: str = "all",
     test_history: str = "rolling",
     refit: bool = False,
+    stride: Optional[int] = None,
 ) -> "DataFrame":
     """split interactions (user_id, item_id, ts_ms, window, role) -> the sequences table (see module doc).
 
     refit: also write the test phase's training rows (role 3: every interaction before t_k).
+    stride: a training row every `stride` items (None: max_seq_len, rows that do not overlap).
     """
     from pyspark.sql import functions as F
 
     L = int(max_seq_len)
+    S = L if stride is None else int(stride)
+    if not 1 <= S <= L:
+        raise ValueError(f"stride must be in 1..max_seq_len ({L}), got {S}")
     rows = _indexed(split, item_index, user_index)
-    out = _training_rows(rows, (FIT,), FIT, L)
+    out = _training_rows(rows, (FIT,), FIT, L, S)
     if refit:
-        out = out.unionByName(_training_rows(rows, (FIT, VALID), REFIT, L))
+        out = out.unionByName(_training_rows(rows, (FIT, VALID), REFIT, L, S))
     cases = _eval_cases(rows, test_targets, test_history)
     recent = F.slice("seen", F.greatest(F.size("seen") - L + 1, F.lit(1)), F.lit(L))
     part = F.concat(recent, F.array(F.col("item_idx")))
@@ -177,6 +187,7 @@ def build_sequences(
         "chunk",
         _left_pad(part, L + 1).alias("seq"),
         F.size(part).cast("int").alias("seq_len"),
+        F.lit(1).cast("int").alias("new_targets"),
         F.col("item_idx").cast("int").alias("target"),
         "cold",
         F.array_contains("seen", F.col("item_idx")).cast("int").alias("repeat"),
