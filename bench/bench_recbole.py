@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO / "lib"))
 
 DATASET = "ml100k_int"
 RECBOLE = "recbole_sasrec"
+RECBOLE_VERSION = "1.2.1"
 OURS = {  # system -> train-stage overrides (besides the shared ones)
     "sasrec": ["model=sasrec", "features=id"],
     "two_tower_id": ["model=two_tower", "features=id"],
@@ -92,7 +93,7 @@ def recbole_python(venv: Path) -> Path:
         pip = [str(py), "-m", "pip", "install", "-q"]
         subprocess.run([*pip, "--upgrade", "pip", "wheel", "setuptools"], check=True)
         subprocess.run([*pip, "-r", str(pins)], check=True)
-        subprocess.run([*pip, "--no-deps", "recbole==1.2.1"], check=True)  # its ray pin is for tuning only
+        subprocess.run([*pip, "--no-deps", f"recbole=={RECBOLE_VERSION}"], check=True)  # its ray pin is for tuning only
         stamp.write_text(want)
     return py
 
@@ -434,8 +435,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
             f"patience={args.patience}", "retrain=false", "exclude_seen=false", "negatives.mask_user_items=false",
             "ks=[10]", "num_processes=1",
             f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
-    commit = _git_commit()
-    code = _code_version(commit)
+    commit, code = args.commit, args.code  # read once at start: a commit made while this runs is not its code
     if res_path.exists():  # reused only when run with the same settings by the same code (lib/ and this script)
         cached = json.loads(res_path.read_text())
         if cached.get("code") == code and cached.get("base_overrides") == _portable(base):
@@ -567,6 +567,8 @@ def collect(work: Path, seeds: list[int]) -> dict:
         row["cpu_to_best_s"] = _mean([_cpu_to_best(r) for r in runs])
         row["mean_load"] = _mean([c.get("load") for r in runs for c in r["curve"]]) if system == RECBOLE else None
         row["budget"] = sorted({_budget_text(r["budget"]) for r in runs if r.get("budget")})
+        row["code"] = sorted({r["git_commit"][:8] for r in runs if r.get("git_commit")}) or [f"recbole {RECBOLE_VERSION}"]
+        row["overrides"] = runs[0].get("overrides")  # ours: the train-stage settings (seed aside)
         systems[system] = row
     return systems
 
@@ -591,22 +593,28 @@ def targets(systems: dict) -> dict:
 def markdown(report: dict) -> str:
     a = report["args"]
     lines = [
-        f"MovieLens-100K (recbole 1.2.1's dataset_example), leave-one-out by integer time order, full ranking, "
+        f"MovieLens-100K (recbole {RECBOLE_VERSION}'s dataset_example), leave-one-out by integer time order, full ranking, "
         f"test = the best validation NDCG@10 epoch; {report['machine']}. `all`: every item ranked (RecBole's "
         f"protocol); `seen-excl.`: the user's earlier items not ranked (ours). Means over seeds.", "",
         "| system | seeds | HR@10 all | nDCG@10 all | HR@10 seen-excl. | nDCG@10 seen-excl. | best epoch | epochs run (stop) "
-        "| train s/epoch | eval s/epoch | wall to best (s) | CPU to best (s) | budget |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| train s/epoch | eval s/epoch | wall to best (s) | CPU to best (s) | budget | code |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["systems"].items():
         lines.append(
             f"| {name} | {','.join(map(str, r['seeds']))} | {r['all_hr@10']:.4f} | {r['all_ndcg@10']:.4f} | "
             f"{r['seen_excluded_hr@10']:.4f} | {r['seen_excluded_ndcg@10']:.4f} | {r['best_epoch']:.1f} | "
             f"{r['epochs_run']:.1f} ({'/'.join(r['stopped'])}) | {r['train_s_per_epoch']:.1f} | {r['eval_s_per_epoch']:.1f} | "
-            f"{r['wall_to_best_s']:.0f} | {r['cpu_to_best_s']:.0f} | {'; '.join(r['budget'])} |")
+            f"{r['wall_to_best_s']:.0f} | {r['cpu_to_best_s']:.0f} | {'; '.join(r['budget'])} | {', '.join(r['code'])} |")
     for name, b in report.get("baselines", {}).items():
         lines.append(f"| {name} (baseline) | - | {b['all']['hr@10']:.4f} | {b['all']['ndcg@10']:.4f} | "
-                     f"{b['seen_excluded']['hr@10']:.4f} | {b['seen_excluded']['ndcg@10']:.4f} | - | - | - | - | - | - | - |")
+                     f"{b['seen_excluded']['hr@10']:.4f} | {b['seen_excluded']['ndcg@10']:.4f} | - | - | - | - | - | - | - | - |")
+    ours = {name: [o for o in r["overrides"] if not o.startswith("seed=")]
+            for name, r in report["systems"].items() if r.get("overrides")}
+    if ours:
+        shared = [o for o in next(iter(ours.values())) if all(o in v for v in ours.values())]
+        lines += ["", f"Our systems' train-stage settings: `{' '.join(shared)}`, and", ""]
+        lines += [f"- {name}: `{' '.join(o for o in v if o not in shared)}`" for name, v in ours.items()]
     t = report["targets"]
     lines += ["", "Targets (ours = `sasrec`, against `recbole_sasrec`, means over seeds)"
               + ("" if not t.get("evaluated") or t.get("recbole_converged") else
@@ -652,6 +660,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.ours_extra = [o for o in args.ours_extra.split(",") if o]
+    args.commit = _git_commit()
+    args.code = _code_version(args.commit)
     if args.worker == "recbole":
         return recbole_worker(args)
     seeds = [int(s) for s in args.seeds.split(",") if s]
