@@ -44,10 +44,11 @@ def test_shapes_and_padding(model, mode):
     assert torch.all(items[0] == 0)  # padding item
 
 
-@pytest.mark.parametrize("model", ["sasrec", "two_tower"])
-def test_states_are_causal(model):
+@pytest.mark.parametrize("model,norm", [("sasrec", "pre"), ("sasrec", "post"), ("two_tower", "pre")])
+def test_states_are_causal(model, norm):
     torch.manual_seed(0)
-    m = build_model(model, _repr("id"), num_users=3, max_seq_len=L, dim=D, layers=2, heads=2, dropout=0.0).eval()
+    m = build_model(model, _repr("id"), num_users=3, max_seq_len=L, dim=D, layers=2, heads=2, dropout=0.0,
+                    sasrec_norm=norm).eval()
     a = torch.tensor([[0, 7, 8, 9, 10, 11]])
     b = torch.tensor([[0, 7, 8, 9, 20, 21]])  # differs only after position 3
     out_a, out_b = m(a), m(b)
@@ -55,9 +56,10 @@ def test_states_are_causal(model):
     assert not torch.allclose(out_a[:, 4:], out_b[:, 4:])
 
 
-def test_sasrec_left_padding_does_not_change_the_last_state():
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_sasrec_left_padding_does_not_change_the_last_state(norm):
     torch.manual_seed(0)
-    m = SASRec(_repr("id"), max_seq_len=L, dim=D, layers=2, heads=2, dropout=0.0).eval()
+    m = SASRec(_repr("id"), max_seq_len=L, dim=D, layers=2, heads=2, dropout=0.0, norm=norm).eval()
     short = m(torch.tensor([[4, 5, 6]]))[:, -1]
     padded = m(torch.tensor([[0, 0, 0, 4, 5, 6]]))[:, -1]
     assert torch.allclose(short, padded, atol=1e-5)
@@ -73,6 +75,30 @@ def test_sasrec_input_is_led_by_the_items_not_the_positions_at_init():
     item_part = m.item_repr(torch.arange(1, N + 1)).norm(dim=-1).mean() * 64 ** 0.5
     position_part = m.position.weight.norm(dim=-1).mean()
     assert position_part < item_part, (float(position_part), float(item_part))
+
+
+def test_sasrec_post_norm_is_recboles_layout():
+    """norm="post": the summed item and position vectors go through a LayerNorm (so scaling both changes
+    nothing; the pre layout's states change), blocks are post-LN, linear layers start from N(0, 0.02)."""
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    states = {}
+    for norm in ("pre", "post"):
+        torch.manual_seed(0)
+        m = SASRec(_repr("id"), max_seq_len=L, dim=D, layers=2, heads=2, dropout=0.0, norm=norm).eval()
+        with torch.no_grad():
+            before = m(seq)
+            m.item_repr.id_embedding.weight.mul_(10.0)
+            m.position.weight.mul_(10.0)
+            states[norm] = (before, m(seq))
+        if norm == "post":
+            qkv = m.blocks[0].qkv.weight
+            assert abs(float(qkv.std()) - 0.02) < 0.004 and float(m.blocks[1].ff[0].bias.abs().max()) == 0.0
+            # post-LN: every real position's state is a LayerNorm output (mean 0, std 1 before its affine part)
+            assert torch.allclose(states[norm][0][1].mean(-1), torch.zeros(L), atol=1e-5)
+    torch.testing.assert_close(states["post"][0], states["post"][1], atol=1e-4, rtol=1e-3)  # up to the LN epsilon
+    assert not torch.allclose(states["pre"][0], states["pre"][1], atol=1e-3)
+    with pytest.raises(ValueError, match="norm"):
+        SASRec(_repr("id"), max_seq_len=L, dim=D, norm="sandwich")
 
 
 def test_items_without_features_share_the_missing_vector():

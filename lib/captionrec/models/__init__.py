@@ -29,10 +29,12 @@ def build_model(
     heads: int = 2,
     dropout: float = 0.2,
     user_id_in_tower: bool = False,
+    sasrec_norm: str = "pre",
 ) -> Recommender:
     """`model` is `sasrec` or `two_tower`."""
     if model == "sasrec":
-        return SASRec(item_repr, max_seq_len=max_seq_len, dim=dim, layers=layers, heads=heads, dropout=dropout)
+        return SASRec(item_repr, max_seq_len=max_seq_len, dim=dim, layers=layers, heads=heads, dropout=dropout,
+                      norm=sasrec_norm)
     if model == "two_tower":
         return TwoTower(
             item_repr,

@@ -97,6 +97,7 @@ def make_model(job: TrainJob, known: np.ndarray) -> Recommender:
     return build_model(
         cfg.model, item_repr, num_users=job.num_users, max_seq_len=cfg.max_seq_len, dim=cfg.dim,
         layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout, user_id_in_tower=cfg.user_id_in_tower,
+        sasrec_norm=cfg.sasrec_norm,
     )
 
 
