@@ -93,6 +93,7 @@ def test_sasrec_post_norm_is_recboles_layout():
         if norm == "post":
             qkv = m.blocks[0].qkv.weight.detach()
             assert abs(float(qkv.std()) - 0.02) < 0.004 and float(m.blocks[1].ff[0].bias.detach().abs().max()) == 0.0
+            assert not any(isinstance(x, torch.nn.Dropout) for x in m.blocks[0].ff)  # RecBole drops after the FFN only
             # post-LN: every real position's state is a LayerNorm output (mean 0, std 1 before its affine part)
             assert torch.allclose(states[norm][0][1].mean(-1), torch.zeros(L), atol=1e-5)
     torch.testing.assert_close(states["post"][0], states["post"][1], atol=1e-4, rtol=1e-3)  # up to the LN epsilon

@@ -90,7 +90,7 @@ class TrainConfig:
     # Hidden width of the feature projection MLP (frozen vectors -> dim).
     feature_hidden: int = 256
     # SASRec's layout: "pre" (pre-LayerNorm blocks, Kang & McAuley's code) or "post" (RecBole's: LayerNorm on
-    # the input vectors, post-LayerNorm blocks, N(0, 0.02) linear layers); see models/sasrec.py.
+    # the input vectors, post-LayerNorm blocks, no dropout inside the feed-forward, N(0, 0.02) linear layers).
     sasrec_norm: Literal["pre", "post"] = "pre"
     # Two-Tower: add a learned user-id embedding to the user tower (users unseen in training get none).
     user_id_in_tower: bool = False

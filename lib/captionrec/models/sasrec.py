@@ -2,7 +2,7 @@
 
 Two layouts (`norm`): "pre" (pre-LayerNorm blocks and a final LayerNorm, item vectors scaled by sqrt(dim), as
 Kang & McAuley's code) and "post" (RecBole's, BERT's: LayerNorm on the summed item and position vectors,
-post-LayerNorm blocks, every linear layer drawn from N(0, 0.02)).
+post-LayerNorm blocks, no dropout inside the feed-forward, every linear layer drawn from N(0, 0.02)).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class _Block(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        # Kang & McAuley drop inside the feed-forward too; RecBole (post) only after it
+        inner = [] if post_norm else [nn.Dropout(dropout)]
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), *inner, nn.Linear(4 * dim, dim))
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
