@@ -11,8 +11,9 @@ Sequences table (one row per training chunk or evaluation case), keyed by (windo
                           training: consecutive items, inputs seq[:-1] -> next-item targets seq[1:];
                           eval: the last max_seq_len items of the case's history, then the target.
     seq_len   int         non-padding entries of seq
-    new_targets int       training: how many of the row's newest targets it trains (the older ones are
-                          trained by the row before it, with more history); eval: 1
+    new_targets int       training: how many of the row's newest targets it trains (with train_stride <
+                          max_seq_len rows overlap; a row's older targets are trained by an older row, where
+                          more history precedes them); eval: 1
     target    int         the last item of seq
     cold      int         eval: 1 when the target has no interaction in the phase's training data
                           (validation: none in fit; test: none before t_k)
