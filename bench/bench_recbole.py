@@ -435,7 +435,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
             f"patience={args.patience}", "retrain=false", "exclude_seen=false", "negatives.mask_user_items=false",
             "ks=[10]", "num_processes=1",
             f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
-    commit, code = args.commit, args.code  # read once at start: a commit made while this runs is not its code
+    commit, code = args.commit, args.code  # read once by run_all
     if res_path.exists():  # reused only when run with the same settings by the same code (lib/ and this script)
         cached = json.loads(res_path.read_text())
         if cached.get("code") == code and cached.get("base_overrides") == _portable(base):
@@ -660,8 +660,6 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.ours_extra = [o for o in args.ours_extra.split(",") if o]
-    args.commit = _git_commit()
-    args.code = _code_version(args.commit)
     if args.worker == "recbole":
         return recbole_worker(args)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -691,6 +689,9 @@ def _recbole_done(result: Path, budget: dict) -> bool:
 
 
 def run_all(args, systems: list[str], seeds: list[int]) -> None:
+    # read once, before any run: a commit made while this runs is not the code it runs
+    args.commit = _git_commit()
+    args.code = _code_version(args.commit)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     py = recbole_python(Path(args.recbole_venv))
