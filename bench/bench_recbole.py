@@ -164,6 +164,19 @@ def summarize_variants(ranks: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def case_table(users, targets, ranks: dict) -> dict[str, list]:
+    """Per-case ranks of a system's test step, keyed by raw user and target ids (what pairs two systems' cases):
+    {'user': [...], 'target': [...], 'rank_all': [...], 'rank_seen_excluded': [...]}."""
+    import numpy as np
+
+    out = {"user": [str(u) for u in users], "target": [str(t) for t in targets]}
+    for v, r in ranks.items():
+        out[f"rank_{v}"] = [int(x) for x in np.concatenate([x.numpy() for x in r])]
+    if any(len(col) != len(out["user"]) for col in out.values()):
+        raise ValueError(f"case table: columns of different lengths {({k: len(c) for k, c in out.items()})}")
+    return out
+
+
 def baselines(data: Path, draws: int = 20) -> dict[str, dict]:
     """Random and popularity scorers on the same test cases (each user's last item), both variants, through the
     same metric code. Popularity: interactions in the training part (every user's items but the last two);
@@ -219,12 +232,17 @@ def _recbole_test(trainer, model, test_data, dataset, seen_raw) -> dict:
 
     own = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     ranks = {v: [] for v in VARIANTS}
+    case_users, case_targets = [], []
     item_tok = dataset.field2token_id["item_id"]
     model.eval()
     with torch.no_grad():
         for interaction, _, _, positive_i in test_data:
             scores = model.full_sort_predict(interaction)  # (B, n_items), column 0 = padding
             users = dataset.id2token("user_id", interaction["user_id"].numpy())
+            if len(positive_i) != len(users):
+                raise ValueError(f"RecBole test batch: {len(positive_i)} targets for {len(users)} users (leave-one-out has one each)")
+            case_users.extend(users)
+            case_targets.extend(dataset.id2token("item_id", positive_i.numpy()))
             lists = [[item_tok[i] for i in seen_raw[str(u)]] for u in users]
             width = max(1, max(len(x) for x in lists))
             seen = torch.zeros(len(lists), width, dtype=torch.long)
@@ -234,6 +252,7 @@ def _recbole_test(trainer, model, test_data, dataset, seen_raw) -> dict:
                 ranks[v].append(r)
     out = summarize_variants(ranks)
     out["recbole_evaluator"] = {k.lower(): float(v) for k, v in own.items()}
+    out["cases"] = case_table(case_users, case_targets, ranks)
     return out
 
 
@@ -271,7 +290,7 @@ def recbole_worker(args) -> int:
         print(f"[recbole s{args.seed}] resuming after epoch {len(st['curve']) - 1}", flush=True)
     budget_s = args.time_budget_h * 3600
     seen_raw = seen_before_test(Path(args.work) / "data" / DATASET)
-    if st["best_epoch"] >= 0 and "test" not in st:  # resumed from a state saved before test-at-best existed
+    if st["best_epoch"] >= 0 and "cases" not in st.get("test", {}):  # a state saved before per-case ranks were kept
         current = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False))
         st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
@@ -400,8 +419,18 @@ def _curve(client, run_id: str) -> list[dict]:
              "elapsed_cpu_s": hist["elapsed_cpu_seconds_w0"].get(e)} for e in sorted(hist["valid_ndcg_10_w0"])]
 
 
-def _ours_test(run_id: str, files) -> dict:
-    """The logged model (mlflow.pytorch.load_model) ranks the test cases, both variants."""
+def _raw_ids(data: Path) -> tuple[list[str], list[str]]:
+    """Raw user and item ids in the order the train stage numbers them (`user_idx` / `item_idx` = position + 1:
+    distinct ids in id order, `transforms.sequences._numbered`; the ids are ASCII, so Python's order is Spark's).
+    A wrong mapping cannot pass unnoticed: `paired` requires both systems' test targets to agree per user."""
+    import pandas as pd
+
+    df = pd.read_parquet(data / "interactions.parquet", columns=["user_id", "item_id"])
+    return sorted(df["user_id"].astype(str).unique()), sorted(df["item_id"].astype(str).unique())
+
+
+def _ours_test(run_id: str, files, data: Path) -> dict:
+    """The logged model (mlflow.pytorch.load_model) ranks the test cases, both variants, kept per case."""
     import mlflow
     import torch
 
@@ -409,7 +438,7 @@ def _ours_test(run_id: str, files) -> dict:
     from captionrec.training.windows import TEST
 
     scorer = mlflow.pytorch.load_model(f"runs:/{run_id}/model").eval()
-    rows = read_rows(files, 0, [TEST], ("seq", "target", "seen"))
+    rows = read_rows(files, 0, [TEST], ("user_idx", "seq", "target", "seen"))
     ranks = {v: [] for v in VARIANTS}
     with torch.no_grad():
         for i in range(0, len(rows["target"]), 1024):
@@ -417,10 +446,13 @@ def _ours_test(run_id: str, files) -> dict:
             seen = torch.from_numpy(rows["seen"][i : i + 1024])
             for v, r in rank_variants(scores, torch.from_numpy(rows["target"][i : i + 1024]), seen).items():
                 ranks[v].append(r)
-    return summarize_variants(ranks)  # `seen` of a case: every item of the user before the target
+    out = summarize_variants(ranks)  # `seen` of a case: every item of the user before the target
+    users, items = _raw_ids(data)
+    out["cases"] = case_table([users[u - 1] for u in rows["user_idx"]], [items[t - 1] for t in rows["target"]], ranks)
+    return out
 
 
-def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict:
+def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: Path) -> dict:
     """One of our systems through the train stage (cached per system and seed)."""
     import mlflow
 
@@ -436,9 +468,13 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
             "ks=[10]", "num_processes=1",
             f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
     commit, code = args.commit, args.code  # read once by run_all
-    if res_path.exists():  # reused only when run with the same settings by the same code (lib/ and this script)
+    if res_path.exists():  # reused only when the same lib/ code trained it with the same settings
         cached = json.loads(res_path.read_text())
-        if cached.get("code") == code and cached.get("base_overrides") == _portable(base):
+        if (_lib_version(cached.get("code", "")) == _lib_version(code) is not None and "files" in cached
+                and cached.get("overrides") == cfg_overrides(base, system, cached.get("batch_size"))):
+            if "cases" not in cached["test"]:  # tested before per-case ranks were kept: the logged model is re-scored
+                cached["test"] = _ours_test(cached["run_id"], tuple(cached["files"]), data)
+                _write_json(res_path, cached)
             return cached
         stale = res_path.with_name(f"result.stale-{cached.get('git_commit', 'unknown')[:12]}.json")
         print(f"[ours] {system} seed {seed}: cached result is from other code or settings, kept as {stale.name}; re-running")
@@ -469,7 +505,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict) -> dict
               "targets_per_row": per_row, "curve": curve, "best_epoch": w["best_epoch"], "stopped": stopped,
               "run_id": out["run_id"], "train_s": w["select_seconds"], "wall_s": wall, "overrides": cfg_overrides(base, system, batch),
               "git_commit": commit, "code": code, "base_overrides": _portable(base),
-              "test": _ours_test(out["run_id"], files),
+              "files": list(files), "test": _ours_test(out["run_id"], files, data),
               "own_test": {k: w["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr", "cases")}}
     _write_json(res_path, result)
     return result
@@ -486,13 +522,20 @@ def _portable(base: list[str]) -> list[str]:
 
 def _code_version(commit: str) -> str:
     """Git tree/blob ids of lib/ and this script at HEAD (`+dirty` when either differs from HEAD): a commit that
-    touches neither (docs, tests) keeps cached results valid."""
+    touches neither (docs, tests) keeps cached results valid; one that touches only this script keeps the
+    training and re-scores the logged model where the result lacks what the script now records."""
     try:
         ids = subprocess.run(["git", "rev-parse", "HEAD:lib", "HEAD:bench/bench_recbole.py"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return ":".join(i[:12] for i in ids) + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def _lib_version(code: str) -> str | None:
+    """The lib/ part of a `_code_version` (what trains our systems; this script only evaluates and reports),
+    None when it is unknown or the checkout was dirty."""
+    return None if not code or code == "unknown" or code.endswith("+dirty") else code.split(":")[0]
 
 
 def _git_commit() -> str:
@@ -590,6 +633,59 @@ def targets(systems: dict) -> dict:
     }
 
 
+def _case_values(runs: list[dict], variant: str) -> "object":
+    """One system's test cases, one row per user: its target and HR@10 / nDCG@10 averaged over the runs (seeds)."""
+    import pandas as pd
+    import torch
+
+    from captionrec.training.metrics import rank_metrics
+
+    frames = []
+    for r in runs:
+        c = r["test"]["cases"]
+        df = pd.DataFrame({"user": c["user"], "target": c["target"], "seed": r["seed"]})
+        for k, v in rank_metrics(torch.tensor(c[f"rank_{variant}"]), ks=(10,)).items():
+            df[k] = v.numpy()
+        if df["user"].duplicated().any():
+            raise ValueError(f"{r['system']} seed {r['seed']}: more than one test case for a user (leave-one-out has one)")
+        frames.append(df)
+    df = pd.concat(frames)
+    if (df.groupby("user")["target"].nunique() > 1).any():
+        raise ValueError(f"{runs[0]['system']}: its runs disagree on a user's test target")
+    return df.groupby("user").agg(target=("target", "first"), hr=("hr@10", "mean"), ndcg=("ndcg@10", "mean"))
+
+
+def paired(systems: dict, a: str = "sasrec", b: str = RECBOLE, samples: int = 2000, seed: int = 0) -> dict:
+    """`a` - `b` on the same test cases (paired by user): each case's HR@10 / nDCG@10 averaged over each system's
+    seeds, a 95% percentile interval from resampling the cases (`captionrec.report.stats.paired_bootstrap`).
+    The interval covers which users happen to be test cases, not seed-to-seed variation beyond the seeds run."""
+    from captionrec.report.stats import paired_bootstrap
+
+    sa, sb = systems.get(a), systems.get(b)
+    if not sa or not sb:
+        return {"evaluated": False, "why": f"needs both {a} and {b} results"}
+    missing = [f"{r['system']} seed {r['seed']}" for r in sa["runs"] + sb["runs"] if "cases" not in r["test"]]
+    if missing:
+        return {"evaluated": False, "why": f"no per-case ranks in {', '.join(missing)} (made before they were kept: "
+                                            "re-run the bench, which re-scores saved models)"}
+    out = {"evaluated": True, "a": a, "b": b, "samples": samples, "confidence": 0.95}
+    for v in VARIANTS:
+        ca, cb = _case_values(sa["runs"], v), _case_values(sb["runs"], v)
+        both = ca.join(cb, how="inner", lsuffix="_a", rsuffix="_b")
+        if len(both) != len(ca) or len(both) != len(cb):
+            raise ValueError(f"{a} and {b} test different users: {len(ca)} and {len(cb)} cases, {len(both)} shared")
+        wrong = both[both["target_a"] != both["target_b"]]
+        if len(wrong):
+            raise ValueError(f"{a} and {b} test different targets for {len(wrong)} users, e.g. user {wrong.index[0]}: "
+                             f"{wrong['target_a'].iloc[0]} vs {wrong['target_b'].iloc[0]}")
+        for m in ("hr", "ndcg"):
+            bs = paired_bootstrap(both[f"{m}_a"].to_numpy(), both[f"{m}_b"].to_numpy(), [0] * len(both),
+                                  samples=samples, seed=seed)
+            out[f"{v}_{m}@10"] = {"a": bs["a"], "b": bs["b"], "diff": bs["diff"], "lo": bs["diff_lo"],
+                                  "hi": bs["diff_hi"], "cases": len(both)}
+    return out
+
+
 def markdown(report: dict) -> str:
     a = report["args"]
     lines = [
@@ -623,6 +719,17 @@ def markdown(report: dict) -> str:
                  "least the one shown") + ":", ""]
     for k, v in report["targets"].items():
         lines.append(f"- {k}: {v if not isinstance(v, float) else round(v, 3)}")
+    pr = report.get("paired", {})
+    if pr.get("evaluated"):
+        lines += ["", f"Paired on the same test cases, {pr['a']} - {pr['b']} (each case's value averaged over each "
+                      f"system's seeds; {pr['confidence']:.0%} interval from {pr['samples']} resamplings of the cases):", ""]
+        for v in VARIANTS:
+            for m in ("hr", "ndcg"):
+                d = pr[f"{v}_{m}@10"]
+                lines.append(f"- {m.upper() if m == 'hr' else 'nDCG'}@10 {v}: {d['a']:.4f} - {d['b']:.4f} = {d['diff']:+.4f} "
+                             f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {d['cases']} cases")
+    elif pr:
+        lines += ["", f"Paired comparison: not made ({pr['why']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -636,7 +743,7 @@ def write_report(args, seeds: list[int]) -> dict:
     report = {"args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load now {_load()}",
               "systems": systems, "baselines": baselines(data) if (data / f"{DATASET}.inter").exists() else {},
-              "targets": targets(systems)}
+              "targets": targets(systems), "paired": paired(systems)}
     _write_json(out / "recbole_bench.json", report)
     (out / "recbole_bench.md").write_text(markdown(report))
     print(markdown(report))
@@ -703,7 +810,7 @@ def run_all(args, systems: list[str], seeds: list[int]) -> None:
         for system in ours:
             for seed in seeds:
                 print(f"[ours] {system} seed {seed}", flush=True)
-                ours_run(args, system, seed, spark, store, prepared)
+                ours_run(args, system, seed, spark, store, prepared, data)
     if RECBOLE in systems:
         for seed in seeds:
             if _recbole_done(work / f"{RECBOLE}_s{seed}" / "result.json", _budget(args)):
