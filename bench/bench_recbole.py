@@ -25,8 +25,11 @@ RecBole runs in its own pinned environment (`constraints/recbole.txt`, built int
 use) as a subprocess of this script; each epoch appends to its curve and checkpoints model + optimizer,
 so an interrupted run resumes where it stopped. Our systems run through the train stage
 (`captionrec.pipeline.train`: Spark split -> sequences -> the pure-torch loop -> MLflow) and are cached
-per (system, seed). Outputs: `<out>/recbole_bench.json` (curves, budgets, machine load per epoch) and
-`<out>/recbole_bench.md` (the table and which targets were met).
+per (system, seed). Every system's test step keeps its per-case ranks (raw user and target ids), so the report
+pairs ours with RecBole on the same 943 cases: the difference of each metric with a bootstrap interval over the
+cases (each case's value averaged over a system's seeds). Outputs: `<out>/recbole_bench.json` (curves, budgets,
+machine load per epoch, per-case ranks) and `<out>/recbole_bench.md` (the table, which targets were met, the
+paired differences).
 """
 
 from __future__ import annotations
