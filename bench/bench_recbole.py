@@ -52,7 +52,8 @@ DATASET = "ml100k_int"
 RECBOLE = "recbole_sasrec"
 RECBOLE_VERSION = "1.2.1"
 OURS = {  # system -> train-stage overrides (besides the shared ones)
-    "sasrec": ["model=sasrec", "features=id"],
+    "sasrec": ["model=sasrec", "features=id"],  # our default layout (Kang & McAuley's pre-LN): the targets' row
+    "sasrec_recbole_layout": ["model=sasrec", "features=id", "sasrec_norm=post"],  # RecBole's layout, same code path
     "two_tower_id": ["model=two_tower", "features=id"],
     "two_tower_title": ["model=two_tower", "features=title"],
     "two_tower_id+title": ["model=two_tower", "features=id+title"],
@@ -722,8 +723,10 @@ def markdown(report: dict) -> str:
                  "least the one shown") + ":", ""]
     for k, v in report["targets"].items():
         lines.append(f"- {k}: {v if not isinstance(v, float) else round(v, 3)}")
-    pr = report.get("paired", {})
-    if pr.get("evaluated"):
+    for name, pr in report.get("paired", {}).items():
+        if not pr.get("evaluated"):
+            lines += ["", f"Paired comparison of {name}: not made ({pr['why']})."]
+            continue
         lines += ["", f"Paired on the same test cases, {pr['a']} - {pr['b']} (each case's value averaged over each "
                       f"system's seeds; {pr['confidence']:.0%} interval from {pr['samples']} resamplings of the cases):", ""]
         for v in VARIANTS:
@@ -731,8 +734,6 @@ def markdown(report: dict) -> str:
                 d = pr[f"{v}_{m}@10"]
                 lines.append(f"- {m.upper() if m == 'hr' else 'nDCG'}@10 {v}: {d['a']:.4f} - {d['b']:.4f} = {d['diff']:+.4f} "
                              f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {d['cases']} cases")
-    elif pr:
-        lines += ["", f"Paired comparison: not made ({pr['why']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -746,7 +747,8 @@ def write_report(args, seeds: list[int]) -> dict:
     report = {"args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load now {_load()}",
               "systems": systems, "baselines": baselines(data) if (data / f"{DATASET}.inter").exists() else {},
-              "targets": targets(systems), "paired": paired(systems)}
+              "targets": targets(systems),
+              "paired": {s: paired(systems, s, RECBOLE) for s in OURS if s.startswith("sasrec") and s in systems}}
     _write_json(out / "recbole_bench.json", report)
     (out / "recbole_bench.md").write_text(markdown(report))
     print(markdown(report))
