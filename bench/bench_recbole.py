@@ -474,11 +474,8 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
     commit, code = args.commit, args.code  # read once by run_all
     if res_path.exists():  # reused only when the same lib/ code trained it with the same settings
         cached = json.loads(res_path.read_text())
-        if (_lib_version(cached.get("code", "")) == _lib_version(code) is not None and "files" in cached
+        if (_lib_version(cached.get("code", "")) == _lib_version(code) is not None and "cases" in cached["test"]
                 and cached.get("overrides") == cfg_overrides(base, system, cached.get("batch_size"))):
-            if "cases" not in cached["test"]:  # tested before per-case ranks were kept: the logged model is re-scored
-                cached["test"] = _ours_test(cached["run_id"], tuple(cached["files"]), data)
-                _write_json(res_path, cached)
             return cached
         stale = res_path.with_name(f"result.stale-{cached.get('git_commit', 'unknown')[:12]}.json")
         print(f"[ours] {system} seed {seed}: cached result is from other code or settings, kept as {stale.name}; re-running")
@@ -509,7 +506,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
               "targets_per_row": per_row, "curve": curve, "best_epoch": w["best_epoch"], "stopped": stopped,
               "run_id": out["run_id"], "train_s": w["select_seconds"], "wall_s": wall, "overrides": cfg_overrides(base, system, batch),
               "git_commit": commit, "code": code, "base_overrides": _portable(base),
-              "files": list(files), "test": _ours_test(out["run_id"], files, data),
+              "test": _ours_test(out["run_id"], files, data),
               "own_test": {k: w["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr", "cases")}}
     _write_json(res_path, result)
     return result
@@ -526,8 +523,8 @@ def _portable(base: list[str]) -> list[str]:
 
 def _code_version(commit: str) -> str:
     """Git tree/blob ids of lib/ and this script at HEAD (`+dirty` when either differs from HEAD): a commit that
-    touches neither (docs, tests) keeps cached results valid; one that touches only this script keeps the
-    training and re-scores the logged model where the result lacks what the script now records."""
+    touches neither (docs, tests) keeps cached results valid; `ours_run` reuses a result across changes to this
+    script alone (it evaluates and reports; lib/ and the recorded overrides decide the training)."""
     try:
         ids = subprocess.run(["git", "rev-parse", "HEAD:lib", "HEAD:bench/bench_recbole.py"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.split()
@@ -647,7 +644,7 @@ def _case_values(runs: list[dict], variant: str) -> "object":
     frames = []
     for r in runs:
         c = r["test"]["cases"]
-        df = pd.DataFrame({"user": c["user"], "target": c["target"], "seed": r["seed"]})
+        df = pd.DataFrame({"user": c["user"], "target": c["target"]})
         for k, v in rank_metrics(torch.tensor(c[f"rank_{variant}"]), ks=(10,)).items():
             df[k] = v.numpy()
         if df["user"].duplicated().any():
@@ -671,7 +668,7 @@ def paired(systems: dict, a: str = "sasrec", b: str = RECBOLE, samples: int = 20
     missing = [f"{r['system']} seed {r['seed']}" for r in sa["runs"] + sb["runs"] if "cases" not in r["test"]]
     if missing:
         return {"evaluated": False, "why": f"no per-case ranks in {', '.join(missing)} (made before they were kept: "
-                                            "re-run the bench, which re-scores saved models)"}
+                                            "re-run the bench for them)"}
     out = {"evaluated": True, "a": a, "b": b, "samples": samples, "confidence": 0.95}
     for v in VARIANTS:
         ca, cb = _case_values(sa["runs"], v), _case_values(sb["runs"], v)
