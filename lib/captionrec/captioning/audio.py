@@ -46,21 +46,26 @@ class Transcript:
     language_known: bool = True  # False: an English-only model under "auto" (it cannot tell the language)
 
 
-# Whisper's own decode checks: a segment over this compression ratio is repetitive (a decoding loop).
+# Whisper's own decode checks: a segment over this compression ratio is repetitive (a decoding loop); one under
+# this mean token log-probability is a guess (faster-whisper's defaults, where they trigger its temperature fallback).
 COMPRESSION_RATIO_LIMIT = 2.4
+LOG_PROB_LIMIT = -1.0
 
 
 def transcript_confidence(segments: Sequence[Any]) -> Optional[float]:
     """The mean probability of the transcript's words (faster-whisper `word_timestamps`), in [0, 1]; the words of
-    a segment that failed Whisper's own checks (decoded only by temperature fallback, compression ratio over 2.4)
-    or that it judges not to be speech (no_speech_prob > 0.6) count 0. None when nothing was transcribed.
+    a segment that failed Whisper's own checks (compression ratio over 2.4, mean log-probability under -1, or
+    decoded by temperature fallback) or that it judges not to be speech (no_speech_prob > 0.6) count 0. None when
+    nothing was transcribed.
 
     Measured with faster-whisper tiny.en on espeak-ng speech (raw and through AAC): English 0.72-0.78; Mandarin
-    and German at most 0.54 (the English-only model writes invented English for them), usually 0.
+    and German 0 as `Transcriber` decodes (temperature 0 only: the English-only model writes invented English
+    for them and fails the checks); under faster-whisper's sampling fallback they reached 0.46-0.54 by chance.
     """
     probs: list[float] = []
     for s in segments:
-        failed = (s.temperature or 0) > 0 or s.compression_ratio > COMPRESSION_RATIO_LIMIT or s.no_speech_prob > 0.6
+        failed = ((s.temperature or 0) > 0 or s.compression_ratio > COMPRESSION_RATIO_LIMIT
+                  or s.avg_logprob < LOG_PROB_LIMIT or s.no_speech_prob > 0.6)
         words = s.words or []
         probs += [0.0 if failed else float(w.probability) for w in words]
     return round(sum(probs) / len(probs), 4) if probs else None
@@ -79,6 +84,12 @@ class Transcriber:
     `language`: "auto" (None means the same) lets a multilingual model detect it; an English-only model (tiny.en)
     cannot, so its transcripts under "auto" have language=None and `language_known=False`. A language code is
     passed to the model as stated; an English-only model accepts only "en".
+
+    Decoding is greedy or beam search at temperature 0 only: faster-whisper's default fallback re-decodes a failed
+    segment by sampling at higher temperatures from CTranslate2's per-thread generator (not reseedable once used),
+    and where a sampled segment ends moves where the next one starts, so a clip's transcript would depend on what
+    the process transcribed before it. A failed segment keeps its temperature-0 text and counts 0 in
+    `transcript_confidence` either way; no fallback also spares up to five extra decodes of each failed segment.
     """
 
     def __init__(
@@ -119,6 +130,7 @@ class Transcriber:
         segments, info = self.model.transcribe(
             audio, language=self.language if self.multilingual else None, beam_size=self.beam_size,
             vad_filter=self.vad, condition_on_previous_text=False, word_timestamps=True,  # word probabilities
+            temperature=0.0, compression_ratio_threshold=COMPRESSION_RATIO_LIMIT, log_prob_threshold=LOG_PROB_LIMIT,
         )
         segments = [s for s in segments if s.text.strip()]
         text = " ".join(s.text.strip() for s in segments)
