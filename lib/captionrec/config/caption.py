@@ -81,8 +81,9 @@ class AudioCaptionConfig:
     language: str = "en"
     # Transcript confidence (captioning.audio.transcript_confidence: the mean word probability, 0 for segments that
     # failed Whisper's own checks) below which the transcript is left out of the caption (captions.transcript_reason
-    # = low_confidence). tiny.en on clear English speech: 0.72-0.78; on Mandarin or German speech: 0 (temperature-0 decoding); on the
-    # bundled sample's espeak speech: median 0.77, 6 of 195 tracks below 0.5 (5 of them failed Whisper's checks).
+    # = low_confidence). tiny.en on clear English speech: 0.72-0.78; on Mandarin or German speech: 0 (temperature-0
+    # decoding); on the bundled sample's espeak speech: median 0.77, 6 of 195 tracks below 0.5 (5 of them failed
+    # Whisper's checks; re-measured with temperature-0 decoding).
     min_asr_confidence: float = 0.5
     # Audio classifier for sound tags (clusters: MIT/ast-finetuned-audioset-10-10-0.4593).
     tagger_model: str = "tiny:ast"
