@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# The Databricks runtime's library set, tested (`make test-runtime`): builds .venv-runtime from
+# constraints/dbr-17.3-ml.txt (the Python libraries of the runtime the bundle targets) on the runtime's
+# Python (3.12), shows that the wheel's own requirements resolve on top without replacing any runtime pin
+# (what a wheel task installs on the cluster), installs the project for a local run, checks the pins
+# survived (`pip check` too), builds the tiny models with the runtime's transformers and runs the whole
+# pipeline on the sample (ingest -> caption -> embed -> experiment -> report, small grid) in a temp dir.
+# Then the same pipeline under the main environment (.venv) and a check that every stage's summary has the
+# same shape (the same keys, recursively) in both.
+#   RUNTIME_VENV        where the venv lives (default: <repo>/.venv-runtime)
+#   RUNTIME_PYTHON      interpreter to build it from (default: pyenv's 3.12.1, else python3.12, else python3.11)
+#   RUNTIME_KEEP_WORK=1 keep the temp working dirs (printed)
+#   RUNTIME_SKIP_MAIN=1 skip the main-environment run and the shape check (the runtime run alone)
+# The venv is rebuilt when its stamp is older than the pins, setup.py or this script. The first build
+# downloads the CUDA build of the runtime's torch from PyPI (~3 GB): keep pip's cache (~/.cache/pip).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+VENV="${RUNTIME_VENV:-$REPO/.venv-runtime}"
+PINS="$REPO/constraints/dbr-17.3-ml.txt"
+STAMP="$VENV/.captionrec-runtime-installed"
+MAIN_VENV="$REPO/.venv"
+# The local run needs the full mlflow (sqlite tracking store); the runtime ships mlflow-skinny only. The same
+# version: mlflow==X requires mlflow-skinny==X, so the runtime's MLflow stays what it is (see $PINS).
+LOCAL_PINS="mlflow==$(sed -n 's/^mlflow-skinny==//p' "$PINS")"
+# Must equal their pins after every install step (the rest of $PINS is checked too).
+PROTECTED="pyspark mlflow-skinny torch transformers"
+
+say() { echo "[runtime] $*"; }
+fail() { echo "[runtime] FAIL: $*" >&2; exit 1; }
+secs() { echo $(( $(date +%s) - $1 )); }
+
+runtime_name="$(sed -n '1s/^# runtime: \(Databricks Runtime [0-9.]* LTS ML\).*/\1/p' "$PINS")"
+[[ -n "$runtime_name" ]] || fail "$PINS: first line must name the runtime ('# runtime: Databricks Runtime <x.y> LTS ML ...')"
+
+if [[ -n "${RUNTIME_PYTHON:-}" ]]; then
+    PY="$RUNTIME_PYTHON"
+elif [[ -x /root/.pyenv/versions/3.12.1/bin/python ]]; then
+    PY=/root/.pyenv/versions/3.12.1/bin/python
+elif command -v python3.12 >/dev/null 2>&1; then
+    PY="$(command -v python3.12)"
+else
+    PY="$(command -v python3.11 || true)"
+    [[ -n "$PY" ]] || fail "no Python 3.12 or 3.11 found; set RUNTIME_PYTHON"
+    say "NOTE: no Python 3.12 here (the runtime's is 3.12.3): building on $("$PY" -V 2>&1) instead;" \
+        "a 3.12-only break would go unnoticed"
+fi
+say "$runtime_name pins: $PINS; Python: $("$PY" -V 2>&1) ($PY)"
+
+# name==version from a requirements/constraints file, comments and blanks dropped.
+pins() { sed -e 's/#.*//' -e 's/[[:space:]]//g' "$1" | grep -E '^[A-Za-z0-9._-]+==' || true; }
+
+# Every pin in $PINS must be installed at exactly its version (distribution names normalised).
+check_pins() {
+    local what="$1"
+    "$VENV/bin/python" - "$PINS" "$what" "$LOCAL_PINS" <<'PY'
+import re, sys
+from importlib import metadata
+
+def norm(n):
+    return re.sub(r"[-_.]+", "-", n).lower()
+
+path, what, extra = sys.argv[1], sys.argv[2], sys.argv[3]
+want = {}
+for line in open(path).read().splitlines() + ([extra] if what == "local" else []):
+    line = line.split("#", 1)[0].strip()
+    if "==" in line:
+        name, ver = line.split("==", 1)
+        want[norm(name)] = ver.strip()
+have = {norm(d.metadata["Name"]): d.version for d in metadata.distributions()}
+bad = [f"{n}: pinned {v}, installed {have.get(n, 'nothing')}" for n, v in sorted(want.items())
+       if have.get(n, "").split("+")[0] != v]
+if bad:
+    print(f"[runtime] FAIL ({what}): the runtime's libraries were replaced or are missing:", *bad, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print(f"[runtime] {what}: all {len(want)} pins installed at their versions")
+PY
+}
+
+inputs_newer() {
+    [[ ! -f "$STAMP" ]] && return 0
+    [[ -n "$(find "$PINS" "$REPO/setup.py" "${BASH_SOURCE[0]}" -newer "$STAMP" 2>/dev/null)" ]]
+}
+
+if [[ ! -x "$VENV/bin/python" ]] || inputs_newer; then
+    t_build=$(date +%s)
+    say "building $VENV (stamp missing or older than $PINS / setup.py / .ci/runtime.sh)"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
+    t=$(date +%s)
+    # 1. The runtime: its libraries at the release notes' versions.
+    "$VENV/bin/python" -m pip install -q -r "$PINS"
+    say "runtime libraries installed in $(secs "$t") s"
+    check_pins runtime
+
+    # 2. What a wheel task does on the cluster: pip installs the wheel with its requirements, no constraints.
+    #    Nothing the runtime ships may be replaced (a dry run: the report lists what pip would install).
+    report="$(mktemp)"
+    "$VENV/bin/python" -m pip install -q --dry-run --report "$report" "$REPO" \
+        || fail "the wheel's requirements do not resolve on top of the runtime's libraries"
+    "$VENV/bin/python" - "$report" "$PINS" <<'PY'
+import json, re, sys
+
+def norm(n):
+    return re.sub(r"[-_.]+", "-", n).lower()
+
+report, pins = json.load(open(sys.argv[1])), {}
+for line in open(sys.argv[2]):
+    line = line.split("#", 1)[0].strip()
+    if "==" in line:
+        n, v = line.split("==", 1)
+        pins[norm(n)] = v
+adds = [(norm(i["metadata"]["name"]), i["metadata"]["version"]) for i in report["install"]]
+replaced = [f"{n} {pins[n]} -> {v}" for n, v in adds if n in pins and n != "captionrec"]
+if replaced:
+    print("[runtime] FAIL: installing the wheel would replace runtime libraries:", *replaced, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print("[runtime] the wheel's requirements resolve on the runtime without replacing any pin; pip adds:",
+      ", ".join(f"{n}=={v}" for n, v in adds if n != "captionrec") or "nothing")
+PY
+    rm -f "$report"
+
+    # 3. The project for the local run (local Spark, delta-rs, offline weights, pytest), constrained to the pins.
+    t=$(date +%s)
+    local_pins="$VENV/local-pins.txt"
+    { pins "$PINS"; echo "$LOCAL_PINS"; } > "$local_pins"
+    "$VENV/bin/python" -m pip install -q -c "$local_pins" -e "$REPO[local,dev]"
+    say "project (editable, [local,dev]) installed in $(secs "$t") s"
+    check_pins local
+    "$VENV/bin/python" -m pip check || fail "pip check"
+    touch "$STAMP"
+    say "env built in $(secs "$t_build") s"
+else
+    say "reusing $VENV (stamp newer than its inputs)"
+    # The editable install's metadata may be stale if setup.py moved on (caught by the stamp) -- the pins must hold.
+    check_pins local
+fi
+
+"$VENV/bin/python" -c "
+import sys, pyspark, mlflow, torch, transformers, sentence_transformers, numpy, pandas, pyarrow
+print('[runtime] python', sys.version.split()[0], 'pyspark', pyspark.__version__, 'mlflow', mlflow.__version__,
+      'torch', torch.__version__, 'transformers', transformers.__version__,
+      'sentence-transformers', sentence_transformers.__version__, 'numpy', numpy.__version__,
+      'pandas', pandas.__version__, 'pyarrow', pyarrow.__version__)"
+
+# -- the pipeline on the sample, tiny models, small grid -----------------------------------------------------
+GRID=("experiment.feature_sets=[id,mllm_av]" "experiment.models=[sasrec]" "experiment.seeds=[42]")
+
+run_pipeline() {  # <venv> <workdir> <label>: tiny models, then `captionrec all --json`; summaries in <workdir>/summaries.json
+    local venv="$1" work="$2" label="$3" t
+    mkdir -p "$work"
+    t=$(date +%s)
+    (cd "$work" && "$venv/bin/captionrec" tiny-models --out "$work/models/tiny" >"$work/tiny.log" 2>&1) \
+        || { tail -40 "$work/tiny.log" >&2; fail "$label: tiny models did not build"; }
+    say "$label: tiny models built in $(secs "$t") s"
+    t=$(date +%s)
+    (
+        cd "$work"
+        export PYSPARK_PYTHON="$venv/bin/python" PYSPARK_DRIVER_PYTHON="$venv/bin/python" SPARK_LOCAL_IP=127.0.0.1
+        export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+        "$venv/bin/captionrec" all --json \
+            "data.source=$REPO/data/sample" "storage.root=$work/lakehouse" \
+            "tracking.tracking_uri=sqlite:///$work/mlflow.db" "report.out_dir=$work/reports" \
+            "caption.tiny_models_dir=$work/models/tiny" "embed.tiny_models_dir=$work/models/tiny" \
+            "${GRID[@]}" >"$work/summaries.json" 2>"$work/pipeline.log"
+    ) || { tail -60 "$work/pipeline.log" >&2; fail "$label: the pipeline failed (log: $work/pipeline.log)"; }
+    say "$label: pipeline (ingest -> caption -> embed -> experiment -> report) in $(secs "$t") s"
+}
+
+WORK_ROOT="$(mktemp -d -t captionrec-runtime.XXXXXX)"
+if [[ "${RUNTIME_KEEP_WORK:-0}" == 1 ]]; then say "working dirs kept under $WORK_ROOT"; else trap 'rm -rf "$WORK_ROOT"' EXIT; fi
+
+run_pipeline "$VENV" "$WORK_ROOT/runtime" runtime
+# The stage summaries as the runtime env printed them (one screen each).
+"$VENV/bin/python" - "$WORK_ROOT/runtime/summaries.json" <<'PY'
+import json, sys
+from captionrec.cli import format_summary
+
+text, dec, pos = open(sys.argv[1]).read(), json.JSONDecoder(), 0
+while text[pos:].strip():
+    pos += len(text[pos:]) - len(text[pos:].lstrip())
+    summary, end = dec.raw_decode(text, pos)
+    pos = end
+    print(format_summary(summary), flush=True)
+PY
+
+if [[ "${RUNTIME_SKIP_MAIN:-0}" == 1 ]]; then
+    say "RUNTIME_SKIP_MAIN=1: no main-environment run, no shape check"
+    exit 0
+fi
+[[ -x "$MAIN_VENV/bin/captionrec" ]] || fail "main environment $MAIN_VENV missing: run 'make install' first (or RUNTIME_SKIP_MAIN=1)"
+run_pipeline "$MAIN_VENV" "$WORK_ROOT/main" main
+"$VENV/bin/python" "$REPO/.ci/summary_shape.py" "$WORK_ROOT/main/summaries.json" "$WORK_ROOT/runtime/summaries.json"
+say "OK: $runtime_name libraries: install, pins, pip check, pipeline and summary shape"
