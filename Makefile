@@ -90,6 +90,14 @@ VERSION := $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)
 WHEEL := dist/captionrec-$(VERSION)-py3-none-any.whl
 ENV_PACK := dist/captionrec-env.tar.gz
 PACK_VENV := build/pack-venv
+# The torch the executors get. PyPI's Linux torch 2.14.1 is the CUDA 13.0 build (torch.version.cuda "13.0"; its CUDA
+# libraries come as nvidia-* wheels, ~5.5 GB installed; drivers R580+); another CUDA build, e.g. for older drivers:
+# PACK_PIP_ARGS='--index-url https://download.pytorch.org/whl/cu126'. After the install, PACK_PROFILE=gpu (default)
+# refuses a CPU-only torch (scripts/check_pack_env.py); PACK_PROFILE=cpu packs any torch, for CPU-only executors.
+PACK_TORCH ?= torch==2.14.1
+PACK_PIP_ARGS ?=
+PACK_PROFILE ?= gpu
+PACK_CONSTRAINTS := build/pack-constraints.txt
 
 # The wheel spark-submit clusters and Databricks wheel tasks install (config files inside: captionrec/_conf).
 wheel: install
@@ -103,8 +111,11 @@ wheel: install
 pack-env: wheel
 	rm -rf $(PACK_VENV) && $(PY) -m venv $(PACK_VENV)
 	$(PACK_VENV)/bin/pip install -q --upgrade pip wheel
-	$(PACK_VENV)/bin/pip install -q torch==2.13.0
-	$(PACK_VENV)/bin/pip install -q -c constraints.txt "$(WHEEL)[local]"
+	# constraints.txt pins the local CPU torch (2.13.0): the pack takes PACK_TORCH instead, every other pin as it is
+	{ grep -v '^torch==' constraints.txt; echo '$(PACK_TORCH)'; } > $(PACK_CONSTRAINTS)
+	$(PACK_VENV)/bin/pip install -q $(PACK_PIP_ARGS) -c $(PACK_CONSTRAINTS) '$(PACK_TORCH)'
+	$(PACK_VENV)/bin/pip install -q -c $(PACK_CONSTRAINTS) "$(WHEEL)[local]"
+	$(BIN)/python scripts/check_pack_env.py --python $(PACK_VENV)/bin/python --profile $(PACK_PROFILE)
 	$(BIN)/venv-pack -q -p $(PACK_VENV) -o $(ENV_PACK) --force
 	@ls -lh $(ENV_PACK)
 
