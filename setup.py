@@ -8,7 +8,7 @@ HERE = Path(__file__).parent
 
 setup(
     name="captionrec",
-    version="0.1.0",
+    version="0.1.0" + (f"+{__import__('os').environ['CAPTIONREC_LOCAL_VERSION']}" if __import__("os").environ.get("CAPTIONREC_LOCAL_VERSION") else ""),  # bundle builds: 0.1.0+<UTC time>.g<commit> (databricks.yml)
     description="MLLM captions as item features for video recommendation (arXiv 2508.09789), as a Spark/Delta pipeline",
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",

@@ -71,12 +71,12 @@ def _job(target: str) -> dict:
     return _deep_merge(job, over)
 
 
-def _resolve(value, variables: dict, params: dict | None = None):
-    """${var.x}, ${bundle.*} and {{job.parameters.x}} substituted as the CLI / Jobs service would."""
+def _resolve(value, variables: dict, params: dict | None = None, task_key: str | None = None):
+    """${var.x}, ${bundle.*}, {{job.parameters.x}} and {{task.name}} substituted as the CLI / Jobs service would."""
     if isinstance(value, dict):
-        return {k: _resolve(v, variables, params) for k, v in value.items()}
+        return {k: _resolve(v, variables, params, task_key) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, variables, params) for v in value]
+        return [_resolve(v, variables, params, task_key) for v in value]
     if not isinstance(value, str):
         return value
     full = re.fullmatch(r"\$\{var\.(\w+)\}", value)
@@ -84,8 +84,13 @@ def _resolve(value, variables: dict, params: dict | None = None):
         return variables[full.group(1)]
     value = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]), value)
     value = value.replace("${bundle.git.commit}", GIT_SHA).replace("${bundle.name}", "captionrec")
+    # a resource's name as deployed (development mode adds a "[dev <user>] " prefix the test leaves out)
+    value = re.sub(r"\$\{resources\.(\w+)\.(\w+)\.name\}",
+                   lambda m: _resolve(_resources()[m.group(1)][m.group(2)][1]["name"], variables), value)
     if params is not None:
         value = re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: str(params[m.group(1)]), value)
+    if task_key is not None:
+        value = value.replace("{{task.name}}", task_key)
     assert "${" not in value and (params is None or "{{" not in value), f"unresolved reference in {value!r}"
     return value
 
@@ -113,8 +118,13 @@ def test_bundle_root_and_targets():
     (art,) = doc["artifacts"].values()
     assert art["type"] == "whl" and "pip wheel" in art["build"] and "dist" in art["build"]
     assert [f["source"] for f in art["files"]] == ["dist/captionrec-*.whl"]
-    for name in ("catalog", "schema", "volume", "models_volume", "cache_volume", "gpu_node_type", "cpu_node_type", "gpu_spark_version"):
+    for name in ("catalog", "schema", "volume", "models_schema", "models_volume", "cache_volume", "gpu_node_type",
+                 "cpu_node_type", "gpu_spark_version", "experiment", "registered_model", "service_principal",
+                 "viewers_group", "operators_group", "notify_emails", "notify_webhooks", "duration_warning_seconds",
+                 "cpu_policy_id", "gpu_policy_id", "cpu_instance_pool_id", "gpu_instance_pool_id"):
         assert doc["variables"][name].get("description") and doc["variables"][name].get("default") is not None, name
+    for name, var in doc["variables"].items():  # a list default needs `type: complex`, or the CLI rejects it
+        assert isinstance(var["default"], (str, int, float)) or var.get("type") == "complex", name
     assert set(doc["targets"]) == {"dev", "prod"}
     assert doc["targets"]["dev"]["mode"] == "development" and doc["targets"]["dev"]["default"] is True
     assert doc["targets"]["prod"]["mode"] == "production"
@@ -137,6 +147,111 @@ def test_job_parses_with_the_typed_bundle_models(target):
     bad_task["tasks"][0]["python_wheel_task"]["entrypoint"] = "captionrec"
     with pytest.raises(ValueError, match="entrypoint"):
         Job.from_dict(bad_task)
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_admin_settings_parse_with_the_typed_models_and_resolve(target):
+    """run_as, permissions, the per-target experiment, notifications, health and timeouts, policies / pools: each
+    through its typed model, before and after the target's variables are resolved (empty policy / pool ids and
+    empty notification lists included)."""
+    from databricks.bundles.experiments import MlflowExperiment
+    from databricks.bundles.jobs import Job, JobPermission, JobRunAs
+
+    doc = _bundle()
+    variables = _setup_script().bundle_variables(target, overrides={"service_principal": "0000-sp-app-id"})
+    job = _resolve(_job(target), variables)
+    parsed = Job.from_dict(copy.deepcopy(job))
+    assert [t.timeout_seconds for t in parsed.tasks] and all(0 < t.timeout_seconds <= job["timeout_seconds"]
+                                                              for t in parsed.tasks)
+    (rule,) = job["health"]["rules"]
+    assert rule == {"metric": "RUN_DURATION_SECONDS", "op": "GREATER_THAN", "value": variables["duration_warning_seconds"]}
+    assert 0 < rule["value"] < job["timeout_seconds"]
+    for kind, var in (("email_notifications", "notify_emails"), ("webhook_notifications", "notify_webhooks")):
+        assert job[kind]["on_failure"] == job[kind]["on_duration_warning_threshold_exceeded"] == variables[var] == []
+    # filled-in notification variables parse too
+    filled = _resolve(_job(target), {**variables, "notify_emails": ["ops@example.com"],
+                                     "notify_webhooks": [{"id": "0b1c2d3e-destination"}]})
+    parsed = Job.from_dict(copy.deepcopy(filled))
+    assert parsed.email_notifications.on_failure == ["ops@example.com"]
+    assert parsed.webhook_notifications.on_failure[0].id == "0b1c2d3e-destination"
+    # a pool instead of a node type, and a policy
+    pooled = _resolve(_job(target), {**variables, "gpu_node_type": "", "gpu_instance_pool_id": "pool-1",
+                                     "gpu_policy_id": "policy-1"})
+    gpu = next(c for c in Job.from_dict(pooled).job_clusters if c.job_cluster_key == "gpu").new_cluster
+    assert (gpu.instance_pool_id, gpu.policy_id, gpu.node_type_id) == ("pool-1", "policy-1", "")
+
+    perms = [JobPermission.from_dict(_resolve(p, variables)) for p in doc["permissions"]]
+    assert {(p.level.value if hasattr(p.level, "value") else p.level, p.group_name) for p in perms} == {
+        ("CAN_VIEW", variables["viewers_group"]), ("CAN_MANAGE_RUN", variables["operators_group"])}
+    run_as = doc["targets"][target].get("run_as")
+    if target == "prod":
+        assert run_as == {"service_principal_name": "${var.service_principal}"}
+        assert JobRunAs.from_dict(_resolve(run_as, variables)).service_principal_name == "0000-sp-app-id"
+        assert doc["variables"]["service_principal"]["default"] == ""  # no principal baked in: --var at deploy
+    else:
+        assert run_as is None and doc["targets"][target]["mode"] == "development"  # runs as the deployer
+
+    (experiment,) = (v for _, v in _resources()["experiments"].values())
+    exp = MlflowExperiment.from_dict(_resolve(experiment, variables))
+    assert exp.name == variables["experiment"] == {"dev": "/Shared/captionrec-dev", "prod": "/Shared/captionrec"}[target]
+    experiment_param = next(p["default"] for p in _job(target)["parameters"] if p["name"] == "experiment")
+    assert experiment_param == "${resources.experiments.captionrec.name}"  # the deployed (dev-prefixed) name
+
+
+def test_tasks_share_one_argument_list_and_task_settings():
+    """The six tasks run one argument list (a YAML anchor), whose first item is the task's key: no stage can miss
+    an override another has (issue 19: the experiment task lacked train.num_processes)."""
+    text = (REPO / "resources" / "captionrec_job.yml").read_text()
+    assert text.count("storage.catalog=") == 1 and text.count("train.num_processes=") == 1
+    job = _job("dev")
+    (first, *rest) = [t["python_wheel_task"] for t in job["tasks"]]
+    assert all(t == first for t in rest)
+    assert first["parameters"][0] == "{{task.name}}"
+    assert all(t["libraries"] == [{"whl": "../dist/captionrec-*.whl"}] for t in job["tasks"])
+    gpu = [t for t in job["tasks"] if t["task_key"] in GPU_STAGES]
+    assert all((t["max_retries"], t["min_retry_interval_millis"], t["retry_on_timeout"]) == (2, 120000, True) for t in gpu)
+
+
+def test_artifact_build_makes_one_wheel_with_a_new_version_each_time(tmp_path):
+    """The artifact's build command, run as the CLI runs it (a shell in the bundle root), on a copy of the
+    checkout with a stale wheel in dist/: afterwards dist/ holds exactly one wheel, 0.1.0+<time>.g<commit>, the
+    tasks' library glob matches only it, and a second build gets another version."""
+    import shutil
+    import time
+
+    (art,) = _bundle()["artifacts"].values()
+    root = tmp_path / "bundle"
+    for rel in subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split():
+        src = REPO / rel
+        if src.is_file() and (rel.startswith(("lib/", "conf/")) or rel in ("setup.py", "README.md")):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / rel)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=root, check=True)
+    sha = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    (root / "dist").mkdir()
+    (root / "dist" / "captionrec-0.0.9-py3-none-any.whl").write_bytes(b"stale")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").symlink_to(sys.executable)  # the CLI runs `python3` from PATH: this venv's
+    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "PIP_NO_BUILD_ISOLATION": "1",
+           "PIP_NO_INPUT": "1"}
+    env.pop("CAPTIONREC_LOCAL_VERSION", None)
+    library = _job("prod")["tasks"][0]["libraries"][0]["whl"]
+    pattern = str(root / "resources" / library)
+    versions = []
+    for _ in range(2):
+        out = subprocess.run(["bash", "-c", art["build"]], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        wheels = sorted((root / "dist").glob("*.whl"))
+        assert len(wheels) == 1, wheels
+        m = re.fullmatch(r"captionrec-0\.1\.0\+(\d{14})\.g([0-9a-f]{8})-py3-none-any\.whl", wheels[0].name)
+        assert m and m.group(2) == sha, wheels[0].name
+        assert [w for w in (root / "dist").iterdir() if fnmatch.fnmatch(str(w), os.path.normpath(pattern))] == wheels
+        versions.append(wheels[0].name)
+        time.sleep(1.1)
+    assert versions[0] != versions[1]
 
 
 # -- tasks: entry point, stage, overrides ---------------------------------------------------------------------
@@ -165,7 +280,8 @@ def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(whee
             pwt = task["python_wheel_task"]
             assert pwt["package_name"] == wheel.name.split("-")[0]
             assert pwt["entry_point"] in scripts
-            argv = _resolve(pwt["parameters"], variables, params)
+            argv = _resolve(pwt["parameters"], variables, params, task_key=task["task_key"])
+            assert argv[0] == task["task_key"]
             command, rest = argv[0], argv[1:]
             assert rest[:2] == ["--profile", "databricks"]
             overrides = rest[2:]
@@ -179,11 +295,17 @@ def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(whee
             assert cfg.tracking.git_commit == GIT_SHA
             if command == "ingest":
                 assert cfg.data.source == f"/Volumes/{variables['catalog']}/{variables['schema']}/{variables['volume']}"
-            if command == "train":
+            if command in ("train", "experiment"):
                 assert cfg.train.num_processes == variables["gpu_workers"]
+            # one experiment per target; models registered in Unity Catalog, in the target's schema
+            assert cfg.tracking.experiment == variables["experiment"]
+            assert cfg.tracking.registry_uri == "databricks-uc"
+            assert cfg.tracking.registered_model == (f"{variables['catalog']}.{variables['schema']}."
+                                                     f"{variables['registered_model']}")
             # every model path and the petastorm cache follow the target's catalog, schema and volumes
             volumes = f"/Volumes/{variables['catalog']}/{variables['schema']}"
-            assert cfg.storage.models_dir == f"{volumes}/{variables['models_volume']}"
+            assert cfg.storage.models_dir == (f"/Volumes/{variables['catalog']}/{variables['models_schema']}/"
+                                              f"{variables['models_volume']}")
             assert cfg.train.petastorm_cache_dir == f"file://{volumes}/{variables['cache_volume']}/petastorm"
             paths = [v for k, v in flatten(cfg).items() if k.endswith(("model", "asr_model", "tagger_model", "llm_model"))
                      and isinstance(v, str) and v.startswith("/")]
@@ -211,7 +333,11 @@ def test_clusters_runtime_access_mode_and_offline_weights():
             assert m.group(3) == key
             assert c["data_security_mode"] == "SINGLE_USER"  # classic SparkContext: profiles, TorchDistributor
             env = c["spark_env_vars"]
-            assert env["HF_HOME"] == f"/Volumes/{variables['catalog']}/{variables['schema']}/{variables['models_volume']}/hf"
+            assert env["HF_HOME"] == (f"/Volumes/{variables['catalog']}/{variables['models_schema']}/"
+                                      f"{variables['models_volume']}/hf")
+            # optional policy / pool: empty by default (the API omits empty strings)
+            assert c["policy_id"] == variables[f"{key}_policy_id"] == ""
+            assert c["instance_pool_id"] == variables[f"{key}_instance_pool_id"] == ""
             assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
         gpu = clusters["gpu"]
         assert "autoscale" not in gpu and gpu["num_workers"] == variables["gpu_workers"]
@@ -235,7 +361,9 @@ def test_schedule_per_target_and_one_run_at_a_time():
         assert job["max_concurrent_runs"] == 1 and job["queue"]["enabled"] is True
     trigger = prod["trigger"]
     assert trigger["pause_status"] == "UNPAUSED"
-    assert trigger["file_arrival"]["url"] == f"/Volumes/{prod_vars['catalog']}/{prod_vars['schema']}/{prod_vars['volume']}/videos/"
+    # the marker folder the uploader writes once per batch, not videos/ (~100k files)
+    assert trigger["file_arrival"]["url"] == f"/Volumes/{prod_vars['catalog']}/{prod_vars['schema']}/{prod_vars['volume']}/_ready/"
+    assert "_ready/" in _setup_script().__doc__
     assert "schedule" not in prod and "trigger" not in dev
     assert dev["schedule"]["quartz_cron_expression"] and dev["schedule"]["timezone_id"] == "UTC"
 
@@ -243,21 +371,62 @@ def test_schedule_per_target_and_one_run_at_a_time():
 def test_setup_script_creates_what_the_job_reads():
     setup = _setup_script()
     for target in ("dev", "prod"):
-        variables = setup.bundle_variables(target)
-        plan = setup.plan(variables)
+        variables = setup.bundle_variables(target, overrides={"service_principal": "0000-sp-app-id"})
+        plan = setup.plan(variables, setup.run_as(target, variables))
         job = _resolve(_job(target), variables)
-        source = next(p["default"] for p in job["parameters"] if p["name"] == "source")
-        assert source.split("/")[2:5] == [plan["catalog"], plan["schema"], variables["volume"]]
-        assert {variables["volume"], variables["models_volume"], variables["cache_volume"]} <= set(plan["volumes"])
+        params = {p["name"]: p["default"] for p in job["parameters"]}
+        volumes = {f"/Volumes/{plan['catalog']}/{s}/{v}" for s, v in plan["volumes"]}
+        assert {params["source"], params["models_dir"], params["cache_dir"]} == volumes
         hf_home = job["job_clusters"][0]["new_cluster"]["spark_env_vars"]["HF_HOME"]
-        assert hf_home in plan["directories"] and f"{source}/videos" in plan["directories"]
+        assert hf_home == params["models_dir"] + "/hf" and hf_home in plan["directories"]
+        assert f"{params['source']}/videos" in plan["directories"]
+        assert params["cache_dir"] + "/petastorm" in plan["directories"]
+        trigger = (job.get("trigger") or {}).get("file_arrival")
+        if trigger:
+            assert trigger["url"].rstrip("/") in plan["directories"]
         statements = setup.sql(plan)
         assert statements[0] == f"CREATE SCHEMA IF NOT EXISTS `{plan['catalog']}`.`{plan['schema']}` COMMENT 'captionrec tables';"
+        assert f"CREATE SCHEMA IF NOT EXISTS `{plan['catalog']}`.`{variables['models_schema']}`" in statements[1]
         assert sum(s.startswith("CREATE VOLUME IF NOT EXISTS") for s in statements) == 3
-        params = {p["name"]: p["default"] for p in job["parameters"]}
-        assert params["models_dir"] + "/hf" == hf_home
-        assert params["cache_dir"] + "/petastorm" in plan["directories"]
+        grants = [s for s in statements if s.startswith("GRANT")]
+        if target == "dev":  # runs as the deploying user: nothing to grant unless asked
+            assert plan["principal"] is None and not grants
+            continue
+        # prod runs as the service principal: exactly what the job needs, the models schema read-only
+        assert plan["principal"] == "0000-sp-app-id" == _bundle()["targets"]["prod"]["run_as"]["service_principal_name"] \
+            .replace("${var.service_principal}", variables["service_principal"])
+        cat, sch, msch = plan["catalog"], plan["schema"], variables["models_schema"]
+        to = "TO `0000-sp-app-id`;"
+        assert grants == [
+            f"GRANT USE CATALOG ON CATALOG `{cat}` {to}",
+            f"GRANT USE SCHEMA, CREATE TABLE, SELECT, MODIFY, CREATE MODEL ON SCHEMA `{cat}`.`{sch}` {to}",
+            f"GRANT READ VOLUME ON VOLUME `{cat}`.`{sch}`.`{variables['volume']}` {to}",
+            f"GRANT READ VOLUME, WRITE VOLUME ON VOLUME `{cat}`.`{sch}`.`{variables['cache_volume']}` {to}",
+            f"GRANT USE SCHEMA ON SCHEMA `{cat}`.`{msch}` {to}",
+            f"GRANT READ VOLUME ON VOLUME `{cat}`.`{msch}`.`{variables['models_volume']}` {to}",
+        ]
+        assert not any("WRITE" in g or "MODIFY" in g or "CREATE" in g for g in grants if f"`{msch}`" in g)
+        # the registered model's schema is the one CREATE MODEL is granted on
+        assert params["registered_model"].rsplit(".", 1)[0] == f"{cat}.{sch}"
     assert setup.bundle_variables("dev")["schema"] != setup.bundle_variables("prod")["schema"]
+    assert setup.bundle_variables("dev")["models_schema"] == setup.bundle_variables("prod")["models_schema"]
+
+
+def test_setup_script_refuses_prod_without_its_service_principal(capsys):
+    setup = _setup_script()
+    with pytest.raises(SystemExit, match="--var service_principal=<application-id>"):
+        setup.main(["-t", "prod", "--sql"])
+    with pytest.raises(SystemExit, match=r"unknown variable\(s\) \['service_principle'\]"):
+        setup.main(["-t", "prod", "--sql", "--var", "service_principle=x"])
+    with pytest.raises(SystemExit, match="not a plain identifier"):
+        setup.main(["-t", "dev", "--sql", "--var", "models_schema=a-b"])
+    assert setup.main(["-t", "prod", "--sql", "--var", "service_principal=abc-123"]) == 0
+    out = capsys.readouterr().out
+    assert "GRANT READ VOLUME ON VOLUME `main`.`captionrec_models`.`models` TO `abc-123`;" in out
+    # dev with an explicit principal grants the same set to that user
+    assert setup.main(["-t", "dev", "--sql", "--principal", "someone@example.com"]) == 0
+    out = capsys.readouterr().out
+    assert "ON SCHEMA `main`.`captionrec_dev` TO `someone@example.com`;" in out
 
 
 def test_git_commit_from_the_job_reaches_mlflow_tags():
@@ -355,3 +524,125 @@ def test_spark_code_paths_run_on_the_runtime_spark_version():
     cfg = load_config("databricks", ["storage.catalog=dev", "tracking.git_commit=abc", "train.num_processes=2"],
                       stage="train")
     assert cfg.train.local_mode is False and cfg.train.use_gpu is True and cfg.storage.catalog == "dev"
+
+
+# -- every target's effective configuration is coherent -------------------------------------------------------
+
+# Node types the bundle's variables may name: vCPUs (the cores Spark schedules tasks on) and GPUs per node.
+# Add a row before pointing gpu_node_type / cpu_node_type at another type: an unknown node type fails the test.
+NODE_TYPES = {
+    # AWS
+    "m5d.xlarge": (4, 0), "m5d.2xlarge": (8, 0), "m5d.4xlarge": (16, 0), "i3.xlarge": (4, 0),
+    "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.4xlarge": (16, 1), "g5.8xlarge": (32, 1),
+    "g5.12xlarge": (48, 4), "g5.48xlarge": (192, 8), "p4d.24xlarge": (96, 8), "p5.48xlarge": (192, 8),
+    # Azure
+    "Standard_D4ds_v5": (4, 0), "Standard_NV36ads_A10_v5": (36, 1), "Standard_NC24ads_A100_v4": (24, 1),
+    # GCP
+    "n2-standard-4": (4, 0), "g2-standard-8": (8, 1), "a2-highgpu-1g": (12, 1),
+}
+
+
+def _task_configs(target: str):
+    """(task, its cluster's new_cluster, the task's loaded Config) for every task of `target`, as deployed:
+    variables with the target's overrides, the job with the target's overrides, job parameters at their defaults."""
+    from captionrec.config import load_config
+
+    variables = _setup_script().bundle_variables(target)
+    job = _job(target)
+    params = {p["name"]: _resolve(p["default"], variables) for p in job["parameters"]}
+    clusters = {c["job_cluster_key"]: _resolve(c["new_cluster"], variables) for c in job["job_clusters"]}
+    out = []
+    for task in job["tasks"]:
+        argv = _resolve(task["python_wheel_task"]["parameters"], variables, params, task_key=task["task_key"])
+        command = argv[0]
+        stage = command if command in ("ingest", "caption", "embed", "train") else None
+        cfg = load_config("databricks", argv[3:], stage=stage)
+        out.append((task, clusters[task["job_cluster_key"]], cfg))
+    return variables, out
+
+
+def _incoherences(target: str) -> list[str]:
+    from captionrec.config.loader import flatten
+
+    variables, tasks = _task_configs(target)
+    problems: list[str] = []
+    models_schema = variables.get("models_schema", variables["schema"])
+    volumes = {
+        "source": f"/Volumes/{variables['catalog']}/{variables['schema']}/{variables['volume']}",
+        "models": f"/Volumes/{variables['catalog']}/{models_schema}/{variables['models_volume']}",
+        "cache": f"/Volumes/{variables['catalog']}/{variables['schema']}/{variables['cache_volume']}",
+    }
+    for task, cluster, cfg in tasks:
+        where = f"{target}/{task['task_key']}"
+        node = cluster.get("node_type_id")
+        if node not in NODE_TYPES:
+            problems.append(f"{where}: node type {node!r} not in NODE_TYPES (tests/test_bundle.py): add its cores/GPUs")
+            continue
+        cores, gpus = NODE_TYPES[node]
+        workers = int(cluster.get("num_workers", 0))
+        conf = cluster.get("spark_conf") or {}
+        spark_task_cpus = int(conf.get("spark.task.cpus", 1))
+        if spark_task_cpus > cores:
+            problems.append(f"{where}: spark.task.cpus={spark_task_cpus} > {cores} cores of {node}")
+        task_gpu = float(conf.get("spark.task.resource.gpu.amount", 0))
+        if task_gpu > gpus:
+            problems.append(f"{where}: spark.task.resource.gpu.amount={task_gpu} > {gpus} GPU(s) per {node}")
+        # the stages that attach their own ResourceProfile (1 GPU + task_cpus CPUs per task)
+        section = {"caption": cfg.caption, "embed": cfg.embed}.get(task["task_key"])
+        if section is not None and section.gpu.enabled:
+            if gpus == 0:
+                problems.append(f"{where}: {task['task_key']}.gpu.enabled on {node}, which has no GPU")
+            elif section.gpu.task_amount > gpus:
+                problems.append(f"{where}: {task['task_key']}.gpu.task_amount={section.gpu.task_amount} > {gpus} "
+                                f"GPU(s) per {node}")
+            if section.gpu.task_cpus > cores:
+                problems.append(f"{where}: {task['task_key']}.gpu.task_cpus={section.gpu.task_cpus} > {cores} cores "
+                                f"of {node}")
+        if task["task_key"] in ("train", "experiment") and cfg.train.use_gpu:
+            # TorchDistributor(local_mode=False, use_gpu=True): one barrier task per process, each on its own GPU,
+            # scheduled with spark.task.resource.gpu.amount GPUs per task
+            per_task = task_gpu or 1.0
+            slots = workers * int(gpus // per_task) if gpus else 0
+            if cfg.train.num_processes > slots:
+                problems.append(f"{where}: train.num_processes={cfg.train.num_processes} > {slots} GPU task slot(s) "
+                                f"({workers} worker(s) x {gpus} GPU(s) on {node}, {per_task} GPU per task): pass "
+                                f"train.num_processes=${{var.gpu_workers}} to the task or raise gpu_workers")
+            overridden = [o for o in getattr(cfg.experiment, "train_overrides", ()) if o.startswith("train.num_processes=")
+                          or o.startswith("num_processes=")]
+            if task["task_key"] == "experiment" and overridden:
+                problems.append(f"{where}: experiment.train_overrides sets {overridden}: the grid's children must use "
+                                f"the task's train.num_processes")
+        # every path the task reads or writes lies in the Volumes the bundle's variables name
+        if cfg.storage.catalog != variables["catalog"] or cfg.storage.schema != variables["schema"]:
+            problems.append(f"{where}: tables in {cfg.storage.catalog}.{cfg.storage.schema}, the bundle's variables "
+                            f"say {variables['catalog']}.{variables['schema']}")
+        expected = {"data.source": (cfg.data.source, volumes["source"]),
+                    "storage.models_dir": (cfg.storage.models_dir, volumes["models"]),
+                    "storage.cache_dir": (cfg.storage.cache_dir, volumes["cache"])}
+        for key, (got, want) in expected.items():
+            if got.rstrip("/") != want:
+                problems.append(f"{where}: {key}={got}, expected {want}")
+        petastorm = cfg.train.petastorm_cache_dir or ""
+        if petastorm and not petastorm.removeprefix("file://").startswith(volumes["cache"] + "/"):
+            problems.append(f"{where}: train.petastorm_cache_dir={petastorm} is not under {volumes['cache']}")
+        model_paths = {k: v for k, v in flatten(cfg).items()
+                       if k.endswith(("model", "asr_model", "tagger_model", "llm_model")) and isinstance(v, str)
+                       and v.startswith("/")}
+        if len(model_paths) < 8:
+            problems.append(f"{where}: only {len(model_paths)} model paths found: {sorted(model_paths)}")
+        for key, path in model_paths.items():
+            if not path.startswith(volumes["models"] + "/"):
+                problems.append(f"{where}: {key}={path} is not under the models Volume {volumes['models']}")
+        hf_home = (cluster.get("spark_env_vars") or {}).get("HF_HOME", "")
+        if not hf_home.startswith(volumes["models"] + "/"):
+            problems.append(f"{where}: HF_HOME={hf_home!r} is not under the models Volume {volumes['models']}")
+    return problems
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_every_target_is_coherent(target):
+    """Processes vs GPU workers, task CPUs vs node cores, GPU amounts vs the node's GPUs, paths vs Volumes: an
+    incoherent target fails here, not hours into a cluster run (issue 19: dev's one GPU worker with the
+    experiment task's 2 processes made every child fail its barrier)."""
+    problems = _incoherences(target)
+    assert not problems, "\n".join(problems)

@@ -109,6 +109,18 @@ class TrackingConfig:
     # The code's git commit for the runs' `git_commit` tag. None: `git rev-parse HEAD` of the checkout; set it
     # where the code runs from a wheel without .git (Databricks jobs pass ${bundle.git.commit}).
     git_commit: Optional[str] = None
+    # Model registry (None: MLflow's default for the tracking URI). `databricks-uc`: Unity Catalog, where
+    # `registered_model` must be a three-part <catalog>.<schema>.<model> name.
+    registry_uri: Optional[str] = None
+    # Register each logged model (train.log_model) under this name; None: log without registering.
+    registered_model: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.registry_uri == "databricks-uc" and self.registered_model is not None:
+            parts = self.registered_model.split(".")
+            if len(parts) != 3 or not all(parts):
+                raise ValueError(f"tracking.registered_model={self.registered_model!r}: Unity Catalog (registry_uri "
+                                 f"databricks-uc) needs <catalog>.<schema>.<model>")
 
 
 @dataclass(frozen=True)

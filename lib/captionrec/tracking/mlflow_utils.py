@@ -68,6 +68,8 @@ class TrackingSpec:
     log_model: bool = True
     enabled: bool = True
     parent_run_id: Optional[str] = None  # create the run as a child (nested) run of this one
+    registry_uri: Optional[str] = None  # e.g. databricks-uc (Unity Catalog)
+    registered_model: Optional[str] = None  # log_model also registers a version of this model
 
 
 def tracking_spec(cfg: Any, tags: Optional[dict[str, Any]] = None, extra_params: Optional[dict[str, Any]] = None,
@@ -87,6 +89,8 @@ def tracking_spec(cfg: Any, tags: Optional[dict[str, Any]] = None, extra_params:
         tags=all_tags,
         log_model=bool(cfg.train.log_model),
         parent_run_id=parent_run_id,
+        registry_uri=t.registry_uri,
+        registered_model=t.registered_model,
     )
 
 
@@ -197,7 +201,10 @@ class RunLogger:
             out = model(torch.as_tensor(example_input)).cpu().numpy()
         signature = infer_signature(example_input, out)
         torch_req = f"torch=={torch.__version__.split('+')[0]}"
+        if self.spec.registry_uri:
+            mlflow.set_registry_uri(self.spec.registry_uri)
         # nested: the caller may hold an active run (e.g. the experiment grid's parent run, in this process)
         with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=example_input,
-                                     pip_requirements=[torch_req], serialization_format="pickle")
+                                     pip_requirements=[torch_req], serialization_format="pickle",
+                                     registered_model_name=self.spec.registered_model)
