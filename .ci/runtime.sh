@@ -11,7 +11,7 @@
 #   RUNTIME_PYTHON      interpreter to build it from (default: pyenv's 3.12.1, else python3.12, else python3.11)
 #   RUNTIME_KEEP_WORK=1 keep the temp working dirs (printed)
 #   RUNTIME_SKIP_MAIN=1 skip the main-environment run and the shape check (the runtime run alone)
-# The venv is rebuilt when its stamp is older than the pins, setup.py or this script. The first build
+# The venv is rebuilt when its stamp is older than the pins or setup.py (or with RUNTIME_REBUILD=1). The first build
 # downloads the CUDA build of the runtime's torch from PyPI (~3 GB): keep pip's cache (~/.cache/pip).
 set -euo pipefail
 
@@ -80,12 +80,12 @@ PY
 
 inputs_newer() {
     [[ ! -f "$STAMP" ]] && return 0
-    [[ -n "$(find "$PINS" "$REPO/setup.py" "${BASH_SOURCE[0]}" -newer "$STAMP" 2>/dev/null)" ]]
+    [[ -n "$(find "$PINS" "$REPO/setup.py" -newer "$STAMP" 2>/dev/null)" ]]
 }
 
-if [[ ! -x "$VENV/bin/python" ]] || inputs_newer; then
+if [[ ! -x "$VENV/bin/python" || "${RUNTIME_REBUILD:-0}" == 1 ]] || inputs_newer; then
     t_build=$(date +%s)
-    say "building $VENV (stamp missing or older than $PINS / setup.py / .ci/runtime.sh)"
+    say "building $VENV (stamp missing or older than $PINS / setup.py)"
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools

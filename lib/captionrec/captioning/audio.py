@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from captionrec.captioning.hf_compat import audio_lm_class, dtype_kwargs
 from captionrec.captioning.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class AudioCaptioner:
         local_files_only: bool = False,
         model_id: Optional[str] = None,
     ):
-        from transformers import AutoModelForMultimodalLM, AutoProcessor
+        from transformers import AutoConfig, AutoProcessor
 
         t0 = time.perf_counter()
         self.model_id = model_id or model
@@ -252,8 +253,11 @@ class AudioCaptioner:
         kwargs: dict[str, Any] = {"local_files_only": local_files_only}
         self.processor = AutoProcessor.from_pretrained(model, **kwargs)
         self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForMultimodalLM.from_pretrained(
-            model, dtype=torch_dtype(dtype, device), attn_implementation=attn_implementation(attn, device), **kwargs
+        # transformers 5.x: AutoModelForMultimodalLM; 4.5x (Databricks ML runtimes): AutoModelForSeq2SeqLM's mapping.
+        model_cls = audio_lm_class(AutoConfig.from_pretrained(model, **kwargs))
+        self.model = model_cls.from_pretrained(
+            model, **dtype_kwargs(torch_dtype(dtype, device)), attn_implementation=attn_implementation(attn, device),
+            **kwargs,
         ).to(device).eval()
         self.sampling_rate = int(getattr(self.processor.feature_extractor, "sampling_rate", SAMPLE_RATE))
         self.load_s = time.perf_counter() - t0

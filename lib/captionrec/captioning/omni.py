@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from captionrec.captioning.hf_compat import dtype_kwargs, require_omni
 from captionrec.captioning.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class OmniCaptioner:
         local_files_only: bool = False,
         model_id: Optional[str] = None,
     ):
+        require_omni()
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         t0 = time.perf_counter()
@@ -113,7 +115,7 @@ class OmniCaptioner:
         self.processor = load_omni_processor(model, local_files_only)
         self.tokenizer = self.processor.tokenizer
         self.model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-            model, dtype=torch_dtype(dtype, device), attn_implementation=attn_implementation(attn, device),
+            model, **dtype_kwargs(torch_dtype(dtype, device)), attn_implementation=attn_implementation(attn, device),
             local_files_only=local_files_only,
         ).to(device).eval()
         self.sampling_rate = int(getattr(self.processor.feature_extractor, "sampling_rate", SAMPLE_RATE))

@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
+from captionrec.captioning.hf_compat import dtype_kwargs
 from captionrec.captioning.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class VideoCaptioner:
         self.tokenizer.padding_side = "left"  # batched generation: prompts end where generation starts
         self.model = AutoModelForImageTextToText.from_pretrained(
             model,
-            dtype=torch_dtype(dtype, device),
+            **dtype_kwargs(torch_dtype(dtype, device)),
             attn_implementation=attn_implementation(attn, device),
             **kwargs,
         ).to(device)

@@ -26,6 +26,7 @@ from captionrec.captioning.refs import (
     packaged_minilm_path,
     resolve_model,
 )
+from captionrec.captioning.hf_compat import dtype_kwargs
 from captionrec.captioning.refs import torch_dtype as resolve_dtype
 
 
@@ -59,7 +60,7 @@ def load_pretrained(
     check_model_type(resolved, expected_type, local_files_only)
     try:
         processor = processor_cls.from_pretrained(resolved.location, local_files_only=local_files_only)
-        loaded = model_cls.from_pretrained(resolved.location, local_files_only=local_files_only, dtype=torch_dtype)
+        loaded = model_cls.from_pretrained(resolved.location, local_files_only=local_files_only, **dtype_kwargs(torch_dtype))
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load {label} model {resolved.ref!r}: {exc}") from exc
     return resolved, processor, loaded.to(device).eval(), torch_dtype

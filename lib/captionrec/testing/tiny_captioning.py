@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from captionrec.captioning.hf_compat import is_v5
 from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
 from captionrec.testing.tiny import BUILDER_VERSION, SEED, build_once  # noqa: F401 - re-exported for callers
 
@@ -184,15 +185,22 @@ def build_qwen2_5_vl(out_dir: str | os.PathLike) -> Path:
 
     def build(d: Path) -> None:
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         tok = _qwen_tokenizer(QWEN_VL_CHAT_TEMPLATE)
-        ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-        cfg = Qwen2_5_VLConfig(
-            text_config=dict(
+        if is_v5():  # the text settings nest in text_config, M-RoPE in rope_parameters
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as ImProc
+
+            text = {"text_config": dict(
                 _qwen_text_kwargs(tok),
                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-            ),
+            )}
+        else:  # 4.5x (Databricks ML runtimes): flat text settings, M-RoPE in rope_scaling; the numpy/PIL processor
+            from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor as ImProc
+
+            text = dict(_qwen_text_kwargs(tok), rope_theta=1000000.0, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+        ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+        cfg = Qwen2_5_VLConfig(
+            **text,
             vision_config=dict(
                 depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                 patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
@@ -211,7 +219,7 @@ def build_qwen2_5_vl(out_dir: str | os.PathLike) -> Path:
         model.save_pretrained(d)
         tok.save_pretrained(d)
         # Image processor (PIL backend: works without torchvision); same settings as the real checkpoint.
-        improc = Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=12845056, patch_size=14, temporal_patch_size=2, merge_size=2)
+        improc = ImProc(min_pixels=3136, max_pixels=12845056, patch_size=14, temporal_patch_size=2, merge_size=2)
         improc.save_pretrained(d)
         _save_vl_processor_config(d)
         (d / "chat_template.jinja").write_text(QWEN_VL_CHAT_TEMPLATE)

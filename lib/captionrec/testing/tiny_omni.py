@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+from captionrec.captioning.hf_compat import require_omni
 from captionrec.captioning.refs import TINY_MODELS
 from captionrec.testing.tiny import build_once
 from captionrec.testing.tiny_captioning import _seed, _set_generation, _train_bpe
@@ -112,6 +113,8 @@ def _preprocessor_config() -> dict:
 
 def build_qwen2_5_omni(out_dir: str | os.PathLike) -> Path:
     """Tiny Qwen2.5-Omni (thinker weights only, the real checkpoint's files) with its tokenizer and preprocessors."""
+
+    require_omni()  # transformers >= 4.52; a clear error before anything is built
 
     def build(d: Path) -> None:
         import torch
