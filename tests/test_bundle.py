@@ -439,6 +439,34 @@ def test_git_commit_from_the_job_reaches_mlflow_tags():
     assert re.fullmatch(r"[0-9a-f]{40}", local.tags["git_commit"])
 
 
+def test_logged_model_is_registered_under_the_configured_name(tmp_path):
+    """tracking.registered_model / registry_uri reach mlflow: the train run's model becomes a version of that
+    registered model (here a sqlite registry standing in for Unity Catalog's databricks-uc)."""
+    import numpy as np
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from captionrec.config import ConfigError, load_config
+    from captionrec.tracking import tracking_spec
+    from captionrec.tracking.mlflow_utils import RunLogger
+
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("local", [f"tracking.tracking_uri={db}", f"tracking.registry_uri={db}",
+                                f"tracking.artifact_location={tmp_path / 'art'}", "tracking.experiment=reg",
+                                "tracking.registered_model=captionrec_test", f"tracking.git_commit={GIT_SHA}"])
+    spec = tracking_spec(cfg)
+    assert (spec.registry_uri, spec.registered_model) == (db, "captionrec_test")
+    with RunLogger(spec) as run:
+        run.log_model(torch.nn.Linear(2, 1), np.zeros((1, 2), dtype=np.float32))
+    (version,) = MlflowClient(db, registry_uri=db).search_model_versions("name='captionrec_test'")
+    assert version.run_id == run.run_id
+    # the databricks profile registers in Unity Catalog, which takes three-part names only
+    dbx = load_config("databricks")
+    assert dbx.tracking.registry_uri == "databricks-uc" and dbx.tracking.registered_model == "main.captionrec.captionrec_sasrec"
+    with pytest.raises(ConfigError, match="<catalog>.<schema>.<model>"):
+        load_config("databricks", ["tracking.registered_model=captionrec_sasrec"])
+
+
 # -- the wheel: config files from an installed or zipped package ----------------------------------------------
 
 
@@ -542,13 +570,16 @@ NODE_TYPES = {
 }
 
 
-def _task_configs(target: str):
+def _task_configs(target: str, variables_over: dict | None = None, edit_job=None):
     """(task, its cluster's new_cluster, the task's loaded Config) for every task of `target`, as deployed:
-    variables with the target's overrides, the job with the target's overrides, job parameters at their defaults."""
+    variables with the target's overrides, the job with the target's overrides, job parameters at their defaults.
+    `variables_over` / `edit_job(job)`: what-ifs for the tests of the check itself."""
     from captionrec.config import load_config
 
-    variables = _setup_script().bundle_variables(target)
+    variables = {**_setup_script().bundle_variables(target), **(variables_over or {})}
     job = _job(target)
+    if edit_job is not None:
+        edit_job(job)
     params = {p["name"]: _resolve(p["default"], variables) for p in job["parameters"]}
     clusters = {c["job_cluster_key"]: _resolve(c["new_cluster"], variables) for c in job["job_clusters"]}
     out = []
@@ -561,10 +592,10 @@ def _task_configs(target: str):
     return variables, out
 
 
-def _incoherences(target: str) -> list[str]:
+def _incoherences(target: str, variables_over: dict | None = None, edit_job=None) -> list[str]:
     from captionrec.config.loader import flatten
 
-    variables, tasks = _task_configs(target)
+    variables, tasks = _task_configs(target, variables_over, edit_job)
     problems: list[str] = []
     models_schema = variables.get("models_schema", variables["schema"])
     volumes = {
@@ -646,3 +677,52 @@ def test_every_target_is_coherent(target):
     experiment task's 2 processes made every child fail its barrier)."""
     problems = _incoherences(target)
     assert not problems, "\n".join(problems)
+
+
+def _task(job: dict, key: str) -> dict:
+    return next(t for t in job["tasks"] if t["task_key"] == key)
+
+
+def _append_args(job: dict, key: str, *args: str) -> None:
+    task = _task(job, key)
+    task["python_wheel_task"] = {**task["python_wheel_task"],
+                                 "parameters": [*task["python_wheel_task"]["parameters"], *args]}
+
+
+def _drop_args(job: dict, key: str, prefix: str) -> None:
+    task = _task(job, key)
+    params = [a for a in task["python_wheel_task"]["parameters"] if not a.startswith(prefix)]
+    task["python_wheel_task"] = {**task["python_wheel_task"], "parameters": params}
+
+
+@pytest.mark.parametrize("what_if, expected", [
+    # the issue-19 defect: the experiment task without the bundle's process count, on dev's one GPU worker
+    (dict(edit_job=lambda j: _drop_args(j, "experiment", "train.num_processes=")),
+     "dev/experiment: train.num_processes=2 > 1 GPU task slot(s) (1 worker(s) x 1 GPU(s) on g5.2xlarge"),
+    (dict(edit_job=lambda j: _append_args(j, "train", "train.num_processes=3")),
+     "dev/train: train.num_processes=3 > 1 GPU task slot(s)"),
+    (dict(variables_over={"gpu_node_type": "m5d.2xlarge"}), "dev/caption: caption.gpu.enabled on m5d.2xlarge, which has no GPU"),
+    (dict(edit_job=lambda j: _append_args(j, "caption", "caption.gpu.task_cpus=12")),
+     "dev/caption: caption.gpu.task_cpus=12 > 8 cores of g5.2xlarge"),
+    (dict(edit_job=lambda j: _append_args(j, "embed", "embed.gpu.task_amount=2")),
+     "dev/embed: embed.gpu.task_amount=2.0 > 1 GPU(s) per g5.2xlarge"),
+    (dict(edit_job=lambda j: next(c for c in j["job_clusters"] if c["job_cluster_key"] == "gpu")["new_cluster"]
+          .setdefault("spark_conf", {}).update({"spark.task.cpus": "16"})),
+     "dev/caption: spark.task.cpus=16 > 8 cores of g5.2xlarge"),
+    (dict(edit_job=lambda j: _task(j, "embed").update(job_cluster_key="cpu")),
+     "dev/embed: embed.gpu.enabled on m5d.xlarge, which has no GPU"),
+    (dict(variables_over={"gpu_node_type": "g9.huge"}), "dev/caption: node type 'g9.huge' not in NODE_TYPES"),
+    (dict(edit_job=lambda j: _append_args(j, "ingest", "data.source=/Volumes/main/captionrec/raw")),
+     "dev/ingest: data.source=/Volumes/main/captionrec/raw, expected /Volumes/main/captionrec_dev/raw"),
+    (dict(edit_job=lambda j: _append_args(j, "embed", "embed.text.model=/dbfs/models/bge")),
+     "dev/embed: embed.text.model=/dbfs/models/bge is not under the models Volume /Volumes/main/captionrec_models/models"),
+    (dict(edit_job=lambda j: [c["new_cluster"]["spark_env_vars"].update(HF_HOME="/local_disk0/hf")
+                               for c in j["job_clusters"]]),
+     "dev/ingest: HF_HOME='/local_disk0/hf' is not under the models Volume"),
+    # a task that leaves storage.models_dir to the profile, with the models Volume moved
+    (dict(variables_over={"models_schema": "other_models"}, edit_job=lambda j: _drop_args(j, "caption", "storage.models_dir=")),
+     "dev/caption: storage.models_dir=/Volumes/main/captionrec_models/models, expected /Volumes/main/other_models/models"),
+])
+def test_coherence_check_finds_each_kind_of_mismatch(what_if, expected):
+    problems = _incoherences("dev", **what_if)
+    assert any(p.startswith(expected) for p in problems), problems
