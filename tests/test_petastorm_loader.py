@@ -42,7 +42,7 @@ def _sequences_pdf(n_users: int = 64, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def sequences(spark, tmp_path_factory):
-    """The table as training reads it: written as parquet, read back (so inputFiles() are its files)."""
+    """A sequences table: written as parquet, read back (training materialises its rows before reading them)."""
     from pyspark.sql import types as T
 
     schema = T.StructType([
@@ -66,9 +66,10 @@ def test_auto_picks_petastorm_here():
 def test_petastorm_batches_are_sharded(sequences, tmp_path):
     from captionrec.training.loaders import train_batches
     from captionrec.training.windows import FIT
-    from captionrec.transforms.petastorm import make_source
+    from captionrec.transforms.train_inputs import make_source
 
-    source = make_source(sequences, [(0, FIT)], loader="petastorm", world=2, cache_dir=f"file://{tmp_path}/cache")
+    source = make_source(sequences, [(0, FIT)], str(tmp_path / "inputs"), {"rows": "petastorm test"}, loader="petastorm",
+                         world=2, cache_dir=f"file://{tmp_path}/cache")
     try:
         assert source.loader == "petastorm" and (0, FIT) in source.converters
         seen = {}
@@ -95,12 +96,13 @@ def _job(sequences, tmp_path, world: int):
     from captionrec.config.train import SplitConfig, TrainConfig
     from captionrec.training.loop import TrainJob
     from captionrec.training.windows import FIT, loo_window
-    from captionrec.transforms.petastorm import make_source
+    from captionrec.transforms.train_inputs import make_source
 
     cfg = TrainConfig(model="sasrec", features="id", max_seq_len=L, dim=16, layers=1, heads=2, epochs=3,
                       steps_per_epoch=4, batch_size=16, num_processes=world, loader="petastorm", log_model=False,
                       retrain=False, split=SplitConfig(protocol="loo"))
-    source = make_source(sequences, [(0, FIT)], loader="petastorm", world=world, cache_dir=f"file://{tmp_path}/cache")
+    source = make_source(sequences, [(0, FIT)], str(tmp_path / "inputs"), {"rows": "petastorm test"}, loader="petastorm",
+                         world=world, cache_dir=f"file://{tmp_path}/cache")
     counts = np.ones(N_ITEMS + 1, dtype=np.int64)
     counts[0] = 0
     job = TrainJob(cfg=cfg, num_items=N_ITEMS, num_users=64, windows=[loo_window()], source=source,

@@ -26,7 +26,7 @@ def _cfg(tmp_path, *overrides):
     return load_config("local", [
         f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         f"tracking.artifact_location={tmp_path}/mlartifacts",
-        "tracking.experiment=captionrec-tests",
+        "tracking.experiment=captionrec-tests", f"train.inputs_dir={tmp_path}/train_inputs",
         *SMALL, *overrides,
     ], stage="train")
 
@@ -59,7 +59,9 @@ def prepared(spark, store, tmp_path_factory):
         store.overwrite("train_sequences", df)
         return store.read("train_sequences")
 
-    return train_stage.prepare(cfg, store.read("interactions"), store.read("item_features"), persist)
+    inputs = train_stage.pinned_inputs(store, {"interactions": store.version("interactions")})
+    return train_stage.prepare(cfg, store.read("interactions", version=inputs["interactions"]["version"]),
+                               store.read("item_features"), persist, inputs=inputs)
 
 
 def _window_metrics(out, name):
@@ -308,7 +310,8 @@ def test_sample_title_beats_id_on_cold_items(spark, sample_dir, tmp_path):
         store.overwrite("train_sequences", df)
         return store.read("train_sequences")
 
-    prepared = train_stage.prepare(cfg, store.read("interactions"), store.read("item_features"), persist)
+    inputs = train_stage.pinned_inputs(store, {"interactions": store.version("interactions")})
+    prepared = train_stage.prepare(cfg, store.read("interactions"), store.read("item_features"), persist, inputs=inputs)
     cold = {}
     for features in ("id", "title"):
         out = train_stage.train_prepared(load_config("local", [*base, f"train.features={features}"]), prepared)

@@ -143,6 +143,11 @@ class TrainConfig:
     # Unity Catalog Volume on Databricks, see conf/*.yaml); null: Spark's petastorm setting, else a temp
     # folder on local masters only (a cluster run without shared storage is an error).
     petastorm_cache_dir: Optional[str] = None
+    # Where the driver materialises (through Spark) the rows every training process reads; ranks never open a
+    # table's own files. Null: ${storage.cache_dir}/train_inputs, else <storage.root>/_train_inputs (path-
+    # addressed tables); catalog tables need one of the two (Databricks: a Volume). One subfolder per input
+    # version and split/sequence settings, reused while those are unchanged (transforms/train_inputs.py).
+    inputs_dir: Optional[str] = None
     seed: int = 42
     # Derived table written per run (ints only: readable by pyarrow 14 / petastorm).
     sequences_table: str = "train_sequences"

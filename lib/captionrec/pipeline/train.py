@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from captionrec.config import Config
+    from captionrec.config.train import TrainConfig
     from captionrec.tables import TableStore
     from captionrec.transforms.item_features import ItemFeatures
 
@@ -48,6 +49,42 @@ class Prepared:
     counts: dict[int, dict[str, np.ndarray]]  # window -> {"fit", "prior"} interactions per item
     features: Optional["ItemFeatures"]
     sequence_stats: list[dict]  # per (window, role): rows, cold/repeat cases, items, cold items
+    # What the sequences rows were built from: per input table its location, Delta version and commit time
+    # (`pinned_inputs`); with the split/sequence settings it keys the training inputs the ranks read.
+    inputs: Optional[dict[str, dict[str, Any]]] = None
+
+
+def pinned_inputs(store: "TableStore", versions: dict[str, Optional[int]]) -> dict[str, dict[str, Any]]:
+    """Location, Delta version and that version's commit time of each table (the commit time tells a table
+    rebuilt at the same location, whose versions start again at 0, from the old one)."""
+    out = {}
+    for name, version in versions.items():
+        entry = None
+        if version is not None:  # the newest commit first; the whole history only when a writer came since
+            latest = store.history(name, limit=1)
+            history = latest if latest and latest[0].get("version") == version else store.history(name)
+            entry = next((h for h in history if h.get("version") == version), None)
+        stamp = entry.get("timestamp") if entry else None
+        out[name] = {"location": store.location(name), "version": version,
+                     "committed_at": stamp.isoformat() if hasattr(stamp, "isoformat") else stamp}
+    return out
+
+
+def rows_identity(t: "TrainConfig", inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything that determines the sequences rows: the input tables' versions, the split and sequence
+    settings, the code that builds them (its version) and the materialised layout."""
+    import dataclasses
+
+    import captionrec
+    from captionrec.transforms.train_inputs import LAYOUT
+
+    return {
+        "inputs": inputs,
+        "split": dataclasses.asdict(t.split),
+        "sequences": {"max_seq_len": t.max_seq_len, "train_stride": t.train_stride, "retrain": t.retrain},
+        "code": captionrec.__version__,
+        "layout": LAYOUT,
+    }
 
 
 def prepare(
@@ -55,9 +92,13 @@ def prepare(
     interactions: "DataFrame",
     item_features: Optional["DataFrame"],
     persist: Callable[["DataFrame"], "DataFrame"],
+    inputs: Optional[dict[str, dict[str, Any]]] = None,
 ) -> Prepared:
     """Split, index, build sequences (written through `persist`, which returns the table read back), count
-    items per window and collect the feature matrix."""
+    items per window and collect the feature matrix.
+
+    inputs: `pinned_inputs` of the tables `interactions` was read from (at that version); training needs it
+    to key the materialised training inputs."""
     from pyspark.sql import functions as F
 
     from captionrec.transforms.item_features import item_feature_matrix
@@ -103,7 +144,7 @@ def prepare(
         df.unpersist()
     num_users = max((r["max_user_idx"] for r in stats), default=0)
     return Prepared(written, windows, num_items, num_users, n_interactions, [r["item_id"] for r in items],
-                    item_first_ms, counts, features, stats)
+                    item_first_ms, counts, features, stats, inputs)
 
 
 def steps_per_epoch(cfg: "Config", stats: list[dict], world: int) -> dict[tuple[int, int], int]:
@@ -135,19 +176,27 @@ def train_prepared(cfg: "Config", prepared: Prepared, tags: Optional[dict[str, A
     from captionrec.tracking import tracking_spec
     from captionrec.training.distributed import launch
     from captionrec.training.loop import TrainJob, run_rank
-    from captionrec.transforms.petastorm import make_source
+    from captionrec.transforms.train_inputs import inputs_dir_for, make_source
 
     t = cfg.train
+    if prepared.inputs is None:
+        raise ValueError("prepared data without its input tables' versions: call prepare(..., "
+                         "inputs=pinned_inputs(store, {table: version})) so the training inputs can be keyed")
     world = t.num_processes
     steps = steps_per_epoch(cfg, prepared.sequence_stats, world)
     roles = (FIT, REFIT) if t.retrain else (FIT,)
     missing = sorted({w.index for w in prepared.windows for r in roles if (w.index, r) not in steps})
     if missing:
         raise ValueError(f"window(s) {missing} have no training sequences (every user has < 2 training interactions)")
-    source = make_source(prepared.sequences, sorted(steps), t.loader, world, t.petastorm_cache_dir)
+    spark = prepared.sequences.sparkSession
+    inputs_dir = inputs_dir_for(spark.sparkContext.master, t.inputs_dir, cfg.storage)
+    source = make_source(prepared.sequences, sorted(steps), inputs_dir, rows_identity(t, prepared.inputs),
+                         t.loader, world, t.petastorm_cache_dir)
     stats: dict[str, float] = {"n_items": prepared.num_items, "n_users": prepared.num_users,
                                "n_interactions": prepared.num_interactions}
+    stats.update(train_inputs_seconds=round(source.seconds, 3), train_inputs_reused=float(source.reused))
     extra = {"train.item_repr": t.item_repr, "train.loader_resolved": source.loader,
+             "train.inputs_folder": source.folder,
              "train.steps_per_epoch_resolved": ",".join(f"{k}/{ROLE_NAMES[r]}:{v}" for (k, r), v in sorted(steps.items()))}
     all_tags = {"model": t.model, "features": t.features, "item_repr": t.item_repr,
                 "split_protocol": t.split.protocol, "test_history": t.split.test_history, "loader": source.loader}
@@ -168,7 +217,8 @@ def train_prepared(cfg: "Config", prepared: Prepared, tags: Optional[dict[str, A
         out = launch(run_rank, job, num_processes=world, local_mode=t.local_mode, use_gpu=t.use_gpu)
     finally:
         source.close()
-    out.update(loader=source.loader, steps_per_epoch=steps, windows_bounds=[w.as_dict() for w in prepared.windows],
+    out.update(loader=source.loader, inputs_folder=source.folder, inputs_reused=source.reused,
+               inputs_seconds=source.seconds, steps_per_epoch=steps, windows_bounds=[w.as_dict() for w in prepared.windows],
                sequence_stats=prepared.sequence_stats)
     return out
 
@@ -185,13 +235,14 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore", *, parent_run
     inputs = [INTERACTIONS, *([ITEM_FEATURES] if t.feature_sets else [])]
     versions = {name: store.version(name) for name in inputs}
     interactions = store.read(INTERACTIONS, version=versions[INTERACTIONS])
+    sequence_inputs = pinned_inputs(store, {INTERACTIONS: versions[INTERACTIONS]})
     features_df = store.read(ITEM_FEATURES, version=versions[ITEM_FEATURES]) if t.feature_sets else None
 
     def persist(df: "DataFrame") -> "DataFrame":
         store.overwrite(t.sequences_table, df)
         return store.read(t.sequences_table)
 
-    prepared = prepare(cfg, interactions, features_df, persist)
+    prepared = prepare(cfg, interactions, features_df, persist, inputs=sequence_inputs)
     t_prep = time.perf_counter() - t0
     run_tags = {f"delta_version.{name}": v for name, v in versions.items()}
     run_tags.update({f"delta_version.{t.sequences_table}": store.version(t.sequences_table), "storage_backend": store.backend})

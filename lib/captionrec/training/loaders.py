@@ -1,13 +1,15 @@
-"""Reading the sequences table inside each training process: Arrow batches -> torch tensors (no Spark).
+"""Reading the training inputs inside each training process: Arrow batches -> torch tensors (no Spark).
 
-Two loaders, one interface (`SequenceSource` is made on the driver by `transforms.petastorm.make_source`
-and pickled to every rank):
-- pyarrow (default, any pyarrow): every rank reads the table's live parquet files with a filter on
-  (window, role) and keeps rows `rank::world`; training batches come from a per-rank shuffled cycle.
+Ranks never open a table's own files (on Unity Catalog a Python process has no credentials for managed
+storage): the driver materialises the rows they need through Spark (`transforms.train_inputs`) to a folder
+every rank can read and hands them its file list per (window, role) in a `SequenceSource` (pickled to
+every rank). Two loaders, one interface:
+- pyarrow (default, any pyarrow): a rank reads the files of one (window, role) and keeps rows `rank::world`;
+  training batches come from a per-rank shuffled cycle.
 - petastorm (where it imports: pyarrow <= 14, e.g. Databricks ML runtimes): the driver makes one
-  `make_spark_converter` dataset per (window, training role); each rank reads its shard with
-  `make_torch_dataloader` (`make_batch_reader` underneath). Evaluation rows (variable-length `seen`)
-  always use pyarrow.
+  `make_spark_converter` dataset per (window, training role) from the materialised rows; each rank reads
+  its shard with `make_torch_dataloader` (`make_batch_reader` underneath). Evaluation rows (variable-length
+  `seen`) always use pyarrow.
 
 Training iterators are infinite: the loop takes a fixed number of steps per epoch on every rank, so
 uneven shards can't leave one rank waiting in an all-reduce.
@@ -26,6 +28,9 @@ import torch
 from captionrec.contracts import TRAIN_BATCH_COLUMNS
 
 log = logging.getLogger(__name__)
+
+EVAL_COLUMNS = ("user_idx", "chunk", "seq", "target", "cold", "repeat", "seen")
+LIST_COLUMNS = ("seq", "seen")
 
 
 def petastorm_available() -> bool:
@@ -58,10 +63,13 @@ def resolve_loader(requested: str) -> str:
 
 @dataclass
 class SequenceSource:
-    """What a rank needs to read the sequences table. Picklable."""
+    """What a rank needs to read its training inputs. Picklable."""
 
     loader: str  # "pyarrow" | "petastorm"
-    files: tuple[str, ...]  # live parquet files of the table (URIs or paths)
+    parts: dict[tuple[int, int], tuple[str, ...]]  # (window, role) -> materialised parquet files (paths or URIs)
+    folder: str = ""  # the materialisation they belong to (<inputs_dir>/<key>)
+    reused: bool = False  # True when an earlier run's materialisation was reused
+    seconds: float = 0.0  # driver time spent materialising (or finding) them
     converters: dict[tuple[int, int], Any] = field(default_factory=dict)  # (window, role) -> petastorm converter
 
     def close(self) -> None:
@@ -111,28 +119,9 @@ def _list_to_matrix(column, width: Optional[int] = None) -> np.ndarray:
     return out
 
 
-def read_rows(
-    files: Sequence[str],
-    window: int,
-    roles: Sequence[int],
-    columns: Sequence[str] = ("user_idx", "seq"),
-) -> dict[str, np.ndarray]:
-    """Rows of one window and role(s) as numpy: ints -> (R,), list columns -> (R, width) 0-padded.
-
-    Rows come sorted by (role, user_idx, chunk) so every process sees the same order.
-    """
+def _to_numpy(table, columns: Sequence[str]) -> dict[str, np.ndarray]:
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    fs, paths = _filesystem(files)
-    dataset = ds.dataset(list(paths), format="parquet", filesystem=fs)
-    wanted = list(dict.fromkeys([*columns, "role", "user_idx", "chunk"]))
-    flt = (ds.field("window") == window) & ds.field("role").isin(list(roles))
-    table = dataset.to_table(columns=wanted, filter=flt)
-    if table.num_rows:
-        order = pc.sort_indices(table, sort_keys=[("role", "ascending"), ("user_idx", "ascending"), ("chunk", "ascending")])
-        table = table.take(order)
     out: dict[str, np.ndarray] = {}
     for name in columns:
         col = table.column(name)
@@ -141,6 +130,41 @@ def read_rows(
         else:
             out[name] = np.asarray(col.to_numpy(), dtype=np.int64)
     return out
+
+
+def _read_sorted(files: Sequence[str], columns: Sequence[str], sort_keys: Sequence[str], flt=None):
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    fs, paths = _filesystem(files)
+    dataset = ds.dataset(list(paths), format="parquet", filesystem=fs)
+    wanted = list(dict.fromkeys([*columns, *sort_keys]))
+    table = dataset.to_table(columns=wanted, filter=flt)
+    if table.num_rows:
+        table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in sort_keys]))
+    return table
+
+
+def read_part(files: Sequence[str], columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """The rows of one materialised (window, role) part as numpy: ints -> (R,), list columns -> (R, width)
+    0-padded, sorted by (user_idx, chunk) so every process sees the same order. No files: no rows."""
+    if not files:
+        return {c: np.zeros((0, 1) if c in LIST_COLUMNS else (0,), dtype=np.int64) for c in columns}
+    return _to_numpy(_read_sorted(files, columns, ("user_idx", "chunk")), columns)
+
+
+def read_rows(
+    files: Sequence[str],
+    window: int,
+    roles: Sequence[int],
+    columns: Sequence[str] = ("user_idx", "seq"),
+) -> dict[str, np.ndarray]:
+    """Rows of one window and role(s) of parquet files holding every window and role (window and role
+    columns), sorted by (role, user_idx, chunk). Offline tools only (bench/): ranks read `read_part`."""
+    import pyarrow.dataset as ds
+
+    flt = (ds.field("window") == window) & ds.field("role").isin(list(roles))
+    return _to_numpy(_read_sorted(files, columns, ("role", "user_idx", "chunk"), flt), columns)
 
 
 def shard_rows(rows: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
@@ -188,7 +212,7 @@ def train_batches(
         if (window, role) not in source.converters:
             raise KeyError(f"no petastorm converter for window {window}, role {role}")
         return _petastorm_batches(source.converters[(window, role)], rank, world, batch_size, seed + rank)
-    rows = read_rows(source.files, window, [role], TRAIN_BATCH_COLUMNS)
+    rows = read_part(source.parts.get((window, role), ()), TRAIN_BATCH_COLUMNS)
     total = len(rows["seq"])
     # Fewer rows than ranks: every rank trains on all of them rather than on nothing.
     mine = shard_rows(rows, rank, world) if total >= world else rows
@@ -197,5 +221,5 @@ def train_batches(
 
 def eval_rows(source: SequenceSource, window: int, role: int, rank: int = 0, world: int = 1) -> dict[str, np.ndarray]:
     """This rank's evaluation cases: seq (R, L + 1), target, cold, repeat, user_idx, chunk (R,), seen (R, S)."""
-    rows = read_rows(source.files, window, [role], ("user_idx", "chunk", "seq", "target", "cold", "repeat", "seen"))
+    rows = read_part(source.parts.get((window, role), ()), EVAL_COLUMNS)
     return shard_rows(rows, rank, world)

@@ -1,4 +1,4 @@
-"""Petastorm converters over the sequences table's training rows (driver side; needs Spark).
+"""Petastorm converters over the materialised training inputs (driver side; needs Spark).
 
 The cache dir is where `make_spark_converter` materialises each converter's parquet copy: every
 training process must read it. On a local master a temp folder is fine; on a cluster it must be shared
@@ -9,13 +9,13 @@ or shared-mount URI elsewhere), never the driver's local disk, so a cluster run 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from captionrec.contracts import TRAIN_BATCH_COLUMNS
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 
 PETASTORM_CACHE_CONF = "petastorm.spark.converter.parentCacheDirUrl"  # SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF
@@ -51,43 +51,25 @@ def resolve_cache_dir(spark: "SparkSession", cache_dir: Optional[str]) -> str:
 
 
 def petastorm_converters(
-    sequences: "DataFrame", keys: Sequence[tuple[int, int]], world: int, cache_dir: Optional[str] = None
+    spark: "SparkSession",
+    parts: Mapping[tuple[int, int], Sequence[str]],
+    keys: Sequence[tuple[int, int]],
+    world: int,
+    cache_dir: Optional[str] = None,
 ) -> dict[tuple[int, int], Any]:
-    """One petastorm converter per (window, training role) over its rows (TRAIN_BATCH_COLUMNS), >= `world` files."""
+    """One petastorm converter per (window, training role) over its materialised training inputs
+    (`transforms.train_inputs`: files Spark wrote, never the table's own), >= `world` files each."""
     from petastorm.spark import make_spark_converter
-    from pyspark.sql import functions as F
 
-    spark = sequences.sparkSession
     spark.conf.set(PETASTORM_CACHE_CONF, resolve_cache_dir(spark, cache_dir))
     out = {}
     for window, role in keys:
+        if (window, role) not in parts:
+            raise ValueError(f"no training inputs for window {window}, role {role}")
         part = (
-            sequences.where((F.col("window") == window) & (F.col("role") == role))
+            spark.read.parquet(*parts[(window, role)])
             .select(*TRAIN_BATCH_COLUMNS)  # ints already (contracts.schema(TRAIN_SEQUENCES))
             .repartition(max(2, world))  # petastorm shards by row group: every rank needs at least one
         )
         out[(int(window), int(role))] = make_spark_converter(part)
     return out
-
-
-def make_source(
-    sequences: "DataFrame",
-    keys: Sequence[tuple[int, int]],
-    loader: str = "auto",
-    world: int = 1,
-    cache_dir: Optional[str] = None,
-):
-    """Driver side: `sequences` must be a read of the table (its `inputFiles()` are the live files).
-
-    keys: the (window, role) pairs the ranks will train on (petastorm converters are made for those).
-    """
-    from captionrec.training.loaders import SequenceSource, resolve_loader
-
-    kind = resolve_loader(loader)
-    files = tuple(sequences.inputFiles())
-    if not files:
-        raise ValueError("the sequences table has no files (nothing to train on)")
-    source = SequenceSource(loader=kind, files=files)
-    if kind == "petastorm":
-        source.converters = petastorm_converters(sequences, keys, world, cache_dir)
-    return source
