@@ -127,7 +127,9 @@ class SharedSequences:
                 return self.store.read(t.sequences_table)
 
             features = self.store.read(C.ITEM_FEATURES) if t.feature_sets else None
-            self.prepared[key] = train.prepare(cfg, self.store.read(C.INTERACTIONS), features, persist)
+            inputs = train.pinned_inputs(self.store, {C.INTERACTIONS: self.store.version(C.INTERACTIONS)})
+            interactions = self.store.read(C.INTERACTIONS, version=inputs[C.INTERACTIONS]["version"])
+            self.prepared[key] = train.prepare(cfg, interactions, features, persist, inputs=inputs)
         return self.prepared[key]
 
 
