@@ -98,6 +98,25 @@ def test_cli_config_command_prints_effective_config_and_rejects_bad_keys():
     assert "ingest.bogus" in bad.stderr
 
 
+def test_config_error_raises_system_exit_2_through_main(capsys):
+    """Databricks' python_wheel_task calls the entry point and ignores a returned value: main() raises SystemExit
+    for a non-zero outcome (here before any Spark session starts) and returns 0 for success."""
+    from captionrec import cli
+
+    for bad in (["ingest", "ingest.bogus=1"], ["experiment", "max_failed=-1"], ["experiment", "max_failed=many"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(bad)
+        assert exited.value.code == 2, bad
+        assert "config error" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # usage error (argparse): 2 as well
+        cli.main(["no-such-stage"])
+    assert exited.value.code == 2
+    assert cli.main(["config", "experiment.max_failed=3"]) == 0
+    assert "max_failed: 3" in capsys.readouterr().out
+    for profile in ("local", "cluster", "databricks"):  # every profile fails the job on any failed child
+        assert load_config(profile).experiment.max_failed == 0
+
+
 def test_cli_takes_options_after_the_stage_and_its_overrides():
     """Every job docstring launches `jobs/<stage>.py --profile cluster key=value ...`: options and overrides in
     any order (argparse's plain parse_args rejects an override that follows an option)."""

@@ -132,3 +132,81 @@ def test_plan_keys_follow_config_and_table_versions(spark, lake, tmp_path):
     assert inputs[C.ITEM_FEATURES]["committed_at"]
     with pytest.raises(ValueError, match="nothing to run"):
         experiment.run(_cfg(tmp_path, root, "[mllm_audio]"), spark, store)
+
+
+# ------------------------------------------------------------- failures fail the job (issue 19, item 3)
+# Every child asks for 2 GPU training processes on the driver (TorchDistributor local mode): this machine's
+# driver has no CUDA (or, with a GPU, no spark.driver.resource.gpu.amount), so the train stage's own check
+# refuses every child, as a 1-GPU Databricks target with train.num_processes=2 would.
+NO_GPU_SLOTS = [*SMALL, "use_gpu=true", "num_processes=2"]  # later keys win
+
+
+def _cli_args(tmp, root, *extra):
+    return ["experiment", "--log-level", "WARNING", f"storage.root={root}", "storage.backend=delta-rs",
+            f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_location={tmp}/art",
+            "tracking.experiment=grid-fail-tests", "feature_sets=[id,title]", "models=[two_tower]", "seeds=[1]",
+            "train_overrides=[" + ",".join(NO_GPU_SLOTS) + "]", f"report.out_dir={tmp}/reports", *extra]
+
+
+def _runs(tmp, kind):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["grid-fail-tests"])
+    return runs[runs[f"tags.{C.TAG_KIND}"] == kind]
+
+
+def _failed_children(tmp):
+    runs = _runs(tmp, C.CHILD_RUN)
+    return runs[runs["status"] == "FAILED"]
+
+
+def test_all_failed_grid_fails_the_job_through_main_unless_max_failed_allows(spark, lake, tmp_path, capsys):
+    from captionrec import cli
+
+    _, root = lake
+    with pytest.raises(SystemExit) as exited:
+        cli.main(_cli_args(tmp_path, root))
+    assert exited.value.code == 3
+    out = capsys.readouterr()
+    # the summary (stdout) and the error (stderr) name every failed child and its error
+    assert "0 trained, 0 reused, 2 failed" in out.out and "experiment.max_failed=0: the stage FAILS" in out.out
+    for text in (out.out, out.err):
+        assert "two_tower id seed 1 (run " in text and "two_tower title seed 1 (run " in text
+        assert "train.use_gpu=true" in text
+    assert "2 of 2 children failed, more than experiment.max_failed=0" in out.err
+    failed = _failed_children(tmp_path)
+    assert sorted(failed["params.train.features"]) == ["id", "title"]  # recorded before the job failed
+    assert all("train.use_gpu=true" in e for e in failed[f"tags.{C.TAG_ERROR}"])
+    assert list(_runs(tmp_path, C.GRID_RUN)["status"]) == ["FAILED"]  # the grid run too
+
+    assert cli.main(_cli_args(tmp_path, root, "max_failed=2")) == 0  # allowed: exit 0, failures recorded again
+    out = capsys.readouterr()
+    assert "2 failed" in out.out and "experiment.max_failed=2: allowed" in out.out and "train.use_gpu=true" in out.out
+    assert len(_failed_children(tmp_path)) == 4
+    assert list(_runs(tmp_path, C.GRID_RUN)["status"]) == ["FINISHED"]  # the same grid run, now allowed
+
+    with pytest.raises(SystemExit) as exited:  # one allowed, two failed: still a failed job
+        cli.main(_cli_args(tmp_path, root, "max_failed=1", "--json"))
+    assert exited.value.code == 3
+    out = capsys.readouterr()
+    import json
+
+    summary = json.loads(out.out)  # --json: stdout is the summary only
+    assert (summary["stage"], summary["failed"], summary["max_failed"]) == ("experiment", 2, 1)
+    assert {e["status"] for e in summary["runs"]} == {"failed"} and all("train.use_gpu=true" in e["error"] for e in summary["runs"])
+
+
+def test_spark_submit_job_script_exits_non_zero_on_a_failed_grid(lake, tmp_path):
+    """`jobs/experiment.py` (what spark-submit runs on the driver) in its own process: exit status 3."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, root = lake
+    job = Path(__file__).resolve().parents[1] / "jobs" / "experiment.py"
+    done = subprocess.run([sys.executable, str(job), *_cli_args(tmp_path, root)[1:]], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "2 failed" in done.stdout and "2 of 2 children failed" in done.stderr
+    assert len(_failed_children(tmp_path)) == 2

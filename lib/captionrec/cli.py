@@ -8,6 +8,12 @@ Stages: ingest, caption, embed, train, experiment (the grid of train runs), repo
 `config` (print the effective config). Overrides are dotted keys; inside a stage a key of that stage's
 section may drop the prefix (`captionrec train model=sasrec features=title`). Each stage ends with a
 one-screen summary (`--json`: the summary as JSON instead); long Spark steps print a progress line.
+
+Exit status: 0 when every stage succeeded; 2 for a config or usage error; 3 when a stage ran to the end but
+its outcome fails the job (`captionrec.pipeline.StageFailed`, e.g. more failed experiment children than
+`experiment.max_failed`; its summary is printed first); an uncaught error propagates (a traceback, status 1).
+`main()` returns 0 on success and raises `SystemExit(code)` otherwise: Databricks' python_wheel_task calls the
+entry point function directly and ignores a returned value, so a non-zero outcome must be raised to fail the task.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Optional
 import yaml
 
 from captionrec.config import Config, ConfigError, load_config, to_plain
+from captionrec.pipeline import StageFailed
 
 log = logging.getLogger("captionrec")
 
@@ -99,8 +106,13 @@ def run_stage(stage: str, cfg: Config, spark=None, store=None) -> dict[str, Any]
     store = store or open_store(spark, cfg.storage)
     module = importlib.import_module(f"captionrec.pipeline.{stage}")
     t0 = time.perf_counter()
-    with SparkProgress(spark, stage):
-        summary = module.run(cfg, spark, store)
+    try:
+        with SparkProgress(spark, stage):
+            summary = module.run(cfg, spark, store)
+    except StageFailed as exc:
+        exc.summary.setdefault("stage", stage)
+        exc.summary["seconds"] = round(time.perf_counter() - t0, 2)
+        raise
     summary = dict(summary or {})
     summary.setdefault("stage", stage)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -152,17 +164,26 @@ def _follow(stage: str, cfg: Config, previous: dict[str, Any]) -> Config:
     return cfg
 
 
+def _done(code: int) -> int:
+    """0, or raise SystemExit(code): a returned non-zero code is lost where the caller ignores it."""
+    if code:
+        raise SystemExit(code)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The console script and the Databricks wheel entry point: returns 0, or raises SystemExit (see the module
+    docstring for the codes)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("sample", "tiny-models"):  # helpers with their own options
         configure_logging("INFO")
         if argv[0] == "sample":
             from captionrec.sample.generate import main as sample_main
 
-            return sample_main(argv[1:]) or 0
+            return _done(sample_main(argv[1:]) or 0)
         from captionrec.testing.tiny import main as tiny_main
 
-        return tiny_main(argv[1:]) or 0
+        return _done(tiny_main(argv[1:]) or 0)
     args = _parser().parse_intermixed_args(argv)  # options may follow the stage and its overrides
     configure_logging(args.log_level)
 
@@ -171,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_config(args.profile, args.overrides, extra_files=args.conf, stage=stage)
     except ConfigError as exc:
         print(f"captionrec: config error: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
 
     effective = yaml.safe_dump(to_plain(cfg), sort_keys=False)
     if args.command == "config":
@@ -190,14 +211,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in PIPELINE.get(args.command, (args.command,)):
         # With --json, stdout carries the summaries only: what a stage prints (TorchDistributor echoes its
         # training processes' output to sys.stdout) goes to stderr, so `captionrec train --json | jq` works.
-        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-            summary = run_stage(name, _follow(name, cfg, summary), spark, store)
+        try:
+            with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+                summary = run_stage(name, _follow(name, cfg, summary), spark, store)
+        except StageFailed as exc:  # recorded, summarised, and the job fails (later stages of `all` don't run)
+            print_summary(exc.summary, as_json=args.json, file=out)
+            stages = PIPELINE.get(args.command, (name,))
+            rest = stages[stages.index(name) + 1:]
+            stopped = f" (`{args.command}` stops here; not run: {', '.join(rest)})" if rest else ""
+            print(f"captionrec {name} failed{stopped}: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(exc.exit_code) from None
         print_summary(summary, as_json=args.json, file=out)
     return 0
 
 
 def stage_main(stage: str, argv: Optional[Sequence[str]] = None) -> int:
-    """Entry for jobs/<stage>.py: `python jobs/ingest.py [options] [key=value ...]`."""
+    """Entry for jobs/<stage>.py: `python jobs/ingest.py [options] [key=value ...]`. Returns 0 or raises
+    SystemExit like `main` (so `sys.exit(stage_main(...))` exits with the stage's code under spark-submit)."""
     return main([stage, *(sys.argv[1:] if argv is None else argv)])
 
 

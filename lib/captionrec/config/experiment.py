@@ -47,6 +47,9 @@ class ExperimentConfig:
     name: str = "grid"
     # Stop at the first failed child (default: record it as a FAILED run with its error and go on).
     stop_on_error: bool = False
+    # After every child is recorded, the stage fails (the job exits non-zero, `captionrec.pipeline.StageFailed`)
+    # when more than this many children failed; the summary and the error name them. 0: any failure fails it.
+    max_failed: int = 0
 
     def __post_init__(self) -> None:
         for key, values in (("feature_sets", self.feature_sets), ("models", self.models), ("seeds", self.seeds)):
@@ -56,6 +59,8 @@ class ExperimentConfig:
                 raise ValueError(f"experiment.{key} names an entry twice: {list(values)}")
         for fs in self.feature_sets:
             _check_feature_set(fs, "experiment.feature_sets")
+        if self.max_failed < 0:
+            raise ValueError(f"experiment.max_failed must be >= 0, got {self.max_failed}")
         for item in self.train_overrides:
             if "=" not in item:
                 raise ValueError(f"experiment.train_overrides: {item!r} is not key=value")

@@ -9,6 +9,9 @@ its input tables (tag captionrec.child_key). A child whose key already has a FIN
 is reused, not trained again, so a re-run of the grid on the same tables does nothing. A feature set with no
 vectors in item_features is skipped with the reason. A child that fails becomes a FAILED run carrying its
 error (tag captionrec.error + error.txt) and the grid goes on. The parent keeps the plan (grid/plan.json).
+After every child is recorded, more failed children than `experiment.max_failed` (default 0) fail the stage:
+`run` raises `StageFailed` carrying the summary, whose text and the error name each failed child and its error
+(the CLI prints the summary and exits non-zero, so a Databricks task or spark-submit run fails too).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from captionrec import contracts as C
 from captionrec.config.loader import deep_merge, flatten, from_dict, parse_overrides, to_plain
 from captionrec.config.train import TrainConfig
+from captionrec.pipeline import StageFailed
 from captionrec.report.grid import GridTracker
 
 if TYPE_CHECKING:
@@ -210,13 +214,31 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     if pending or not tracker.has_parent:
         tracker.open_parent(params={f"experiment.{k}": v for k, v in flatten(cfg.experiment).items()})
         entries += _run_children(cfg, spark, store, tracker, pending, len(children), len(reused))
-        tracker.save_plan(entries, skipped=skipped)
+        failed = sum(e["status"] == "failed" for e in entries)
+        tracker.save_plan(entries, skipped=skipped, finished=failed <= cfg.experiment.max_failed)  # else: FAILED
     order = {c.key: i for i, c in enumerate(children)}
     entries.sort(key=lambda e: order[e["key"]])
     count = {s: sum(e["status"] == s for e in entries) for s in ("ran", "reused", "failed")}
-    return {"experiment": cfg.tracking.experiment, "parent_run_id": tracker.parent_id, "grid_key": gkey,
-            "children": len(children), **count, "skipped_feature_sets": {s["features"]: s["reason"] for s in skipped},
-            "runs": entries, "tracking_uri": tracker.tracking_uri}
+    summary = {"experiment": cfg.tracking.experiment, "parent_run_id": tracker.parent_id, "grid_key": gkey,
+               "children": len(children), **count, "max_failed": cfg.experiment.max_failed,
+               "skipped_feature_sets": {s["features"]: s["reason"] for s in skipped},
+               "runs": entries, "tracking_uri": tracker.tracking_uri}
+    if count["failed"] > cfg.experiment.max_failed:
+        raise StageFailed(failure_message(summary), summary)
+    return summary
+
+
+def _label(e: dict[str, Any]) -> str:
+    return f"{e['model']} {e['features']} seed {e['seed']}"
+
+
+def failure_message(s: dict[str, Any]) -> str:
+    """The stage's error when too many children failed: each failed child, its run and its error."""
+    failed = [e for e in s["runs"] if e["status"] == "failed"]
+    each = "; ".join(f"{_label(e)} (run {e.get('run_id')}): {e.get('error')}" for e in failed)
+    return (f"experiment {s['experiment']}: {len(failed)} of {s['children']} children failed, more than "
+            f"experiment.max_failed={s['max_failed']} (grid run {s['parent_run_id']}; every child is recorded "
+            f"in MLflow): {each}")
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -231,5 +253,14 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  ... {len(s['runs']) - 40} more")
     for fs, reason in s["skipped_feature_sets"].items():
         lines.append(f"  skipped {fs}: {reason}")
+    failed = [e for e in s["runs"] if e["status"] == "failed"]
+    if failed:
+        allowed = s.get("max_failed", 0)
+        verdict = "the stage FAILS" if len(failed) > allowed else "allowed"
+        lines.append(f"failed children: {len(failed)} (experiment.max_failed={allowed}: {verdict})")
+        for e in failed[:10]:
+            lines.append(f"  {_label(e)} (run {e.get('run_id')}): {(e.get('error') or '')[:300]}")
+        if len(failed) > 10:
+            lines.append(f"  ... {len(failed) - 10} more (--json for all)")
     lines.append(f"next: captionrec report parent_run_id={s['parent_run_id']}   (MLflow: {s['tracking_uri']})")
     return "\n".join(lines)
