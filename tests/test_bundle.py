@@ -4,8 +4,15 @@ What is checked here, without a workspace or the Databricks CLI (a Go binary tha
 - the bundle's job parses with the `databricks-bundles` typed models (unknown fields are errors), for each target;
 - every task runs the wheel's real console script, with a stage the CLI has and overrides that load
   (`load_config("databricks", <the task's parameters, variables and job parameters resolved>)`);
-- the clusters: a Spark-4 ML GPU runtime, SINGLE_USER, offline weights in a Volume, one GPU per default task;
-- the schedule: file arrival on the videos Volume (prod) / a cron schedule (dev), one run at a time, GPU retries;
+- the clusters: a Spark-4 ML GPU runtime, SINGLE_USER, offline weights in the shared models Volume, one GPU per
+  default task, optional policy / pool ids;
+- every target's effective config is coherent (processes vs GPU workers, task CPUs vs node cores, GPU amounts vs
+  the node's GPUs, paths vs the Volumes), and the check finds each kind of mismatch;
+- what an admin asks for: prod's run_as service principal, permissions, one MLflow experiment per target, the Unity
+  Catalog registry (a logged model is registered), notifications, health and per-task timeouts, a wheel with a new
+  version per build (the artifact's build command, run), one argument list for all tasks;
+- the schedule: file arrival on the _ready/ marker folder (prod) / a cron schedule (dev), one run at a time, GPU
+  retries; the setup script's schemas, Volumes and grants;
 - the wheel carries the config, and a wheel imported as a zip reads it from a real folder;
 - (a re-run with nothing new commits nothing: tests/test_cluster_standalone.py, after the cluster run);
 - `${bundle.git.commit}` reaches the MLflow tags.
