@@ -633,6 +633,11 @@ def _incoherences(target: str, variables_over: dict | None = None, edit_job=None
             elif section.gpu.task_amount > gpus:
                 problems.append(f"{where}: {task['task_key']}.gpu.task_amount={section.gpu.task_amount} > {gpus} "
                                 f"GPU(s) per {node}")
+            amount = section.gpu.task_amount
+            if not (amount == int(amount) or (amount <= 0.5 and abs(1 / amount - round(1 / amount)) < 1e-9)):
+                # Spark's rule for a task's resource amount: a whole number, or 1/n to share one GPU n ways
+                problems.append(f"{where}: {task['task_key']}.gpu.task_amount={amount} is neither a whole number "
+                                f"nor 1/n (0.5, 0.25, ...)")
             if section.gpu.task_cpus > cores:
                 problems.append(f"{where}: {task['task_key']}.gpu.task_cpus={section.gpu.task_cpus} > {cores} cores "
                                 f"of {node}")
@@ -718,6 +723,8 @@ def _drop_args(job: dict, key: str, prefix: str) -> None:
      "dev/caption: spark.task.cpus=16 > 8 cores of g5.2xlarge"),
     (dict(edit_job=lambda j: _task(j, "embed").update(job_cluster_key="cpu")),
      "dev/embed: embed.gpu.enabled on m5d.xlarge, which has no GPU"),
+    (dict(edit_job=lambda j: _append_args(j, "embed", "embed.gpu.task_amount=0.3")),
+     "dev/embed: embed.gpu.task_amount=0.3 is neither a whole number nor 1/n"),
     (dict(variables_over={"gpu_node_type": "g9.huge"}), "dev/caption: node type 'g9.huge' not in NODE_TYPES"),
     (dict(edit_job=lambda j: _append_args(j, "ingest", "data.source=/Volumes/main/captionrec/raw")),
      "dev/ingest: data.source=/Volumes/main/captionrec/raw, expected /Volumes/main/captionrec_dev/raw"),
