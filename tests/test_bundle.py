@@ -676,6 +676,12 @@ def _incoherences(target: str, variables_over: dict | None = None, edit_job=None
         for key, path in model_paths.items():
             if not path.startswith(volumes["models"] + "/"):
                 problems.append(f"{where}: {key}={path} is not under the models Volume {volumes['models']}")
+        # any other Volume path of the config (train.inputs_dir, report folders, ...) is in one of the three
+        for key, value in flatten(cfg).items():
+            path = value.removeprefix("file://") if isinstance(value, str) else ""
+            if path.startswith("/Volumes/") and not any(path.rstrip("/") == v or path.startswith(v + "/")
+                                                        for v in volumes.values()):
+                problems.append(f"{where}: {key}={value} is in none of the bundle's Volumes {sorted(volumes.values())}")
         hf_home = (cluster.get("spark_env_vars") or {}).get("HF_HOME", "")
         if not hf_home.startswith(volumes["models"] + "/"):
             problems.append(f"{where}: HF_HOME={hf_home!r} is not under the models Volume {volumes['models']}")
@@ -725,6 +731,10 @@ def _drop_args(job: dict, key: str, prefix: str) -> None:
      "dev/embed: embed.gpu.enabled on m5d.xlarge, which has no GPU"),
     (dict(edit_job=lambda j: _append_args(j, "embed", "embed.gpu.task_amount=0.3")),
      "dev/embed: embed.gpu.task_amount=0.3 is neither a whole number nor 1/n"),
+    (dict(edit_job=lambda j: _append_args(j, "report", "storage.cache_dir=/Volumes/main/captionrec/cache")),
+     "dev/report: storage.cache_dir=/Volumes/main/captionrec/cache, expected /Volumes/main/captionrec_dev/cache"),
+    (dict(edit_job=lambda j: _append_args(j, "train", "train.inputs_dir=/Volumes/main/captionrec/scratch/inputs")),
+     "dev/train: train.inputs_dir=/Volumes/main/captionrec/scratch/inputs is in none of the bundle's Volumes"),
     (dict(variables_over={"gpu_node_type": "g9.huge"}), "dev/caption: node type 'g9.huge' not in NODE_TYPES"),
     (dict(edit_job=lambda j: _append_args(j, "ingest", "data.source=/Volumes/main/captionrec/raw")),
      "dev/ingest: data.source=/Volumes/main/captionrec/raw, expected /Volumes/main/captionrec_dev/raw"),
