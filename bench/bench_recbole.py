@@ -490,7 +490,9 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
 
         features = store.read("item_features") if cfg.train.feature_sets else None
         t0 = time.perf_counter()
-        prepared[key] = (train_stage.prepare(cfg, store.read("interactions"), features, persist), time.perf_counter() - t0)
+        inputs = train_stage.pinned_inputs(store, {"interactions": store.version("interactions")})
+        interactions = store.read("interactions", version=inputs["interactions"]["version"])
+        prepared[key] = (train_stage.prepare(cfg, interactions, features, persist, inputs=inputs), time.perf_counter() - t0)
     prep, prep_s = prepared[key]
     files = tuple(prep.sequences.inputFiles())
     batch, per_row = _batch_for_targets(files)
