@@ -466,7 +466,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
     work = Path(args.work)
     res_path = work / f"{system}_s{seed}" / "result.json"
     base = [f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_location={work}/mlartifacts",
-            "tracking.experiment=bench-recbole", "split.protocol=loo", "max_seq_len=50", "dim=64", "layers=2",
+            "tracking.experiment=bench-recbole", f"inputs_dir={work}/train_inputs", "split.protocol=loo", "max_seq_len=50", "dim=64", "layers=2",
             "heads=2", "dropout=0.5", "lr=0.001", "weight_decay=0.0", f"epochs={args.max_epochs}",
             f"patience={args.patience}", "retrain=false", "exclude_seen=false", "negatives.mask_user_items=false",
             "ks=[10]", "num_processes=1",
