@@ -11,7 +11,7 @@
 #   RUNTIME_PYTHON      interpreter to build it from (default: pyenv's 3.12.1, else python3.12, else python3.11)
 #   RUNTIME_KEEP_WORK=1 keep the temp working dirs (printed)
 #   RUNTIME_SKIP_MAIN=1 skip the main-environment run and the shape check (the runtime run alone)
-# The venv is rebuilt when its stamp is older than the pins or setup.py (or with RUNTIME_REBUILD=1). The first build
+# The venv is rebuilt when the pins or setup.py's requirements change (or with RUNTIME_REBUILD=1). Each build
 # downloads the CUDA build of the runtime's torch from PyPI (~3 GB): keep pip's cache (~/.cache/pip).
 set -euo pipefail
 
@@ -78,14 +78,23 @@ print(f"[runtime] {what}: all {len(want)} pins installed at their versions")
 PY
 }
 
-inputs_newer() {
-    [[ ! -f "$STAMP" ]] && return 0
-    [[ -n "$(find "$PINS" "$REPO/setup.py" -newer "$STAMP" 2>/dev/null)" ]]
+# What the venv is built from: the pins and setup.py's requirement lists (not its other lines: the bundle's
+# per-build version must not cost a rebuild). The stamp holds their hash.
+inputs_hash() {
+    { cat "$PINS"; "$PY" - "$REPO/setup.py" <<'PY'
+import ast, sys
+call = next(n for n in ast.walk(ast.parse(open(sys.argv[1]).read()))
+            if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+kw = {k.arg: k.value for k in call.keywords}
+print(ast.dump(kw["install_requires"]), ast.dump(kw["extras_require"]))
+PY
+    } | sha256sum | cut -d' ' -f1
 }
+want="$(inputs_hash)"
 
-if [[ ! -x "$VENV/bin/python" || "${RUNTIME_REBUILD:-0}" == 1 ]] || inputs_newer; then
+if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP" 2>/dev/null)" != "$want" || "${RUNTIME_REBUILD:-0}" == 1 ]]; then
     t_build=$(date +%s)
-    say "building $VENV (stamp missing or older than $PINS / setup.py)"
+    say "building $VENV (new, or the pins / setup.py's requirements changed)"
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
@@ -130,10 +139,10 @@ PY
     say "project (editable, [local,dev]) installed in $(secs "$t") s"
     check_pins local
     "$VENV/bin/python" -m pip check || fail "pip check"
-    touch "$STAMP"
+    echo "$want" > "$STAMP"
     say "env built in $(secs "$t_build") s"
 else
-    say "reusing $VENV (stamp newer than its inputs)"
+    say "reusing $VENV (built from the same pins and requirements)"
     # The editable install's metadata may be stale if setup.py moved on (caught by the stamp) -- the pins must hold.
     check_pins local
 fi
@@ -146,7 +155,10 @@ print('[runtime] python', sys.version.split()[0], 'pyspark', pyspark.__version__
       'pandas', pandas.__version__, 'pyarrow', pyarrow.__version__)"
 
 # -- the pipeline on the sample, tiny models, small grid -----------------------------------------------------
-GRID=("experiment.feature_sets=[id,mllm_av]" "experiment.models=[sasrec]" "experiment.seeds=[42]")
+# One grid cell per feature set that needs no captions (id) and one that needs both caption kinds (mllm_av); the
+# audio caption written by the Qwen2-Audio LLM (fusion=llm, as on clusters), not the template.
+GRID=("experiment.feature_sets=[id,mllm_av]" "experiment.models=[sasrec]" "experiment.seeds=[42]"
+      "caption.audio.fusion=llm")
 
 run_pipeline() {  # <venv> <workdir> <label>: tiny models, then `captionrec all --json`; summaries in <workdir>/summaries.json
     local venv="$1" work="$2" label="$3" t

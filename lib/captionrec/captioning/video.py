@@ -10,6 +10,7 @@ processor does.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -68,6 +69,7 @@ class VideoCaptioner:
         self.model.eval()
         self.image_token = "<|image_pad|>"
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        self._takes_mm_token_types = "mm_token_type_ids" in inspect.signature(self.model.forward).parameters
         self.load_s = time.perf_counter() - t0
         log.info(
             "loaded %s on %s (%s input, %.1fs)%s", self.model_id, device, self.frames_input, self.load_s,
@@ -188,5 +190,6 @@ class VideoCaptioner:
         if k != len(frames):
             raise RuntimeError(f"chat template produced {k} image placeholders for {len(frames)} frames")
         enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
-        enc["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).int()  # 1 = image token
+        if self._takes_mm_token_types:  # transformers 5.x; 4.5x finds the image tokens by id itself
+            enc["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).int()  # 1 = image token
         return BatchFeature({**enc, **vision})

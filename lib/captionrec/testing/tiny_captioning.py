@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from captionrec.captioning.hf_compat import is_v5
+from captionrec.captioning.hf_compat import dtype_kwargs, is_v5
 from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
 from captionrec.testing.tiny import BUILDER_VERSION, SEED, build_once  # noqa: F401 - re-exported for callers
 
@@ -197,7 +197,8 @@ def build_qwen2_5_vl(out_dir: str | os.PathLike) -> Path:
         else:  # 4.5x (Databricks ML runtimes): flat text settings, M-RoPE in rope_scaling; the numpy/PIL processor
             from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor as ImProc
 
-            text = dict(_qwen_text_kwargs(tok), rope_theta=1000000.0, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
+            text = {k: v for k, v in _qwen_text_kwargs(tok).items() if k not in ("tie_word_embeddings", "initializer_range")}
+            text.update(rope_theta=1000000.0, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
         ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
         cfg = Qwen2_5_VLConfig(
             **text,
@@ -301,11 +302,24 @@ def _whisper_tokenizer():
     return tok
 
 
+def _ct2_converter():
+    """ctranslate2's TransformersConverter, loading with the dtype keyword of the installed transformers (4.8 passes
+    `dtype=`, which 4.5x's from_pretrained hands to the model's constructor)."""
+    import ctranslate2
+
+    class Converter(ctranslate2.converters.TransformersConverter):
+        def load_model(self, model_class, model_name_or_path, **kwargs):
+            if "dtype" in kwargs:
+                kwargs.update(dtype_kwargs(kwargs.pop("dtype")))
+            return super().load_model(model_class, model_name_or_path, **kwargs)
+
+    return Converter
+
+
 def build_whisper_ct2(out_dir: str | os.PathLike) -> Path:
     """Tiny English-only Whisper (d_model 64, 2+2 layers, 80 mels) converted to CTranslate2 for faster-whisper."""
 
     def build(d: Path) -> None:
-        import ctranslate2
         from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
         tok = _whisper_tokenizer()
@@ -327,12 +341,13 @@ def build_whisper_ct2(out_dir: str | os.PathLike) -> Path:
         gc.no_timestamps_token_id = notimestamps
         gc.suppress_tokens, gc.begin_suppress_tokens = [], [eot]
         gc.is_multilingual = False
+        _Converter = _ct2_converter()
         with tempfile.TemporaryDirectory() as hf:
             model.save_pretrained(hf)
             tok.save_pretrained(hf)
             fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000)
             fe.save_pretrained(hf)
-            ctranslate2.converters.TransformersConverter(
+            _Converter(
                 hf, copy_files=["tokenizer.json", "preprocessor_config.json"], load_as_float16=False
             ).convert(str(d), quantization=None, force=True)
 
