@@ -16,7 +16,7 @@ import pytest
 from captionrec import contracts as C
 from captionrec.config import load_config
 from captionrec.config.schema import StorageConfig
-from captionrec.pipeline import experiment
+from captionrec.pipeline import StageFailed, experiment
 from captionrec.pipeline import report as report_stage
 from captionrec.training.synthetic import feature_rows, make_interactions, noise_features, topic_features
 
@@ -62,7 +62,11 @@ def test_grid_runs_skips_fails_and_reruns_nothing(spark, lake, tmp_path, caplog)
     store, root = lake
     cfg = _cfg(tmp_path, root)
     with caplog.at_level(logging.INFO, logger="captionrec.experiment"):
-        s = experiment.run(cfg, spark, store)
+        with pytest.raises(StageFailed) as failed_grid:  # experiment.max_failed=0 (default): the failure fails it
+            experiment.run(cfg, spark, store)
+    s = failed_grid.value.summary  # ... after every child was run and recorded
+    assert "1 of 3 children failed" in str(failed_grid.value) and "two_tower videomae seed 1 (run " in str(failed_grid.value)
+    assert "different lengths" in str(failed_grid.value)
     print(experiment.format_summary({**s, "seconds": 0}))
     assert (s["children"], s["ran"], s["reused"], s["failed"]) == (3, 2, 0, 1)
     assert "no vectors for mllm_video" in s["skipped_feature_sets"]["mllm_video"]
@@ -85,7 +89,8 @@ def test_grid_runs_skips_fails_and_reruns_nothing(spark, lake, tmp_path, caplog)
     assert trace.startswith("Traceback") and "different lengths" in trace
     n_runs = len(_all_runs(cfg))
 
-    again = experiment.run(cfg, spark, store)  # finished children are reused; the failed one is retried
+    allowing = _cfg(tmp_path, root, "[id,title,videomae,mllm_video]", "experiment.max_failed=1")
+    again = experiment.run(allowing, spark, store)  # finished children are reused; the failed one is retried
     assert (again["ran"], again["reused"], again["failed"]) == (0, 2, 1)
     assert again["parent_run_id"] == s["parent_run_id"]
     assert len(_all_runs(cfg)) == n_runs + 1  # only the retried failure
