@@ -5,6 +5,7 @@ returns its declared Arrow schema for any mix of rows: an all-failed batch and a
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import pytest
 
@@ -87,3 +88,70 @@ def test_model_map_constructs_on_the_task_device(spark):
     transform = model_map(_construct, _apply, C.schema(C.PROBE_ROWS), key="test-map", gpu=CPU, torch_threads=1)
     out = transform(df).collect()
     assert sorted((r["item_id"], r["probe_status"]) for r in out) == [("a", "cpu"), ("b", "cpu")]
+
+
+# ------------------------------------------------- one stage's models at a time (issue 19, item 5)
+CAPTION = StageGpu(None, DeviceRule("caption"))
+EMBED = StageGpu(None, DeviceRule("embed"))
+
+
+def _stage_model(name, device):
+    return {"name": name, "device": device}
+
+
+def _echo(models, rows):
+    for row in rows:
+        yield [{"item_id": row["item_id"], "probe_status": models["name"]}]
+
+
+def _cache_state(rows):
+    from captionrec.spark.udf import model_cache_state
+
+    for _ in rows:
+        pass
+    state = model_cache_state()
+    yield [{"pid": state["pid"], "models": sorted(f"{k}={v}" for k, v in state["models"].items()),
+            "released": state["released"]}]
+
+
+def _workers(spark):
+    """Each Python worker's cache as a real Spark job sees it: {pid: ({key@device: stage}, released keys)}."""
+    import pyarrow as pa
+
+    from captionrec.spark.udf import map_rows
+
+    schema = pa.schema([("pid", pa.int64()), ("models", pa.list_(pa.string())), ("released", pa.list_(pa.string()))])
+    out = {}
+    for r in map_rows(spark.range(0, 8, numPartitions=8), _cache_state, schema).collect():
+        out[r["pid"]] = (dict(m.split("=", 1) for m in r["models"]), list(r["released"]))
+    return out
+
+
+def test_a_stage_releases_the_previous_stages_models_in_its_workers(spark):
+    """caption's model-map, then embed's, in the same Python workers (local Spark reuses them): a worker that runs
+    an embed task first releases caption's models, so no worker ever holds both; after embed's write the driver's
+    release job drops embed's models too."""
+    from captionrec.spark.modelmap import release_models
+
+    df = spark.createDataFrame([(f"i{i}",) for i in range(16)], "item_id string").repartition(8)
+    caption = model_map(partial(_stage_model, "qwen-vl"), _echo, C.schema(C.PROBE_ROWS), key="mm-caption", gpu=CAPTION,
+                        torch_threads=1)
+    assert {r["probe_status"] for r in caption(df).collect()} == {"qwen-vl"}
+    after_caption = _workers(spark)
+    holding = [m for m, _ in after_caption.values() if m]
+    assert holding and all(m == {"mm-caption@cpu": "caption"} for m in holding), after_caption
+
+    embed = model_map(partial(_stage_model, "bge"), _echo, C.schema(C.PROBE_ROWS), key="mm-embed", gpu=EMBED,
+                      torch_threads=1)
+    assert {r["probe_status"] for r in embed(df).collect()} == {"bge"}
+    after_embed = _workers(spark)
+    for pid, (models, released) in after_embed.items():
+        assert set(models.values()) <= {"embed"}, (pid, models)  # never two stages' models in one worker
+    embedders = {pid: rel for pid, (models, rel) in after_embed.items() if "mm-embed@cpu" in models}
+    # a worker that held caption's model and ran embed released it first
+    assert embedders and all("mm-caption@cpu" in rel for pid, rel in embedders.items() if after_caption.get(pid, ({},))[0])
+    assert any("mm-caption@cpu" in rel for rel in embedders.values())
+
+    released = release_models(spark, EMBED)  # the driver, after the stage's write
+    assert released and all(keys == ["mm-embed@cpu"] for keys in released.values())
+    assert all(not models for models, _ in _workers(spark).values())

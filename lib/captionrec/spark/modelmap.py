@@ -14,6 +14,13 @@ stage-level scheduling) is attached to the transform.
 
 The pattern is the one NVIDIA spark-rapids-ml's `core.py` uses for its `_transform_udf`: set the task's GPU,
 construct the model object on the executor, stream the partition's batches through it.
+
+One stage's models at a time (a shared job cluster runs caption, then embed, in the same Python workers): the
+cache is keyed by stage (`gpu.rule.stage`: caption, embed). A task of a stage first releases every cached model
+of another stage in its worker (references dropped, gc, `torch.cuda.empty_cache()` where CUDA is present), even
+when its partition is empty; and after a stage's write the driver runs `release_models`, a small job under the
+stage's profile that releases the stage's models in the workers it reaches. A worker that neither job reaches
+keeps its models until the next model-map task it runs or Spark's idle-worker cleanup ends it (about a minute).
 """
 
 from __future__ import annotations
@@ -24,7 +31,17 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Optional
 
-from captionrec.spark.udf import DeviceRule, cached_model, limit_torch_threads, map_rows, profile_for, task_device
+from captionrec.spark.udf import (
+    DeviceRule,
+    cached_model,
+    limit_torch_threads,
+    map_rows,
+    model_cache_state,
+    profile_for,
+    release_other_stages,
+    release_stage_models,
+    task_device,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -104,26 +121,61 @@ def model_map(
     gpu: StageGpu,
     torch_threads: Optional[int] = None,
     evict: Optional[str] = None,
+    stage: Optional[str] = None,
 ) -> Callable[["DataFrame"], "DataFrame"]:
     """The DataFrame -> DataFrame transform that runs `apply(construct(device), rows)` in every partition.
 
     `key` identifies what `construct` loads (the cache adds the device); `evict` (a group name): on a GPU, drop
     the group's other models before loading these (one caption kind at a time in GPU memory).
     `torch_threads`: intra-op threads per worker (None: the task's CPUs; 0: torch's default).
+    `stage` (default: the stage of `gpu.rule`): the models' stage; every task first releases other stages' models.
     """
     rule = gpu.rule
+    owner = stage or rule.stage
 
     def partition(rows: Rows) -> Iterator[list[dict[str, Any]]]:
+        release_other_stages(owner)  # the previous stage's models leave this worker, rows or not
         first = next(rows, None)
         if first is None:
             return
         limit_torch_threads(_torch_threads(torch_threads))
         _quiet_transformers()
         device = task_device(rule)
-        models = cached_model(key, lambda: construct(device), device=device, evict=evict)
+        models = cached_model(key, lambda: construct(device), device=device, evict=evict, stage=owner)
         yield from apply(models, chain([first], rows))
 
     def transform(df: "DataFrame") -> "DataFrame":
         return map_rows(df, partition, schema, profile=gpu.profile)
 
     return transform
+
+
+def _release_rows(stage: Optional[str]) -> Callable[[Rows], Iterator[list[dict[str, Any]]]]:
+    def partition(rows: Rows) -> Iterator[list[dict[str, Any]]]:
+        for _ in rows:
+            pass
+        released = release_stage_models(stage)
+        yield [{"pid": model_cache_state()["pid"], "released": released}]
+
+    return partition
+
+
+def release_models(spark: "SparkSession", gpu: StageGpu, stage: Optional[str] = None,
+                   tasks: Optional[int] = None) -> dict[int, list[str]]:
+    """Driver side, after a stage's write: release `stage`'s models (default: the stage of `gpu.rule`) in the
+    Python workers a small job reaches. The job runs under the stage's ResourceProfile (its tasks share the
+    stage's Python worker pool) with `tasks` tasks (default: twice the default parallelism). Returns
+    {worker pid: the `<key>@<device>` it released} for the workers that released something."""
+    import pyarrow as pa
+
+    owner = stage or gpu.rule.stage
+    n = tasks or max(2, 2 * spark.sparkContext.defaultParallelism)
+    schema = pa.schema([("pid", pa.int64()), ("released", pa.list_(pa.string()))])
+    df = spark.range(0, n, numPartitions=n)
+    out: dict[int, list[str]] = {}
+    for row in map_rows(df, _release_rows(owner), schema, profile=gpu.profile).collect():
+        if row["released"]:
+            out.setdefault(int(row["pid"]), []).extend(row["released"])
+    if out:
+        log.info("released %s models in %d worker(s): %s", owner, len(out), out)
+    return out

@@ -4,6 +4,8 @@
   (`spark.python.worker.reuse`, on by default), so a worker loads a model once per device it serves and streams
   every batch of every task it runs through it. On a GPU, loading a model of an `evict` group first drops that
   group's other models on the same GPU (one kind's caption models at a time); other GPUs keep theirs.
+  Models built for a pipeline stage (`stage`) are released when another stage's models are built or another
+  stage asks (`release_other_stages`): a worker on a shared cluster never holds two stages' models.
 - `DeviceRule` / `choose_device` / `task_device`: the device of a task, without guesses: the GPU Spark assigned
   (`TaskContext.resources()["gpu"]`), mapped through CUDA_VISIBLE_DEVICES; every inconsistency is an error that
   names the setting to change.
@@ -35,18 +37,23 @@ class _Entry:
     model: Any
     device: str
     group: Optional[str]
+    stage: Optional[str] = None
 
 
 _MODELS: dict[str, _Entry] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
+_RELEASED: list[str] = []  # `<key>@<device>` of every model released in this process, in order (observability)
 
 
-def cached_model(key: str, factory: Callable[[], T], device: str = "cpu", evict: Optional[str] = None) -> T:
+def cached_model(key: str, factory: Callable[[], T], device: str = "cpu", evict: Optional[str] = None,
+                 stage: Optional[str] = None) -> T:
     """The worker-process singleton for (`key`, `device`), built with `factory` on first use.
 
     `evict`: a group name; before a new model of that group is loaded on a CUDA device, the group's other models
     on the same device are dropped (and the allocator cache freed). Models on other devices, or outside the
     group, stay: a worker keeps one copy per GPU it has served.
+    `stage`: the pipeline stage the model belongs to; before it is built, every cached model of another stage
+    is released (on every device, CPU included), so the process holds one stage's models at a time.
     """
     full = f"{key}@{device}"
     entry = _MODELS.get(full)
@@ -54,11 +61,52 @@ def cached_model(key: str, factory: Callable[[], T], device: str = "cpu", evict:
         with _LOCK:
             entry = _MODELS.get(full)
             if entry is None:
+                if stage is not None:
+                    release_other_stages(stage)
                 if evict is not None and device.startswith("cuda"):
                     _evict(evict, device)
-                entry = _Entry(factory(), device, evict)
+                entry = _Entry(factory(), device, evict, stage)
                 _MODELS[full] = entry
     return entry.model
+
+
+def _release(which: Callable[[_Entry], bool], why: str) -> list[str]:
+    """Drop the cached models `which` selects, then collect garbage and free the CUDA allocator's cache."""
+    with _LOCK:
+        gone = [k for k, e in _MODELS.items() if which(e)]
+        for k in gone:
+            del _MODELS[k]
+        _RELEASED.extend(gone)
+    if gone:
+        log.info("released %d model(s) %s: %s", len(gone), why, ", ".join(gone))
+        free_cached_memory()
+    return gone
+
+
+def release_other_stages(stage: str) -> list[str]:
+    """Release every cached model that belongs to a stage other than `stage` (models without a stage stay)."""
+    return _release(lambda e: e.stage is not None and e.stage != stage, f"of other stages than {stage}")
+
+
+def release_stage_models(stage: Optional[str] = None) -> list[str]:
+    """Release the cached models of `stage` (None: every cached model); returns their `<key>@<device>`."""
+    return _release(lambda e: stage is None or e.stage == stage, f"of stage {stage or 'any'}")
+
+
+def free_cached_memory() -> None:
+    """gc, then the CUDA allocator's cached blocks back to the driver (where torch with CUDA is loaded)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")  # no model was built without torch: never import it just for this
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def model_cache_state() -> dict[str, Any]:
+    """This process's cache: pid, `<key>@<device>` -> stage of every cached model, and every key released so far."""
+    return {"pid": os.getpid(), "models": {k: e.stage for k, e in _MODELS.items()}, "released": list(_RELEASED)}
 
 
 def _evict(group: str, device: str) -> None:
