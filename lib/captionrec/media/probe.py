@@ -20,6 +20,9 @@ from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 import av
+
+# PyAV 19 removed av.open's metadata_errors option (a fresh install, e.g. on a Databricks cluster, gets 19).
+_OPEN_KWARGS: dict[str, Any] = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 import av.stream
 
 from captionrec.media.errors import (
@@ -153,7 +156,7 @@ def open_media(path: Any) -> Iterator[OpenedMedia]:
         source = fileobj
 
     try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
+        container = av.open(source, mode="r", **_OPEN_KWARGS)
     except av.FileNotFoundError:
         if fileobj is not None:
             fileobj.close()
