@@ -4,11 +4,12 @@ Local (embedded default):
     python jobs/experiment.py feature_sets=[id,title,mllm_av] models=[sasrec] seeds=[1,2,3]
     captionrec experiment   # same function, as the console script; a re-run trains only what is missing
 
-spark-submit on a GPU cluster (Delta from --packages; see conf/cluster.yaml for the full command):
-    spark-submit --packages io.delta:delta-spark_2.13:4.0.0 \
-        --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
-        --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-        --py-files dist/captionrec-0.1.0-py3-none-any.whl \
+spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root; every child
+trains as the train stage does, so the line adds the train stage's whole GPU and 4 cores per default task):
+    spark-submit --master spark://HOST:7077 \
+        --properties-file conf/spark-gpu.conf \
+        --conf spark.task.cpus=4 \
+        --conf spark.task.resource.gpu.amount=1 \
         jobs/experiment.py --profile cluster storage.root=s3a://bucket/captionrec
 
 Databricks (python_wheel_task): package_name "captionrec", entry_point "captionrec",

@@ -5,11 +5,10 @@ Local (embedded default):
     python jobs/report.py                              # the newest grid run
     captionrec report parent_run_id=<run id>           # same function, as the console script
 
-spark-submit (the gallery reads the items and captions tables):
-    spark-submit --packages io.delta:delta-spark_2.13:4.0.0 \
-        --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
-        --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-        --py-files dist/captionrec-0.1.0-py3-none-any.whl \
+spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root; the
+report files are written on the driver under report.out_dir, the gallery reads the items and captions tables):
+    spark-submit --master spark://HOST:7077 \
+        --properties-file conf/spark-gpu.conf \
         jobs/report.py --profile cluster storage.root=s3a://bucket/captionrec
 
 Databricks (python_wheel_task): package_name "captionrec", entry_point "captionrec",

@@ -1,4 +1,5 @@
-"""A real Spark standalone cluster on 127.0.0.1: ingest -> caption -> embed -> train through spark-submit.
+"""A real Spark standalone cluster on 127.0.0.1: ingest -> caption -> embed -> train -> experiment -> report, each
+stage through its own spark-submit.
 
 pyspark's own launcher classes start a master and two workers (`spark-class org.apache.spark.deploy.master.Master`,
 `... deploy.worker.Worker`), each worker advertising two fake GPUs through a discovery script. Every stage is
@@ -10,13 +11,15 @@ jobs/<stage>.py --profile cluster`, plus overrides that fit this machine, each o
 - no Delta jars here (Maven is unreachable): `spark.jars.packages=` `spark.sql.extensions=`
   `spark.sql.catalog.spark_catalog=builtin`, and `storage.backend=delta-rs`;
 - sizes: executor/driver memory 1g, 4 shuffle partitions; event logs on (to read the barrier stage back);
-- the pipeline config (`--conf <yaml>`): tiny models, a sample of 4 items, tables/MLflow in tmp, no CUDA here
-  (`caption.gpu.on_missing_cuda=cpu`, `embed.gpu.on_missing_cuda=cpu`, `train.use_gpu=false`).
+- the pipeline config (`--conf <yaml>`): tiny models, a sample of 4 items, tables/MLflow/reports in tmp, no CUDA
+  here (`caption.gpu.on_missing_cuda=cpu`, `embed.gpu.on_missing_cuda=cpu`, `train.use_gpu=false`), a grid of two
+  children (sasrec on title and mllm_av, one seed), 100 bootstrap samples.
 
 Every process the test starts runs in its own process group and is stopped at the end, on failure too.
 
-The default suite (CI) runs the check app on the live cluster and the launch-line checks; the stage-by-stage
-pipeline on the cluster takes 10-20 minutes on a 2-core machine and is marked slow: `make test-cluster`.
+The default suite (CI) runs the six stages one spark-submit each (in file order, sharing one cluster and one
+pipeline folder), the check app on the live cluster and the launch-line checks. Marked slow (`make test-cluster`):
+the re-run on the embedded session and the packed-env route (it builds the ~5.5 GB CUDA pack).
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ SAMPLE = REPO / "data" / "sample"
 TINY = REPO / "models" / "tiny"
 GPU_CONF = REPO / "conf" / "spark-gpu.conf"
 
-STAGES = ("ingest", "caption", "embed", "train")
-# The train stage's launch line adds these (TorchDistributor(use_gpu=True) needs a whole GPU per barrier task).
+STAGES = ("ingest", "caption", "embed", "train", "experiment", "report")
+# The train and experiment stages' launch lines add these (TorchDistributor(use_gpu=True) needs a whole GPU per
+# barrier task; every experiment child trains as the train stage does).
+TRAINING_STAGES = ("train", "experiment")
 TRAIN_SPARK_CONF = ["spark.task.cpus=4", "spark.task.resource.gpu.amount=1"]
 # What this machine changes in conf/spark-gpu.conf (see the module docstring).
 NO_DELTA_JARS = ("spark.jars.packages=", "spark.sql.extensions=", "spark.sql.catalog.spark_catalog=builtin")
@@ -133,6 +138,10 @@ def pipeline_overrides(tmp: Path, data: Path) -> dict:
             "batch_size": 32, "eval_batch_size": 256, "negatives": {"num_uniform": 8},
             "split": {"num_windows": 1}, "log_model": False, "torch_threads": 1, "loader": "pyarrow",
         },
+        # every child trains like the train stage above (barrier tasks on the executors)
+        "experiment": {"feature_sets": ["title", "mllm_av"], "models": ["sasrec"], "seeds": [1],
+                       "train_overrides": ["log_model=false"]},
+        "report": {"out_dir": str(tmp / "reports"), "bootstrap_samples": 100, "gallery": {"items": 4}},
     }
 
 
@@ -380,7 +389,6 @@ def _table(run: Run, name: str) -> list[dict]:
     return DeltaTable(str(run.tmp / "lake" / name)).to_pyarrow_table().to_pylist()
 
 
-@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_ingest(cluster, tiny_models, run):
     submit_stage(cluster, run, "ingest")
@@ -389,7 +397,6 @@ def test_cluster_ingest(cluster, tiny_models, run):
     assert {r["item_id"] for r in _table(run, "interactions")} == set(run.items)
 
 
-@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_caption_gets_gpu_addresses(cluster, run):
     evs = submit_stage(cluster, run, "caption")
@@ -407,7 +414,6 @@ def test_cluster_caption_gets_gpu_addresses(cluster, run):
                and e["Stage Info"]["Resource Profile Id"] == gpu[0]["Resource Profile Id"] for e in evs)
 
 
-@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_embed(cluster, run):
     submit_stage(cluster, run, "embed")
@@ -415,7 +421,6 @@ def test_cluster_embed(cluster, run):
     assert {(r["item_id"], r["feature_set"]) for r in feats} == {(i, f) for i in run.items for f in ("title", "mllm_av")}
 
 
-@pytest.mark.slow
 @pytest.mark.localcluster
 def test_cluster_train_runs_barrier_tasks(cluster, run):
     """TorchDistributor(local_mode=False): 2 training processes as barrier tasks on the executors."""
@@ -430,6 +435,55 @@ def test_cluster_train_runs_barrier_tasks(cluster, run):
     assert mlrun.info.status == "FINISHED"
     assert mlrun.data.params["train.local_mode"] == "False" and mlrun.data.params["train.num_processes"] == "2"
     assert mlrun.data.tags["storage_backend"] == "delta-rs" and re.fullmatch(r"[0-9a-f]{40}", mlrun.data.tags["git_commit"])
+
+
+def _barrier_stages(evs: list[dict]) -> list[dict]:
+    return [e for e in evs if e["Event"] == "SparkListenerStageSubmitted"
+            and any(r.get("Barrier") for r in e["Stage Info"]["RDD Info"])]
+
+
+@pytest.mark.localcluster
+def test_cluster_experiment_trains_each_child_on_the_executors(cluster, run):
+    """The grid (2 children) under one parent run; each child is a TorchDistributor barrier launch of 2 tasks."""
+    import mlflow
+
+    from captionrec import contracts as C
+
+    evs = submit_stage(cluster, run, "experiment")
+    summary = run.outputs["experiment"][-1]
+    assert (summary["children"], summary["ran"], summary["failed"]) == (2, 2, 0), summary
+    assert sorted(e["features"] for e in summary["runs"]) == ["mllm_av", "title"]
+    barrier = _barrier_stages(evs)
+    assert len(barrier) == 2 and all(b["Stage Info"]["Number of Tasks"] == 2 for b in barrier)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{run.tmp}/mlflow.db")
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.data.tags[C.TAG_KIND] == C.GRID_RUN
+    for entry in summary["runs"]:
+        child = client.get_run(entry["run_id"])
+        assert child.info.status == "FINISHED" and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.params["train.local_mode"] == "False" and child.data.params["train.num_processes"] == "2"
+
+
+@pytest.mark.localcluster
+def test_cluster_report_of_the_grid(cluster, run):
+    """The report reads the grid the experiment stage ran (the newest grid run), writes its files on the driver
+    (report.out_dir) and logs them to the grid run."""
+    import mlflow
+
+    submit_stage(cluster, run, "report")
+    summary = run.outputs["report"][-1]
+    parent_id = run.outputs["experiment"][-1]["parent_run_id"]
+    assert summary["parent_run_id"] == parent_id and summary["runs_finished"] == 2 and summary["runs_failed"] == 0
+    assert Path(summary["out_dir"]).parent == (run.tmp / "reports").resolve()
+    files = summary["files"]
+    for key in ("markdown", "csv", "html", "gallery"):
+        assert files[key] and Path(files[key]).is_file(), (key, files)
+    with open(files["csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"title", "mllm_av"} <= {r.get("features") or r.get("feature_set") for r in rows}, rows[:3]
+    assert summary["gallery_items"] >= 1
+    logged = mlflow.tracking.MlflowClient(f"sqlite:///{run.tmp}/mlflow.db").list_artifacts(parent_id, "report")
+    assert {Path(a.path).name for a in logged} >= {"report.md", "report.csv"}, [a.path for a in logged]
 
 
 @pytest.mark.slow
@@ -534,14 +588,15 @@ def test_one_documented_launch_line_per_stage():
 
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Run with spark-submit"):readme.index("## Run on Databricks")]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]  # the first block: one line per stage, in order
     readme_lines = {re.search(r"jobs/(\w+)\.py", ln).group(1): shlex.split(ln)
-                    for ln in section.splitlines() if ln.startswith("spark-submit ")}
+                    for ln in block.splitlines() if ln.startswith("spark-submit ")}
     assert list(readme_lines) == list(STAGES)
     for stage in STAGES:
         argv = documented_launch(stage)
         assert argv == readme_lines[stage], stage
         assert argv[:5] == ["spark-submit", "--master", "spark://HOST:7077", "--properties-file", "conf/spark-gpu.conf"]
-        assert launch_confs(argv) == (TRAIN_SPARK_CONF if stage == "train" else [])
+        assert launch_confs(argv) == (TRAIN_SPARK_CONF if stage in TRAINING_STAGES else []), stage
         app = argv.index(f"jobs/{stage}.py")
         assert argv[app + 1:app + 3] == ["--profile", "cluster"]
         load_config("cluster", argv[app + 3:], stage=stage)
