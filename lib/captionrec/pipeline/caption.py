@@ -203,7 +203,7 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
 
 def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, Any]:
     """Caption every pending item of every configured kind; MERGE into `captions`; return a summary."""
-    from captionrec.spark.modelmap import stage_gpu
+    from captionrec.spark.modelmap import release_models, stage_gpu
 
     ccfg = cfg.caption
     t_start = time.perf_counter()
@@ -223,6 +223,8 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
         info["seconds"] = round(time.perf_counter() - t0, 2)
         summary["kinds"][kind] = info
         log.info("caption %s: %s", kind, info)
+    # the stage's models leave the Python workers (a shared job cluster runs embed's models next)
+    summary["models_released"] = sum(len(keys) for keys in release_models(spark, gpu).values())
     summary["table_version"] = store.version(C.CAPTIONS) if store.exists(C.CAPTIONS) else None
     summary["synthetic"] = bool(synthetic)
     if synthetic:

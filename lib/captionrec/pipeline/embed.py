@@ -174,7 +174,7 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
     """Embed what changed; MERGE vectors into item_features and failures into feature_errors."""
     from pyspark.sql import functions as F
 
-    from captionrec.spark.modelmap import stage_gpu
+    from captionrec.spark.modelmap import release_models, stage_gpu
 
     ecfg = cfg.embed
     if not store.exists(C.ITEMS):
@@ -213,6 +213,8 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
         totals["commits"] += 1
         summary["item_features_version"] = res.version
         embedded.append(new.select(*C.KEYS[C.ITEM_FEATURES]))
+    # the stage's models leave the Python workers (a shared job cluster runs the next stage's work next)
+    summary["models_released"] = sum(len(keys) for keys in release_models(spark, gpu).values())
     if outcome:
         summary["embedded"] = {fs: n for (fs, reason), n in sorted(outcome.items(), key=str) if reason is None}
         summary["failed"] = {f"{fs}:{reason}": n for (fs, reason), n in outcome.items() if reason is not None}
