@@ -98,22 +98,28 @@ def _canonical(identity: Mapping[str, Any]) -> Any:
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 
+def _committed(spark: "SparkSession", pattern: str) -> list[str]:
+    """Files matching `pattern`, listed by Spark's own Hadoop filesystem (the credentials Spark writes with)."""
+    sc = spark.sparkContext
+    path = sc._jvm.org.apache.hadoop.fs.Path(pattern)
+    statuses = path.getFileSystem(sc._jsc.hadoopConfiguration()).globStatus(path)
+    return [] if statuses is None else sorted(str(st.getPath().toString()) for st in statuses)
+
+
 def read_manifest(spark: "SparkSession", folder: str) -> Optional[dict]:
     """The folder's manifest, or None when there is none or it is incomplete (a killed write)."""
-    from pyspark.errors import AnalysisException
-
-    try:
-        lines = [r["value"] for r in spark.read.text(join(folder, MANIFEST)).collect()]
-    except AnalysisException as exc:
-        if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
-            return None
-        raise
+    files = _committed(spark, join(folder, MANIFEST, "part-*"))  # a part file appears only once Spark commits it
+    if not files:
+        if _committed(spark, join(folder, MANIFEST)):
+            log.warning("training inputs at %s: the manifest write did not finish: writing them again", folder)
+        return None
+    lines = [r["value"] for r in spark.read.text(files).collect()]
     try:
         manifest = json.loads("".join(lines)) if lines else None
     except json.JSONDecodeError:
         manifest = None
     if not manifest or manifest.get("complete") is not True:
-        log.warning("training inputs at %s have no complete manifest (an interrupted write?): writing them again", folder)
+        log.warning("training inputs at %s have no complete manifest: writing them again", folder)
         return None
     return manifest
 
