@@ -6,7 +6,9 @@
 
 The recipe: read the input tables at a pinned version (those versions tag the run), split and index them
 and build the sequences table (`captionrec.transforms`, Spark), write it once, collect what every
-training process needs (item vectors, per-window item counts), launch the pure-torch loop
+training process needs (item vectors, per-window item counts), materialise the rows the processes read
+through Spark to `train.inputs_dir` (reused while the input versions and settings are unchanged: processes
+never open a table's own files), launch the pure-torch loop
 (`captionrec.training`) and return a summary. As a child run of an experiment grid:
 `run(cfg, spark, store, parent_run_id=..., tags=...)`.
 """
