@@ -156,6 +156,9 @@ print('[runtime] python', sys.version.split()[0], 'pyspark', pyspark.__version__
       'sentence-transformers', sentence_transformers.__version__, 'numpy', numpy.__version__,
       'pandas', pandas.__version__, 'pyarrow', pyarrow.__version__)"
 
+# The fast checks under the runtime's transformers 4.51.3 too (Qwen2-Audio's class, dtype keyword, omni guard).
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$REPO/tests/test_runtime_env.py" || fail "tests/test_runtime_env.py under $VENV"
+
 # -- the pipeline on the sample, tiny models, small grid -----------------------------------------------------
 # One grid cell per feature set that needs no captions (id) and one that needs both caption kinds (mllm_av); the
 # audio caption written by the Qwen2-Audio LLM (fusion=llm, as on clusters), not the template.
