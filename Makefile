@@ -1,7 +1,8 @@
 # captionrec — the two commands a newcomer needs:
 #   make demo   # create .venv, install, build tiny offline models, run the whole pipeline on the bundled sample:
 #               # ingest -> caption -> embed -> experiment -> report, then both notebooks
-#   make test   # create .venv if needed, install, run the test suite (what CI runs: .ci/run)
+#   make test   # create .venv if needed, install, run the test suite, then the pipeline under the Databricks
+#               # runtime's libraries (what CI runs: .ci/run)
 SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ MODELS ?= models/tiny
 # missing ones with apt-get when it runs as root, and otherwise stops with the exact command to run.
 SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng chromium:chromium
 
-.PHONY: install system-deps demo test test-all test-petastorm test-runtime bench bench-recbole sample tiny-models lock clean-lakehouse clean
+.PHONY: install system-deps demo test pytest test-all test-petastorm test-runtime bench bench-recbole sample tiny-models lock clean-lakehouse clean
 .PHONY: wheel pack-env test-delta-spark test-cluster
 
 system-deps:
@@ -55,27 +56,33 @@ demo: install tiny-models
 	@echo "  notebooks: reports/notebooks/captions.ipynb, reports/notebooks/experiments.ipynb (executed)"
 	@echo "  tables under ./lakehouse (Delta); MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-# The suite in the main environment (CI). pytest exits 5 when a selection holds no test: not a failure.
-test: install
+# What CI runs (.ci/run): the suite in the main environment (the stage-by-stage spark-submit run on a real standalone
+# cluster included), then the pipeline under the Databricks runtime's libraries (test-runtime).
+test: pytest test-runtime
+
+# The suite alone (a subset: make pytest PYTEST_ARGS='tests/test_tables.py -x'). pytest exits 5 when a selection
+# holds no test: not a failure.
+pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
 
 # Everything: slow tests too, then the petastorm loader in its own pinned environment (pyarrow <= 14).
 test-all: install
-	$(MAKE) test PYTEST_ARGS='-m ""'
+	$(MAKE) pytest PYTEST_ARGS='-m ""'
+	bash .ci/runtime.sh
 	bash .ci/petastorm.sh
 
 test-petastorm:
 	bash .ci/petastorm.sh
 
-# The Databricks runtime's library set (constraints/dbr-17.3-ml.txt, Python 3.12) in .venv-runtime, the wheel's
+# The Databricks runtime's library set (constraints/dbr-17.3-ml.txt, Python 3.12) in ~/.cache/captionrec/venv-runtime, the wheel's
 # requirements on top, then the whole pipeline on the sample under it and a summary-shape check against .venv.
 test-runtime: install
 	bash .ci/runtime.sh
 
-# The whole pipeline through spark-submit on a real standalone cluster on 127.0.0.1, and the caption stage on
-# local-cluster[2,1,1024] with fake GPUs (10-20 min on 2 cores).
+# The six stages through spark-submit on a real standalone cluster on 127.0.0.1 (also in `make test`), and the
+# caption stage on local-cluster[2,1,1024] with fake GPUs (15-30 min on 2 cores).
 test-cluster: install
-	$(MAKE) test PYTEST_ARGS='tests/test_cluster_standalone.py tests/test_caption_localcluster.py -m "localcluster and not gpu" -k "not packed_env"'
+	$(MAKE) pytest PYTEST_ARGS='tests/test_cluster_standalone.py tests/test_caption_localcluster.py -m "localcluster and not gpu" -k "not packed_env"'
 
 bench: install
 	for b in bench/bench_*.py; do [ "$$b" = bench/bench_recbole.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done

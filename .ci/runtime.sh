@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Databricks runtime's library set, tested (`make test-runtime`): builds .venv-runtime from
+# The Databricks runtime's library set, tested (`make test-runtime`): builds a venv (~/.cache/captionrec/venv-runtime) from
 # constraints/dbr-17.3-ml.txt (the Python libraries of the runtime the bundle targets) on the runtime's
 # Python (3.12), shows that the wheel's own requirements resolve on top without replacing any runtime pin
 # (what a wheel task installs on the cluster), installs the project for a local run, checks the pins
@@ -7,7 +7,8 @@
 # pipeline on the sample (ingest -> caption -> embed -> experiment -> report, small grid) in a temp dir.
 # Then the same pipeline under the main environment (.venv) and a check that every stage's summary has the
 # same shape (the same keys, recursively) in both.
-#   RUNTIME_VENV        where the venv lives (default: <repo>/.venv-runtime)
+#   RUNTIME_VENV        where the venv lives (default: ~/.cache/captionrec/venv-runtime, outside the clone, so a
+#                       fresh clone on the same machine (CI) reuses it; the project is re-pointed at this clone)
 #   RUNTIME_PYTHON      interpreter to build it from (default: pyenv's 3.12.1, else python3.12, else python3.11)
 #   RUNTIME_KEEP_WORK=1 keep the temp working dirs (printed)
 #   RUNTIME_SKIP_MAIN=1 skip the main-environment run and the shape check (the runtime run alone)
@@ -19,7 +20,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-VENV="${RUNTIME_VENV:-$REPO/.venv-runtime}"
+VENV="${RUNTIME_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/captionrec/venv-runtime}"
 PINS="$REPO/constraints/dbr-17.3-ml.txt"
 STAMP="$VENV/.captionrec-runtime-installed"
 MAIN_VENV="$REPO/.venv"
@@ -97,7 +98,7 @@ want="$(inputs_hash)"
 if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP" 2>/dev/null)" != "$want" || "${RUNTIME_REBUILD:-0}" == 1 ]]; then
     t_build=$(date +%s)
     say "building $VENV (new, or the pins / setup.py's requirements changed)"
-    rm -rf "$VENV"
+    rm -rf "$VENV"; mkdir -p "$(dirname "$VENV")"
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
     t=$(date +%s)
@@ -145,6 +146,8 @@ PY
     say "env built in $(secs "$t_build") s"
 else
     say "reusing $VENV (built from the same pins and requirements)"
+    # Built from another clone, maybe: the editable install points at this one (no dependency changes).
+    "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO"
     # The editable install's metadata may be stale if setup.py moved on (caught by the stamp) -- the pins must hold.
     check_pins local
 fi

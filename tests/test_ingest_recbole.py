@@ -8,7 +8,7 @@ their licence forbids redistribution. The tests that read them find a local copy
 
     pip download --no-deps recbole==1.2.1 -d /tmp/recbole
     export CAPTIONREC_RECBOLE_WHEEL=/tmp/recbole/recbole-1.2.1-py3-none-any.whl
-    make test PYTEST_ARGS='tests/test_ingest_recbole.py -m ""'     # -m "": the slow whole-ML-100K test too
+    make pytest PYTEST_ARGS='tests/test_ingest_recbole.py -m ""'   # -m "": the slow whole-ML-100K test too
 """
 
 from __future__ import annotations
