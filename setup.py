@@ -1,14 +1,17 @@
 """captionrec: one wheel serves the embedded default, spark-submit clusters and Databricks wheel tasks."""
 
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+# Bundle builds set it (databricks.yml: <UTC time>.g<commit>), so every deployed wheel has a version of its own.
+LOCAL_VERSION = os.environ.get("CAPTIONREC_LOCAL_VERSION", "")
 
 setup(
     name="captionrec",
-    version="0.1.0" + (f"+{__import__('os').environ['CAPTIONREC_LOCAL_VERSION']}" if __import__("os").environ.get("CAPTIONREC_LOCAL_VERSION") else ""),  # bundle builds: 0.1.0+<UTC time>.g<commit> (databricks.yml)
+    version="0.1.0" + (f"+{LOCAL_VERSION}" if LOCAL_VERSION else ""),
     description="MLLM captions as item features for video recommendation (arXiv 2508.09789), as a Spark/Delta pipeline",
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
