@@ -37,18 +37,28 @@ secs() { echo $(( $(date +%s) - $1 )); }
 runtime_name="$(sed -n '1s/^# runtime: \(Databricks Runtime [0-9.]* LTS ML\).*/\1/p' "$PINS")"
 [[ -n "$runtime_name" ]] || fail "$PINS: first line must name the runtime ('# runtime: Databricks Runtime <x.y> LTS ML ...')"
 
+is_py() { [[ -x "$1" ]] && "$1" -c "import sys; sys.exit(sys.version_info[:2] != ($2))" 2>/dev/null; }
+PY=""
 if [[ -n "${RUNTIME_PYTHON:-}" ]]; then
     PY="$RUNTIME_PYTHON"
-elif [[ -x /root/.pyenv/versions/3.12.1/bin/python ]]; then
-    PY=/root/.pyenv/versions/3.12.1/bin/python
-elif command -v python3.12 >/dev/null 2>&1; then
-    PY="$(command -v python3.12)"
 else
-    PY="$(command -v python3.11 || true)"
-    [[ -n "$PY" ]] || fail "no Python 3.12 or 3.11 found; set RUNTIME_PYTHON"
-    say "NOTE: no Python 3.12 here (the runtime's is 3.12.3): building on $("$PY" -V 2>&1) instead;" \
-        "a 3.12-only break would go unnoticed"
+    # pyenv's 3.12 (checked by running it: a pyenv shim may name a version that isn't installed), else PATH's.
+    for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python "$(command -v python3.12 || true)"; do
+        if is_py "$cand" "3, 12"; then PY="$cand"; break; fi
+    done
+    if [[ -z "$PY" ]]; then
+        for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11*/bin/python "$(command -v python3.11 || true)"; do
+            if is_py "$cand" "3, 11"; then PY="$cand"; break; fi
+        done
+        [[ -n "$PY" ]] || fail "no Python 3.12 or 3.11 found; set RUNTIME_PYTHON"
+        say "NOTE: no Python 3.12 here (the runtime's is 3.12.3): building on $("$PY" -V 2>&1) instead;" \
+            "a 3.12-only break would go unnoticed"
+    fi
 fi
+# One run at a time per venv: the venv is shared by the clones on this machine (a second run waits).
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
 say "$runtime_name pins: $PINS; Python: $("$PY" -V 2>&1) ($PY)"
 
 # name==version from a requirements/constraints file, comments and blanks dropped.
@@ -95,7 +105,7 @@ PY
 }
 want="$(inputs_hash)"
 
-if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP" 2>/dev/null)" != "$want" || "${RUNTIME_REBUILD:-0}" == 1 ]]; then
+if [[ ! -x "$VENV/bin/python" || "$("$VENV/bin/python" -V 2>&1)" != "$("$PY" -V 2>&1)" || ! -f "$STAMP" || "$(cat "$STAMP" 2>/dev/null)" != "$want" || "${RUNTIME_REBUILD:-0}" == 1 ]]; then
     t_build=$(date +%s)
     say "building $VENV (new, or the pins / setup.py's requirements changed)"
     rm -rf "$VENV"; mkdir -p "$(dirname "$VENV")"

@@ -74,18 +74,24 @@ def pinned_inputs(store: "TableStore", versions: dict[str, Optional[int]]) -> di
 
 def rows_identity(t: "TrainConfig", inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Everything that determines the sequences rows: the input tables' versions, the split and sequence
-    settings, the code that builds them (its version) and the materialised layout."""
+    settings, the code that builds them (a hash of its source: a changed transform never reuses old rows, while
+    the package version stays 0.1.0 in development) and the materialised layout."""
     import dataclasses
+    import hashlib
+    from pathlib import Path
 
-    import captionrec
-    from captionrec.transforms.train_inputs import LAYOUT
+    from captionrec import contracts
+    from captionrec.transforms import sequences, splits, train_inputs
 
+    code = hashlib.sha256()
+    for module in (contracts, splits, sequences, train_inputs):
+        code.update(Path(module.__file__).read_bytes())
     return {
         "inputs": inputs,
         "split": dataclasses.asdict(t.split),
         "sequences": {"max_seq_len": t.max_seq_len, "train_stride": t.train_stride, "retrain": t.retrain},
-        "code": captionrec.__version__,
-        "layout": LAYOUT,
+        "code": code.hexdigest()[:16],
+        "layout": train_inputs.LAYOUT,
     }
 
 
