@@ -17,6 +17,7 @@ No Spark, no tables: every model call of the caption and embed cores goes throug
 from __future__ import annotations
 
 import gc
+import sys
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,15 +45,12 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def free_memory() -> None:
-    """Release cached allocator blocks after an OOM so the retry starts from a clean slate."""
+    """gc, then the CUDA allocator's cached blocks back to the driver: after an OOM (the retry starts from a clean
+    slate) or after models were dropped. Never imports torch just for this (no model was built without it)."""
     gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover
-        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def error_reason(exc: BaseException) -> str:

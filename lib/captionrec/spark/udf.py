@@ -78,8 +78,10 @@ def _release(which: Callable[[_Entry], bool], why: str) -> list[str]:
             del _MODELS[k]
         _RELEASED.extend(gone)
     if gone:
+        from captionrec.captioning.batching import free_memory
+
         log.info("released %d model(s) %s: %s", len(gone), why, ", ".join(gone))
-        free_cached_memory()
+        free_memory()
     return gone
 
 
@@ -93,31 +95,14 @@ def release_stage_models(stage: Optional[str] = None) -> list[str]:
     return _release(lambda e: stage is None or e.stage == stage, f"of stage {stage or 'any'}")
 
 
-def free_cached_memory() -> None:
-    """gc, then the CUDA allocator's cached blocks back to the driver (where torch with CUDA is loaded)."""
-    import gc
-    import sys
-
-    gc.collect()
-    torch = sys.modules.get("torch")  # no model was built without torch: never import it just for this
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def model_cache_state() -> dict[str, Any]:
     """This process's cache: pid, `<key>@<device>` -> stage of every cached model, and every key released so far."""
     return {"pid": os.getpid(), "models": {k: e.stage for k, e in _MODELS.items()}, "released": list(_RELEASED)}
 
 
 def _evict(group: str, device: str) -> None:
-    stale = [k for k, e in _MODELS.items() if e.group == group and e.device == device]
-    for k in stale:
-        del _MODELS[k]
-    if stale:
-        log.info("dropped %d %s model(s) from %s before loading another", len(stale), group, device)
-        from captionrec.captioning.batching import free_memory
-
-        free_memory()
+    _release(lambda e: e.group == group and e.device == device,
+             f"of group {group} from {device} before loading another")
 
 
 def clear_model_cache() -> None:
