@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from captionrec.paths import has_scheme, join
+from captionrec.transforms.petastorm import is_local_master
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -46,10 +47,6 @@ MANIFEST = "_manifest"
 COLUMNS = ("user_idx", "chunk", "seq", "new_targets", "target", "cold", "repeat", "seen")
 
 
-def _is_local_master(master: str) -> bool:
-    return (master or "").startswith("local")
-
-
 def inputs_dir_for(master: str, configured: Optional[str], storage: "StorageConfig") -> str:
     """Where training inputs are materialised (see the module docstring for the order)."""
     import os
@@ -58,7 +55,7 @@ def inputs_dir_for(master: str, configured: Optional[str], storage: "StorageConf
         return configured if has_scheme(configured) else os.path.abspath(configured)
     if storage.cache_dir:
         return join(storage.cache_dir, "train_inputs")
-    local = _is_local_master(master)
+    local = is_local_master(master)
     if storage.catalog or storage.schema:
         raise ValueError(
             f"training inputs need a folder every training process can read, and catalog tables "
