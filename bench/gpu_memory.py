@@ -9,7 +9,7 @@ Method (pure Python, no torch):
    config.json hyperparameters (written out below, since the Hub can't be reached here).
    tests/test_gpu_memory.py checks every formula against the real parameter count of the same architecture
    in models/tiny (the formula fed the tiny config.json = sum of numel over the loaded tiny model).
-2. Weights = parameters x bytes of the load dtype: `dtype: auto` is bfloat16 on CUDA (captioning.refs), the
+2. Weights = parameters x bytes of the load dtype: `dtype: auto` is bfloat16 on CUDA (inference.refs), the
    audio caption's AST tagger loads in float32 (captioning.audio), faster-whisper runs CTranslate2 `float16`.
 3. Per batch, from the profile's settings: visual tokens (frames / temporal patch 2 x max_pixels / 28^2 after the
    2x2 merge; the omni captioner feeds frames as images, so no temporal merge), audio tokens (30 s -> 750),

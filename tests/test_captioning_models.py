@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captionrec.captioning.batching import BatchRunner, error_reason, is_oom, prefetch_batches
-from captionrec.captioning.refs import is_synthetic, resolve_model
+from captionrec.inference.batching import BatchRunner, error_reason, is_oom, prefetch_batches
+from captionrec.inference.refs import is_synthetic, resolve_model
 from captionrec.config.caption import CaptionConfig
 from captionrec.testing import tiny_captioning as tiny
 

@@ -13,7 +13,7 @@ from captionrec import contracts as C
 from captionrec.config.embed import AudioRawEmbedConfig, EmbedConfig, TextEmbedConfig, VideoMAEEmbedConfig
 from captionrec.config.schema import Config, StorageConfig
 from captionrec.pipeline import embed
-from captionrec.spark import embed_transforms as et
+from captionrec.transforms import embed as et
 from captionrec.testing import media_fixtures
 
 CAPTION_COLS = ["item_id", "kind", "captioner_version", "status", "reason", "error", "text", "created_at"]
@@ -261,8 +261,8 @@ def test_check_dims(spark):
 def test_media_results_record_failures_instead_of_zero_vectors(media):
     """The Spark-free core (rows in, rows out) with real decoding and a stand-in encoder: bad files, an
     encoder failing on one item, and zero / NaN vectors all become reasons, never vectors."""
-    from captionrec.captioning.batching import BatchRunner
-    from captionrec.captioning.refs import ResolvedModel
+    from captionrec.inference.batching import BatchRunner
+    from captionrec.inference.refs import ResolvedModel
     from captionrec.features.core import EncoderModels, EncoderSpec, embed_rows, result
 
     cfg = EmbedConfig(videomae=VideoMAEEmbedConfig(num_frames=4, window_s=2.0, max_pixels=None, batch_size=2))

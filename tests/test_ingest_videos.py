@@ -184,7 +184,7 @@ def test_a_listed_file_that_cannot_be_read_is_transient_not_missing(tmp_path):
 def test_transient_probe_failures_are_probed_again(spark):
     from datetime import datetime, timezone
 
-    from captionrec.ingest.transforms import changed_videos
+    from captionrec.transforms.ingest import changed_videos
 
     t = datetime(2024, 1, 1, tzinfo=timezone.utc)
     videos = spark.createDataFrame([(i, f"file:/v/{i}.mp4", 10, t) for i in "123"],

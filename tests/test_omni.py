@@ -138,7 +138,7 @@ def test_tiny_omni_has_the_real_checkpoints_layout_and_resolves_as_noise(tiny_di
     """tiny:qwen2_5_omni is a full Qwen2.5-Omni folder (thinker weights only), reached through the one resolver."""
     import json
 
-    from captionrec.captioning.refs import resolve_model
+    from captionrec.inference.refs import resolve_model
 
     ref = resolve_model(OMNI, tiny_dir)
     assert ref.synthetic and ref.model_id == OMNI and Path(ref.location) == (tiny_dir / "qwen2_5_omni").resolve()

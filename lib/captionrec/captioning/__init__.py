@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from captionrec.captioning.refs import (
+from captionrec.inference.refs import (
     PKG_PREFIX,
     TINY_PREFIX,
     ModelNotFoundError,

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from captionrec.captioning.hf_compat import audio_lm_class, dtype_kwargs
-from captionrec.captioning.refs import attn_implementation, is_synthetic, torch_dtype
+from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from captionrec import contracts as C
-from captionrec.captioning.batching import BatchRunner
+from captionrec.inference.batching import BatchRunner
 from captionrec.captioning.core import SAMPLE_RATE, Decoded, _decode, caption_row, failure
 from captionrec.captioning.plan import CaptionPlan
 from captionrec.config.caption import CaptionConfig
@@ -48,7 +48,7 @@ class AvModels:
 
 def load_av_models(plan: CaptionPlan, device: str = "cpu") -> AvModels:
     from captionrec.captioning.omni import OmniCaptioner
-    from captionrec.captioning.refs import resolve_model
+    from captionrec.inference.refs import resolve_model
 
     v, ref = plan.cfg.av, plan.model_map["omni"]
     omni = OmniCaptioner(resolve_model(ref, plan.tiny_dir).location, device=device, dtype=v.dtype,

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from captionrec import contracts as C
-from captionrec.captioning.batching import BatchRunner, error_reason, error_text, prefetch_batches
+from captionrec.inference.batching import BatchRunner, error_reason, error_text, prefetch_batches
 from captionrec.captioning.plan import CaptionPlan
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class AudioModels:
 
 def load_models(plan: CaptionPlan, device: str = "cpu") -> Any:
     """Load one kind's models on `device` (the model-map calls this once per worker process and device)."""
-    from captionrec.captioning.refs import resolve_model
+    from captionrec.inference.refs import resolve_model
 
     cfg, refs = plan.cfg, plan.model_map
     local = cfg.local_files_only

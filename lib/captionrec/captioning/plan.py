@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from captionrec.captioning.refs import resolve_model
+from captionrec.inference.refs import resolve_model
 from captionrec.config.caption import CaptionConfig
 from captionrec.contracts import CAPTION_KINDS
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from captionrec.captioning.hf_compat import dtype_kwargs
-from captionrec.captioning.refs import attn_implementation, is_synthetic, torch_dtype
+from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
 

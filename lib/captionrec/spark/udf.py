@@ -78,7 +78,7 @@ def _release(which: Callable[[_Entry], bool], why: str) -> list[str]:
             del _MODELS[k]
         _RELEASED.extend(gone)
     if gone:
-        from captionrec.captioning.batching import free_memory
+        from captionrec.inference.batching import free_memory
 
         log.info("released %d model(s) %s: %s", len(gone), why, ", ".join(gone))
         free_memory()

@@ -2,7 +2,7 @@
 
     captionrec tiny-models --out models/tiny
 
-Layout: <out>/<folder>, flat, where the stages' `tiny:<name>` references look (`captionrec.captioning.refs.
+Layout: <out>/<folder>, flat, where the stages' `tiny:<name>` references look (`captionrec.inference.refs.
 TINY_MODELS` maps names to folders; caption.tiny_models_dir, embed.tiny_models_dir): Qwen2.5-VL, Qwen2-Audio,
 Whisper in CTranslate2 format, AST (the caption stage's sound tagger and the embed stage's audio_raw encoder),
 a BERT sentence-transformers embedder, VideoMAE.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from captionrec.captioning.hf_compat import OMNI_MIN_TRANSFORMERS, has_omni
-from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
+from captionrec.inference.refs import TINY_MARKER, TINY_MODELS
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Builds, into a local folder, models with the real architectures and file layouts
     <out>/whisper-ct2     Whisper converted to CTranslate2 (faster-whisper loads it)
     <out>/ast             AudioSet-style AST audio classifier (AutoFeatureExtractor + AutoModelForAudioClassification)
 
-Every folder holds the one tiny-model marker (`captionrec.captioning.refs.TINY_MARKER`, written by
+Every folder holds the one tiny-model marker (`captionrec.inference.refs.TINY_MARKER`, written by
 `captionrec.testing.tiny.build_once`); the resolver and the wrappers read it to flag their output as noise.
 Builds are deterministic (fixed seeds, tokenizer trained offline on a fixed corpus) and idempotent (a folder whose
 marker has the current builder version is left alone). Nothing here touches the network.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from captionrec.captioning.hf_compat import dtype_kwargs, is_v5
-from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
+from captionrec.inference.refs import TINY_MARKER, TINY_MODELS
 from captionrec.testing.tiny import BUILDER_VERSION, SEED, build_once  # noqa: F401 - re-exported for callers
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from captionrec.captioning.refs import TINY_MARKER, TINY_MODELS
+from captionrec.inference.refs import TINY_MARKER, TINY_MODELS
 from captionrec.testing.tiny import build_once
 
 MARKER = TINY_MARKER

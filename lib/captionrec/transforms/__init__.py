@@ -1,4 +1,9 @@
-"""The train stage's Spark transforms, DataFrame in / DataFrame out (`pipeline/train.py` calls them):
+"""The stages' Spark transforms, DataFrame in / DataFrame out (the stage modules in `pipeline/` call them):
+
+    ingest.py         raw listings -> clean items / interactions / quarantine rows (`pipeline/ingest.py`)
+    embed.py          captions / items -> one row per (item, feature set) to encode (`pipeline/embed.py`)
+
+The train stage's (`pipeline/train.py`):
 
     splits.py         interactions -> interactions + (window, role): rolling windows or leave-one-out
     sequences.py      item / user indices, the `train_sequences` table (training rows and evaluation
