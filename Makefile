@@ -15,7 +15,7 @@ MODELS ?= models/tiny
 # missing ones with apt-get when it runs as root, and otherwise stops with the exact command to run.
 SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng chromium:chromium
 
-.PHONY: install system-deps demo test pytest test-all test-petastorm test-runtime bench bench-recbole sample tiny-models lock clean-lakehouse clean
+.PHONY: install system-deps demo test lint format summary-shape pytest test-all test-petastorm test-runtime bench bench-recbole sample tiny-models lock clean-lakehouse clean
 .PHONY: wheel pack-env test-delta-spark test-cluster
 
 system-deps:
@@ -56,9 +56,20 @@ demo: install tiny-models
 	@echo "  notebooks: reports/notebooks/captions.ipynb, reports/notebooks/experiments.ipynb (executed)"
 	@echo "  tables under ./lakehouse (Delta); MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-# What CI runs (.ci/run): the suite in the main environment (the stage-by-stage spark-submit run on a real standalone
-# cluster included), then the pipeline under the Databricks runtime's libraries (test-runtime).
-test: pytest test-runtime
+# What CI runs (.ci/run): the formatter check and the linter, the suite in the main environment (the stage-by-stage
+# spark-submit run on a real standalone cluster included), then the pipeline under the Databricks runtime's libraries
+# (test-runtime).
+test: lint pytest test-runtime
+
+# ruff (rules and why: pyproject.toml). `make format` rewrites the files; `make lint` only checks.
+LINT_PATHS := lib tests bench scripts jobs .ci setup.py
+lint: install
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
+
+format: install
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 # The suite alone (a subset: make pytest PYTEST_ARGS='tests/test_tables.py -x'). pytest exits 5 when a selection
 # holds no test: not a failure.
@@ -78,6 +89,11 @@ test-petastorm:
 # requirements on top, then the whole pipeline on the sample under it and a summary-shape check against .venv.
 test-runtime: install
 	bash .ci/runtime.sh
+
+# Rewrite .ci/summary_shape.json (the stage summaries' shape test-runtime compares against) from a .venv run of the
+# same pipeline: after a summary gained or lost a key on purpose.
+summary-shape: install
+	bash .ci/summary_shape.sh
 
 # The six stages through spark-submit on a real standalone cluster on 127.0.0.1 (also in `make test`), and the
 # caption stage on local-cluster[2,1,1024] with fake GPUs (15-30 min on 2 cores).

