@@ -15,7 +15,7 @@ MODELS ?= models/tiny
 # missing ones with apt-get when it runs as root, and otherwise stops with the exact command to run.
 SYSTEM_PACKAGES := java:openjdk-17-jre-headless espeak-ng:espeak-ng chromium:chromium
 
-.PHONY: install system-deps demo test lint format summary-shape pytest test-all test-petastorm test-runtime bench bench-recbole sample tiny-models lock clean-lakehouse clean
+.PHONY: install system-deps demo test test-fast lint format summary-shape pytest test-all test-petastorm test-runtime bench bench-recbole sample tiny-models lock clean-lakehouse clean
 .PHONY: wheel pack-env test-delta-spark test-cluster
 
 system-deps:
@@ -75,6 +75,10 @@ format: install
 # holds no test: not a failure.
 pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
+
+# The pure tests alone (no Spark, no slow or GPU tests): seconds, for the edit-test loop.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not spark and not slow and not gpu" $(PYTEST_ARGS)
 
 # Everything: slow tests too, then the petastorm loader in its own pinned environment (pyarrow <= 14).
 test-all: install

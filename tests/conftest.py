@@ -1,4 +1,10 @@
-"""Shared fixtures: one session-scoped local Spark, and paths to the shipped sample."""
+"""Shared fixtures: one session-scoped local Spark, and paths to the shipped sample.
+
+Tests mirror the package layout (tests/<package>/test_*.py; tests/deploy/ for the bundle, image and runtime checks).
+Every test that starts Spark carries the `spark` marker: those that use the `spark` fixture get it here, those that
+start Spark another way (a CLI stage, spark-submit, a second JVM) say `pytestmark = pytest.mark.spark` themselves.
+`make test-fast` runs the rest (pure Python, seconds).
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Spark pickles functions defined in test modules by reference: its Python workers (started by the JVM,
 # which inherits this environment) must be able to import them.
+TEST_DIRS = [REPO / "tests", *sorted(d for d in (REPO / "tests").iterdir() if d.is_dir() and any(d.glob("test_*.py")))]
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(REPO / "tests"), str(REPO / "lib"), os.environ.get("PYTHONPATH", "")) if p
+    p for p in (*map(str, TEST_DIRS), str(REPO / "lib"), os.environ.get("PYTHONPATH", "")) if p
 )
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the session's Spark (directly or through another fixture) is a `spark` test."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
 
 
 @pytest.fixture(scope="session")
