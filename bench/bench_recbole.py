@@ -18,7 +18,7 @@ Objective: both a full softmax (cross-entropy) over the catalogue with every oth
 user's own earlier items included (ours: `negatives.mask_user_items=false`; our default masks them, which
 suits our seen-excluded evaluation but leaves seen items unpenalised where nothing is excluded: test HR@10
 `all` .088 with the mask, .133 without on seed 2020). Metrics in two variants, each named: `all` (no item
-excluded: RecBole's protocol) and `seen_excluded` (the user's earlier items are not ranked: our default), both computed by `captionrec.training.metrics`
+excluded: RecBole's protocol) and `seen_excluded` (the user's earlier items are not ranked: our default), both computed by `captionrec.evaluation`
 from each system's own scores; RecBole's own evaluator numbers are kept beside them as a cross-check.
 
 RecBole runs in its own pinned environment (`constraints/recbole.txt`, built into `.venv-recbole` on first
@@ -149,7 +149,7 @@ def seen_before_test(data: Path) -> dict[str, list[str]]:
 
 def rank_variants(scores, targets, seen) -> dict[str, "object"]:
     """Our metric code on a system's scores: ranks with nothing excluded and with the seen items excluded."""
-    from captionrec.training.metrics import mask_scores, target_ranks
+    from captionrec.evaluation.ranking import mask_scores, target_ranks
 
     scores = scores.float().clone()
     scores[:, 0] = 0.0  # padding: mask_scores sets it to -inf
@@ -159,7 +159,7 @@ def rank_variants(scores, targets, seen) -> dict[str, "object"]:
 def summarize_variants(ranks: dict) -> dict[str, dict[str, float]]:
     import numpy as np
 
-    from captionrec.training.metrics import summarize_ranks
+    from captionrec.evaluation.metrics import summarize_ranks
 
     out = {}
     for v, r in ranks.items():
@@ -639,16 +639,15 @@ def targets(systems: dict) -> dict:
 def _case_values(runs: list[dict], variant: str) -> "object":
     """One system's test cases, one row per user: its target and HR@10 / nDCG@10 averaged over the runs (seeds)."""
     import pandas as pd
-    import torch
 
-    from captionrec.training.metrics import rank_metrics
+    from captionrec.evaluation.metrics import rank_metrics
 
     frames = []
     for r in runs:
         c = r["test"]["cases"]
         df = pd.DataFrame({"user": c["user"], "target": c["target"]})
-        for k, v in rank_metrics(torch.tensor(c[f"rank_{variant}"]), ks=(10,)).items():
-            df[k] = v.numpy()
+        for k, v in rank_metrics(c[f"rank_{variant}"], ks=(10,)).items():
+            df[k] = v
         if df["user"].duplicated().any():
             raise ValueError(f"{r['system']} seed {r['seed']}: more than one test case for a user (leave-one-out has one)")
         frames.append(df)
@@ -660,9 +659,9 @@ def _case_values(runs: list[dict], variant: str) -> "object":
 
 def paired(systems: dict, a: str = "sasrec", b: str = RECBOLE, samples: int = 2000, seed: int = 0) -> dict:
     """`a` - `b` on the same test cases (paired by user): each case's HR@10 / nDCG@10 averaged over each system's
-    seeds, a 95% percentile interval from resampling the cases (`captionrec.report.stats.paired_bootstrap`).
+    seeds, a 95% percentile interval from resampling the cases (`captionrec.evaluation.bootstrap.paired_bootstrap`).
     The interval covers which users happen to be test cases, not seed-to-seed variation beyond the seeds run."""
-    from captionrec.report.stats import paired_bootstrap
+    from captionrec.evaluation.bootstrap import paired_bootstrap
 
     sa, sb = systems.get(a), systems.get(b)
     if not sa or not sb:

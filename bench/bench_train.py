@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from captionrec.models import ItemRepresentation, NextItemObjective, Recommender, build_model  # noqa: E402
-from captionrec.training.metrics import Catalogue, full_ranking, naive_ranking  # noqa: E402
+from captionrec.evaluation.ranking import Catalogue, full_ranking, naive_ranking  # noqa: E402
 
 
 class PlainDot(Recommender):

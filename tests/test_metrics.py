@@ -10,17 +10,8 @@ import torch
 
 import numpy as np
 
-from captionrec.training.metrics import (
-    KShareWarning,
-    full_ranking,
-    mask_scores,
-    mean_std,
-    naive_ranking,
-    rank_metrics,
-    summarize_ranks,
-    target_ranks,
-    warn_k_share,
-)
+from captionrec.evaluation.metrics import KShareWarning, mean_std, rank_metrics, summarize_ranks, warn_k_share
+from captionrec.evaluation.ranking import full_ranking, mask_scores, naive_ranking, target_ranks
 
 
 def test_rank_and_metrics_hand_computed():
@@ -136,7 +127,7 @@ def test_batched_ranking_matches_per_user_sort():
     dup = torch.cat([seen, seen[:, :3]], dim=1)
     assert torch.equal(full_ranking(users, items, targets, dup, cand), slow)
     # one score per item shared by every case (the popularity baseline): sort + binary search, same rule
-    from captionrec.training.metrics import Catalogue
+    from captionrec.evaluation.ranking import Catalogue
 
     pop = torch.randint(0, 6, (301,)).to(torch.float64)  # many ties
     fixed = Catalogue.of(items, cand).rank_fixed(pop, targets, seen)
@@ -144,9 +135,9 @@ def test_batched_ranking_matches_per_user_sort():
 
 
 def test_ranking_in_chunks_matches_one_pass():
-    """More cases than one rank pass holds (metrics.RANK_CHUNK): the chunked ranks and candidate counts are the
+    """More cases than one rank pass holds (ranking.RANK_CHUNK): the chunked ranks and candidate counts are the
     per-user sort's, for every chunk including a short last one."""
-    from captionrec.training.metrics import RANK_CHUNK, Catalogue
+    from captionrec.evaluation.ranking import RANK_CHUNK, Catalogue
 
     g = torch.Generator().manual_seed(1)
     n = 2 * RANK_CHUNK + 37

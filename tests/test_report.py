@@ -13,7 +13,8 @@ from report_fixtures import WINDOWS, caption_rows, run_cases, shared_grid
 
 from captionrec import contracts as C
 from captionrec.config import load_config
-from captionrec.report import build, gallery, stats
+from captionrec.evaluation import bootstrap, metrics
+from captionrec.report import build, gallery
 
 
 @pytest.fixture(scope="module")
@@ -115,26 +116,26 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     b = (rng.random(n) < 0.2).astype(float)
     a = np.where(rng.random(n) < 0.1, 1.0 - b, b)  # a flips 10% of b's outcomes: paired, correlated
     strata = np.repeat([0, 1], n // 2)
-    out = stats.paired_bootstrap(a, b, strata, samples=2000, seed=1)
+    out = bootstrap.paired_bootstrap(a, b, strata, samples=2000, seed=1)
     d = a - b
     se = np.sqrt(sum(d[strata == s].var(ddof=1) / (n // 2) for s in (0, 1))) / 2
     assert out["diff"] == pytest.approx(np.mean([d[strata == s].mean() for s in (0, 1)]))
     assert (out["diff_hi"] - out["diff_lo"]) == pytest.approx(2 * 1.96 * se, rel=0.1)
     assert out["rel"] == pytest.approx(out["a"] / out["b"] - 1)
     # identical sides: a zero-width interval at 0; a shift by a constant: the same shift everywhere
-    same = stats.paired_bootstrap(b, b, strata, samples=200)
+    same = bootstrap.paired_bootstrap(b, b, strata, samples=200)
     assert same["diff_lo"] == same["diff_hi"] == 0.0
     with pytest.raises(ValueError, match="no cases"):
-        stats.paired_bootstrap(np.array([]), np.array([]), np.array([]))
+        bootstrap.paired_bootstrap(np.array([]), np.array([]), np.array([]))
 
 
 def test_case_values_and_metric_names():
     ranks = np.array([1, 3, 10, 11, 400])
-    assert list(stats.case_values(ranks, "hr@10")) == [1, 1, 1, 0, 0]
-    assert stats.case_values(ranks, "ndcg@10")[1] == pytest.approx(1 / math.log2(4))
-    assert stats.case_values(ranks, "cold_mrr")[4] == pytest.approx(1 / 400)
+    assert list(metrics.case_values(ranks, "hr@10")) == [1, 1, 1, 0, 0]
+    assert metrics.case_values(ranks, "ndcg@10")[1] == pytest.approx(1 / math.log2(4))
+    assert metrics.case_values(ranks, "cold_mrr")[4] == pytest.approx(1 / 400)
     with pytest.raises(ValueError, match="unknown metric"):
-        stats.parse_metric("recall@10")
+        metrics.parse_metric("recall@10")
 
 
 def test_report_files_html_md_and_plots(written):

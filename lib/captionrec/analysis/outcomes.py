@@ -5,7 +5,7 @@ caption-feature run against its raw-feature baseline. Pure pandas / numpy over t
 Per audio class: a case's value is the metric of its rank, averaged over the runs (seeds) of a feature set and
 model; a class's value is the mean over its cases (pooled over windows: a class may have no case in a window).
 Gains per class pair the two sides' cases by (window, user_idx, chunk) and reuse the report's stratified paired
-bootstrap (`captionrec.report.stats`).
+bootstrap (`captionrec.evaluation.bootstrap`).
 
 Win / loss: per (window, user_idx, chunk) the median rank over each side's runs; a win is a case the feature run
 ranks within the top k and the baseline doesn't, a loss the reverse.
@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from captionrec import contracts as C
-from captionrec.report import stats
+from captionrec.evaluation.bootstrap import KEYS as CASE_KEYS, paired_bootstrap, paired_cases
+from captionrec.evaluation.metrics import case_values
 
 log = logging.getLogger(__name__)
 
-KEYS = list(stats.KEYS)
+KEYS = list(CASE_KEYS)
 CASE_FIELDS = ["run_id", "features", "model", "seed", *KEYS, "target", "item_id", "cold", "rank", "rank_random", "rank_popularity"]
 OUTCOMES = ("win", "loss", "both", "neither")
 
@@ -106,9 +107,9 @@ def class_metrics(cases: pd.DataFrame, classes: pd.DataFrame, k: int) -> pd.Data
     if cases.empty:
         return pd.DataFrame(columns=cols)
     df = _with_class(cases, classes)
-    df = df.assign(hr=stats.case_values(df["rank"].to_numpy(), f"hr@{k}"), ndcg=stats.case_values(df["rank"].to_numpy(), f"ndcg@{k}"),
-                   pop=stats.case_values(df["rank_popularity"].to_numpy(), f"hr@{k}"),
-                   rnd=stats.case_values(df["rank_random"].to_numpy(), f"hr@{k}"))
+    df = df.assign(hr=case_values(df["rank"].to_numpy(), f"hr@{k}"), ndcg=case_values(df["rank"].to_numpy(), f"ndcg@{k}"),
+                   pop=case_values(df["rank_popularity"].to_numpy(), f"hr@{k}"),
+                   rnd=case_values(df["rank_random"].to_numpy(), f"hr@{k}"))
     per_case = df.groupby(["features", "model", "audio_class", *KEYS], as_index=False).agg(
         hr=("hr", "mean"), ndcg=("ndcg", "mean"), pop=("pop", "mean"), rnd=("rnd", "mean"))
     runs = df.groupby(["features", "model"])["run_id"].nunique()
@@ -144,10 +145,10 @@ def class_gains(comparisons: Iterable[str], cases: pd.DataFrame, classes: pd.Dat
             for cls in ["all", *present]:
                 pick = (lambda fr: fr) if cls == "all" else (lambda fr, c=cls: fr[fr["audio_class"] == c])  # noqa: E731
                 for metric in (f"hr@{k}", f"ndcg@{k}"):
-                    paired = stats.paired_cases([pick(x) for x in a], [pick(x) for x in b], metric)
+                    paired = paired_cases([pick(x) for x in a], [pick(x) for x in b], metric)
                     row = {"comparison": comp, "model": model, "audio_class": cls, "metric": metric, "cases": len(paired), "note": ""}
                     if len(paired):
-                        bs = stats.paired_bootstrap(paired["a"].to_numpy(), paired["b"].to_numpy(), paired["window"].to_numpy(),
+                        bs = paired_bootstrap(paired["a"].to_numpy(), paired["b"].to_numpy(), paired["window"].to_numpy(),
                                                     samples, confidence, seed)
                         row.update(feature_value=bs["a"], baseline_value=bs["b"], gain=bs["rel"], gain_lo=bs["rel_lo"],
                                    gain_hi=bs["rel_hi"], diff=bs["diff"], diff_lo=bs["diff_lo"], diff_hi=bs["diff_hi"])

@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 import pandas as pd
 
 from captionrec import contracts as C
-from captionrec.report import plots, stats
+from captionrec.evaluation.metrics import mean_std
+from captionrec.report import plots, summary
 from captionrec.report.render import esc, html_table, img, interval, md_table, num, pct, pm
 from captionrec.report.runs import RunSet
 
@@ -46,14 +47,14 @@ class ReportContext:
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        return stats.summary_table(self.runset.runs, self.runset.windows, self.config.metrics, self.order)
+        return summary.summary_table(self.runset.runs, self.runset.windows, self.config.metrics, self.order)
 
     @cached_property
     def gains(self) -> pd.DataFrame:
         c = self.config
-        items = stats.gains(c.comparisons, self.runset.runs, self.runset.cases, c.metrics,
+        items = summary.gains(c.comparisons, self.runset.runs, self.runset.cases, c.metrics,
                             c.bootstrap_samples, c.confidence, c.seed)
-        return stats.gains_frame(items)
+        return summary.gains_frame(items)
 
 
 SectionBuilder = Callable[[ReportContext], Optional[Section]]
@@ -179,7 +180,7 @@ def figures(ctx: ReportContext) -> Optional[Section]:
     figs = {f"bars_{C.metric_name(m)}": plots.bars(t, m) for m in ctx.config.metrics}
     first = next((m for m in ctx.config.metrics if not m.startswith("cold_")), ctx.config.metrics[0])
     figs[f"windows_{C.metric_name(first)}"] = plots.windows(rs.windows, rs.runs, first, ctx.order)
-    cw = stats.cold_warm_frame(rs.runs, rs.windows, rs.cases, first)
+    cw = summary.cold_warm_frame(rs.runs, rs.windows, rs.cases, first)
     if cw["value"].notna().any():
         figs[f"cold_warm_{C.metric_name(first)}"] = plots.cold_warm(cw, ctx.order, first)
     md = "".join(f"![{n}](plots/{n}.png)\n\n" for n in figs)
@@ -194,7 +195,7 @@ def runs(ctx: ReportContext) -> Section:
     rows, classes = [], []
     for r in rs.runs.sort_values(["features", "model", "seed"]).itertuples():
         w = rs.windows[(rs.windows["run_id"] == r.run_id) & (rs.windows["series"] == "model") & (rs.windows["metric"] == first)]
-        mean = stats.mean_std(w["value"])[0]
+        mean = mean_std(w["value"])[0]
         seed = "" if r.seed is None or (isinstance(r.seed, float) and math.isnan(r.seed)) else int(r.seed)
         rows.append([r.features, r.model, seed, r.status, num(mean), len(w), r.run_id, str(r.error or "")[:300]])
         classes.append("run" if r.status == "FINISHED" else "failed")

@@ -16,8 +16,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from captionrec.evaluation.metrics import summarize_ranks
+from captionrec.evaluation.ranking import Catalogue
 from captionrec.training.distributed import all_gather_arrays
-from captionrec.training.metrics import Catalogue, summarize_ranks
 
 BASELINES = ("random", "popularity")
 CASE_KEYS = ("user_idx", "chunk", "target", "cold", "rank", "rank_popularity", "candidates")

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from captionrec.config.train import TrainConfig
+from captionrec.evaluation.metrics import warn_k_share
 from captionrec.models import ItemRepresentation, NextItemObjective, Recommender, build_model
 from captionrec.training.distributed import all_reduce_sum, setup, teardown
 from captionrec.training.evaluate import evaluate_cases
 from captionrec.training.loaders import SequenceSource, eval_rows, train_batches
-from captionrec.training.metrics import warn_k_share
 from captionrec.training.results import log_run_results, summarize
 from captionrec.training.windows import FIT, REFIT, TEST, VALID, Window
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from captionrec.contracts import BASELINES, CASE_COLUMNS, cases_artifact
-from captionrec.training.metrics import mean_std
+from captionrec.evaluation.metrics import mean_std
 
 COUNTS = ("cases", "users", "cold_cases", "cold_users", "repeat_dropped")
 PER_WINDOW = ("best_epoch", "train_epochs", "epochs_selected", "train_seconds", "select_seconds",

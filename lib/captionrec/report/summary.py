@@ -1,65 +1,26 @@
-"""The report's numbers: per (feature set, model) means over windows and seeds, and paired bootstrap
-intervals of relative gains over test cases. Pure pandas / numpy.
+"""The report's comparison tables: per (feature set, model) means over windows and seeds, the gains of a
+caption feature set over its baseline with paired bootstrap intervals, and cold vs warm targets. Pure pandas /
+numpy; the metric definitions and the bootstrap are `captionrec.evaluation`.
 
 Table: a row's value for a metric is the mean (and sample std) of that metric over every (run, window)
 of the row's runs (the runs differ by seed), from the per-window values the runs logged.
 
 Gains: "A vs B" pairs the test cases of A's runs and B's runs with the same model by (window, user_idx,
-chunk). A case's value (HR@k = rank <= k, nDCG@k = 1 / log2(rank + 1) within k, MRR = 1 / rank) is
-averaged over the seeds of a side. The statistic is the one the table shows: the mean over windows of
-each window's mean over cases; relative gain = A / B - 1. The bootstrap resamples cases with replacement
-within each window (stratified, the same draw for both sides: paired) and reads the percentile interval.
+chunk) and bootstraps them (`captionrec.evaluation.bootstrap`: the statistic is the one the table shows, the
+mean over windows of each window's mean over cases; relative gain = A / B - 1).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-import numpy as np
 import pandas as pd
 
 from captionrec import contracts as C
-
-KEYS = ["window", "user_idx", "chunk"]
-_METRIC = re.compile(r"^(cold_|warm_)?(?:(hr|ndcg)@(\d+)|(mrr))$")
-
-
-def parse_metric(metric: str) -> tuple[str, str, Optional[int]]:
-    """'cold_hr@10' -> ('cold', 'hr', 10); 'ndcg@10' -> ('all', 'ndcg', 10); 'mrr' -> ('all', 'mrr', None)."""
-    m = _METRIC.match(metric)
-    if not m:
-        raise ValueError(f"unknown metric {metric!r}: expected [cold_|warm_](hr|ndcg)@k or mrr")
-    subset = (m.group(1) or "all_").rstrip("_")
-    if m.group(4):
-        return subset, "mrr", None
-    return subset, m.group(2), int(m.group(3))
-
-
-def case_values(ranks: np.ndarray, metric: str) -> np.ndarray:
-    """Per-case values of a metric from 1-based ranks (the subset prefix is ignored here)."""
-    _, kind, k = parse_metric(metric)
-    r = np.asarray(ranks, dtype=np.float64)
-    if kind == "mrr":
-        return 1.0 / r
-    hit = r <= k
-    return hit.astype(np.float64) if kind == "hr" else np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)
-
-
-def subset_mask(cases: pd.DataFrame, metric: str) -> np.ndarray:
-    subset = parse_metric(metric)[0]
-    cold = cases["cold"].to_numpy().astype(bool)
-    return {"all": np.ones(len(cases), bool), "cold": cold, "warm": ~cold}[subset]
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-    """Mean, sample std (0 for one value) and count, NaN ignored."""
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+from captionrec.evaluation.bootstrap import paired_bootstrap, paired_cases, subset_mask
+from captionrec.evaluation.metrics import case_values, mean_std
 
 
 def summary_table(runs: pd.DataFrame, windows: pd.DataFrame, metrics: Iterable[str],
@@ -77,7 +38,7 @@ def summary_table(runs: pd.DataFrame, windows: pd.DataFrame, metrics: Iterable[s
             name = C.metric_name(metric)
             for series in ("model", *C.BASELINES):
                 vals = w.loc[(w["metric"] == metric) & (w["series"] == series), "value"]
-                mean, std, _ = mean_std(vals)
+                mean, std = mean_std(vals)
                 prefix = "" if series == "model" else f"{series}_"
                 row[f"{prefix}{name}_mean"], row[f"{prefix}{name}_std"] = mean, std
         rows.append(row)
@@ -113,63 +74,6 @@ class Gain:
     def significant(self) -> bool:
         """The interval of the difference excludes 0."""
         return bool(self.cases) and (self.diff_lo > 0 or self.diff_hi < 0)
-
-
-def _stratified_means(values: np.ndarray, groups: list[np.ndarray], idx: list[np.ndarray]) -> np.ndarray:
-    """(B,) mean over strata of each stratum's resampled mean."""
-    per = [values[g][i].mean(axis=1) for g, i in zip(groups, idx)]
-    return np.mean(per, axis=0)
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, strata: np.ndarray, samples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0, chunk_cells: int = 4_000_000) -> dict[str, float]:
-    """Point estimates and percentile intervals of rel = A/B - 1 and diff = A - B, where A and B are the
-    means over strata of per-stratum case means; cases are resampled within strata, paired."""
-    a, b, strata = np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(strata)
-    groups = [np.nonzero(strata == s)[0] for s in np.unique(strata)]
-    groups = [g for g in groups if len(g)]
-    if not groups:
-        raise ValueError("paired_bootstrap: no cases")
-    A = float(np.mean([a[g].mean() for g in groups]))
-    B = float(np.mean([b[g].mean() for g in groups]))
-    rng = np.random.default_rng(seed)
-    per_draw = sum(len(g) for g in groups)
-    step = max(1, chunk_cells // per_draw)
-    boot_a, boot_b = [], []
-    for start in range(0, samples, step):
-        n = min(step, samples - start)
-        idx = [rng.integers(0, len(g), size=(n, len(g))) for g in groups]
-        boot_a.append(_stratified_means(a, groups, idx))
-        boot_b.append(_stratified_means(b, groups, idx))
-    ba, bb = np.concatenate(boot_a), np.concatenate(boot_b)
-    q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
-    diff_lo, diff_hi = np.percentile(ba - bb, q)
-    out = {"a": A, "b": B, "diff": A - B, "diff_lo": float(diff_lo), "diff_hi": float(diff_hi),
-           "rel": math.nan, "rel_lo": math.nan, "rel_hi": math.nan}
-    if B > 0:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = ba / bb - 1.0
-        rel = rel[np.isfinite(rel)]
-        out["rel"] = A / B - 1.0
-        if rel.size >= 0.9 * ba.size:  # intervals from (almost) every draw only
-            out["rel_lo"], out["rel_hi"] = (float(x) for x in np.percentile(rel, q))
-    return out
-
-
-def paired_cases(side_a: list[pd.DataFrame], side_b: list[pd.DataFrame], metric: str) -> pd.DataFrame:
-    """Cases of both sides joined on (window, user_idx, chunk): columns a, b (averaged over each side's
-    runs) and window, restricted to the metric's subset (cold / warm / all)."""
-
-    def side(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
-        parts = []
-        for df in frames:
-            keep = subset_mask(df, metric)
-            part = df.loc[keep, KEYS].copy()
-            part[name] = case_values(df.loc[keep, "rank"].to_numpy(), metric)
-            parts.append(part)
-        return pd.concat(parts).groupby(KEYS, as_index=False)[name].mean()
-
-    return side(side_a, "a").merge(side(side_b, "b"), on=KEYS, how="inner")
 
 
 def gains(comparisons: Iterable[str], runs: pd.DataFrame, cases_of: Callable[[str], Optional[pd.DataFrame]],

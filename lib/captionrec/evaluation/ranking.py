@@ -1,23 +1,15 @@
-"""Full-ranking metrics: HR@k, nDCG@k, MRR, per case and per user, overall and on cold items. Pure torch/numpy.
+"""Full-catalogue ranking in torch, where the scores are (on the training device): each test case's 1-based
+rank of its target among the candidates. The metrics over ranks are `captionrec.evaluation.metrics`.
 
 One test case = one target item. Its rank is 1 + the number of candidates scored strictly higher +
 the number of *other* candidates tied with it (ties count against the target, so a constant scorer is
-not rewarded). HR@k = [rank <= k], nDCG@k = 1 / log2(rank + 1) if rank <= k (one relevant item, so
-IDCG = 1), MRR = 1 / rank (untruncated).
+not rewarded). Padding (item 0), non-candidates and a case's seen items are not ranked.
 
-Means, both named: `hr@10` is the mean over cases (every test interaction counts once; the paper's and
-RecBole's number), `user_hr@10` the mean over users of each user's mean (every user counts once). The
-`cold_` variants are the same over cases whose target had no training interaction.
-
-A NaN or infinite score is an error (a broken model must not look like a ranking), and a cutoff k that
-is a large share of the candidates a case is ranked among gets a `KShareWarning`.
+A NaN or infinite score, user state or item vector is an error (a broken model must not look like a ranking).
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -25,11 +17,6 @@ import numpy as np
 import torch
 
 NEG_INF = float("-inf")
-K_SHARE_WARN = 0.2  # warn when k >= this share of a case's candidates (median over cases)
-
-
-class KShareWarning(UserWarning):
-    """A cutoff k covers a large share of the candidates: HR@k says little (a random scorer gets k / C)."""
 
 
 def check_finite(scores: torch.Tensor, what: str = "scores") -> None:
@@ -77,71 +64,6 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise ValueError("non-finite scores: NaN in a masked score batch")
     tgt = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
     return (scores >= tgt).sum(dim=1)
-
-
-def rank_metrics(ranks: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
-    """ranks (B,) -> per-case values (B,) float64 for hr@k, ndcg@k, mrr."""
-    r = torch.as_tensor(ranks).to(torch.float64)
-    out: dict[str, torch.Tensor] = {}
-    for k in ks:
-        hit = r <= k
-        out[f"hr@{k}"] = hit.to(torch.float64)
-        out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(r + 1.0), torch.zeros_like(r))
-    out["mrr"] = 1.0 / r
-    return out
-
-
-def metric_names(ks: Sequence[int]) -> list[str]:
-    return [n for k in ks for n in (f"hr@{k}", f"ndcg@{k}")] + ["mrr"]
-
-
-def _user_mean(values: np.ndarray, users: np.ndarray) -> float:
-    """Mean over users of each user's mean value."""
-    if len(values) == 0:
-        return math.nan
-    uniq, inv = np.unique(users, return_inverse=True)
-    sums = np.bincount(inv, weights=values, minlength=len(uniq))
-    counts = np.bincount(inv, minlength=len(uniq))
-    return float(np.mean(sums / counts))
-
-
-def summarize_ranks(
-    ranks: np.ndarray, ks: Sequence[int], users: Optional[np.ndarray] = None, cold: Optional[np.ndarray] = None
-) -> dict[str, float]:
-    """Per-case means (`hr@10`, ...), per-user means (`user_hr@10`, ...) and the cold variants, with counts
-    (`cases`, `users`, `cold_cases`, `cold_users`). NaN where there is no case."""
-    ranks = np.asarray(ranks, dtype=np.int64)
-    users = np.zeros(len(ranks), np.int64) if users is None else np.asarray(users, dtype=np.int64)
-    cold = np.zeros(len(ranks), bool) if cold is None else np.asarray(cold).astype(bool)
-    per = {k: v.numpy() for k, v in rank_metrics(torch.from_numpy(ranks), ks).items()}
-    out: dict[str, float] = {}
-    for prefix, sel in (("", np.ones(len(ranks), bool)), ("cold_", cold)):
-        out[f"{prefix}cases"] = float(sel.sum())
-        out[f"{prefix}users"] = float(len(np.unique(users[sel])))
-        for name in metric_names(ks):
-            vals = per[name][sel]
-            out[f"{prefix}{name}"] = float(vals.mean()) if len(vals) else math.nan
-            out[f"{prefix}user_{name}"] = _user_mean(vals, users[sel])
-    return out
-
-
-def warn_k_share(candidate_counts: np.ndarray, ks: Sequence[int], where: str = "", share: float = K_SHARE_WARN) -> list[str]:
-    """Warn (KShareWarning) for every k that is >= `share` of the median number of candidates per case.
-
-    Returns the messages (the trainer also records them on the run)."""
-    counts = np.asarray(candidate_counts)
-    if counts.size == 0:
-        return []
-    median = float(np.median(counts))
-    msgs = []
-    for k in ks:
-        if median <= 0 or k >= share * median:
-            pct = 100.0 * k / median if median > 0 else math.inf
-            msg = (f"{where}k={k} is {pct:.0f}% of the median {median:.0f} candidates per case: HR@{k} / nDCG@{k} "
-                   f"say little here (a random scorer gets HR@{k} ~ {min(1.0, k / max(median, 1)):.2f})")
-            warnings.warn(msg, KShareWarning, stacklevel=2)
-            msgs.append(msg)
-    return msgs
 
 
 # Cases ranked per matmul + count pass: 128 x 20k float32 scores (10 MB) stay in cache between the two; 1024
@@ -274,13 +196,3 @@ def naive_ranking(
         ranks.append(int(np.nonzero(order == t)[0][0]) + 1)
     return torch.tensor(ranks, dtype=torch.long)
 
-
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value) over windows, ignoring NaN."""
-    v = [x for x in values if not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return math.nan, math.nan
-    mean = sum(v) / len(v)
-    if len(v) == 1:
-        return mean, 0.0
-    return mean, math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1))
