@@ -23,7 +23,7 @@ import pandas as pd
 
 from captionrec import contracts as C
 from captionrec.evaluation.metrics import mean_std
-from captionrec.report import plots, summary
+from captionrec.report import compare, plots
 from captionrec.report.render import esc, html_table, img, interval, md_table, num, pct, pm
 from captionrec.report.runs import RunSet
 
@@ -47,14 +47,14 @@ class ReportContext:
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        return summary.summary_table(self.runset.runs, self.runset.windows, self.config.metrics, self.order)
+        return compare.summary_table(self.runset.runs, self.runset.windows, self.config.metrics, self.order)
 
     @cached_property
     def gains(self) -> pd.DataFrame:
         c = self.config
-        items = summary.gains(c.comparisons, self.runset.runs, self.runset.cases, c.metrics,
+        items = compare.gains(c.comparisons, self.runset.runs, self.runset.cases, c.metrics,
                             c.bootstrap_samples, c.confidence, c.seed)
-        return summary.gains_frame(items)
+        return compare.gains_frame(items)
 
 
 SectionBuilder = Callable[[ReportContext], Optional[Section]]
@@ -180,7 +180,7 @@ def figures(ctx: ReportContext) -> Optional[Section]:
     figs = {f"bars_{C.metric_name(m)}": plots.bars(t, m) for m in ctx.config.metrics}
     first = next((m for m in ctx.config.metrics if not m.startswith("cold_")), ctx.config.metrics[0])
     figs[f"windows_{C.metric_name(first)}"] = plots.windows(rs.windows, rs.runs, first, ctx.order)
-    cw = summary.cold_warm_frame(rs.runs, rs.windows, rs.cases, first)
+    cw = compare.cold_warm_frame(rs.runs, rs.windows, rs.cases, first)
     if cw["value"].notna().any():
         figs[f"cold_warm_{C.metric_name(first)}"] = plots.cold_warm(cw, ctx.order, first)
     md = "".join(f"![{n}](plots/{n}.png)\n\n" for n in figs)

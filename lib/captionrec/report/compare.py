@@ -1,4 +1,4 @@
-"""The report's comparison tables: per (feature set, model) means over windows and seeds, the gains of a
+"""The report's comparisons: per (feature set, model) means over windows and seeds, the gains of a
 caption feature set over its baseline with paired bootstrap intervals, and cold vs warm targets. Pure pandas /
 numpy; the metric definitions and the bootstrap are `captionrec.evaluation`.
 
