@@ -18,15 +18,25 @@ def _modules():
         yield path, ast.parse(path.read_text(), str(path))
 
 
-def _imports(tree: ast.AST):
-    """(module name, enclosing function or None) of every import, at any depth."""
+def _imports(tree: ast.AST, package: str = ""):
+    """(module name, enclosing function or None) of every import, at any depth. `from a import b` gives `a` and
+    `a.b` (b may be a module); a relative import is resolved against `package` (the importing file's package)."""
+    def resolve(node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        base = package.split(".")[: len(package.split(".")) - node.level + 1]
+        return ".".join(base + ([node.module] if node.module else []))
+
     def walk(node, func):
         for child in ast.iter_child_nodes(node):
             inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else func
             if isinstance(child, ast.Import):
                 yield from ((a.name, func) for a in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.module:
-                yield child.module, func
+            elif isinstance(child, ast.ImportFrom):
+                module = resolve(child)
+                if module:
+                    yield module, func
+                yield from ((f"{module}.{a.name}".lstrip("."), func) for a in child.names if a.name != "*")
             yield from walk(child, inner)
 
     yield from walk(tree, None)
@@ -74,3 +84,125 @@ def test_files_and_functions_stay_readable():
                 if size > MAX_FUNCTION_LINES:
                     long_functions.append(f"{rel}:{node.lineno} {node.name}: {size}")
     assert long_files == [] and long_functions == []
+
+
+# ------------------------------------------------------------------------------------ the package graph
+# Nodes: captionrec's first-level packages and top-level modules (contracts.py, cli.py, paths.py); an edge
+# a -> b: a file of a imports something of b, at module level or inside a function.
+
+# The layering, top to bottom: a package imports only packages of the layers below its own (never one of its
+# own layer, never one above). Every package and top-level module must be listed.
+LAYERS = (
+    ("cli",),  # the console script: argv -> config -> pipeline.<stage>.run (and the sample / tiny-models tools)
+    ("sample", "testing"),  # repo tools: only cli.main imports them (test_production_code_never_imports...)
+    ("pipeline",),  # one recipe per stage
+    ("report",),  # the report stage's library: shows the analysis' sections
+    ("analysis",),  # caption-quality numbers (the report's sections)
+    ("transforms",),  # every stage's Spark transforms (train inputs use training's windows and loaders)
+    ("serving",),  # the recommend stage's item index and MLflow pyfunc model
+    ("ingest", "training"),  # sources and probing (Spark UDFs); the pure-torch loop
+    ("features",),  # embed rows and encoders
+    ("captioning", "spark", "tables", "tracking", "models", "evaluation"),
+    ("inference", "media"),  # model references and batching; PyAV decoding
+    ("config", "paths"),
+    ("contracts",),  # names, schemas and vocabularies every layer shares
+)
+
+
+def _node(rel: Path) -> str:
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _package_graph() -> dict[tuple[str, str], list[str]]:
+    """(importer, imported) -> the imports that make the edge ('file: module (in function)')."""
+    nodes = {_node(p.relative_to(LIB)) for p in LIB.glob("*") if p.suffix == ".py" or (p / "__init__.py").exists()}
+    nodes.discard("__init__")
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path, tree in _modules():
+        rel = path.relative_to(LIB)
+        src = _node(rel)
+        if src == "__init__":  # the root package imports nothing of its own
+            continue
+        package = ".".join(("captionrec", *rel.parts[:-1]))
+        for name, func in _imports(tree, package):
+            parts = name.split(".")
+            if parts[0] != "captionrec" or len(parts) < 2 or parts[1] not in nodes or parts[1] == src:
+                continue
+            edges.setdefault((src, parts[1]), []).append(f"{rel.as_posix()}: {name} (in {func or 'module'})")
+    return edges
+
+
+def _cycles(edges) -> list[list[str]]:
+    """One cycle (a, b, ..., a) per strongly connected component of more than one node (Tarjan)."""
+    succ: dict[str, list[str]] = {}
+    for a, b in sorted(edges):
+        succ.setdefault(a, []).append(b)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    comps: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in succ.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(comp)
+
+    for v in sorted(succ):
+        if v not in index:
+            visit(v)
+    return [_cycle_in(sorted(c)[0], c, succ) for c in comps]
+
+
+def _cycle_in(start: str, comp: set[str], succ: dict[str, list[str]]) -> list[str]:
+    """The shortest cycle through `start` within its component (breadth first)."""
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in succ.get(v, []):
+            if w == start:
+                return paths[v] + [start]
+            if w in comp and w not in paths:
+                paths[w] = paths[v] + [w]
+                queue.append(w)
+    raise AssertionError(f"no cycle through {start}")
+
+
+def test_cycle_finder_names_a_cycle():
+    edges = {("a", "b"): [], ("b", "c"): [], ("c", "a"): [], ("c", "d"): [], ("d", "e"): [], ("e", "d"): []}
+    assert sorted(_cycles(edges)) == [["a", "b", "c", "a"], ["d", "e", "d"]]
+    assert _cycles({("a", "b"): [], ("b", "c"): [], ("a", "c"): []}) == []
+
+
+def test_no_import_cycle_between_packages():
+    """Issue 23: packages import each other in one direction only, imports inside functions included."""
+    edges = _package_graph()
+    found = []
+    for cycle in _cycles(edges):
+        hops = [f"  {a} -> {b}: " + "; ".join(edges[(a, b)][:2]) for a, b in zip(cycle, cycle[1:])]
+        found.append(" -> ".join(cycle) + "\n" + "\n".join(hops))
+    assert not found, "import cycles between packages:\n" + "\n".join(found)
+
+
+def test_imports_point_downwards_only():
+    """The README's rule: a package imports only packages of the layers below its own (LAYERS)."""
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    nodes = {_node(p.relative_to(LIB)) for p in LIB.glob("*") if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert sorted(nodes - set(layer) - {"__init__"}) == [], "a package missing from LAYERS: place it in a layer"
+    upward = [f"{a} -> {b}: {'; '.join(where[:2])}" for (a, b), where in sorted(_package_graph().items())
+              if layer[b] <= layer[a]]
+    assert upward == [], "imports that do not point downwards:\n" + "\n".join(upward)
