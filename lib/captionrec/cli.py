@@ -2,7 +2,7 @@
 
     captionrec <stage> [--profile local|cluster|databricks] [--conf extra.yaml ...] [key=value ...]
 
-Stages: ingest, caption, embed, train, experiment (the grid of train runs), report, and all
+Stages: ingest, caption, embed, train, experiment (the grid of train runs), report, recommend, and all
 (ingest -> caption -> embed -> experiment -> report), plus the helpers
 `sample` (generate a MicroLens-layout sample), `tiny-models` (build tiny random models offline) and
 `config` (print the effective config). Overrides are dotted keys; inside a stage a key of that stage's
@@ -36,7 +36,7 @@ from captionrec.pipeline import StageFailed
 
 log = logging.getLogger("captionrec")
 
-STAGES = ("ingest", "caption", "embed", "train", "experiment", "report")
+STAGES = ("ingest", "caption", "embed", "train", "experiment", "report", "recommend")
 PIPELINE = {"all": ("ingest", "caption", "embed", "experiment", "report")}
 PROGRESS_EVERY_S = 15.0
 

@@ -25,6 +25,8 @@ CAPTIONS = "captions"
 ITEM_FEATURES = "item_features"
 FEATURE_ERRORS = "feature_errors"
 TRAIN_SEQUENCES = "train_sequences"  # derived per train run (versioned by its input tables' versions)
+RECOMMENDATIONS = "recommendations"  # the recommend stage: top-k items per active user
+SIMILAR_ITEMS = "similar_items"  # the recommend stage: top-k cosine neighbours per item and feature set
 
 # MERGE keys of every stage-owned table.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -34,6 +36,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     CAPTIONS: ("item_id", "kind", "captioner_version"),
     ITEM_FEATURES: ("item_id", "feature_set", "model_id"),
     FEATURE_ERRORS: ("item_id", "feature_set", "model_id"),
+    # Every rewritten user gets ranks 1..k (item_id null past the user's candidates), so a MERGE replaces them all.
+    RECOMMENDATIONS: ("user_id", "rank"),
+    SIMILAR_ITEMS: ("item_id", "feature_set", "rank"),
 }
 
 _UTC = pa.timestamp("us", tz="UTC")
@@ -139,6 +144,30 @@ SCHEMAS: dict[str, pa.Schema] = {
         _f("seen_at", _UTC, False),
     ]),
 }
+
+SCHEMAS[RECOMMENDATIONS] = pa.schema([
+    _f("user_id", pa.string(), False),
+    _f("rank", pa.int32(), False),
+    _f("item_id", pa.string()),  # null: the user has fewer than k servable unseen items
+    _f("score", pa.float32()),
+    _f("run_id", pa.string(), False),  # the MLflow run whose model scored
+    _f("model_name", pa.string()),  # registered model name / version (null: an unregistered run)
+    _f("model_version", pa.string()),
+    _f("feature_set", pa.string(), False),  # the model's train.features
+    _f("interactions_version", pa.int64(), False),
+    _f("item_features_version", pa.int64()),
+    _f("created_at", _UTC, False),
+])
+SCHEMAS[SIMILAR_ITEMS] = pa.schema([
+    _f("item_id", pa.string(), False),
+    _f("feature_set", pa.string(), False),
+    _f("rank", pa.int32(), False),
+    _f("neighbor_id", pa.string()),  # null: fewer than k other items have the set
+    _f("score", pa.float32()),  # cosine similarity
+    _f("model_id", pa.string(), False),
+    _f("item_features_version", pa.int64(), False),
+    _f("created_at", _UTC, False),
+])
 
 # Rows a worker returns (not tables): the ingest probe and the embed encoders.
 PROBE_ROWS = "probe_rows"

@@ -1,5 +1,6 @@
 """The root config: one frozen dataclass per section. Defaults here are the embedded (local) profile's;
-conf/<profile>.yaml overrides them. Stage sections live in their own modules (caption.py, embed.py, train.py, experiment.py, analyze.py).
+conf/<profile>.yaml overrides them. Stage sections live in their own modules (caption.py, embed.py, train.py, experiment.py, analyze.py,
+recommend.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from captionrec.config.analyze import AnalyzeConfig
 from captionrec.config.caption import CaptionConfig
 from captionrec.config.embed import EmbedConfig
 from captionrec.config.experiment import ExperimentConfig, ReportConfig
+from captionrec.config.recommend import RecommendConfig
 from captionrec.config.train import TrainConfig
 
 
@@ -136,4 +138,5 @@ class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -102,6 +102,23 @@ class ItemRepresentation(nn.Module):
         pad = (idx != 0).unsqueeze(-1).to(out.dtype)  # (..., 1)
         return out * pad
 
+    def vectors_for(self, idx: torch.Tensor, features: Optional[torch.Tensor] = None,
+                    feature_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Vectors of items given by their model index and (feature modes) their own feature rows, for serving
+        items the model never indexed: idx (M,) long (0: no row in this model, the shared unknown id vector),
+        features (M, F) standardised like the training matrix, feature_mask (M,) bool -> (M, D). Unlike
+        `forward`, index 0 is not padding here."""
+        out = None
+        if self.use_id:
+            out = self._id_part(idx)
+        if self.use_feature:
+            if features is None or feature_mask is None:
+                raise ValueError(f"mode {self.mode!r} needs features and feature_mask for vectors_for")
+            has = feature_mask.unsqueeze(-1).to(self.missing.dtype)
+            feat = self.projection(features.to(self.missing.dtype)) * has + self.missing * (1.0 - has)
+            out = feat if out is None else out + feat
+        return out
+
     def all_items(self) -> torch.Tensor:
         """(N + 1, D) for every item index, row 0 zeros."""
         idx = torch.arange(self.num_items + 1, device=self._device())

@@ -1,0 +1,305 @@
+"""The recommend stage's transforms: the served catalogue (item vectors of a logged model, new items included),
+users' histories as Arrow rows, top-k scoring through the model-map, and similar items by cosine.
+
+Scoring runs in the workers (`captionrec.spark.modelmap.model_map`): the model is loaded once per worker process
+and device from its MLflow URI, the catalogue's vectors travel with the task (a few MB); each Arrow batch of
+users becomes user states (one forward pass), scores over the catalogue (exact) or the ANN index's candidates
+(`captionrec.serving.index.ItemIndex`), the user's seen items masked, and the top k.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from captionrec.spark.modelmap import StageGpu
+
+SCORED_ROWS = "recommend_rows"  # what a scoring task returns: one row per user, the top k as lists
+
+
+def scored_schema():
+    import pyarrow as pa
+
+    return pa.schema([pa.field("user_id", pa.string(), False), pa.field("item_ids", pa.list_(pa.string())),
+                      pa.field("scores", pa.list_(pa.float32()))])
+
+
+@dataclass
+class Catalogue:
+    """The servable items of a model: vectors (M, D) float32 and ids, position i <-> item_ids[i]."""
+
+    item_ids: list[str]
+    vectors: np.ndarray
+    new_items: int = 0  # servable items the model has no row for (scored from their features)
+
+
+# ------------------------------------------------------------------------------------ the catalogue
+
+
+def feature_stats(raw: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of the vectors (rows) that are finite, the way training standardises a set
+    (`transforms.item_features`): std below 1e-6 counts as 1."""
+    mat = np.asarray(list(raw.values()), dtype=np.float32)
+    mat = mat[np.isfinite(mat).all(axis=1)]
+    mean, std = mat.mean(axis=0), mat.std(axis=0)
+    std[std < 1e-6] = 1.0
+    return mean, std
+
+
+def standardised(ids: Sequence[str], current: dict[str, dict[str, np.ndarray]],
+                 stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(M, F) features of `ids` from the current vectors of every set, standardised with the training statistics,
+    and the mask of items that have a finite vector in every set."""
+    blocks, masks = [], []
+    for fs, (mean, std) in stats.items():
+        have = current.get(fs, {})
+        mat = np.zeros((len(ids), len(mean)), dtype=np.float32)
+        ok = np.zeros(len(ids), dtype=bool)
+        for i, item in enumerate(ids):
+            v = have.get(item)
+            if v is not None and len(v) == len(mean) and np.isfinite(v).all():
+                mat[i], ok[i] = (np.asarray(v, dtype=np.float32) - mean) / std, True
+        blocks.append(mat)
+        masks.append(ok)
+    mask = np.logical_and.reduce(masks) if masks else np.zeros(len(ids), dtype=bool)
+    features = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(ids), 0), dtype=np.float32)
+    features[~mask] = 0.0
+    return features, mask
+
+
+def build_catalogue(model: Any, index_ids: Sequence[str], current: Optional[dict[str, dict[str, np.ndarray]]] = None,
+                    stats: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None) -> Catalogue:
+    """Every item the model can serve and its vector.
+
+    model: a `captionrec.models.Recommender`; index_ids: its item index (item_idx - 1 -> item_id). ID-only
+    models serve the items they trained on (own id rows). Feature models serve every item with a vector in
+    every set (`current`: feature_set -> item_id -> raw vector; `stats`: the training standardisation), items
+    the model never saw included: their vectors come from the projection of their features (+ the shared
+    unknown id vector for id+feature models), no retraining."""
+    import torch
+
+    rep = model.item_repr
+    pos = {item: i + 1 for i, item in enumerate(index_ids)}
+    known = rep.known.cpu().numpy() if rep.use_id else np.zeros(len(index_ids) + 1, dtype=bool)
+    ids = list(index_ids)
+    if rep.use_feature:
+        ids += sorted({i for fs in (current or {}).values() for i in fs} - set(pos))
+    idx = np.array([pos.get(i, 0) for i in ids], dtype=np.int64)
+    feats, mask = None, np.zeros(len(ids), dtype=bool)
+    if rep.use_feature:
+        feats, mask = standardised(ids, current or {}, stats or {})
+        trained = idx > 0
+        buf_mask = rep.feature_mask.cpu().numpy()[idx[trained]]
+        keep = np.nonzero(trained)[0][buf_mask]  # items trained with a vector keep exactly the trained features
+        feats[keep] = rep.features.cpu().numpy()[idx[keep]]
+        mask[keep] = True
+    servable = (known[idx] & (idx > 0)) | mask
+    idx, ids = idx[servable], [i for i, s in zip(ids, servable) if s]
+    with torch.no_grad():
+        rep.eval()
+        t_feats = None if feats is None else torch.from_numpy(feats[servable])
+        t_mask = torch.from_numpy(mask[servable])
+        vectors = rep.vectors_for(torch.from_numpy(idx), t_feats, t_mask).float().cpu().numpy()
+    return Catalogue(ids, np.ascontiguousarray(vectors, dtype=np.float32), new_items=int((idx == 0).sum()))
+
+
+# ------------------------------------------------------------------------------------ scoring in workers
+
+
+@dataclass
+class ScorerSpec:
+    """What a worker needs to build its scorer (pickled with the task)."""
+
+    model_uri: str
+    tracking_uri: str
+    vectors: np.ndarray  # (M, D) the catalogue
+    item_ids: list[str]
+    retrieval: str = "exact"
+    k: int = 100
+
+
+def load_recommender(model_uri: str, tracking_uri: str, device: str = "cpu") -> Any:
+    """The Recommender inside a logged HistoryScorer (`mlflow.pytorch`), in eval mode on `device`."""
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri)
+    scorer = mlflow.pytorch.load_model(model_uri, map_location=device)
+    model = getattr(scorer, "model", scorer)
+    model.objective = None
+    return model.to(device).eval()
+
+
+def construct_scorer(spec: ScorerSpec, device: str) -> dict[str, Any]:
+    import torch
+
+    out = {"model": load_recommender(spec.model_uri, spec.tracking_uri, device), "device": device,
+           "vectors": torch.from_numpy(spec.vectors).to(device), "index": None}
+    if spec.retrieval == "ann":
+        from captionrec.serving.index import ItemIndex
+
+        out["index"] = ItemIndex.build(spec.vectors, list(range(len(spec.item_ids))))
+    return out
+
+
+def top_k(scores: np.ndarray, seen: list[list[int]], k: int,
+          candidates: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the k best positions (-1 padded) and scores, seen positions excluded. `candidates` (B, C): the
+    positions `scores` (B, C) belong to (ANN), else scores are over every position (B, M)."""
+    import torch
+
+    s = torch.from_numpy(np.array(scores, dtype=np.float32, copy=True))
+    cand = None if candidates is None else torch.from_numpy(candidates)
+    for r, items in enumerate(seen):
+        if not items:
+            continue
+        if cand is None:
+            s[r, torch.as_tensor(items, dtype=torch.long)] = float("-inf")
+        else:
+            s[r, torch.isin(cand[r], torch.as_tensor(items, dtype=cand.dtype))] = float("-inf")
+    if cand is not None:
+        s[cand < 0] = float("-inf")
+    val, pos = torch.topk(s, min(k, s.shape[1]), dim=1)
+    if cand is not None:
+        pos = torch.gather(cand, 1, pos)
+    pos[torch.isinf(val)] = -1
+    return pos.numpy(), val.numpy()
+
+
+def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import torch
+
+    model, device = state["model"], state["device"]
+    L = max(1, max(len(r["hist"]) for r in batch))
+    hist = torch.zeros((len(batch), L), dtype=torch.long)
+    for i, r in enumerate(batch):
+        if r["hist"]:
+            hist[i, L - len(r["hist"]):] = torch.as_tensor(r["hist"], dtype=torch.long)
+    seen = [list(r["seen"] or []) for r in batch]
+    with torch.no_grad():
+        users = model.user_states(hist.to(device))
+        if state["index"] is None:
+            pos, val = top_k((users @ state["vectors"].T).float().cpu().numpy(), seen, spec.k)
+        else:
+            extra = max((len(s) for s in seen), default=0)
+            cand, _ = state["index"].search_positions(users.float().cpu().numpy(), spec.k + extra)
+            sub = torch.gather(users @ state["vectors"].T, 1, torch.from_numpy(np.maximum(cand, 0)).to(device))
+            pos, val = top_k(sub.float().cpu().numpy(), seen, spec.k, candidates=cand)
+    ids = spec.item_ids
+    return [{"user_id": r["user_id"], "item_ids": [ids[p] for p in pos[i] if p >= 0],
+             "scores": [float(v) for p, v in zip(pos[i], val[i]) if p >= 0]} for i, r in enumerate(batch)]
+
+
+def apply_scorer(spec: ScorerSpec, batch_size: int, state: dict[str, Any],
+                 rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_size:
+            yield _score_batch(state, spec, batch)
+            batch = []
+    if batch:
+        yield _score_batch(state, spec, batch)
+
+
+def score_users(users: "DataFrame", spec: ScorerSpec, gpu: "StageGpu", batch_size: int, key: str) -> "DataFrame":
+    """users (user_id, hist: model item indices oldest first, seen: catalogue positions) -> (user_id, rank,
+    item_id, score) with ranks 1..k (item_id and score null past the user's candidates)."""
+    from pyspark.sql import functions as F
+
+    from captionrec.spark.modelmap import model_map
+
+    transform = model_map(partial(construct_scorer, spec), partial(apply_scorer, spec, batch_size), scored_schema(),
+                          key=key, gpu=gpu, stage="recommend")
+    ranks = F.sequence(F.lit(1), F.lit(spec.k))
+    return (transform(users)
+            .select("user_id", "item_ids", "scores", F.explode(ranks).alias("rank"))
+            .select("user_id", F.col("rank").cast("int").alias("rank"),
+                    F.get(F.col("item_ids"), F.col("rank") - 1).alias("item_id"),
+                    F.get(F.col("scores"), F.col("rank") - 1).cast("float").alias("score")))
+
+
+def user_inputs(interactions: "DataFrame", users: "DataFrame", index_ids: Sequence[str], catalogue_ids: Sequence[str],
+                max_seq_len: int, partitions: int = 0) -> "DataFrame":
+    """(user_id, hist, seen) of the given users: hist = the newest `max_seq_len` items the model indexes (its item
+    indices, oldest first; other items are left out of the history), seen = every catalogue position the user
+    interacted with."""
+    from pyspark.sql import functions as F
+
+    spark = interactions.sparkSession
+    idx = spark.createDataFrame([(i, n + 1) for n, i in enumerate(index_ids)], "item_id string, item_idx int")
+    pos = spark.createDataFrame([(i, n) for n, i in enumerate(catalogue_ids)], "item_id string, pos int")
+    rows = (interactions.join(F.broadcast(users.select("user_id")), "user_id")
+            .join(F.broadcast(idx), "item_id", "left").join(F.broadcast(pos), "item_id", "left"))
+    ordered = F.transform(F.array_sort(F.collect_list(F.when(
+        F.col("item_idx").isNotNull(), F.struct("ts_ms", "item_id", "item_idx")))), lambda s: s["item_idx"])
+    out = rows.groupBy("user_id").agg(ordered.alias("all_hist"), F.array_distinct(F.collect_list("pos")).alias("seen"))
+    start = F.greatest(F.lit(1), F.size("all_hist") - F.lit(max_seq_len - 1))
+    out = out.select("user_id", F.slice("all_hist", start, F.lit(max_seq_len)).alias("hist"), "seen")
+    return out.repartition(partitions, "user_id") if partitions else out
+
+
+# ------------------------------------------------------------------------------------ similar items
+
+
+def cosine_top_k(queries: np.ndarray, query_ids: Sequence[str], vectors: np.ndarray, ids: Sequence[str], k: int,
+                 block: int = 2048) -> list[tuple[str, int, Optional[str], Optional[float]]]:
+    """(item_id, rank, neighbor_id, score) rows: each query's top k cosine neighbours among `vectors`, itself left
+    out; ranks 1..k, neighbor null past the available items."""
+    import torch
+
+    def unit(a: np.ndarray) -> "torch.Tensor":
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    v, where = unit(vectors), {i: n for n, i in enumerate(ids)}
+    out: list[tuple[str, int, Optional[str], Optional[float]]] = []
+    q_all = unit(queries)
+    for start in range(0, len(query_ids), block):
+        q = q_all[start:start + block]
+        sims = q @ v.T
+        for r, item in enumerate(query_ids[start:start + block]):
+            if item in where:
+                sims[r, where[item]] = float("-inf")
+        val, pos = torch.topk(sims, min(k, sims.shape[1]), dim=1)
+        for r, item in enumerate(query_ids[start:start + block]):
+            for rank in range(1, k + 1):
+                ok = rank <= val.shape[1] and not torch.isinf(val[r, rank - 1])
+                out.append((item, rank, ids[int(pos[r, rank - 1])] if ok else None,
+                            float(val[r, rank - 1]) if ok else None))
+    return out
+
+
+def similar_rows(vectors: dict[str, np.ndarray], changed: set[str], previous_kth: dict[str, float], k: int,
+                 block: int = 2048) -> tuple[list, int]:
+    """Rows (item_id, rank, neighbor_id, score) to (re)write for one feature set, and how many items they cover.
+
+    changed: items new or re-embedded since the last run (everything on the first run: previous_kth empty);
+    previous_kth: each written item's k-th score (-inf when it has fewer than k neighbours). An unchanged item is
+    rewritten only when a changed item now beats its k-th neighbour (its list would change); the rest stay."""
+    ids = sorted(vectors)
+    mat = np.asarray([vectors[i] for i in ids], dtype=np.float32)
+    redo = set(changed) | {i for i in ids if i not in previous_kth}
+    others = [i for i in ids if i not in redo]
+    if redo and others:
+        ch = sorted(redo)
+        sims = cosine_top_k(np.asarray([vectors[i] for i in others], dtype=np.float32), others,
+                            np.asarray([vectors[i] for i in ch], dtype=np.float32), ch, 1, block)
+        redo |= {item for item, _, nb, s in sims if nb is not None and s > previous_kth[item]}
+    query = sorted(redo)
+    if not query:
+        return [], 0
+    return cosine_top_k(np.asarray([vectors[i] for i in query], dtype=np.float32), query, mat, ids, k, block), len(query)
+
+
+def item_index_ids(text: str) -> list[str]:
+    """The item ids of a train run's item_index.json (position i <-> item_idx i + 1)."""
+    return [str(i) for i in json.loads(text)["item_ids"]]
