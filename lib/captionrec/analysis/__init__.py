@@ -9,7 +9,9 @@
 - `outcomes`: trained runs per audio class of the target, and win / loss cases of caption vs raw features;
 - `inputs`: the tables (through the TableStore) and topic labels; `core`: all of it as one `Analysis`.
 
-Metrics are Spark-free (pandas / numpy); only `inputs.read_inputs` uses the store's Spark DataFrames.
+Metrics are Spark-free (pandas / numpy; HR@k / nDCG@k and the paired bootstrap are `captionrec.evaluation`);
+only `inputs.read_inputs` uses the store's Spark DataFrames. The report shows the analysis (report imports
+analysis, never the reverse: `runset` is any object with the report's RunSet fields).
 
 ```python
 from captionrec.analysis import core, inputs

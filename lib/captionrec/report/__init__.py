@@ -1,5 +1,8 @@
-"""Turning runs into answers: read a grid's MLflow runs, tabulate and compare them (paired bootstrap),
-plot, and write report.md / report.csv / report.html; plus the caption gallery page.
+"""Turning runs into answers: read a grid's MLflow runs (`runs`), tabulate and compare them (`compare`: the
+table of means and the paired-bootstrap gains, over `captionrec.evaluation`), plot (`plots`), render
+(`render`, `sections`) and write report.md / report.csv / report.html (`build`); the caption gallery page
+(`gallery`); the experiment grid's tracker (`grid`). The caption-quality sections show `captionrec.analysis`
+(report imports analysis, never the reverse).
 
 ```python
 from captionrec.report import build, gallery
