@@ -264,8 +264,8 @@ def test_child_run_of_an_experiment_grid(spark, tmp_path):
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from captionrec.tables import open_store
     from captionrec.evaluation.metrics import KShareWarning
+    from captionrec.tables import open_store
 
     rng = np.random.default_rng(0)
     rows = [(f"u{u}", f"i{int(i)}", 1_700_000_000_000 + 60_000 * (u * 20 + t))
