@@ -179,7 +179,8 @@ def win_loss(pairs: Iterable[str], cases: pd.DataFrame, k: int) -> tuple[pd.Data
                 notes.append(f"{comp} ({model}): no run of {feature if not a else baseline} with cases and an item index")
                 continue
             j = _median_ranks(a).merge(_median_ranks(b), on=[*KEYS, "item_id"], suffixes=("_feature", "_baseline"))
-            hit_a, hit_b = (case_values(j[c].to_numpy(), f"hr@{k}") > 0 for c in ("rank_feature", "rank_baseline"))
+            hit_a, hit_b = (case_values(j[c].to_numpy(), f"hr@{k}") > 0
+                            for c in ("rank_feature", "rank_baseline"))  # HR@k's hit: within the top k
             j["outcome"] = np.select([hit_a & ~hit_b, hit_b & ~hit_a, hit_a & hit_b], ["win", "loss", "both"], "neither")
             j.insert(0, "model", model)
             j.insert(0, "comparison", comp)

@@ -36,7 +36,8 @@ def require_finite(x: torch.Tensor, what: str) -> None:
     if not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         raise ValueError(f"non-finite {what}: {int((~torch.isfinite(x)).sum())} value(s) ({n_nan} NaN) in a "
-                         f"{tuple(x.shape)} tensor; a model producing NaN/inf cannot be ranked (check the loss and the features)")
+                         f"{tuple(x.shape)} tensor; a model producing NaN/inf cannot be ranked (check the loss and "
+                         "the features)")
 
 
 def mask_scores(
