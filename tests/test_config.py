@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from captionrec.config import Config, ConfigError, flatten, load_config, to_plain
 from captionrec.config.loader import parse_overrides
@@ -159,3 +161,53 @@ def test_bad_references_are_errors_naming_the_key(override, message):
     with pytest.raises(ConfigError, match="storage.models_dir") as err:
         load_config("local", overrides)
     assert message in str(err.value)
+
+
+# -- the console: the effective config goes to a file (and MLflow), not the screen ---------------------------------
+
+RECBOLE_MINI = Path(__file__).resolve().parent / "data" / "recbole_mini"
+
+
+def test_a_stage_writes_its_config_to_a_file_and_prints_the_summary_not_the_config(spark, tmp_path, capsys, caplog):
+    """`captionrec ingest` prints its summary and one line naming the config file, not ~340 lines of YAML; the
+    file loads back to the same config; `--show-config` prints the YAML too (a re-run: nothing new to ingest)."""
+    import logging
+
+    from captionrec import cli
+
+    args = ["ingest", f"data.source={RECBOLE_MINI}", "data.format=recbole", "data.name=mini",
+            f"storage.root={tmp_path / 'lake'}", "storage.backend=delta-rs", f"report.out_dir={tmp_path / 'reports'}"]
+    with caplog.at_level(logging.INFO, logger="captionrec"):
+        assert cli.main(args) == 0
+    out = capsys.readouterr()
+    assert "interactions" in out.out and "shuffle_partitions:" not in out.out + out.err
+    (saved,) = (tmp_path / "reports" / cli.CONFIG_DIR).glob("ingest-*.yaml")
+    assert any(str(saved) in r.getMessage() and "--show-config" in r.getMessage() for r in caplog.records)
+    assert load_config("local", extra_files=[saved]) == load_config("local", args[1:])
+
+    assert cli.main([*args, "--show-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "shuffle_partitions:" in shown and "interactions" in shown
+    assert shown.startswith(yaml.safe_dump(to_plain(load_config("local", args[1:])), sort_keys=False))
+    assert len(list((tmp_path / "reports" / cli.CONFIG_DIR).glob("ingest-*.yaml"))) == 2  # one per invocation
+
+
+def test_the_config_is_logged_to_the_runs_a_summary_names(tmp_path):
+    """A stage whose summary names MLflow runs (train: run_id; experiment, report: the grid's parent_run_id) gets
+    the effective config as artifact config/<stage>.yaml of each, in a real sqlite-backed store."""
+    from mlflow.tracking import MlflowClient
+
+    from captionrec import cli
+
+    cfg = load_config("local", [f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                                f"tracking.artifact_location={tmp_path}/artifacts"])
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.create_experiment("cfg-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    run, parent = (client.create_run(exp).info.run_id for _ in range(2))
+    text = yaml.safe_dump(to_plain(cfg), sort_keys=False)
+    assert cli.log_config_to_runs(cfg, "train", {"run_id": run}, text) == [run]
+    assert cli.log_config_to_runs(cfg, "report", {"parent_run_id": parent, "run_id": None}, text) == [parent]
+    assert cli.log_config_to_runs(cfg, "ingest", {"items_upserted": 3}, text) == []
+    for run_id, stage in ((run, "train"), (parent, "report")):
+        local = client.download_artifacts(run_id, f"config/{stage}.yaml", str(tmp_path / run_id))
+        assert Path(local).read_text() == text

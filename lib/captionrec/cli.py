@@ -8,6 +8,9 @@ Stages: ingest, caption, embed, train, experiment (the grid of train runs), repo
 `config` (print the effective config). Overrides are dotted keys; inside a stage a key of that stage's
 section may drop the prefix (`captionrec train model=sasrec features=title`). Each stage ends with a
 one-screen summary (`--json`: the summary as JSON instead); long Spark steps print a progress line.
+The effective config is not printed before a run: it is written to `<report.out_dir>/configs/<command>-<UTC
+time>.yaml` and logged as artifact `config/<stage>.yaml` of the MLflow run(s) a stage's summary names, and one
+log line says where (`--show-config` prints it on screen as well).
 
 Exit status: 0 when every stage succeeded; 2 for a config or usage error; 3 when a stage ran to the end but
 its outcome fails the job (`captionrec.pipeline.StageFailed`, e.g. more failed experiment children than
@@ -21,12 +24,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import json
 import logging
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 import yaml
@@ -48,6 +53,8 @@ def _parser(prog: str = "captionrec") -> argparse.ArgumentParser:
     p.add_argument("--conf", action="append", default=[], metavar="FILE", help="extra YAML merged over the profile")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--json", action="store_true", help="print each stage's summary as JSON")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the effective config before running (it is always written to a file)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -154,6 +161,49 @@ def print_summary(summary: dict[str, Any], as_json: bool = False, file: Any = No
         print(format_summary(summary), file=file, flush=True)
 
 
+CONFIG_DIR = "configs"  # under report.out_dir: one effective config per invocation
+
+
+def save_config(cfg: Config, command: str, text: str) -> Optional[Path]:
+    """The effective config (YAML `text`) as `<report.out_dir>/configs/<command>-<UTC time>.yaml`, a new file per
+    invocation (never overwritten); None, with a warning, where the folder cannot be written."""
+    folder = Path(cfg.report.out_dir) / CONFIG_DIR
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count():  # a second invocation in the same second gets -1, -2, ...
+            path = folder / f"{command}-{stamp}{f'-{n}' if n else ''}.yaml"
+            try:
+                with path.open("x") as fh:
+                    fh.write(text)
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        log.warning("effective config not written to %s: %s", folder, exc)
+    return None
+
+
+def log_config_to_runs(cfg: Config, stage: str, summary: dict[str, Any], text: str) -> list[str]:
+    """The effective config as artifact `config/<stage>.yaml` of the MLflow runs the stage's summary names
+    (`run_id`: a train run; `parent_run_id`: the grid run of experiment / report). Returns those run ids; a
+    failure to log is a warning (the stage's own work is done)."""
+    run_ids = list(dict.fromkeys(r for r in (summary.get("run_id"), summary.get("parent_run_id")) if r))
+    if not run_ids or not cfg.tracking.tracking_uri:
+        return []
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(cfg.tracking.tracking_uri)
+        for run_id in run_ids:
+            client.log_text(run_id, text, f"config/{stage}.yaml")
+    except Exception as exc:  # noqa: BLE001 - an artifact store that refuses the file must not fail a finished stage
+        log.warning("effective config not logged to MLflow run(s) %s: %s", ", ".join(run_ids), exc)
+        return []
+    log.info("%s: effective config logged to MLflow run(s) %s as config/%s.yaml", stage, ", ".join(run_ids), stage)
+    return run_ids
+
+
 def _follow(stage: str, cfg: Config, previous: dict[str, Any]) -> Config:
     """In `all`, the report reads the grid the experiment stage just ran (unless the config names runs)."""
     import dataclasses
@@ -198,7 +248,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "config":
         print(effective)
         return 0
-    log.info("effective config (profile %s):\n%s", args.profile, effective)
+    if args.show_config:  # with --json, stdout carries the summaries only
+        print(effective, file=sys.stderr if args.json else sys.stdout, flush=True)
+    saved = save_config(cfg, args.command, effective)
+    log.info("effective config (profile %s): %s", args.profile,
+             f"{saved} (--show-config prints it)" if saved else "not written (see the warning)")
 
     from captionrec.spark.session import get_spark
     from captionrec.tables import open_store
@@ -216,12 +270,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 summary = run_stage(name, _follow(name, cfg, summary), spark, store)
         except StageFailed as exc:  # recorded, summarised, and the job fails (later stages of `all` don't run)
             print_summary(exc.summary, as_json=args.json, file=out)
+            log_config_to_runs(cfg, name, exc.summary, effective)
             stages = PIPELINE.get(args.command, (name,))
             rest = stages[stages.index(name) + 1:]
             stopped = f" (`{args.command}` stops here; not run: {', '.join(rest)})" if rest else ""
             print(f"captionrec {name} failed{stopped}: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
         print_summary(summary, as_json=args.json, file=out)
+        log_config_to_runs(cfg, name, summary, effective)
     return 0
 
 
