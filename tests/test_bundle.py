@@ -212,9 +212,14 @@ def test_admin_settings_parse_with_the_typed_models_and_resolve(target):
 
 def test_tasks_share_one_argument_list_and_task_settings():
     """The six tasks run one argument list (a YAML anchor), whose first item is the task's key: no stage can miss
-    an override another has (issue 19: the experiment task lacked train.num_processes)."""
+    an override another has (issue 19: the experiment task lacked train.num_processes). The wheel task and the GPU
+    retries are written once too (anchors merged with `<<:`), so a task names only its place, cluster and timeout."""
     text = (REPO / "resources" / "captionrec_job.yml").read_text()
     assert text.count("storage.catalog=") == 1 and text.count("train.num_processes=") == 1
+    for once in ("package_name:", "whl:", "max_retries: 2", "retry_on_timeout:", "&wheel_task", "&gpu_task"):
+        assert text.count(once) == 1, once
+    tasks = text[text.index("      tasks:\n"):].split("        - task_key: ")[2:]  # every task after the first
+    assert len(tasks) == 5 and all(len(t.strip().splitlines()) <= 9 for t in tasks)
     job = _job("dev")
     (first, *rest) = [t["python_wheel_task"] for t in job["tasks"]]
     assert all(t == first for t in rest)
