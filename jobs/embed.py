@@ -4,7 +4,7 @@ Local (embedded default):
     python jobs/embed.py embed.feature_sets=[title,mllm_av]
     captionrec embed embed.feature_sets=[title,mllm_av]   # same function, as the console script
 
-spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root):
+spark-submit on a GPU cluster (docs/deploy.md "Run with spark-submit"; `make pack-env` first; from the repo root):
     spark-submit --master spark://HOST:7077 \
         --properties-file conf/spark-gpu.conf \
         jobs/embed.py --profile cluster storage.root=s3a://bucket/captionrec

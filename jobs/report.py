@@ -5,7 +5,7 @@ Local (embedded default):
     python jobs/report.py                              # the newest grid run
     captionrec report parent_run_id=<run id>           # same function, as the console script
 
-spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root; the
+spark-submit on a GPU cluster (docs/deploy.md "Run with spark-submit"; `make pack-env` first; from the repo root; the
 report files are written on the driver under report.out_dir, the gallery reads the items and captions tables):
     spark-submit --master spark://HOST:7077 \
         --properties-file conf/spark-gpu.conf \

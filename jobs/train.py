@@ -1,10 +1,11 @@
-"""train job: interactions + item_features -> Two-Tower / SASRec trained with TorchDistributor, rolling-window eval, MLflow runs.
+"""train job: interactions + item_features -> Two-Tower / SASRec trained with TorchDistributor, rolling-window
+evaluation, MLflow runs.
 
 Local (embedded default):
     python jobs/train.py model=sasrec features=mllm_av
     captionrec train model=sasrec features=mllm_av   # same function, as the console script
 
-spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root):
+spark-submit on a GPU cluster (docs/deploy.md "Run with spark-submit"; `make pack-env` first; from the repo root):
     spark-submit --master spark://HOST:7077 \
         --properties-file conf/spark-gpu.conf \
         --conf spark.task.cpus=4 \
