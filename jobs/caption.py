@@ -1,4 +1,5 @@
-"""caption job: items -> captions (Qwen2.5-VL video captions; faster-whisper + AST tags -> Qwen2-Audio/template audio captions) on GPU-scheduled pandas UDFs.
+"""caption job: items -> captions (Qwen2.5-VL video captions; faster-whisper + AST tags -> Qwen2-Audio/template audio
+captions; optional Qwen2.5-Omni av and whole-video captions) through the model-map (mapInArrow, GPU-scheduled).
 
 Local (embedded default):
     python jobs/caption.py caption.video.num_frames=16

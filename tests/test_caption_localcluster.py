@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent(
     from captionrec.spark.session import get_spark
     from captionrec.spark.udf import DeviceRule
     from captionrec.tables import open_store
+    from captionrec.transforms import caption as tc
     from captionrec.testing.media_fixtures import make_clip
 
     root, discovery, tiny_dir = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -69,10 +70,10 @@ SCRIPT = textwrap.dedent(
     caps = store.read("captions").select("item_id", "status", "task_gpus", "device").toPandas()
     plan = plan_kind(caption, "video")
     no_gpu = StageGpu(None, DeviceRule("caption", enabled=True, scheduled=False, on_missing_cuda="cpu"))
-    no_profile = pc.caption_items(store.read("items"), plan, no_gpu).select("task_gpus").toPandas()
+    no_profile = tc.caption_items(store.read("items"), plan, no_gpu).select("task_gpus").toPandas()
     strict = StageGpu(profile, replace(gpu.rule, on_missing_cuda="error"))  # the default: no silent CPU
     try:
-        pc.caption_items(store.read("items").limit(1), plan, strict, partitions=1).collect()
+        tc.caption_items(store.read("items").limit(1), plan, strict, partitions=1).collect()
         strict_error = None
     except Exception as exc:
         strict_error = str(exc)

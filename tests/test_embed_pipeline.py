@@ -263,7 +263,8 @@ def test_media_results_record_failures_instead_of_zero_vectors(media):
     encoder failing on one item, and zero / NaN vectors all become reasons, never vectors."""
     from captionrec.inference.batching import BatchRunner
     from captionrec.inference.refs import ResolvedModel
-    from captionrec.features.core import EncoderModels, EncoderSpec, embed_rows, result
+    from captionrec.captioning.common import Models
+    from captionrec.features.core import EncoderSpec, embed_rows, result
 
     cfg = EmbedConfig(videomae=VideoMAEEmbedConfig(num_frames=4, window_s=2.0, max_pixels=None, batch_size=2))
     spec = EncoderSpec.of("videomae", ResolvedModel("m", "m", "m", False), cfg)
@@ -277,7 +278,7 @@ def test_media_results_record_failures_instead_of_zero_vectors(media):
                 raise RuntimeError("boom")
             return np.stack([c.reshape(-1, 3).mean(axis=0) + 1.0 for c in clips])
 
-    models = EncoderModels(Encoder(), "cpu", BatchRunner(2))
+    models = Models(Encoder(), "cpu", BatchRunner(2))
     out = {r["item_id"]: r for batch in embed_rows(rows, spec, models, threads=1) for r in batch}
     assert out["i1"]["reason"] is None and out["i1"]["dim"] == 3 and len(out["i1"]["vector"]) == 3
     assert (out["gone"]["reason"], out["gone"]["vector"]) == ("missing_file", None)

@@ -13,10 +13,10 @@ from captionrec import contracts as C
 from captionrec.captioning.plan import plan_kind
 from captionrec.config.caption import CaptionConfig, VideoCaptionConfig
 from captionrec.config.embed import EmbedConfig, TextEmbedConfig
-from captionrec.pipeline import caption as pc
 from captionrec.pipeline import embed
 from captionrec.spark.modelmap import StageGpu, model_map
 from captionrec.spark.udf import DeviceRule
+from captionrec.transforms import caption as tc
 
 CPU = StageGpu(None, DeviceRule("test"))
 
@@ -38,14 +38,14 @@ def test_caption_udfs_all_failed_and_empty_batches(spark, tiny_dir, bad_items, k
     cfg = CaptionConfig(kinds=(kind,), tiny_models_dir=str(tiny_dir),
                         video=VideoCaptionConfig(num_frames=2, max_pixels=4 * 28 * 28, max_new_tokens=4))
     plan = plan_kind(cfg, kind)
-    failed = pc.caption_items(bad_items, plan, CPU, partitions=2)
+    failed = tc.caption_items(bad_items, plan, CPU, partitions=2)
     _same_schema(failed, C.CAPTIONS)
     rows = {r["item_id"]: r for r in failed.collect()}
     assert set(rows) == {"m0", "m1", "m2", "m3", "m4", "empty"}
     assert {r["status"] for r in rows.values()} == {"skipped"} and {r["reason"] for r in rows.values()} == {"missing_file"}
     assert all(r["text"] is None and r["frames_used"] is None and r["sound_tags"] is None for r in rows.values())
     assert rows["m0"]["media_fingerprint"] == "1:2:ok" and rows["m0"]["captioner_version"] == plan.version
-    empty = pc.caption_items(bad_items.limit(0), plan, CPU, partitions=2)
+    empty = tc.caption_items(bad_items.limit(0), plan, CPU, partitions=2)
     _same_schema(empty, C.CAPTIONS)
     assert empty.count() == 0
 

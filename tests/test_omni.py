@@ -98,7 +98,7 @@ def test_one_pass_reads_frames_and_audio_together(av, clips):
     when only the audio changes and when only the frames change (both modalities reach the LLM in the one pass)."""
     import torch
 
-    from captionrec.captioning.av import decode_av
+    from captionrec.captioning.kinds.av import decode as decode_av
 
     plan, models = av
     omni = models.omni

@@ -23,12 +23,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from captionrec.captioning.common import SAMPLE_RATE
 from captionrec.captioning.hf_compat import audio_lm_class, dtype_kwargs
 from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from captionrec.captioning.common import SAMPLE_RATE
 from captionrec.captioning.hf_compat import dtype_kwargs, require_omni
 from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from captionrec import contracts as C
+from captionrec.captioning.common import Models  # the one loaded-models shape (model: the encoder)
 from captionrec.inference.batching import BatchRunner, error_reason, error_text, prefetch_batches
 from captionrec.inference.refs import ResolvedModel
 from captionrec.config.embed import EmbedConfig
@@ -70,14 +71,7 @@ class EncoderSpec:
         return f"embed:{self.family}:{self.resolved.location}:{self.section!r}:{self.cfg.local_files_only}"
 
 
-@dataclass
-class EncoderModels:
-    encoder: Any  # TextEncoder | VideoMAEEncoder | ASTEncoder
-    device: str
-    runner: BatchRunner
-
-
-def load_encoder(spec: EncoderSpec, device: str) -> EncoderModels:
+def load_encoder(spec: EncoderSpec, device: str) -> Models:
     """Load `spec`'s encoder on `device` (the model-map calls this once per worker process and device)."""
     s, local = spec.section, spec.cfg.local_files_only
     if spec.family == "text":
@@ -96,7 +90,7 @@ def load_encoder(spec: EncoderSpec, device: str) -> EncoderModels:
 
         enc = ASTEncoder(spec.resolved, device=device, chunk_s=s.chunk_s, min_chunk_s=s.min_chunk_s,
                          pooling=s.pooling, batch_size=s.batch_size, dtype=s.dtype, local_files_only=local)
-    return EncoderModels(enc, device, BatchRunner(spec.call_size))
+    return Models(enc, device, BatchRunner(spec.call_size))
 
 
 def load_frames(path: str, v: Any) -> np.ndarray:
@@ -117,13 +111,13 @@ def load_waveform(path: str, sample_rate: int, window_s: float) -> np.ndarray:
     return np.asarray(audio, dtype=np.float32).reshape(-1)
 
 
-def payload_loader(spec: EncoderSpec, models: EncoderModels) -> Callable[[Any], Any]:
+def payload_loader(spec: EncoderSpec, models: Models) -> Callable[[Any], Any]:
     """payload (a text or a media path) -> what the encoder takes."""
     if spec.family == "text":
         return lambda text: text
     if spec.family == "videomae":
         return lambda path: load_frames(path, spec.cfg.videomae)
-    return lambda path: load_waveform(path, models.encoder.sample_rate, spec.cfg.audio_raw.window_s)
+    return lambda path: load_waveform(path, models.model.sample_rate, spec.cfg.audio_raw.window_s)
 
 
 def result(row: dict[str, Any], vec: Optional[np.ndarray] = None, reason: Optional[str] = None,
@@ -166,7 +160,7 @@ def encode_batch(
 
 
 def embed_rows(
-    rows: Iterable[dict[str, Any]], spec: EncoderSpec, models: EncoderModels, threads: Optional[int] = None,
+    rows: Iterable[dict[str, Any]], spec: EncoderSpec, models: Models, threads: Optional[int] = None,
     ahead: bool = True,
 ) -> Iterator[list[dict[str, Any]]]:
     """Embed rows (item_id, feature_set, model_id, source_version, payload); yields EMBED_ROWS per batch.
@@ -185,4 +179,4 @@ def embed_rows(
             return row, None, result(row, reason=reason, detail=f"{type(exc).__name__}: {exc}")
 
     for batch in prefetch_batches(rows, spec.call_size, decode, threads=threads, ahead=ahead and spec.family != "text"):
-        yield encode_batch(batch, models.encoder.encode, models.runner)
+        yield encode_batch(batch, models.model.encode, models.runner)

@@ -1,11 +1,12 @@
 """The caption stage: `items` -> `captions` (item_id, kind, captioner_version).
 
-Per kind (video, audio; video_full when `caption.video.segments.enabled`: `captioning.segments`), read top to
-bottom in `run`:
+Per kind (video, audio, av; video_full when `caption.video.segments.enabled`; each a module of
+`captioning.kinds`, found in its `KINDS` registry), read top to bottom in `run` and `caption_kind`:
     plan      `captioning.plan.plan_kind`: the kind's captioner (settings, version, prompt, model references)
-    pending   `pending_items`: items without a caption row that counts as done for this version and the item's
-              current media fingerprint (size:mtime:probe_status; a row for another fingerprint is stale)
-    caption   `caption_items`: the one model-map (`spark.modelmap`) over `captioning.core.caption_rows`
+    pending   `transforms.caption.pending_items`: items without a caption row that counts as done for this version
+              and the item's current media fingerprint (size:mtime:probe_status; a row for another is stale)
+    caption   `transforms.caption.caption_items`: the one model-map (`spark.modelmap`) over the kind's
+              load / decode / caption (`captioning.core`)
     write     one MERGE on the key per commit chunk (`spark.commits.CommitPacer`: every `commit_every` items and
               about every `commit_seconds`), so a run killed mid-kind keeps its finished chunks
     summary   counts per status, inserted/updated rows, commits, seconds
@@ -20,13 +21,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from captionrec import contracts as C
-from captionrec.captioning.core import NOISE_NOTE, caption_rows, load_models
-from captionrec.captioning.plan import CaptionPlan, plan_kind
+from captionrec.captioning.common import NOISE_NOTE, CaptionPlan
+from captionrec.captioning.plan import plan_kind
+from captionrec.transforms.caption import (
+    ITEM_COLUMNS,
+    applicable_items,
+    caption_items,
+    drop_unchanged,
+    pending_items,
+    previous_rows,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -36,100 +45,6 @@ if TYPE_CHECKING:
     from captionrec.tables import TableStore
 
 log = logging.getLogger(__name__)
-
-ITEM_COLUMNS = ("item_id", "video_path", "has_audio", "media_fingerprint")  # what a worker reads of an item
-
-
-def with_fingerprint(items: "DataFrame") -> "DataFrame":
-    from captionrec.spark.columns import media_fingerprint
-
-    return items.withColumn("media_fingerprint", media_fingerprint(items))
-
-
-def applicable_items(items: "DataFrame") -> tuple["DataFrame", int]:
-    """Items that have a video to caption (with `media_fingerprint`), and how many have none by design
-    (`contracts.NOT_APPLICABLE_STATUSES`: an interaction-only dataset). Those get no caption row at all: not
-    skipped, not an error."""
-    from captionrec.spark.columns import probe_status
-
-    na = probe_status(items).isin(*sorted(C.NOT_APPLICABLE_STATUSES))
-    return with_fingerprint(items.where(~na)), items.where(na).count()
-
-
-def pending_items(items: "DataFrame", captions: Optional["DataFrame"], plan: CaptionPlan) -> "DataFrame":
-    """Items (with `media_fingerprint`) lacking a done row for `plan.version`: done = ok or skipped (or any status
-    when not retrying errors) for the item's current fingerprint (rows written before fingerprints were
-    recorded have none and count as done)."""
-    from pyspark.sql import functions as F
-
-    if captions is None:
-        return items
-    done = captions.where((F.col("kind") == plan.kind) & (F.col("captioner_version") == plan.version))
-    if plan.cfg.retry_errors:
-        done = done.where(F.col("status") != C.ERROR)
-    done = done.select("item_id", F.col("media_fingerprint").alias("_done_fp"), F.lit(True).alias("_done"))
-    stale = F.col("_done_fp").isNotNull() & (F.col("_done_fp") != F.col("media_fingerprint"))
-    return items.join(done, "item_id", "left").where(F.col("_done").isNull() | stale).drop("_done", "_done_fp")
-
-
-def _apply(plan: CaptionPlan, models: Any, rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """The model-map's apply: the Spark-free core, plus the GPUs Spark gave the task."""
-    from captionrec.spark.udf import task_gpu_addresses
-
-    gpus = ",".join(task_gpu_addresses()) or None
-    for out in caption_rows(rows, plan, models):
-        for row in out:
-            row["task_gpus"] = gpus
-        yield out
-
-
-def caption_items(
-    items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu", partitions: Optional[int] = None
-) -> "DataFrame":
-    """items (item_id, video_path, has_audio, media_fingerprint) -> captions rows for `plan` (lazy).
-
-    `partitions` (default `plan.cfg.partitions`; 0 keeps the input's) is how many tasks share the items.
-    """
-    from pyspark.sql import functions as F
-
-    from captionrec.spark.modelmap import model_map
-
-    df = items if "media_fingerprint" in items.columns else with_fingerprint(items)
-    df = df.select(*[F.col(c) if c in df.columns else F.lit(None).cast("boolean").alias(c) for c in ITEM_COLUMNS])
-    n = plan.cfg.partitions if partitions is None else partitions
-    if n > 0:
-        df = df.repartition(n)
-    transform = model_map(partial(load_models, plan), partial(_apply, plan), C.schema(C.CAPTIONS),
-                          key=plan.cache_key, gpu=gpu, torch_threads=plan.cfg.torch_threads, evict="caption")
-    return transform(df)
-
-
-def previous_rows(captions: Optional["DataFrame"], pending: "DataFrame", plan: CaptionPlan) -> Optional["DataFrame"]:
-    """This version's existing rows of the pending items (errors being retried, stale rows): their
-    (status, reason, fingerprint), to leave out results that would rewrite them unchanged. None when there are
-    none (collected: one small row per retried item)."""
-    from pyspark.sql import functions as F
-
-    if captions is None:
-        return None
-    mine = captions.where((F.col("kind") == plan.kind) & (F.col("captioner_version") == plan.version))
-    rows = mine.join(pending.select("item_id"), "item_id", "left_semi").select(
-        "item_id", F.col("status").alias("_s"), F.col("reason").alias("_r"), F.col("media_fingerprint").alias("_f")
-    ).collect()
-    if not rows:
-        return None
-    return pending.sparkSession.createDataFrame(rows, "item_id string, _s string, _r string, _f string")
-
-
-def drop_unchanged(result: "DataFrame", previous: Optional["DataFrame"]) -> "DataFrame":
-    """Leave out results equal in status, reason and fingerprint to the row they would replace (no commit)."""
-    from pyspark.sql import functions as F
-
-    if previous is None:
-        return result
-    same = (F.col("status").eqNullSafe(F.col("_s")) & F.col("reason").eqNullSafe(F.col("_r"))
-            & F.col("media_fingerprint").eqNullSafe(F.col("_f")) & (F.col("status") != C.OK))
-    return result.join(F.broadcast(previous), "item_id", "left").where(~same).drop("_s", "_r", "_f")
 
 
 def upgrade_table(store: "TableStore", spark: "SparkSession") -> None:
@@ -187,8 +102,8 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
         result = caption_items(part, plan, gpu, partitions=n_part).localCheckpoint(eager=True)  # models run here
         for r in result.groupBy("status").count().collect():
             info["statuses"][r["status"]] = info["statuses"].get(r["status"], 0) + int(r["count"])
-        if plan.kind == C.VIDEO_FULL:  # whole-video captions: items whose windows stop before the video's end
-            info["truncated"] = info.get("truncated", 0) + result.where(F.col("truncated")).count()
+        for flag in plan.spec.counts:  # e.g. video_full's `truncated`: items whose windows stop before the end
+            info[flag] = info.get(flag, 0) + result.where(F.col(flag)).count()
         to_write = drop_unchanged(result, previous)
         n_write = to_write.count() if previous is not None else len(chunk)
         info["unchanged_errors"] += len(chunk) - n_write
@@ -201,8 +116,10 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
     return info
 
 
-def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, Any]:
-    """Caption every pending item of every configured kind; MERGE into `captions`; return a summary."""
+def run(cfg: "Config", spark: "SparkSession", store: "TableStore",
+        kinds: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Caption every pending item of every configured kind (`kinds`, default `caption.run_kinds`: any kind
+    registered in `captioning.kinds.KINDS` may be named); MERGE into `captions`; return a summary."""
     from captionrec.spark.modelmap import release_models, stage_gpu
 
     ccfg = cfg.caption
@@ -212,7 +129,7 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     gpu = stage_gpu(spark, ccfg.gpu, "caption")
     summary: dict[str, Any] = {"table": C.CAPTIONS, "kinds": {}, "not_applicable": not_applicable}
     synthetic: dict[str, dict[str, str]] = {}
-    for kind in ccfg.run_kinds:
+    for kind in ccfg.run_kinds if kinds is None else kinds:
         t0 = time.perf_counter()
         plan = plan_kind(ccfg, kind)
         if plan.synthetic:

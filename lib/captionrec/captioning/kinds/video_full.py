@@ -1,8 +1,9 @@
-"""Whole-video captions (caption kind `video_full`, `caption.video.segments`), Spark-free: the video captioner over
+"""Caption kind `video_full` (whole-video captions, `caption.video.segments`): the `video` kind's captioner over
 consecutive windows of the whole video, combined into one item caption.
 
-    for rows in segment_rows(items, plan, models):   # plan.kind == "video_full"; models: core.VideoModels
-        ...                                           # one contracts.CAPTIONS row per item
+    setup(cfg) / settings(cfg, prompt, summary_prompt)   # driver: the video kind's + windowing and combination
+    models = load(plan, device)                          # worker: the video kind's models
+    rows = caption(plan, models, [decode(plan, item)])   # one item at a time (batch_size 1), window by window
 
 Per item: `media.windows.open_windows` plans the windows (window length, stride, cap) from the video's duration
 and decodes them one at a time (only `video.batch_size` windows' frames are alive at once: memory stays bounded
@@ -24,21 +25,43 @@ window gets the first failing window's reason (a corrupt file: `corrupt` for the
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable, Iterator
 from typing import Any, Optional
 
 from captionrec import contracts as C
-from captionrec.captioning.core import VideoModels, caption_row, failure
-from captionrec.captioning.plan import CaptionPlan
-from captionrec.config.caption import SegmentsConfig
+from captionrec.captioning.common import (
+    CaptionKind,
+    CaptionPlan,
+    Decoded,
+    Models,
+    Setup,
+    caption_row,
+    failure,
+    load_prompt,
+    text_or_empty,
+    trim_frames,
+)
+from captionrec.captioning.kinds import video
+from captionrec.config.caption import CaptionConfig, SegmentsConfig
+
+NAME = C.VIDEO_FULL
+
+
+def setup(cfg: CaptionConfig) -> Setup:
+    """The video kind's prompt and model, plus the summary prompt (combine: summary)."""
+    seg = cfg.video.segments
+    return video.setup(cfg)._replace(
+        summary_prompt=load_prompt(seg.summary_prompt_file) if seg.combine == "summary" else "")
+
+
+def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[str, Any]:
+    return segments_settings(video.settings(cfg, prompt), cfg.video.segments, summary_prompt)
 
 
 def segments_settings(video: dict[str, Any], seg: SegmentsConfig, summary_prompt: str) -> dict[str, Any]:
     """The versioned settings of `video_full`: the video captioner's (minus its `window_s`) + the windowing and
     combination settings."""
-    import hashlib
-
     s = {k: v for k, v in video.items() if k != "window_s"}
     s.update(kind=C.VIDEO_FULL, seg_window_s=seg.window_s, seg_stride_s=seg.stride_s, seg_max_windows=seg.max_windows,
              combine=seg.combine)
@@ -76,7 +99,7 @@ def summarize(vlm: Any, prompt: str, max_new_tokens: int) -> str:
 class _ItemWindows:
     """One item's windows: decoded a batch at a time, captioned, recorded as `segments` entries."""
 
-    def __init__(self, plan: CaptionPlan, models: VideoModels) -> None:
+    def __init__(self, plan: CaptionPlan, models: Models) -> None:
         self.plan, self.models, self.v = plan, models, plan.cfg.video
         self.segments: list[dict[str, Any]] = []
         self.frame_times: list[float] = []
@@ -110,25 +133,19 @@ class _ItemWindows:
         self.segments.sort(key=lambda e: e["index"])
 
     def _limit(self, sample: Any) -> Any:
-        import numpy as np
-
         self.decode_errors += int(sample.decode_errors)
-        if sample.num_frames > self.v.max_frames:  # fps sampling over a long window: keep max_frames evenly spaced
-            keep = np.linspace(0, sample.num_frames - 1, self.v.max_frames).round().astype(int)
-            sample.frames, sample.times_s = sample.frames[keep], sample.times_s[keep]
-        return sample
+        return trim_frames(sample, self.v.max_frames)
 
     def _caption_batch(self, batch: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         fps = [s.num_frames / w.length_s if w.length_s > 0 else 2.0 for w, s in batch]
-        results = self.models.vlm.caption([s.frames for _, s in batch], self.plan.prompt,
+        results = self.models.model.caption([s.frames for _, s in batch], self.plan.prompt,
                                           max_new_tokens=self.v.max_new_tokens, fps=fps)
         self.model_s += time.perf_counter() - t0
         out = []
         for (w, s), res in zip(batch, results):
             self.frame_times.extend(round(float(t), 4) for t in s.times_s)
-            text = {"text": res.text} if res.text else {"reason": C.EMPTY_OUTPUT, "error": "model generated no text"}
-            out.append(self.entry(w, frames_used=s.num_frames, **text))
+            out.append(self.entry(w, frames_used=s.num_frames, **text_or_empty(res.text)))
         return out
 
     def _on_error(self, pair: tuple[Any, Any], exc: BaseException) -> dict[str, Any]:
@@ -136,7 +153,7 @@ class _ItemWindows:
         return self.entry(w, frames_used=s.num_frames, **failure(exc))
 
 
-def combine(plan: CaptionPlan, models: VideoModels, segments: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
+def combine(plan: CaptionPlan, models: Models, segments: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
     """The item caption from its window captions -> ({text} or {reason, error}, model seconds)."""
     ok = [s for s in segments if s.get("text")]
     if not ok:
@@ -150,17 +167,17 @@ def combine(plan: CaptionPlan, models: VideoModels, segments: list[dict[str, Any
     t0 = time.perf_counter()
     prompt = plan.summary_prompt.replace("{segments}", timed_lines(ok))
     try:
-        text = models.runner.run([prompt], lambda ps: [summarize(models.vlm, p, seg.summary_max_new_tokens)
+        text = models.runner.run([prompt], lambda ps: [summarize(models.model, p, seg.summary_max_new_tokens)
                                                         for p in ps], lambda p, exc: exc)[0]
     except Exception as exc:  # noqa: BLE001 - recorded on the item
         text = exc
     spent = time.perf_counter() - t0
     if isinstance(text, BaseException):
         return failure(text), spent
-    return ({"text": text} if text else {"reason": C.EMPTY_OUTPUT, "error": "summary pass generated no text"}), spent
+    return text_or_empty(text, "summary pass generated no text"), spent
 
 
-def caption_item(plan: CaptionPlan, models: VideoModels, item: dict[str, Any]) -> dict[str, Any]:
+def caption_item(plan: CaptionPlan, models: Models, item: dict[str, Any]) -> dict[str, Any]:
     """One item's video_full row (contracts.CAPTIONS): window captions, the combined caption, or the reason."""
     from captionrec.media import MediaError
     from captionrec.media.windows import open_windows
@@ -191,10 +208,18 @@ def caption_item(plan: CaptionPlan, models: VideoModels, item: dict[str, Any]) -
     )
 
 
-def segment_rows(rows: Iterable[dict[str, Any]], plan: CaptionPlan, models: VideoModels) -> Iterator[list[dict[str, Any]]]:
-    """Caption item rows (dicts with item_id, video_path, media_fingerprint) over their whole length, one item at a
-    time; yields each item's row as a one-row list (contracts.CAPTIONS columns; `task_gpus` is left to the caller)."""
-    if plan.kind != C.VIDEO_FULL:
-        raise ValueError(f"segment_rows captions kind {C.VIDEO_FULL!r}, not {plan.kind!r}")
-    for item in rows:
-        yield [caption_item(plan, models, item)]
+def decode(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:
+    """Nothing ahead of time: `caption_item` opens the file and decodes its windows one batch at a time."""
+    return Decoded(item)
+
+
+def caption(plan: CaptionPlan, models: Models, decoded: list[Decoded]) -> list[dict[str, Any]]:
+    """Each item's one row (window captions, the combined caption or the reason), in order."""
+    return [caption_item(plan, models, d.item) for d in decoded]
+
+
+def batch_size(cfg: CaptionConfig) -> int:
+    return 1  # one whole video at a time: its windows are the model batches
+
+
+KIND = CaptionKind(NAME, setup, settings, video.load, decode, caption, batch_size, counts=("truncated",))

@@ -1,0 +1,99 @@
+"""Caption kind `video`: Qwen2.5-VL (`captioning.video.VideoCaptioner`) over frames of a clip's first `window_s`.
+
+    setup(cfg) / settings(cfg, prompt)          # driver: prompt + model reference, what the version hashes
+    models = load(plan, device)                 # worker: the VLM, once per worker process and device
+    rows = caption(plan, models, [decode(plan, item) for item in batch])
+
+Frames: `num_frames` evenly spaced (or `fps`) over the first `window_s`, at most `max_frames`; the clip's audio
+plays no part (a clip without a soundtrack is captioned like any other).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from captionrec import contracts as C
+from captionrec.captioning.common import (
+    CaptionKind,
+    CaptionPlan,
+    Decoded,
+    Models,
+    Setup,
+    decode_item,
+    load_prompt,
+    single_model_batch,
+    trim_frames,
+)
+from captionrec.config.caption import CaptionConfig
+from captionrec.inference.batching import BatchRunner
+
+NAME = "video"
+
+
+def setup(cfg: CaptionConfig) -> Setup:
+    v = cfg.video
+    return Setup(v.prompt_version, load_prompt(v.prompt_file), (("vlm", v.model),))
+
+
+def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[str, Any]:
+    """The settings that define the video captioner (batch size, dtype and attention kernels are speed only)."""
+    v = cfg.video
+    return {
+        "kind": NAME, "model": v.model, "prompt_version": v.prompt_version,
+        "prompt_sha": hashlib.sha256(prompt.encode()).hexdigest()[:12],
+        "num_frames": None if v.fps else v.num_frames, "fps": v.fps, "max_frames": v.max_frames,
+        "window_s": v.window_s, "max_pixels": v.max_pixels, "max_new_tokens": v.max_new_tokens,
+        "frames_input": v.frames_input, "decoding": "greedy",
+    }
+
+
+def load(plan: CaptionPlan, device: str = "cpu") -> Models:
+    """The video captioner on `device` (also the `video_full` kind's)."""
+    from captionrec.captioning.video import VideoCaptioner
+
+    v = plan.cfg.video
+    vlm = VideoCaptioner(plan.model_path("vlm"), device=device, dtype=v.dtype, attn=v.attn_implementation,
+                         frames_input=v.frames_input, max_pixels=v.max_pixels,
+                         local_files_only=plan.cfg.local_files_only, model_id=plan.model_map["vlm"])
+    return Models(vlm, device, BatchRunner(v.batch_size))
+
+
+def decode(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:
+    """The kind's frames: `num_frames` (or `fps`) over the first `window_s`, at most `max_frames`."""
+    from captionrec.media import MediaError, sample_frames
+
+    v = plan.cfg.video
+
+    def read(path: str) -> tuple[Any, int]:
+        sample = sample_frames(path, num_frames=v.num_frames, window_s=v.window_s, fps=v.fps, max_pixels=v.max_pixels)
+        if sample.num_frames == 0:
+            raise MediaError(C.DECODE_ERROR, "no frame decoded", path)
+        return trim_frames(sample, v.max_frames), sample.decode_errors
+
+    return decode_item(item, read)
+
+
+def caption(plan: CaptionPlan, models: Models, decoded: list[Decoded]) -> list[dict[str, Any]]:
+    """One row per decoded item: a caption, the decode failure, or the model failure (each item alone)."""
+    v = plan.cfg.video
+
+    def fps_of(sample: Any) -> float:
+        span = min(v.window_s, sample.duration_s) if sample.duration_s else v.window_s
+        return sample.num_frames / span if span and span > 0 else 2.0
+
+    def call(batch: list[Decoded]) -> list[Any]:
+        return models.model.caption([d.data.frames for d in batch], plan.prompt, max_new_tokens=v.max_new_tokens,
+                                    fps=[fps_of(d.data) for d in batch])
+
+    def media(d: Decoded) -> dict[str, Any]:
+        return {"frames_used": int(d.data.num_frames), "frame_times_s": [round(float(t), 4) for t in d.data.times_s]}
+
+    return single_model_batch(plan, models, decoded, call, media)
+
+
+def batch_size(cfg: CaptionConfig) -> int:
+    return cfg.video.batch_size
+
+
+KIND = CaptionKind(NAME, setup, settings, load, decode, caption, batch_size)
