@@ -118,7 +118,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         _f("low_confidence", pa.bool_()),
         _f("transcript_reason", pa.string()),  # why the transcript is left out of the caption (low_confidence)
         # Kind video_full (caption.video.segments): the window captions this item caption was built from, in time
-        # order (a list column on the item's one row, see captioning.segments), how many windows were captioned,
+        # order (a list column on the item's one row, see captioning.kinds.video_full), how many windows were captioned,
         # whether the windows stop before the video's end (capped at max_windows), and the seconds they cover.
         _f("segments", pa.list_(_SEGMENT)),
         _f("windows_used", pa.int32()),
@@ -314,6 +314,9 @@ DUPLICATE_VIDEO = "duplicate_video"  # two video files for one item id (e.g. 12.
 
 # video + audio: the paper's two-stage pair; av: one omni-model pass over frames and soundtrack together;
 # video_full: the whole video, consecutive windows captioned and combined (caption.video.segments).
+# The names only: each kind is a module of captionrec.captioning.kinds, whose KINDS registry must cover these
+# (tests/test_caption_kinds.py checks it). A kind with no audio track records NO_AUDIO_STREAM, one whose track
+# holds nothing (no samples, or below its silence threshold) SILENT (captioning.common.soundtrack).
 VIDEO_FULL = "video_full"
 CAPTION_KINDS: tuple[str, ...] = ("video", "audio", "av", VIDEO_FULL)
 
