@@ -118,8 +118,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         _f("low_confidence", pa.bool_()),
         _f("transcript_reason", pa.string()),  # why the transcript is left out of the caption (low_confidence)
         # Kind video_full (caption.video.segments): the window captions this item caption was built from, in time
-        # order (a list column on the item's one row, see captioning.kinds.video_full), how many windows were captioned,
-        # whether the windows stop before the video's end (capped at max_windows), and the seconds they cover.
+        # order (a list column on the item's one row, see captioning.kinds.video_full), how many windows were
+        # captioned, whether the windows stop before the video's end (capped at max_windows), and the seconds
+        # they cover.
         _f("segments", pa.list_(_SEGMENT)),
         _f("windows_used", pa.int32()),
         _f("truncated", pa.bool_()),
