@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_extra_yaml_file_and_errors(tmp_path):
 
 def test_config_is_frozen_and_flattens():
     cfg = load_config("local")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.spark.master = "x"  # type: ignore[misc]
     flat = flatten(cfg)
     assert flat["spark.master"] == cfg.spark.master

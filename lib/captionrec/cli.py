@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -78,7 +78,7 @@ class SparkProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="captionrec-progress", daemon=True)
 
-    def line(self, elapsed: float) -> Optional[str]:
+    def line(self, elapsed: float) -> str | None:
         parts = []
         for sid in self.tracker.getActiveStageIds():
             info = self.tracker.getStageInfo(sid)
@@ -164,7 +164,7 @@ def print_summary(summary: dict[str, Any], as_json: bool = False, file: Any = No
 CONFIG_DIR = "configs"  # under report.out_dir: one effective config per invocation
 
 
-def save_config(cfg: Config, command: str, text: str) -> Optional[Path]:
+def save_config(cfg: Config, command: str, text: str) -> Path | None:
     """The effective config (YAML `text`) as `<report.out_dir>/configs/<command>-<UTC time>.yaml`, a new file per
     invocation (never overwritten); None, with a warning, where the folder cannot be written."""
     folder = Path(cfg.report.out_dir) / CONFIG_DIR
@@ -221,7 +221,7 @@ def _done(code: int) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The console script and the Databricks wheel entry point: returns 0, or raises SystemExit (see the module
     docstring for the codes)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -281,7 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def stage_main(stage: str, argv: Optional[Sequence[str]] = None) -> int:
+def stage_main(stage: str, argv: Sequence[str] | None = None) -> int:
     """Entry for jobs/<stage>.py: `python jobs/ingest.py [options] [key=value ...]`. Returns 0 or raises
     SystemExit like `main` (so `sys.exit(stage_main(...))` exits with the stage's code under spark-submit)."""
     return main([stage, *(sys.argv[1:] if argv is None else argv)])
