@@ -194,8 +194,8 @@ def test_a_stage_writes_its_config_to_a_file_and_prints_the_summary_not_the_conf
 
 
 def test_the_config_is_logged_to_the_runs_a_summary_names(tmp_path):
-    """A stage whose summary names MLflow runs (train: run_id; experiment, report: the grid's parent_run_id) gets
-    the effective config as artifact config/<stage>.yaml of each, in a real sqlite-backed store."""
+    """A stage that logs to an MLflow run (train: run_id; experiment, report: the grid's parent_run_id) gets the
+    effective config as artifact config/<stage>.yaml of that run, in a real sqlite-backed store."""
     from mlflow.tracking import MlflowClient
 
     from captionrec import cli
@@ -209,6 +209,7 @@ def test_the_config_is_logged_to_the_runs_a_summary_names(tmp_path):
     assert cli.log_config_to_runs(cfg, "train", {"run_id": run}, text) == [run]
     assert cli.log_config_to_runs(cfg, "report", {"parent_run_id": parent, "run_id": None}, text) == [parent]
     assert cli.log_config_to_runs(cfg, "ingest", {"items_upserted": 3}, text) == []
+    assert cli.log_config_to_runs(cfg, "recommend", {"run_id": run}, text) == []  # the served model's run
     for run_id, stage in ((run, "train"), (parent, "report")):
         local = client.download_artifacts(run_id, f"config/{stage}.yaml", str(tmp_path / run_id))
         assert Path(local).read_text() == text

@@ -9,8 +9,8 @@ Stages: ingest, caption, embed, train, experiment (the grid of train runs), repo
 section may drop the prefix (`captionrec train model=sasrec features=title`). Each stage ends with a
 one-screen summary (`--json`: the summary as JSON instead); long Spark steps print a progress line.
 The effective config is not printed before a run: it is written to `<report.out_dir>/configs/<command>-<UTC
-time>.yaml` and logged as artifact `config/<stage>.yaml` of the MLflow run(s) a stage's summary names, and one
-log line says where (`--show-config` prints it on screen as well).
+time>.yaml` and logged as artifact `config/<stage>.yaml` of the MLflow run a stage logs to (train's run; the grid's
+parent run for experiment and report), and one log line says where (`--show-config` prints it on screen as well).
 
 Exit status: 0 when every stage succeeded; 2 for a config or usage error; 3 when a stage ran to the end but
 its outcome fails the job (`captionrec.pipeline.StageFailed`, e.g. more failed experiment children than
@@ -162,6 +162,7 @@ def print_summary(summary: dict[str, Any], as_json: bool = False, file: Any = No
 
 
 CONFIG_DIR = "configs"  # under report.out_dir: one effective config per invocation
+RUN_OF_STAGE = {"train": "run_id", "experiment": "parent_run_id", "report": "parent_run_id"}  # summary keys
 
 
 def save_config(cfg: Config, command: str, text: str) -> Path | None:
@@ -185,10 +186,12 @@ def save_config(cfg: Config, command: str, text: str) -> Path | None:
 
 
 def log_config_to_runs(cfg: Config, stage: str, summary: dict[str, Any], text: str) -> list[str]:
-    """The effective config as artifact `config/<stage>.yaml` of the MLflow runs the stage's summary names
-    (`run_id`: a train run; `parent_run_id`: the grid run of experiment / report). Returns those run ids; a
-    failure to log is a warning (the stage's own work is done)."""
-    run_ids = list(dict.fromkeys(r for r in (summary.get("run_id"), summary.get("parent_run_id")) if r))
+    """The effective config as artifact `config/<stage>.yaml` of the MLflow run the stage itself logged to, as its
+    summary names it (RUN_OF_STAGE: train's run, the grid's parent run for experiment and report; recommend's
+    `run_id` is the served model's run, not its own). Returns those run ids; a failure to log is a warning (the
+    stage's own work is done)."""
+    key = RUN_OF_STAGE.get(stage)
+    run_ids = [summary[key]] if key and summary.get(key) else []
     if not run_ids or not cfg.tracking.tracking_uri:
         return []
     try:
