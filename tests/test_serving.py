@@ -179,6 +179,8 @@ def logged(registry):
         exact_uri = log_recommender(model, item_ids, feature_set="id", model_name="sasrec", history_len=L)
         ann_uri = log_recommender(model, item_ids, feature_set="id", model_name="sasrec", history_len=L,
                                   index=hnsw, artifact_path="recommender_ann")
+        info = hnsw.log_artifact("ann_index")
+    assert info["kind"] == "hnsw" and info["n_items"] == len(item_ids)
     return {"exact": exact_uri, "ann": ann_uri, "run_id": run.info.run_id}
 
 
@@ -210,6 +212,10 @@ def test_pyfunc_round_trip_equals_the_models_own_ranking(registry, logged):
     local = mlflow.artifacts.download_artifacts(logged["ann"])  # the index travels inside the model
     id_map = json.loads(open(os.path.join(local, "artifacts", "index", "id_map.json")).read())
     assert id_map["kind"] == "hnsw" and id_map["item_ids"] == item_ids
+    run_files = {f.path for f in mlflow.artifacts.list_artifacts(run_id=logged["run_id"], artifact_path="ann_index")}
+    assert run_files == {"ann_index/index.faiss", "ann_index/id_map.json"}  # the index as a run artifact too
+    folder = mlflow.artifacts.download_artifacts(run_id=logged["run_id"], artifact_path="ann_index")
+    assert ItemIndex.load(folder).kind == "hnsw"
 
 
 def test_champion_moves_only_on_a_better_validation_metric(registry, logged):
