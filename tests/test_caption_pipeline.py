@@ -260,14 +260,14 @@ def test_model_failure_is_recorded_per_item(stage):
     """An item whose model call fails gets an error row; the batch's other items are captioned."""
     plan = plan_kind(stage["cfg"].caption, "video")
     models = load_models(plan)
-    real = models.vlm.caption
+    real = models.model.caption
 
     def flaky(clips, prompt, max_new_tokens=128, fps=None):
         if any(c.shape[1] > c.shape[2] for c in clips):  # portrait frames: this "model" fails
             raise RuntimeError("kernel failure on portrait input")
         return real(clips, prompt, max_new_tokens=max_new_tokens, fps=fps)
 
-    models.vlm.caption = flaky
+    models.model.caption = flaky
     suite = stage["suite"]
     rows = [{"item_id": k, "video_path": suite[k], "has_audio": None} for k in ("normal", "vertical", "fps60", "zero_byte")]
     out = {r["item_id"]: r for batch in caption_rows(rows, plan, models) for r in batch}
@@ -283,7 +283,7 @@ def test_model_failure_is_recorded_per_item(stage):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(clips, prompt, max_new_tokens=max_new_tokens, fps=fps)
 
-    models.vlm.caption = small_gpu
+    models.model.caption = small_gpu
     rows = [{"item_id": k, "video_path": suite[k], "has_audio": None} for k in ("normal", "fps60", "long", "vfr")]
     out = [r for batch in caption_rows(rows, plan, models, prefetch=False) for r in batch]
     assert [r["status"] for r in out] == ["ok"] * 4

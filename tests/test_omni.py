@@ -101,7 +101,7 @@ def test_one_pass_reads_frames_and_audio_together(av, clips):
     from captionrec.captioning.kinds.av import decode as decode_av
 
     plan, models = av
-    omni = models.omni
+    omni = models.model
     a, b = (decode_av(plan, {"item_id": k, "video_path": clips[k], "has_audio": True}).data
             for k in ("tone", "tone_long"))
     inputs = omni.inputs([a.frames.frames, b.frames.frames], [a.audio, None], plan.prompt)
@@ -150,7 +150,7 @@ def test_tiny_omni_has_the_real_checkpoints_layout_and_resolves_as_noise(tiny_di
     assert pre["image_processor_type"] == "Qwen2VLImageProcessor"
     assert pre["feature_extractor_type"] == "WhisperFeatureExtractor"  # both in one file, as the real checkpoint
     assert (folder / "spk_dict.pt").is_file()
-    omni = av[1].omni
+    omni = av[1].model
     assert type(omni.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration" and omni.synthetic
     assert not hasattr(omni.model, "talker") and omni.model.config.text_config.hidden_size == 64
 
@@ -179,14 +179,14 @@ def test_model_failure_is_one_items_error_row_and_oom_halves_the_batch(av, clips
     import torch
 
     plan, models = av
-    real = models.omni.caption
+    real = models.model.caption
 
     def flaky(frames, audios, prompt, max_new_tokens=128):
         if any(f.shape[1] > f.shape[2] for f in frames):  # portrait frames: this "model" fails
             raise RuntimeError("kernel failure on portrait input")
         return real(frames, audios, prompt, max_new_tokens=max_new_tokens)
 
-    models.omni.caption = flaky
+    models.model.caption = flaky
     try:
         names = ["tone", "tone_long", "silence", "no_audio"]
         out = {r["item_id"]: r for b in caption_rows(_rows(clips, names), plan, models) for r in b}
@@ -200,13 +200,13 @@ def test_model_failure_is_one_items_error_row_and_oom_halves_the_batch(av, clips
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
             return real(frames, audios, prompt, max_new_tokens=max_new_tokens)
 
-        models.omni.caption = small_gpu
+        models.model.caption = small_gpu
         names = ["tone", "tone_long", "silence", "tone"]
         out2 = [r for b in caption_rows(_rows(clips, names), plan, models, prefetch=False) for r in b]
         assert [r["status"] for r in out2] == ["ok"] * 4
         assert models.runner.batch_size == 1 and models.runner.oom_retries == 2  # 4 -> 2 -> 1
     finally:
-        models.omni.caption = real
+        models.model.caption = real
         models.runner.batch_size = plan.cfg.av.batch_size
 
 

@@ -227,6 +227,23 @@ def single_model_batch(
 # ------------------------------------------------------------------------------------------------- media
 
 
+def decode_frames(path: str, num_frames: int, window_s: float, max_pixels: Optional[int], fps: Optional[float] = None,
+                  max_frames: Optional[int] = None) -> Any:
+    """A media.FrameSample of the first `window_s`: `num_frames` evenly spaced (or `fps`), at most `max_frames`;
+    no frame decoded is a `decode_error`."""
+    from captionrec.media import MediaError, sample_frames
+
+    sample = sample_frames(path, num_frames=num_frames, window_s=window_s, fps=fps, max_pixels=max_pixels)
+    if sample.num_frames == 0:
+        raise MediaError(C.DECODE_ERROR, "no frame decoded", path)
+    return sample if max_frames is None else trim_frames(sample, max_frames)
+
+
+def frame_columns(sample: Any) -> dict[str, Any]:
+    """The frame columns of a caption row: how many frames the model saw and their times."""
+    return {"frames_used": int(sample.num_frames), "frame_times_s": [round(float(t), 4) for t in sample.times_s]}
+
+
 def trim_frames(sample: Any, max_frames: int) -> Any:
     """Keep at most `max_frames` evenly spaced frames of a FrameSample (fps sampling over a long window)."""
     if sample.num_frames > max_frames:

@@ -33,6 +33,7 @@ from captionrec.transforms.caption import (
     applicable_items,
     caption_items,
     drop_unchanged,
+    outcome_counts,
     pending_items,
     previous_rows,
 )
@@ -100,10 +101,10 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
         part = pending if len(chunk) == len(ids) else pending.where(F.col("item_id").isin(chunk))
         n_part = min(cfg.partitions, len(chunk)) if cfg.partitions > 0 else 0
         result = caption_items(part, plan, gpu, partitions=n_part).localCheckpoint(eager=True)  # models run here
-        for r in result.groupBy("status").count().collect():
-            info["statuses"][r["status"]] = info["statuses"].get(r["status"], 0) + int(r["count"])
-        for flag in plan.spec.counts:  # e.g. video_full's `truncated`: items whose windows stop before the end
-            info[flag] = info.get(flag, 0) + result.where(F.col(flag)).count()
+        counts = outcome_counts(result, plan.spec.counts)  # per status; a kind's flags (video_full: truncated)
+        for key, n in counts.items():
+            where = info if key in plan.spec.counts else info["statuses"]
+            where[key] = where.get(key, 0) + n
         to_write = drop_unchanged(result, previous)
         n_write = to_write.count() if previous is not None else len(chunk)
         info["unchanged_errors"] += len(chunk) - n_write

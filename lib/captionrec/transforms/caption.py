@@ -4,6 +4,7 @@
     pending = pending_items(items, captions, plan)   items lacking a done row for the plan's version and fingerprint
     rows = caption_items(pending, plan, gpu)     the one model-map (`spark.modelmap`) over `captioning.core`
     previous = previous_rows(captions, pending, plan); drop_unchanged(rows, previous)   no rewrite of a same failure
+    outcome_counts(rows, plan.spec.counts)       rows per status (+ the kind's flag columns) for the summary
 
 `caption_items` is the construct / transform pair: `captioning.core.load_models` builds the kind's models once
 per worker process and device, `captioning.core.caption_rows` streams the partition's items through them; each
@@ -117,3 +118,13 @@ def drop_unchanged(result: "DataFrame", previous: Optional["DataFrame"]) -> "Dat
     same = (F.col("status").eqNullSafe(F.col("_s")) & F.col("reason").eqNullSafe(F.col("_r"))
             & F.col("media_fingerprint").eqNullSafe(F.col("_f")) & (F.col("status") != C.OK))
     return result.join(F.broadcast(previous), "item_id", "left").where(~same).drop("_s", "_r", "_f")
+
+
+def outcome_counts(result: "DataFrame", flags: tuple[str, ...] = ()) -> dict[str, int]:
+    """Caption rows per status, and for each boolean column in `flags` the rows where it is true (a kind's
+    `counts`, e.g. video_full's `truncated`)."""
+    from pyspark.sql import functions as F
+
+    out = {r["status"]: int(r["count"]) for r in result.groupBy("status").count().collect()}
+    out.update({flag: result.where(F.col(flag)).count() for flag in flags})
+    return out

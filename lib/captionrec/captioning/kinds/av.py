@@ -24,7 +24,9 @@ from captionrec.captioning.common import (
     Decoded,
     Models,
     Setup,
+    decode_frames,
     decode_item,
+    frame_columns,
     load_prompt,
     single_model_batch,
     soundtrack,
@@ -71,14 +73,12 @@ class AvClip:
 
 def decode(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:
     """Frames and soundtrack of the first `window_s`; no sound is the item's reason unless frames suffice."""
-    from captionrec.media import MediaError, sample_frames
+    from captionrec.media import MediaError
 
     v = plan.cfg.av
 
     def read(path: str) -> tuple[AvClip, int]:
-        frames = sample_frames(path, num_frames=v.num_frames, window_s=v.window_s, max_pixels=v.max_pixels)
-        if frames.num_frames == 0:
-            raise MediaError(C.DECODE_ERROR, "no frame decoded", path)
+        frames = decode_frames(path, v.num_frames, v.window_s, v.max_pixels)
         audio, errors = None, frames.decode_errors
         try:
             sound = soundtrack(item, path, v.window_s)
@@ -99,11 +99,7 @@ def caption(plan: CaptionPlan, models: Models, decoded: list[Decoded]) -> list[d
         return models.model.caption([d.data.frames.frames for d in batch], [d.data.audio for d in batch],
                                     plan.prompt, max_new_tokens=v.max_new_tokens)
 
-    def media(d: Decoded) -> dict[str, Any]:
-        return {"frames_used": int(d.data.frames.num_frames),
-                "frame_times_s": [round(float(t), 4) for t in d.data.frames.times_s]}
-
-    return single_model_batch(plan, models, decoded, call, media)
+    return single_model_batch(plan, models, decoded, call, lambda d: frame_columns(d.data.frames))
 
 
 def batch_size(cfg: CaptionConfig) -> int:

@@ -13,17 +13,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from captionrec import contracts as C
 from captionrec.captioning.common import (
     CaptionKind,
     CaptionPlan,
     Decoded,
     Models,
     Setup,
+    decode_frames,
     decode_item,
+    frame_columns,
     load_prompt,
     single_model_batch,
-    trim_frames,
 )
 from captionrec.config.caption import CaptionConfig
 from captionrec.inference.batching import BatchRunner
@@ -61,15 +61,11 @@ def load(plan: CaptionPlan, device: str = "cpu") -> Models:
 
 def decode(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:
     """The kind's frames: `num_frames` (or `fps`) over the first `window_s`, at most `max_frames`."""
-    from captionrec.media import MediaError, sample_frames
-
     v = plan.cfg.video
 
     def read(path: str) -> tuple[Any, int]:
-        sample = sample_frames(path, num_frames=v.num_frames, window_s=v.window_s, fps=v.fps, max_pixels=v.max_pixels)
-        if sample.num_frames == 0:
-            raise MediaError(C.DECODE_ERROR, "no frame decoded", path)
-        return trim_frames(sample, v.max_frames), sample.decode_errors
+        sample = decode_frames(path, v.num_frames, v.window_s, v.max_pixels, fps=v.fps, max_frames=v.max_frames)
+        return sample, sample.decode_errors
 
     return decode_item(item, read)
 
@@ -86,10 +82,7 @@ def caption(plan: CaptionPlan, models: Models, decoded: list[Decoded]) -> list[d
         return models.model.caption([d.data.frames for d in batch], plan.prompt, max_new_tokens=v.max_new_tokens,
                                     fps=[fps_of(d.data) for d in batch])
 
-    def media(d: Decoded) -> dict[str, Any]:
-        return {"frames_used": int(d.data.num_frames), "frame_times_s": [round(float(t), 4) for t in d.data.times_s]}
-
-    return single_model_batch(plan, models, decoded, call, media)
+    return single_model_batch(plan, models, decoded, call, lambda d: frame_columns(d.data))
 
 
 def batch_size(cfg: CaptionConfig) -> int:
