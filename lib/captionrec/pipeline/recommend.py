@@ -144,7 +144,8 @@ def _refit_config(cfg: "Config", choice: dict[str, Any], newest_ms: int) -> "Con
     return dataclasses.replace(cfg, train=from_dict(TrainConfig, tree, prefix="train"))
 
 
-def refit_from_grid(cfg: "Config", spark: "SparkSession", store: "TableStore", client) -> tuple[str, dict]:
+def refit_from_grid(cfg: "Config", spark: "SparkSession", store: "TableStore", client,
+                    uri: str) -> tuple[str, dict]:
     """The refit run of the grid's chosen configuration: reused when one with the same key finished, else trained
     (the train stage), logged as a pyfunc and registered. Returns (run id, choice)."""
     from pyspark.sql import functions as F
@@ -169,11 +170,11 @@ def refit_from_grid(cfg: "Config", spark: "SparkSession", store: "TableStore", c
     out = train_stage.run(rcfg, spark, store, tags={C.TAG_KIND: REFIT_RUN, TAG_REFIT_KEY: key,
                                                     "captionrec.choice": choice["reason"][:4000],
                                                     "captionrec.grid_run_id": grid.info.run_id})
-    choice.update(refit="trained", promotion=register(cfg, client, out["run_id"], rcfg))
+    choice.update(refit="trained", promotion=register(cfg, client, uri, out["run_id"], rcfg))
     return out["run_id"], choice
 
 
-def register(cfg: "Config", client, run_id: str, rcfg: "Config") -> dict[str, Any]:
+def register(cfg: "Config", client, uri_tracking: str, run_id: str, rcfg: "Config") -> dict[str, Any]:
     """Log the refit model as a pyfunc, register it and move the alias only on a better validation metric."""
     import mlflow
 
@@ -181,7 +182,6 @@ def register(cfg: "Config", client, run_id: str, rcfg: "Config") -> dict[str, An
     from captionrec.transforms.recommend import item_index_ids, load_recommender
 
     rc = cfg.recommend
-    uri_tracking = client._tracking_client.tracking_uri
     model = load_recommender(f"runs:/{run_id}/model", uri_tracking)
     ids = item_index_ids(json.dumps(mlflow.artifacts.load_dict(f"runs:/{run_id}/{C.ITEM_INDEX_ARTIFACT}")))
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
@@ -300,7 +300,7 @@ def resolve(cfg: "Config", spark: "SparkSession", store: "TableStore") -> tuple[
     if rc.run_id:
         run_id, choice = rc.run_id, {"reason": f"recommend.run_id={rc.run_id}"}
     else:
-        run_id, choice = refit_from_grid(cfg, spark, store, client)
+        run_id, choice = refit_from_grid(cfg, spark, store, client, uri)
     served = served_model(client, run_id, choice)
     if served.model_version is None:  # a registered version of this run, if any
         try:
@@ -441,7 +441,8 @@ def _similar_state(store: "TableStore", prev: Optional["DataFrame"], fs: str, mo
 
 def format_summary(s: dict[str, Any]) -> str:
     m, c = s["model"], s["choice"]
-    lines = [f"recommend: run {s['run_id']} ({m['features']}; registered {m['name']} v{m['version']}) "
+    registered = f"registered {m['name']} v{m['version']}" if m["version"] else "not registered"
+    lines = [f"recommend: run {s['run_id']} ({m['features']}; {registered}) "
              f"in {s.get('seconds', 0):.0f} s",
              f"  choice: {c.get('reason')}" + (f" [refit {c['refit']}]" if c.get("refit") else "")]
     if c.get("promotion"):

@@ -10,10 +10,10 @@ users becomes user states (one forward pass), scores over the catalogue (exact) 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -150,28 +150,31 @@ def construct_scorer(spec: ScorerSpec, device: str) -> dict[str, Any]:
     return out
 
 
-def top_k(scores: np.ndarray, seen: list[list[int]], k: int,
+def top_k(scores: Any, seen: list[list[int]], k: int,
           candidates: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the k best positions (-1 padded) and scores, seen positions excluded. `candidates` (B, C): the
-    positions `scores` (B, C) belong to (ANN), else scores are over every position (B, M)."""
+    """Per row: the k best positions (-1 padded) and scores, seen positions excluded. `scores`: (B, M) over every
+    catalogue position (numpy, or a torch tensor on any device: the top k is taken there), or with `candidates`
+    (B, C) the positions (ANN, -1 padded) the (B, C) scores belong to."""
     import torch
 
-    s = torch.from_numpy(np.array(scores, dtype=np.float32, copy=True))
-    cand = None if candidates is None else torch.from_numpy(candidates)
-    for r, items in enumerate(seen):
-        if not items:
-            continue
-        if cand is None:
-            s[r, torch.as_tensor(items, dtype=torch.long)] = float("-inf")
-        else:
-            s[r, torch.isin(cand[r], torch.as_tensor(items, dtype=cand.dtype))] = float("-inf")
-    if cand is not None:
+    s = scores.clone() if isinstance(scores, torch.Tensor) else torch.from_numpy(np.array(scores, dtype=np.float32))
+    lengths = torch.as_tensor([len(x) for x in seen], dtype=torch.long)
+    flat = torch.as_tensor([p for x in seen for p in x], dtype=torch.long)
+    if candidates is None:
+        if len(flat):
+            rows = torch.repeat_interleave(torch.arange(len(seen)), lengths)
+            s[rows.to(s.device), flat.to(s.device)] = float("-inf")
+    else:
+        cand = torch.from_numpy(candidates).to(s.device)
+        for r, items in enumerate(seen):
+            if items:
+                s[r, torch.isin(cand[r], torch.as_tensor(items, dtype=cand.dtype, device=s.device))] = float("-inf")
         s[cand < 0] = float("-inf")
     val, pos = torch.topk(s, min(k, s.shape[1]), dim=1)
-    if cand is not None:
+    if candidates is not None:
         pos = torch.gather(cand, 1, pos)
     pos[torch.isinf(val)] = -1
-    return pos.numpy(), val.numpy()
+    return pos.cpu().numpy(), val.float().cpu().numpy()
 
 
 def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,12 +190,12 @@ def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, 
     with torch.no_grad():
         users = model.user_states(hist.to(device))
         if state["index"] is None:
-            pos, val = top_k((users @ state["vectors"].T).float().cpu().numpy(), seen, spec.k)
+            pos, val = top_k((users @ state["vectors"].T).float(), seen, spec.k)
         else:
             extra = max((len(s) for s in seen), default=0)
             cand, _ = state["index"].search_positions(users.float().cpu().numpy(), spec.k + extra)
             sub = torch.gather(users @ state["vectors"].T, 1, torch.from_numpy(np.maximum(cand, 0)).to(device))
-            pos, val = top_k(sub.float().cpu().numpy(), seen, spec.k, candidates=cand)
+            pos, val = top_k(sub.float(), seen, spec.k, candidates=cand)
     ids = spec.item_ids
     return [{"user_id": r["user_id"], "item_ids": [ids[p] for p in pos[i] if p >= 0],
              "scores": [float(v) for p, v in zip(pos[i], val[i]) if p >= 0]} for i, r in enumerate(batch)]
