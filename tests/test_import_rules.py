@@ -70,6 +70,15 @@ def test_stages_load_without_test_helpers():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []  # no helper, and no SparkSession at import time
 
 
+def test_report_and_analysis_use_evaluation_without_torch():
+    """evaluation's numpy half (metrics, bootstrap) loads without its torch half (ranking): the report stage never
+    imports torch."""
+    code = ("import sys, captionrec.report.build, captionrec.analysis.core, captionrec.evaluation as e; "
+            "e.paired_bootstrap, e.summarize_ranks, e.mean_std; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_files_and_functions_stay_readable():
     """No file under lib/ over 500 lines (the sample generator excepted), no function over 80 lines."""
     long_files, long_functions = [], []
