@@ -184,7 +184,7 @@ def run_spark(items: list[dict], kinds: tuple[str, ...], partitions: int, workdi
     from captionrec.tables import open_store
 
     spark = get_spark(SparkConfig(master=master, shuffle_partitions=partitions, driver_memory="2g"))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = [dict(i, title=i["item_id"], duration_s=None, width=None, height=None, fps=None, video_codec=None,
                  audio_codec=None, size_bytes=None, probe_status="ok", ingested_at=now) for i in items]
     schema = ("item_id string, video_path string, has_audio boolean, title string, duration_s double, width int, "

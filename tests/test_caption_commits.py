@@ -50,7 +50,7 @@ def stage_config(lake: str, tiny_dir: str) -> Config:
 
 
 def _items(spark, clips: dict[str, Path]):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = [dict(item_id=k, title=k, video_path=str(p), has_audio=True, size_bytes=p.stat().st_size,
                  probe_status="ok", ingested_at=now) for k, p in clips.items()]
     return spark.createDataFrame(pd.DataFrame(rows), "item_id string, title string, video_path string, "

@@ -181,7 +181,7 @@ def test_a_registered_kind_runs_through_the_caption_stage_into_the_captions_tabl
     from captionrec.tables import open_store
 
     paths = {"tone": clips["tone"], "no_track": clips["no_track"], "gone": str(tmp_path / "gone.mp4")}
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     items = pd.DataFrame([dict(item_id=k, title=k, video_path=p, duration_s=None, width=None, height=None, fps=None,
                                has_audio=None, video_codec=None, audio_codec=None, size_bytes=None, probe_status="ok",
                                ingested_at=now) for k, p in paths.items()])

@@ -70,7 +70,7 @@ def _caption_cfg(**kw) -> CaptionConfig:
 
 
 def _items_df(spark, paths: dict[str, str | None]):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows = [
         dict(item_id=k, title=k, video_path=v, duration_s=None, width=None, height=None, fps=None, has_audio=None,
              video_codec=None, audio_codec=None, size_bytes=None, probe_status="ok", ingested_at=now)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from captionrec.config.caption import CaptionConfig
 from captionrec.inference.batching import BatchRunner, error_reason, is_oom, prefetch_batches
 from captionrec.inference.refs import is_synthetic, resolve_model
-from captionrec.config.caption import CaptionConfig
 from captionrec.testing import tiny_captioning as tiny
 
 REPO = Path(__file__).resolve().parents[1]

@@ -227,7 +227,7 @@ def stage(spark, tmp_path_factory, tiny_dir, clips):
     for k, p in paths.items():
         st = Path(p).stat() if Path(p).exists() else None
         rows.append((k, f"title {k}", p, False, st.st_size if st else None,
-                     dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc) if st else None, "ok", None))
+                     dt.datetime.fromtimestamp(st.st_mtime, dt.UTC) if st else None, "ok", None))
     cfg = Config(storage=StorageConfig(backend="delta-rs", root=str(root)), caption=_cfg(tiny_dir, max_windows=4))
     store = open_store(spark, cfg.storage)
     store.upsert(C.ITEMS, spark.createDataFrame(rows, ITEMS_SCHEMA), keys=["item_id"])

@@ -254,7 +254,7 @@ def _items(spark, clips: dict[str, str], names):
         p = Path(clips[k])
         st = p.stat() if p.exists() else None
         rows.append((k, k, str(p), None, st.st_size if st else None,
-                     dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc) if st else None,
+                     dt.datetime.fromtimestamp(st.st_mtime, dt.UTC) if st else None,
                      "ok" if st else "missing_file"))
     return spark.createDataFrame(rows, ITEMS_SCHEMA)
 

@@ -14,12 +14,11 @@ Inputs are 16 kHz mono float32 arrays. No Spark, no tables.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -39,10 +38,10 @@ class SoundTag:
 @dataclass(frozen=True)
 class Transcript:
     text: str
-    language: Optional[str]  # detected (language "auto", multilingual model) or stated; None: unknown
-    language_probability: Optional[float]
+    language: str | None  # detected (language "auto", multilingual model) or stated; None: unknown
+    language_probability: float | None
     speech_s: float  # seconds of audio left after VAD (the whole clip without VAD)
-    confidence: Optional[float] = None  # see `transcript_confidence`; None when nothing was transcribed
+    confidence: float | None = None  # see `transcript_confidence`; None when nothing was transcribed
     language_known: bool = True  # False: an English-only model under "auto" (it cannot tell the language)
 
 
@@ -52,7 +51,7 @@ COMPRESSION_RATIO_LIMIT = 2.4
 LOG_PROB_LIMIT = -1.0
 
 
-def transcript_confidence(segments: Sequence[Any]) -> Optional[float]:
+def transcript_confidence(segments: Sequence[Any]) -> float | None:
     """The mean probability of the transcript's words (faster-whisper `word_timestamps`), in [0, 1]; the words of
     a segment that failed Whisper's own checks (compression ratio over 2.4, mean log-probability under -1, or
     decoded by temperature fallback) or that it judges not to be speech (no_speech_prob > 0.6) count 0. None when
@@ -98,11 +97,11 @@ class Transcriber:
         device: str = "cpu",
         compute_type: str = "auto",
         vad: bool = True,
-        language: Optional[str] = "auto",
+        language: str | None = "auto",
         beam_size: int = 1,
         cpu_threads: int = 0,
         local_files_only: bool = False,
-        model_id: Optional[str] = None,
+        model_id: str | None = None,
     ):
         from faster_whisper import WhisperModel
 
@@ -158,7 +157,7 @@ class SoundTagger:
         device: str = "cpu",
         top_k: int = 5,
         local_files_only: bool = False,
-        model_id: Optional[str] = None,
+        model_id: str | None = None,
     ):
         from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
@@ -241,7 +240,7 @@ class AudioCaptioner:
         dtype: str = "auto",
         attn: str = "auto",
         local_files_only: bool = False,
-        model_id: Optional[str] = None,
+        model_id: str | None = None,
     ):
         from transformers import AutoConfig, AutoProcessor
 

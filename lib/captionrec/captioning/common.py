@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class CaptionPlan:
     tiny_dir: str  # absolute: workers may run in another working directory
     synthetic_roles: tuple[str, ...] = ()  # roles whose model has random weights (a tiny model): noise
     summary_prompt: str = ""  # video_full with combine=summary: the prompt over the window captions
-    spec: Optional[CaptionKind] = None  # the kind's functions (captioning.kinds), set by plan_kind
+    spec: CaptionKind | None = None  # the kind's functions (captioning.kinds), set by plan_kind
 
     @property
     def synthetic(self) -> bool:
@@ -156,7 +157,7 @@ def caption_row(plan: CaptionPlan, item: dict[str, Any], models: Models, **value
         item_id=item["item_id"], kind=plan.kind, captioner_version=plan.version,
         status=C.status_of(values.get("reason")), model_ids=dict(plan.model_ids), prompt_version=plan.prompt_version,
         synthetic=models.synthetic, device=models.device, settings=plan.settings_json,
-        created_at=dt.datetime.now(dt.timezone.utc), media_fingerprint=item.get("media_fingerprint"),
+        created_at=dt.datetime.now(dt.UTC), media_fingerprint=item.get("media_fingerprint"),
     )
     row.update(values)
     return row
@@ -167,7 +168,7 @@ def failure(exc: BaseException) -> dict[str, Any]:
     return {"reason": error_reason(exc), "error": error_text(exc)}
 
 
-def text_or_empty(text: Optional[str], error: str = NO_TEXT) -> dict[str, Any]:
+def text_or_empty(text: str | None, error: str = NO_TEXT) -> dict[str, Any]:
     """The one empty-text rule: a caption, or reason `empty_output` when the model generated nothing."""
     return {"text": text} if text else {"reason": C.EMPTY_OUTPUT, "error": error}
 
@@ -176,9 +177,9 @@ def text_or_empty(text: Optional[str], error: str = NO_TEXT) -> dict[str, Any]:
 class Decoded:
     item: dict[str, Any]
     data: Any = None  # the kind's decoded media (FrameSample, float32 audio, AvClip, ...)
-    failure: Optional[dict[str, Any]] = None
+    failure: dict[str, Any] | None = None
     decode_s: float = 0.0
-    decode_errors: Optional[int] = None
+    decode_errors: int | None = None
 
     def base(self, model_s: float = 0.0) -> dict[str, Any]:
         """The decode and timing columns of this item's row."""
@@ -227,8 +228,8 @@ def single_model_batch(
 # ------------------------------------------------------------------------------------------------- media
 
 
-def decode_frames(path: str, num_frames: int, window_s: float, max_pixels: Optional[int], fps: Optional[float] = None,
-                  max_frames: Optional[int] = None) -> Any:
+def decode_frames(path: str, num_frames: int, window_s: float, max_pixels: int | None, fps: float | None = None,
+                  max_frames: int | None = None) -> Any:
     """A media.FrameSample of the first `window_s`: `num_frames` evenly spaced (or `fps`), at most `max_frames`;
     no frame decoded is a `decode_error`."""
     from captionrec.media import MediaError, sample_frames
@@ -252,7 +253,7 @@ def trim_frames(sample: Any, max_frames: int) -> Any:
     return sample
 
 
-def soundtrack(item: dict[str, Any], path: str, window_s: float, silence_dbfs: Optional[float] = None) -> Any:
+def soundtrack(item: dict[str, Any], path: str, window_s: float, silence_dbfs: float | None = None) -> Any:
     """The one rule for a clip's soundtrack (every kind that hears audio): the first `window_s` at `SAMPLE_RATE`
     (a media.AudioSample), or a MediaError with the reason:
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, Optional
+from typing import Any
 
 from captionrec.captioning.common import NOISE_NOTE, CaptionPlan, Models
 from captionrec.captioning.kinds import get_kind
@@ -40,7 +40,7 @@ def load_models(plan: CaptionPlan, device: str = "cpu") -> Models:
 
 
 def caption_rows(
-    rows: Iterable[dict[str, Any]], plan: CaptionPlan, models: Models, prefetch: Optional[bool] = None,
+    rows: Iterable[dict[str, Any]], plan: CaptionPlan, models: Models, prefetch: bool | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Caption item rows (dicts with item_id, video_path, has_audio, media_fingerprint); yields the output rows of
     each model batch (contracts.CAPTIONS columns; `task_gpus` is left to the caller). Decoding of batch i+1 runs

@@ -19,13 +19,13 @@ No fallback picks a different model: a class is taken only from an Auto mapping 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional
+from typing import Any
 
 # Tried in order; the first one whose mapping holds the checkpoint's model_type gives its class.
 AUDIO_LM_AUTO_CLASSES = ("AutoModelForMultimodalLM", "AutoModelForSeq2SeqLM")
 
 
-def transformers_version(version: Optional[str] = None) -> tuple[int, int]:
+def transformers_version(version: str | None = None) -> tuple[int, int]:
     """(major, minor) of `version` (default: the installed transformers)."""
     if version is None:
         import transformers
@@ -37,11 +37,11 @@ def transformers_version(version: Optional[str] = None) -> tuple[int, int]:
     return release[0], release[1] if len(release) > 1 else 0
 
 
-def is_v5(version: Optional[str] = None) -> bool:
+def is_v5(version: str | None = None) -> bool:
     return transformers_version(version) >= (5, 0)
 
 
-def dtype_kwargs(dtype: Any, version: Optional[str] = None) -> dict[str, Any]:
+def dtype_kwargs(dtype: Any, version: str | None = None) -> dict[str, Any]:
     """`from_pretrained`'s dtype keyword for the installed transformers: {"dtype": d} (>= 4.56) or
     {"torch_dtype": d} (older: there `dtype` is no loading argument and the weights would stay float32)."""
     return {("dtype" if transformers_version(version) >= (4, 56) else "torch_dtype"): dtype}

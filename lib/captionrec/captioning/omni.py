@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def _processor_class():
     return ImagesAudioOmniProcessor
 
 
-def _processor_chat_template(model: str, local_files_only: bool) -> Optional[str]:
+def _processor_chat_template(model: str, local_files_only: bool) -> str | None:
     """The processor-level chat template (chat_template.jinja / chat_template.json) when the tokenizer has none."""
     import json
     from pathlib import Path
@@ -100,7 +100,7 @@ class OmniCaptioner:
         max_pixels: int = 64 * 28 * 28,
         min_pixels: int = 56 * 56,
         local_files_only: bool = False,
-        model_id: Optional[str] = None,
+        model_id: str | None = None,
     ):
         require_omni()
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
@@ -131,7 +131,7 @@ class OmniCaptioner:
         content.append({"type": "text", "text": prompt})
         return [{"role": "user", "content": content}]
 
-    def inputs(self, clips: Sequence[np.ndarray], audios: Sequence[Optional[np.ndarray]], prompt: str):
+    def inputs(self, clips: Sequence[np.ndarray], audios: Sequence[np.ndarray | None], prompt: str):
         """The processor's tensors for a batch (frames as images, then the audio clip, then the prompt)."""
         if len(clips) != len(audios):
             raise ValueError(f"{len(clips)} clips but {len(audios)} audio clips")
@@ -156,7 +156,7 @@ class OmniCaptioner:
     def caption(
         self,
         clips: Sequence[np.ndarray],
-        audios: Sequence[Optional[np.ndarray]],
+        audios: Sequence[np.ndarray | None],
         prompt: str,
         max_new_tokens: int = 128,
         **generate_kwargs: Any,

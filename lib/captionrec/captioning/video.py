@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class VideoCaptioner:
         max_pixels: int = 360 * 420,
         min_pixels: int = 56 * 56,
         local_files_only: bool = False,
-        model_id: Optional[str] = None,
+        model_id: str | None = None,
     ):
         from transformers import AutoModelForImageTextToText
 
@@ -106,7 +106,7 @@ class VideoCaptioner:
         clips: Sequence[np.ndarray],
         prompt: str,
         max_new_tokens: int = 128,
-        fps: Optional[Sequence[float]] = None,
+        fps: Sequence[float] | None = None,
         **generate_kwargs: Any,
     ) -> list[VideoCaptionResult]:
         """Greedy captions for a batch of clips; `fps`: each clip's sampling rate (frames per second of video).
@@ -138,7 +138,7 @@ class VideoCaptioner:
         visual = [{"type": "video"}] if as_video else [{"type": "image"} for _ in range(n_frames)]
         return [{"role": "user", "content": [*visual, {"type": "text", "text": prompt}]}]
 
-    def _video_inputs(self, clips: Sequence[np.ndarray], prompt: str, fps: Optional[Sequence[float]]):
+    def _video_inputs(self, clips: Sequence[np.ndarray], prompt: str, fps: Sequence[float] | None):
         from transformers.video_utils import VideoMetadata
 
         texts = [

@@ -9,7 +9,7 @@ See `captionrec.inference.refs.resolve_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from captionrec.config.common import GpuConfig
 from captionrec.contracts import CAPTION_KINDS, VIDEO_FULL
@@ -53,7 +53,7 @@ class VideoCaptionConfig:
     # Frames: `num_frames` evenly spaced over the first `window_s` seconds, or `fps` frames per second when set
     # (capped at `max_frames`). Short clips use what they have.
     num_frames: int = 8
-    fps: Optional[float] = None
+    fps: float | None = None
     max_frames: int = 64
     window_s: float = 30.0
     # Pixel budget per frame (decode-side resize and the processor's max_pixels); Qwen suggests 360*420 for video.

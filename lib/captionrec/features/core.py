@@ -14,17 +14,17 @@ previous batch is on the encoder (`batching.prefetch_batches`); every encoder ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
 from captionrec import contracts as C
 from captionrec.captioning.common import Models  # the one loaded-models shape (model: the encoder)
+from captionrec.config.embed import EmbedConfig
 from captionrec.inference.batching import BatchRunner, error_reason, error_text, prefetch_batches
 from captionrec.inference.refs import ResolvedModel
-from captionrec.config.embed import EmbedConfig
 
 DETAIL_MAX = 500
 FAMILIES = ("text", "videomae", "audio_raw")
@@ -120,7 +120,7 @@ def payload_loader(spec: EncoderSpec, models: Models) -> Callable[[Any], Any]:
     return lambda path: load_waveform(path, models.model.sample_rate, spec.cfg.audio_raw.window_s)
 
 
-def result(row: dict[str, Any], vec: Optional[np.ndarray] = None, reason: Optional[str] = None,
+def result(row: dict[str, Any], vec: np.ndarray | None = None, reason: str | None = None,
            detail: Any = None) -> dict[str, Any]:
     """One EMBED_ROWS row: the vector, or the reason there is none (a zero / non-finite vector is a reason)."""
     if vec is not None:
@@ -145,7 +145,7 @@ def failed(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:
 
 
 def encode_batch(
-    batch: list[tuple[dict[str, Any], Any, Optional[dict[str, Any]]]], encode: Callable[[list], np.ndarray],
+    batch: list[tuple[dict[str, Any], Any, dict[str, Any] | None]], encode: Callable[[list], np.ndarray],
     runner: BatchRunner,
 ) -> list[dict[str, Any]]:
     """(row, input, failure row) triples -> output rows in order; inputs go through `runner` (OOM halving)."""
@@ -160,7 +160,7 @@ def encode_batch(
 
 
 def embed_rows(
-    rows: Iterable[dict[str, Any]], spec: EncoderSpec, models: Models, threads: Optional[int] = None,
+    rows: Iterable[dict[str, Any]], spec: EncoderSpec, models: Models, threads: int | None = None,
     ahead: bool = True,
 ) -> Iterator[list[dict[str, Any]]]:
     """Embed rows (item_id, feature_set, model_id, source_version, payload); yields EMBED_ROWS per batch.
@@ -171,7 +171,7 @@ def embed_rows(
     load = payload_loader(spec, models)
     threads = spec.cfg.decode_threads if threads is None else threads
 
-    def decode(row: dict[str, Any]) -> tuple[dict[str, Any], Any, Optional[dict[str, Any]]]:
+    def decode(row: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
         try:
             return row, load(row["payload"]), None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded reason

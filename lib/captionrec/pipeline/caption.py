@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
 from captionrec.captioning.common import NOISE_NOTE, CaptionPlan
@@ -118,7 +118,7 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
 
 
 def run(cfg: "Config", spark: "SparkSession", store: "TableStore",
-        kinds: Optional[Sequence[str]] = None) -> dict[str, Any]:
+        kinds: Sequence[str] | None = None) -> dict[str, Any]:
     """Caption every pending item of every configured kind (`kinds`, default `caption.run_kinds`: any kind
     registered in `captioning.kinds.KINDS` may be named); MERGE into `captions`; return a summary."""
     from captionrec.spark.modelmap import release_models, stage_gpu

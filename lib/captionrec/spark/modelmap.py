@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec.spark.udf import (
     DeviceRule,
@@ -92,7 +92,7 @@ def stage_gpu(spark: "SparkSession", gpu: "GpuConfig", stage: str) -> StageGpu:
     return StageGpu(profile, DeviceRule(stage, gpu.enabled, scheduled, gpu.on_missing_cuda))
 
 
-def _torch_threads(n: Optional[int]) -> int:
+def _torch_threads(n: int | None) -> int:
     """n > 0: n; 0: leave torch's default; None: the task's CPU count (spark.task.cpus)."""
     if n is not None:
         return n
@@ -119,9 +119,9 @@ def model_map(
     *,
     key: str,
     gpu: StageGpu,
-    torch_threads: Optional[int] = None,
-    evict: Optional[str] = None,
-    stage: Optional[str] = None,
+    torch_threads: int | None = None,
+    evict: str | None = None,
+    stage: str | None = None,
 ) -> Callable[["DataFrame"], "DataFrame"]:
     """The DataFrame -> DataFrame transform that runs `apply(construct(device), rows)` in every partition.
 
@@ -150,7 +150,7 @@ def model_map(
     return transform
 
 
-def _release_rows(stage: Optional[str]) -> Callable[[Rows], Iterator[list[dict[str, Any]]]]:
+def _release_rows(stage: str | None) -> Callable[[Rows], Iterator[list[dict[str, Any]]]]:
     def partition(rows: Rows) -> Iterator[list[dict[str, Any]]]:
         for _ in rows:
             pass
@@ -160,8 +160,8 @@ def _release_rows(stage: Optional[str]) -> Callable[[Rows], Iterator[list[dict[s
     return partition
 
 
-def release_models(spark: "SparkSession", gpu: StageGpu, stage: Optional[str] = None,
-                   tasks: Optional[int] = None) -> dict[int, list[str]]:
+def release_models(spark: "SparkSession", gpu: StageGpu, stage: str | None = None,
+                   tasks: int | None = None) -> dict[int, list[str]]:
     """Driver side, after a stage's write: release `stage`'s models (default: the stage of `gpu.rule`) in the
     Python workers a small job reaches. The job runs under the stage's ResourceProfile (its tasks share the
     stage's Python worker pool) with `tasks` tasks (default: twice the default parallelism). Returns

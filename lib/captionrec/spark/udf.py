@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,8 +36,8 @@ T = TypeVar("T")
 class _Entry:
     model: Any
     device: str
-    group: Optional[str]
-    stage: Optional[str] = None
+    group: str | None
+    stage: str | None = None
 
 
 _MODELS: dict[str, _Entry] = {}
@@ -45,8 +45,8 @@ _LOCK = threading.RLock()
 _RELEASED: list[str] = []  # `<key>@<device>` of every model released in this process, in order (observability)
 
 
-def cached_model(key: str, factory: Callable[[], T], device: str = "cpu", evict: Optional[str] = None,
-                 stage: Optional[str] = None) -> T:
+def cached_model(key: str, factory: Callable[[], T], device: str = "cpu", evict: str | None = None,
+                 stage: str | None = None) -> T:
     """The worker-process singleton for (`key`, `device`), built with `factory` on first use.
 
     `evict`: a group name; before a new model of that group is loaded on a CUDA device, the group's other models
@@ -90,7 +90,7 @@ def release_other_stages(stage: str) -> list[str]:
     return _release(lambda e: e.stage is not None and e.stage != stage, f"of other stages than {stage}")
 
 
-def release_stage_models(stage: Optional[str] = None) -> list[str]:
+def release_stage_models(stage: str | None = None) -> list[str]:
     """Release the cached models of `stage` (None: every cached model); returns their `<key>@<device>`."""
     return _release(lambda e: stage is None or e.stage == stage, f"of stage {stage or 'any'}")
 
@@ -150,7 +150,7 @@ class DeviceRule:
 
 def choose_device(
     rule: DeviceRule, addresses: Sequence[str], cuda_available: bool, device_count: int,
-    visible_devices: Optional[str],
+    visible_devices: str | None,
 ) -> str:
     """The torch device of a task (pure: the caller passes what Spark, torch and the environment report).
 
@@ -203,7 +203,7 @@ def choose_device(
     return f"cuda:{index}"
 
 
-def task_device(rule: Optional[DeviceRule] = None) -> str:
+def task_device(rule: DeviceRule | None = None) -> str:
     """The torch device for the running task under `rule` (no rule: GPUs disabled, "cpu")."""
     rule = rule or DeviceRule(stage="task")
     if not rule.enabled:
@@ -232,9 +232,9 @@ def supports_stage_scheduling(spark) -> bool:
 def gpu_resource_profile(
     task_gpus: float,
     task_cpus: int = 1,
-    executor_gpus: Optional[int] = None,
-    executor_cores: Optional[int] = None,
-    executor_memory: Optional[str] = None,
+    executor_gpus: int | None = None,
+    executor_cores: int | None = None,
+    executor_memory: str | None = None,
 ):
     """A ResourceProfile asking `task_gpus` GPUs per task (fractions share a GPU).
 
@@ -260,7 +260,7 @@ def gpu_resource_profile(
     return builder.build
 
 
-def profile_for(spark, enabled: bool, task_gpus: float, task_cpus: int = 1, executor_gpus: Optional[int] = None):
+def profile_for(spark, enabled: bool, task_gpus: float, task_cpus: int = 1, executor_gpus: int | None = None):
     """The GPU profile when enabled and the master supports stage-level scheduling, else None (logged)."""
     if not enabled:
         return None

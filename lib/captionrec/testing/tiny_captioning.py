@@ -23,8 +23,8 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from captionrec.captioning.hf_compat import dtype_kwargs, is_v5
 from captionrec.inference.refs import TINY_MARKER, TINY_MODELS

@@ -13,8 +13,9 @@ yielded list of rows becomes one Arrow batch of `contracts.CAPTIONS` (mapInArrow
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
 from captionrec.captioning.common import CaptionPlan
@@ -44,7 +45,7 @@ def applicable_items(items: "DataFrame") -> tuple["DataFrame", int]:
     return with_fingerprint(items.where(~na)), items.where(na).count()
 
 
-def pending_items(items: "DataFrame", captions: Optional["DataFrame"], plan: CaptionPlan) -> "DataFrame":
+def pending_items(items: "DataFrame", captions: "DataFrame" | None, plan: CaptionPlan) -> "DataFrame":
     """Items (with `media_fingerprint`) lacking a done row for `plan.version`: done = ok or skipped (or any status
     when not retrying errors) for the item's current fingerprint (rows written before fingerprints were
     recorded have none and count as done)."""
@@ -72,7 +73,7 @@ def _apply(plan: CaptionPlan, models: Any, rows: Iterator[dict[str, Any]]) -> It
 
 
 def caption_items(
-    items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu", partitions: Optional[int] = None
+    items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu", partitions: int | None = None
 ) -> "DataFrame":
     """items (item_id, video_path, has_audio, media_fingerprint) -> captions rows for `plan` (lazy).
 
@@ -92,7 +93,7 @@ def caption_items(
     return transform(df)
 
 
-def previous_rows(captions: Optional["DataFrame"], pending: "DataFrame", plan: CaptionPlan) -> Optional["DataFrame"]:
+def previous_rows(captions: "DataFrame" | None, pending: "DataFrame", plan: CaptionPlan) -> "DataFrame" | None:
     """This version's existing rows of the pending items (errors being retried, stale rows): their
     (status, reason, fingerprint), to leave out results that would rewrite them unchanged. None when there are
     none (collected: one small row per retried item)."""
@@ -109,7 +110,7 @@ def previous_rows(captions: Optional["DataFrame"], pending: "DataFrame", plan: C
     return pending.sparkSession.createDataFrame(rows, "item_id string, _s string, _r string, _f string")
 
 
-def drop_unchanged(result: "DataFrame", previous: Optional["DataFrame"]) -> "DataFrame":
+def drop_unchanged(result: "DataFrame", previous: "DataFrame" | None) -> "DataFrame":
     """Leave out results equal in status, reason and fingerprint to the row they would replace (no commit)."""
     from pyspark.sql import functions as F
 

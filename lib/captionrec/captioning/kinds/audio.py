@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from captionrec import contracts as C
 from captionrec.captioning.common import (
@@ -40,7 +41,7 @@ TEMPLATE_PROMPT_VERSION = "template_v1"
 class AudioRoles(NamedTuple):
     asr: Any  # captionrec.captioning.audio.Transcriber
     tagger: Any  # SoundTagger
-    llm: Optional[Any]  # AudioCaptioner (fusion: llm) | None (fusion: template)
+    llm: Any | None  # AudioCaptioner (fusion: llm) | None (fusion: template)
 
 
 def setup(cfg: CaptionConfig) -> Setup:

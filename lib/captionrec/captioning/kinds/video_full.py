@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Optional
+from typing import Any
 
 from captionrec import contracts as C
 from captionrec.captioning.common import (
@@ -185,7 +185,7 @@ def caption_item(plan: CaptionPlan, models: Models, item: dict[str, Any]) -> dic
     seg = plan.cfg.video.segments
     work = _ItemWindows(plan, models)
     t0 = time.perf_counter()
-    wplan: Optional[Any] = None
+    wplan: Any | None = None
     try:
         path = item.get("video_path")
         if not path:
