@@ -85,11 +85,11 @@ def test_ann_recall_at_100_against_exact(kind, tmp_path):
 
 
 def test_index_kind_by_size_padding_and_string_ids():
-    assert [choose_kind(n) for n in (1_000, 49_999, 50_000, 999_999, 1_000_000)] == [
-        "exact", "exact", "hnsw", "hnsw", "ivf"]
+    assert [choose_kind(n) for n in (1_000, 49_999, 50_000, 200_000, 5_000_000)] == [
+        "exact", "exact", "ivf", "ivf", "ivf"]
     vectors, queries = _catalogue(5, d=4)
     index = ItemIndex.build(vectors, [7, 8, 9, 10, 11])
-    assert index.kind == "exact" and index.describe()["thresholds"] == {"exact_below": 50_000, "hnsw_below": 1_000_000}
+    assert index.kind == "exact" and index.describe()["thresholds"] == {"exact_below": 50_000, "hnsw_below": 0}
     ids, scores = index.search(queries[:3], 8)  # more than the catalogue holds
     assert ids.shape == (3, 8) and np.all(ids[:, 5:] == -1) and np.all(np.isneginf(scores[:, 5:]))
     assert sorted(ids[0, :5].tolist()) == [7, 8, 9, 10, 11]

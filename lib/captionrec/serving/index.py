@@ -3,19 +3,25 @@
 `ItemIndex.build(vectors, item_ids, kind="auto")` picks the index type by catalogue size n:
 
     n <  EXACT_MAX_ITEMS (50,000)        "exact"  IndexFlatIP: brute force, exact (a user costs n * d flops)
-    n <  HNSW_MAX_ITEMS (1,000,000)      "hnsw"   IndexHNSWFlat, inner product (M=32, efConstruction=200,
-                                                  efSearch calibrated at build, see below)
     otherwise                            "ivf"    IndexIVFFlat, inner product (nlist = 4 sqrt(n), nprobe = nlist / 4,
                                                   and at least a share 20 k / n of the lists)
+    forced only                          "hnsw"   IndexHNSWFlat (M=32, efConstruction=200, efSearch calibrated)
 
-Both approximate kinds search the inner product directly (METRIC_INNER_PRODUCT); the usual MIPS-to-L2
-reduction (an extra coordinate sqrt(R^2 - |v|^2)) was better on some catalogues and much worse on others
-(HNSW efSearch 256 at 20k items, recall@100: 0.899 against 0.994 with norms spread 0.5-1.5x).
-HNSW's recall on inner products depends on the catalogue (norm spread, clusters), so `build` calibrates
-efSearch: proxy queries (CALIBRATION_QUERIES item vectors plus noise) against their exact top 100, efSearch
-doubled from 256 until their recall@100 reaches CALIBRATION_RECALL (0.99) or 4096; the value and the
-proxies' recall are in `params`. A search uses max(efSearch, 2k). The IVF default probes a quarter of the
-lists: what recall@100 >= 0.98 needs on clustered vectors.
+Why IVF and not HNSW above 50k (bench/bench_ann.py, clustered d=64 vectors, recall@100, one user at a time,
+2-core machine): IVF at 200k items 0.9999 at 0.10x the exact time per user, built in 37 s; HNSW at 200k
+0.9585 at 1.9x the exact time (efSearch 4096), built in 581 s; at 20k both reach 0.9995+, IVF at 0.5x exact,
+HNSW at 1.8x. HNSW_MAX_ITEMS is kept at 0: "hnsw" is there to be forced (and measured).
+
+Exact and IVF search the inner product directly (METRIC_INNER_PRODUCT). HNSW's recall on inner products
+depends on the catalogue: the MIPS-to-L2 reduction (an extra coordinate sqrt(R^2 - |v|^2), Bachrach et al.
+2014) was much better on some catalogues (20k items, efSearch 256: 0.998 against 0.912) and much worse on
+others (0.899 against 0.994). So `build` tries both metrics on a METRIC_SUBSAMPLE (10k) subsample and keeps
+the one that reaches the proxy recall with the smaller efSearch, then calibrates efSearch on the full
+graph: proxy queries (CALIBRATION_QUERIES item vectors plus noise) against their exact top 100, efSearch
+doubled from 256 until recall@100 reaches CALIBRATION_RECALL (0.99) or 4096 (a warning and
+`calibration_ok: False` in `params` when it does not; the 200k bench catalogue is such a case: the
+subsample's density misled the metric choice). A search uses max(efSearch, 2k). The IVF default probes a
+quarter of the lists: what recall@100 >= 0.98 needs on clustered vectors.
 
 The item ids are kept as given: the project's item_id is a string, tests and benchmarks use ints. Integer
 ids come back as an int64 array padded with -1, any other ids as an object array padded with None; the
@@ -42,7 +48,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("exact", "hnsw", "ivf")
 EXACT_MAX_ITEMS = 50_000
-HNSW_MAX_ITEMS = 1_000_000
+HNSW_MAX_ITEMS = 0  # auto never picks HNSW (see the module docstring)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH_MIN = 256
@@ -60,7 +66,7 @@ def choose_kind(n: int) -> str:
     """The index type "auto" builds for a catalogue of n items (thresholds in the module docstring)."""
     if n < EXACT_MAX_ITEMS:
         return "exact"
-    return "hnsw" if n < HNSW_MAX_ITEMS else "ivf"
+    return "hnsw" if n < HNSW_MAX_ITEMS else "ivf"  # HNSW_MAX_ITEMS = 0: IVF
 
 
 def _as_f32(a: np.ndarray, what: str) -> np.ndarray:
@@ -188,7 +194,10 @@ def _calibrate_ef(index: Any, v: np.ndarray, seed: int, params: dict[str, Any]) 
             break
         ef *= 2
     index.hnsw.efSearch = ef
-    return {"efSearch": ef, "calibration_recall": round(recall, 4)}
+    if recall < CALIBRATION_RECALL:
+        log.warning("HNSW (%s) reaches recall@%d %.4f on proxy queries at efSearch %d, under %.2f: prefer ivf",
+                    params["metric"], k, recall, ef, CALIBRATION_RECALL)
+    return {"efSearch": ef, "calibration_recall": round(recall, 4), "calibration_ok": recall >= CALIBRATION_RECALL}
 
 
 def _default_params(kind: str, n: int) -> dict[str, Any]:
@@ -235,8 +244,8 @@ class ItemIndex:
             raise ValueError(f"index kind {kind!r} is not 'auto' or one of {KINDS}")
         p = {**_default_params(chosen, v.shape[0]), **(params or {})}
         index = _build_faiss(chosen, v, seed, p)
-        log.info("item index: %s over %d items (d=%d, requested %r; exact < %d <= hnsw < %d <= ivf) %s",
-                 chosen, v.shape[0], v.shape[1], kind, EXACT_MAX_ITEMS, HNSW_MAX_ITEMS, p)
+        log.info("item index: %s over %d items (d=%d, requested %r; auto: exact below %d items, else ivf) %s",
+                 chosen, v.shape[0], v.shape[1], kind, EXACT_MAX_ITEMS, p)
         return cls(index, item_ids, chosen, v.shape[1], p, seed)
 
     def __len__(self) -> int:
