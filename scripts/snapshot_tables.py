@@ -6,7 +6,8 @@
 `run` runs the four stages with the current checkout's code (the `captionrec` on PATH, or the interpreter's
 `-m captionrec.cli`) in a fresh working directory (its own lakehouse and sqlite MLflow store), then writes every
 Delta table's rows (sorted, values as JSON) and the train summary's metrics to OUT.json. Columns that record when or
-where a row was made (`*_at`, durations, run ids, hosts) are left out: they differ between any two runs. `compare`
+where a row was made (`*_at`, durations, run ids, hosts) are left out, and the working directory in error details
+reads `<work>`: they differ between any two runs (two runs of one commit compare equal). `compare`
 prints the differences per table and exits 1 when there is any.
 
 To check a refactor: run it on the old commit (a `git worktree` with `PYTHONPATH=<worktree>/lib`) and on the new one.
@@ -89,7 +90,8 @@ def run(out: Path, workdir: Path | None, models: Path, repo: Path) -> None:
         docs = proc.stdout[proc.stdout.index("{"):]
         summaries[stage] = json.JSONDecoder().raw_decode(docs)[0]
     snapshot = {"tables": dump_tables(work / "lakehouse"), "train": _metrics(summaries["train"])}
-    out.write_text(json.dumps(snapshot, indent=1, sort_keys=True))
+    # paths inside error details name the working directory: the same file in any run reads `<work>/...`
+    out.write_text(json.dumps(snapshot, indent=1, sort_keys=True).replace(str(work.resolve()), "<work>"))
     print(f"{out}: {', '.join(f'{k} {len(v)} rows' for k, v in snapshot['tables'].items())}")
 
 
