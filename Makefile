@@ -54,6 +54,7 @@ demo: install tiny-models
 	@echo "  report:    reports/latest/report.html (plots inlined; PNGs in reports/latest/plots/)"
 	@echo "  gallery:   reports/latest/gallery.html"
 	@echo "  notebooks: reports/notebooks/captions.ipynb, reports/notebooks/experiments.ipynb (executed)"
+	@echo "  config:    reports/configs/all-<UTC time>.yaml (the effective config; --show-config prints it)"
 	@echo "  tables under ./lakehouse (Delta); MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 # What CI runs (.ci/run): the formatter check and the linter, the suite in the main environment (the stage-by-stage
@@ -117,7 +118,7 @@ sample: install
 lock: install
 	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.tmp && mv constraints.tmp constraints.txt
 
-# -- cluster launch (README "Run with spark-submit", "Run on Databricks") ------------------------------------
+# -- cluster launch (docs/deploy.md "Run with spark-submit", "Run on Databricks") ------------------------------------
 VERSION := $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)
 WHEEL := dist/captionrec-$(VERSION)-py3-none-any.whl
 ENV_PACK := dist/captionrec-env.tar.gz
