@@ -17,6 +17,7 @@ Then 1% of the users get a new interaction and the stage runs again (only they a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -152,7 +153,10 @@ def main(argv=None) -> int:
         f"recommend.run_id={run_id}", f"recommend.k={args.k}", f"recommend.retrieval={args.retrieval}",
         "recommend.active_days=365", "recommend.similar_feature_sets=[mllm_av]", "recommend.batch_size=2048",
         f"spark.driver_memory={args.driver_memory}"])
-    spark = get_spark(cfg.spark)
+    # delta-rs commits on the driver: the MERGE source (users x k rows, ~1.1 GB serialized at 100k x 100) is
+    # collected there, past Spark's default 1 GiB result limit (delta-spark MERGEs distributed instead)
+    conf = {**cfg.spark.conf, "spark.driver.maxResultSize": "0"}
+    spark = get_spark(dataclasses.replace(cfg.spark, conf=conf))
     store = open_store(spark, cfg.storage)
     print(f"{args.users} users x {args.items} items, {inter.num_rows} interactions, k={args.k}, "
           f"retrieval={args.retrieval}, {tmp}", flush=True)

@@ -196,9 +196,10 @@ def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, 
             cand, _ = state["index"].search_positions(users.float().cpu().numpy(), spec.k + extra)
             sub = torch.gather(users @ state["vectors"].T, 1, torch.from_numpy(np.maximum(cand, 0)).to(device))
             pos, val = top_k(sub.float(), seen, spec.k, candidates=cand)
-    ids = spec.item_ids
-    return [{"user_id": r["user_id"], "item_ids": [ids[p] for p in pos[i] if p >= 0],
-             "scores": [float(v) for p, v in zip(pos[i], val[i]) if p >= 0]} for i, r in enumerate(batch)]
+    ids = spec.item_ids  # a user none of whose items the model knows has no state: no recommendations
+    return [{"user_id": r["user_id"], "item_ids": [ids[p] for p in pos[i] if p >= 0] if r["hist"] else [],
+             "scores": [float(v) for p, v in zip(pos[i], val[i]) if p >= 0] if r["hist"] else []}
+            for i, r in enumerate(batch)]
 
 
 def apply_scorer(spec: ScorerSpec, batch_size: int, state: dict[str, Any],
