@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--retrieval", default="exact")
     p.add_argument("--driver-memory", default="6g")
+    p.add_argument("--one-merge", action="store_true", help="one MERGE of every row (recommend.write_block_rows=0)")
     args = p.parse_args(argv)
 
     from deltalake import write_deltalake
@@ -153,9 +154,12 @@ def main(argv=None) -> int:
         f"recommend.run_id={run_id}", f"recommend.k={args.k}", f"recommend.retrieval={args.retrieval}",
         "recommend.active_days=365", "recommend.similar_feature_sets=[mllm_av]", "recommend.batch_size=2048",
         f"spark.driver_memory={args.driver_memory}"])
-    # delta-rs commits on the driver: the MERGE source (users x k rows, ~1.1 GB serialized at 100k x 100) is
-    # collected there, past Spark's default 1 GiB result limit (delta-spark MERGEs distributed instead)
-    conf = {**cfg.spark.conf, "spark.driver.maxResultSize": "0"}
+    # delta-rs commits on the driver: the MERGE source is collected there. By default the stage MERGEs blocks of
+    # recommend.write_block_rows rows; --one-merge writes all 10M rows in one MERGE (~1.1 GB serialized at 100k
+    # x 100, past Spark's default 1 GiB spark.driver.maxResultSize, lifted here for it)
+    conf = {**cfg.spark.conf, **({"spark.driver.maxResultSize": "0"} if args.one_merge else {})}
+    if args.one_merge:
+        cfg = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, write_block_rows=0))
     spark = get_spark(dataclasses.replace(cfg.spark, conf=conf))
     store = open_store(spark, cfg.storage)
     print(f"{args.users} users x {args.items} items, {inter.num_rows} interactions, k={args.k}, "
@@ -172,7 +176,7 @@ def main(argv=None) -> int:
     s2, t2, m2 = timed(f"re-run after {n} users' new interactions", lambda: recommend.run(cfg, spark, store))
     out = {"users": args.users, "items": args.items, "k": args.k, "retrieval": args.retrieval,
            "first": {"seconds": round(t1, 1), "peak_rss_gib": round(m1 / 2**30, 2), "users": s1["users_written"],
-                     "rows": s1["rows_written"], "similar": s1["similar_items"]},
+                     "rows": s1["rows_written"], "commits": s1.get("commits"), "similar": s1["similar_items"]},
            "incremental": {"seconds": round(t2, 1), "peak_rss_gib": round(m2 / 2**30, 2),
                            "users": s2["users_written"], "plan": s2["plan"]}}
     print(json.dumps(out, indent=2, default=str))

@@ -236,16 +236,19 @@ def test_new_items_then_new_model(spark, world):
 
 
 def test_ann_retrieval_matches_exact(spark, world):
-    """retrieval=ann (the serving package's ItemIndex; exact FAISS at this size) gives the exact lists."""
+    """retrieval=ann (the serving package's ItemIndex; exact FAISS at this size) gives the exact lists; the ann
+    table is written in blocks of users (write_block_rows), one MERGE each, with the same rows."""
     from captionrec.pipeline import recommend
 
     store, tmp = world["store"], world["tmp"]
     cfg = _cfg(tmp, f"recommend.run_id={world['run_id']}", "recommend.recommendations_table=recs_ann",
-               "recommend.retrieval=ann")
-    recommend.run(cfg, spark, store)
+               "recommend.retrieval=ann", "recommend.write_block_rows=500")
+    blocked = recommend.run(cfg, spark, store)
+    assert blocked["commits"] > 1 and store.version("recs_ann") == blocked["commits"] - 1
     ann = store.read("recs_ann").toPandas().sort_values(["user_id", "rank"])
     exact = recommend.run(dataclasses.replace(cfg, recommend=dataclasses.replace(
-        cfg.recommend, retrieval="exact", recommendations_table="recs_exact")), spark, store)
-    assert exact["users_written"] == ann["user_id"].nunique()
+        cfg.recommend, retrieval="exact", recommendations_table="recs_exact", write_block_rows=0)), spark, store)
+    assert exact["users_written"] == ann["user_id"].nunique() and exact["commits"] == 1
+    assert len(ann) == blocked["rows_written"] and not ann.duplicated(["user_id", "rank"]).any()
     ex = store.read("recs_exact").toPandas().sort_values(["user_id", "rank"])
     assert (ann["item_id"].fillna("").tolist() == ex["item_id"].fillna("").tolist())

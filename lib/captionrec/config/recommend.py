@@ -39,6 +39,10 @@ class RecommendConfig:
     # Users per Arrow batch inside a task, and the partitions the users are spread over (0: Spark's default).
     batch_size: int = 1024
     partitions: int = 0
+    # delta-rs commits from the driver: the MERGE source is collected there. Above this many rows (users x k) the
+    # users are split into blocks, one MERGE each (idempotent by key: a failed block is redone by the next run);
+    # 0: always one MERGE. delta-spark MERGEs distributed: always one.
+    write_block_rows: int = 2_000_000
     gpu: GpuConfig = field(default_factory=GpuConfig)
     # similar_items: per item and caption feature set, the top `similar_k` cosine neighbours in item_features.
     similar_k: int = 20
@@ -55,6 +59,8 @@ class RecommendConfig:
             raise ValueError("recommend.k, similar_k, batch_size and similar_batch_size must be >= 1")
         if self.active_days < 1:
             raise ValueError(f"recommend.active_days must be >= 1, got {self.active_days}")
+        if self.write_block_rows < 0:
+            raise ValueError(f"recommend.write_block_rows must be >= 0, got {self.write_block_rows}")
         if self.partitions < 0:
             raise ValueError(f"recommend.partitions must be >= 0, got {self.partitions}")
         if self.now is not None:

@@ -345,7 +345,8 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
 def write_recommendations(cfg: "Config", store: "TableStore", served: Served, catalogue: Any,
                           interactions: "DataFrame", users: "DataFrame", versions: dict[str, Optional[int]],
                           tracking_uri: str, overwrite: bool = False) -> dict[str, Any]:
-    """Score `users` and MERGE their rows (one commit); nothing to score: no commit."""
+    """Score `users` and MERGE their rows (one commit, or one per block of users past `write_block_rows` on
+    delta-rs); nothing to score: no commit."""
     from pyspark.sql import functions as F
 
     from captionrec.spark.modelmap import release_models, stage_gpu
@@ -361,21 +362,28 @@ def write_recommendations(cfg: "Config", store: "TableStore", served: Served, ca
     gpu = stage_gpu(inputs.sparkSession, rc.gpu, "recommend")
     spec = ScorerSpec(f"runs:/{served.run_id}/model", tracking_uri, catalogue.vectors, catalogue.item_ids,
                       rc.retrieval, rc.k)
-    rows = score_users(inputs, spec, gpu, rc.batch_size, key=f"recommend:{served.run_id}:{rc.retrieval}")
-    created = dt.datetime.now(dt.timezone.utc)
-    ifv = versions[C.ITEM_FEATURES]
-    out = rows.select(
-        "user_id", "rank", "item_id", "score", F.lit(served.run_id).alias("run_id"),
-        F.lit(served.model_name).cast("string").alias("model_name"),
-        F.lit(served.model_version).cast("string").alias("model_version"),
-        F.lit(served.features).alias("feature_set"),
-        F.lit(versions[C.INTERACTIONS]).cast("long").alias("interactions_version"),
-        F.lit(ifv).cast("long").alias("item_features_version"), F.lit(created).alias("created_at"))
-    if overwrite:
-        version, stats = store.overwrite(rc.recommendations_table, out), {}
-    else:
+    constants = [F.lit(served.run_id).alias("run_id"), F.lit(served.model_name).cast("string").alias("model_name"),
+                 F.lit(served.model_version).cast("string").alias("model_version"),
+                 F.lit(served.features).alias("feature_set"),
+                 F.lit(versions[C.INTERACTIONS]).cast("long").alias("interactions_version"),
+                 F.lit(versions[C.ITEM_FEATURES]).cast("long").alias("item_features_version"),
+                 F.lit(dt.datetime.now(dt.timezone.utc)).alias("created_at")]
+    blocks = 1
+    if store.backend == "delta-rs" and rc.write_block_rows and not overwrite:
+        blocks = max(1, -(-n_users * rc.k // rc.write_block_rows))
+    stats = {"inserted": 0, "updated": 0, "commits": 0}
+    for b in range(blocks):
+        part = inputs if blocks == 1 else inputs.where(F.abs(F.hash("user_id")) % blocks == b)
+        rows = score_users(part, spec, gpu, rc.batch_size, key=f"recommend:{served.run_id}:{rc.retrieval}")
+        out = rows.select("user_id", "rank", "item_id", "score", *constants)
+        if overwrite:
+            version = store.overwrite(rc.recommendations_table, out)
+            stats["commits"] += 1
+            continue
         res = store.upsert(rc.recommendations_table, out, C.KEYS[C.RECOMMENDATIONS])
-        version, stats = res.version, {"inserted": res.inserted, "updated": res.updated}
+        version = res.version
+        stats.update(inserted=stats["inserted"] + res.inserted, updated=stats["updated"] + res.updated,
+                     commits=stats["commits"] + int(bool(res.inserted or res.updated)))
     inputs.unpersist()
     release_models(inputs.sparkSession, gpu, "recommend")
     return {"users_written": n_users, "rows_written": n_users * rc.k, "version": version, **stats}
@@ -450,7 +458,8 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  registry: {p.get('reason', p)}")
     lines += [f"  inputs: {s['input_versions']} (model trained on {s['trained_versions']})",
               f"  catalogue: {s['catalogue']['items']} items ({s['catalogue']['new_items']} scored from features)",
-              f"  {s['plan']}: {s['users_written']} user(s), {s['rows_written']} row(s), table version {s['version']}",
+              f"  {s['plan']}: {s['users_written']} user(s), {s['rows_written']} row(s), {s.get('commits', 0)} "
+              f"commit(s), table version {s['version']}",
               f"  table: {s['table']}"]
     for fs, v in (s.get("similar_items") or {}).items():
         lines.append(f"  similar_items {fs}: {v}")
