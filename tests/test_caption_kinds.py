@@ -19,11 +19,11 @@ from captionrec.captioning.common import (
     CaptionKind,
     CaptionPlan,
     Decoded,
-    Models,
     Setup,
     decode_item,
     single_model_batch,
 )
+from captionrec.inference.models import Models
 from captionrec.captioning.core import caption_rows, load_models
 from captionrec.captioning.kinds import KINDS, get_kind, missing_kinds, register, unregister
 from captionrec.captioning.plan import plan_kind

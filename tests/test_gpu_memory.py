@@ -35,7 +35,7 @@ def _config(tiny_dir, name):
 def test_formulas_equal_the_tiny_models_real_parameter_counts(gm, tiny_dir):
     import transformers as tf
 
-    from captionrec.captioning.hf_compat import audio_lm_class
+    from captionrec.inference.hf_compat import audio_lm_class
 
     vl = tf.AutoModelForImageTextToText.from_pretrained(tiny_dir / "qwen2_5_vl")
     assert gm.qwen2_5_vl(_config(tiny_dir, "qwen2_5_vl")) == _numel(vl)

@@ -110,7 +110,7 @@ LAYERS = (
     ("transforms",),  # every stage's Spark transforms (train inputs use training's windows and loaders)
     ("serving",),  # the recommend stage's item index and MLflow pyfunc model
     ("ingest", "training"),  # sources and probing (Spark UDFs); the pure-torch loop (its launch checks spark.cluster)
-    ("features",),  # embed rows and encoders (they share captioning.hf_compat's Hugging Face shims)
+    ("features",),  # embed rows and encoders (encoders load through inference's refs, models and shims)
     ("captioning", "spark", "tables", "tracking", "models", "evaluation"),  # kinds; Spark plumbing; Delta; MLflow;
     # recommenders; ranking metrics and the bootstrap
     ("inference", "media"),  # model references and batching; PyAV decoding

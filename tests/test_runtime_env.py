@@ -112,12 +112,12 @@ def test_runtime_script_and_make_target():
     assert bash.returncode == 0, bash.stderr
 
 
-# -- transformers 4.x / 5.x (captionrec.captioning.hf_compat) --------------------------------------------------------
+# -- transformers 4.x / 5.x (captionrec.inference.hf_compat) --------------------------------------------------------
 
 
 def test_audio_lm_class_resolves_qwen2_audio_in_this_environment():
     transformers = pytest.importorskip("transformers")
-    from captionrec.captioning.hf_compat import audio_lm_class
+    from captionrec.inference.hf_compat import audio_lm_class
 
     assert audio_lm_class(transformers.Qwen2AudioConfig()) is transformers.Qwen2AudioForConditionalGeneration
 
@@ -125,7 +125,7 @@ def test_audio_lm_class_resolves_qwen2_audio_in_this_environment():
 def test_audio_lm_class_without_the_5x_auto_class_takes_the_4x_mapping():
     """The 4.5x layout (no AutoModelForMultimodalLM; qwen2_audio in AutoModelForSeq2SeqLM) gives the same class."""
     transformers = pytest.importorskip("transformers")
-    from captionrec.captioning.hf_compat import audio_lm_class
+    from captionrec.inference.hf_compat import audio_lm_class
 
     seq2seq = transformers.AutoModelForSeq2SeqLM
     if transformers.Qwen2AudioConfig not in seq2seq._model_mapping:
@@ -136,7 +136,7 @@ def test_audio_lm_class_without_the_5x_auto_class_takes_the_4x_mapping():
 
 def test_audio_lm_class_refuses_a_model_that_is_no_audio_lm_and_says_why():
     transformers = pytest.importorskip("transformers")
-    from captionrec.captioning.hf_compat import audio_lm_class
+    from captionrec.inference.hf_compat import audio_lm_class
 
     with pytest.raises(ValueError, match=r"model_type 'videomae'.*AutoModelForMultimodalLM.*caption.audio.fusion=template"):
         audio_lm_class(transformers.VideoMAEConfig())
@@ -146,7 +146,7 @@ def test_audio_lm_class_refuses_a_model_that_is_no_audio_lm_and_says_why():
 
 
 def test_dtype_keyword_follows_the_transformers_version():
-    from captionrec.captioning.hf_compat import dtype_kwargs, is_v5
+    from captionrec.inference.hf_compat import dtype_kwargs, is_v5
 
     assert dtype_kwargs("bf16", "4.51.3") == {"torch_dtype": "bf16"}
     assert dtype_kwargs("bf16", "4.56.0") == {"dtype": "bf16"}
@@ -155,7 +155,7 @@ def test_dtype_keyword_follows_the_transformers_version():
 
 
 def test_omni_needs_452_and_the_error_says_what_to_do():
-    from captionrec.captioning.hf_compat import has_omni, require_omni
+    from captionrec.inference.hf_compat import has_omni, require_omni
 
     old = types.SimpleNamespace(__version__="4.51.3")
     assert not has_omni(old)

@@ -1,6 +1,6 @@
 """Captioning: the caption kinds and their model wrappers, Spark-free. No Spark, no tables.
 
-- `common`: what every kind shares (a leaf): `CaptionKind` (the plug-in shape), `CaptionPlan`, `Models`, `Decoded`,
+- `common`: what every kind shares (a leaf): `CaptionKind` (the plug-in shape), `CaptionPlan`, `Decoded`,
   the row builder, the empty-text rule, `SAMPLE_RATE`, frame trimming and the soundtrack rule.
 - `kinds`: one module per kind (`video`, `audio`, `av`, `video_full`), each with the same `KIND` (setup + settings
   -> version, load, decode, caption a batch), and the `KINDS` registry.
@@ -9,8 +9,9 @@
   by the Spark model-map (`transforms.caption`) and the bare-loop benchmarks.
 - model wrappers: `video.VideoCaptioner` (Qwen2.5-VL), `audio.Transcriber` (faster-whisper), `audio.SoundTagger`
   (AST), `audio.AudioCaptioner` (Qwen2-Audio), `audio.template_caption` (no LLM), `omni.OmniCaptioner`
-  (Qwen2.5-Omni's thinker), `hf_compat` (transformers version shims).
-- The model references resolve through `captionrec.inference.refs` (re-exported here).
+  (Qwen2.5-Omni's thinker).
+- The model references resolve through `captionrec.inference.refs` (re-exported here); the loaded-models shape
+  (`inference.models.Models`) and the transformers version shims (`inference.hf_compat`) live in `inference` too.
 """
 
 from __future__ import annotations

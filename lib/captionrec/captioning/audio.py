@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from captionrec.captioning.common import SAMPLE_RATE
-from captionrec.captioning.hf_compat import audio_lm_class, dtype_kwargs
+from captionrec.inference.hf_compat import audio_lm_class, dtype_kwargs
 from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)

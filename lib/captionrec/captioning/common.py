@@ -5,8 +5,8 @@
   the workers `load` (construct: models on a device, once per worker) and `decode` + `caption` (transform: item
   rows -> caption rows, a batch at a time), the construct / transform pair spark-rapids-ml uses.
 - `CaptionPlan`: one kind's resolved captioner (picklable, shipped to the workers inside the model-map).
-- `Models`: loaded models on one device with the `BatchRunner`(s) their calls go through (the caption kinds and
-  the feature encoders share it).
+- `Models` (from `inference.models`): loaded models on one device with the `BatchRunner`(s) their calls go
+  through (the caption kinds and the feature encoders share it).
 - `Decoded` / `decode_item`: one item's decoded media (or the reason it has none), timed.
 - `caption_row` / `failure` / `text_or_empty`: the one row builder, failure columns and empty-text rule.
 - `SAMPLE_RATE`, `trim_frames`, `soundtrack`: the one audio rate, frame cap and empty/absent audio track rule.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +25,8 @@ import numpy as np
 
 from captionrec import contracts as C
 from captionrec.config.caption import CaptionConfig
-from captionrec.inference.batching import BatchRunner, error_reason, error_text
+from captionrec.inference.batching import error_reason, error_text
+from captionrec.inference.models import Models
 
 NOISE_NOTE = "captions are noise: tiny random model"
 SAMPLE_RATE = 16000  # Hz: every soundtrack a captioner hears (Whisper, AST, Qwen2-Audio, Qwen2.5-Omni all take 16 kHz)
@@ -117,34 +118,6 @@ def load_prompt(prompt_file: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"caption prompt not found: {path}")
     return path.read_text().strip()
-
-
-# ------------------------------------------------------------------------------------------------ models
-
-
-@dataclass
-class Models:
-    """Models loaded on one device (one kind's, or one feature encoder) and the `BatchRunner` their calls go
-    through. `model`: one model, or a tuple of role models (a NamedTuple such as the audio kind's; None for an
-    unused role); `runners`: per-step runners of a kind with several model steps (default: `runner`)."""
-
-    model: Any
-    device: str
-    runner: BatchRunner = field(default_factory=lambda: BatchRunner(1))
-    runners: dict[str, BatchRunner] = field(default_factory=dict)
-
-    def parts(self) -> list[Any]:
-        """The loaded models (a role left out, None, is not one)."""
-        models = list(self.model) if isinstance(self.model, tuple) else [self.model]
-        return [m for m in models if m is not None]
-
-    def step(self, name: str) -> BatchRunner:
-        return self.runners.get(name, self.runner)
-
-    @property
-    def synthetic(self) -> bool:
-        """Some model has random weights (a tiny model): its outputs are noise."""
-        return any(getattr(m, "synthetic", False) is True for m in self.parts())
 
 
 # ------------------------------------------------------------------------------------------------- rows

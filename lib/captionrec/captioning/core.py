@@ -17,9 +17,10 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from captionrec.captioning.common import NOISE_NOTE, CaptionPlan, Models
+from captionrec.captioning.common import NOISE_NOTE, CaptionPlan
 from captionrec.captioning.kinds import get_kind
 from captionrec.inference.batching import prefetch_batches
+from captionrec.inference.models import Models
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from captionrec.captioning.common import SAMPLE_RATE
-from captionrec.captioning.hf_compat import dtype_kwargs, require_omni
+from captionrec.inference.hf_compat import dtype_kwargs, require_omni
 from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)

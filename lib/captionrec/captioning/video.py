@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from captionrec.captioning.hf_compat import dtype_kwargs
+from captionrec.inference.hf_compat import dtype_kwargs
 from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from captionrec.inference.hf_compat import dtype_kwargs
 from captionrec.inference.refs import (
     PACKAGED_MINILM,
     PACKAGED_MINILM_ID,
@@ -26,7 +27,6 @@ from captionrec.inference.refs import (
     packaged_minilm_path,
     resolve_model,
 )
-from captionrec.captioning.hf_compat import dtype_kwargs
 from captionrec.inference.refs import torch_dtype as resolve_dtype
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from captionrec import contracts as C
-from captionrec.captioning.common import Models  # the one loaded-models shape (model: the encoder)
 from captionrec.config.embed import EmbedConfig
 from captionrec.inference.batching import BatchRunner, error_reason, error_text, prefetch_batches
+from captionrec.inference.models import Models  # the one loaded-models shape (model: the encoder)
 from captionrec.inference.refs import ResolvedModel
 
 DETAIL_MAX = 500

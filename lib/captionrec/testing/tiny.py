@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional
 
-from captionrec.captioning.hf_compat import OMNI_MIN_TRANSFORMERS, has_omni
+from captionrec.inference.hf_compat import OMNI_MIN_TRANSFORMERS, has_omni
 from captionrec.inference.refs import TINY_MARKER, TINY_MODELS
 
 log = logging.getLogger(__name__)

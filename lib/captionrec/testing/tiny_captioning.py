@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from captionrec.captioning.hf_compat import dtype_kwargs, is_v5
+from captionrec.inference.hf_compat import dtype_kwargs, is_v5
 from captionrec.inference.refs import TINY_MARKER, TINY_MODELS
 from captionrec.testing.tiny import BUILDER_VERSION, SEED, build_once  # noqa: F401 - re-exported for callers
 

@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from captionrec.captioning.hf_compat import require_omni
+from captionrec.inference.hf_compat import require_omni
 from captionrec.inference.refs import TINY_MODELS
 from captionrec.testing.tiny import build_once
 from captionrec.testing.tiny_captioning import _seed, _set_generation, _train_bpe

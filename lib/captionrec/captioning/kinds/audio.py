@@ -22,7 +22,6 @@ from captionrec.captioning.common import (
     CaptionKind,
     CaptionPlan,
     Decoded,
-    Models,
     Setup,
     caption_row,
     decode_item,
@@ -33,6 +32,7 @@ from captionrec.captioning.common import (
 )
 from captionrec.config.caption import CaptionConfig
 from captionrec.inference.batching import BatchRunner
+from captionrec.inference.models import Models
 
 NAME = "audio"
 TEMPLATE_PROMPT_VERSION = "template_v1"

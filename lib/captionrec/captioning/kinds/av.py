@@ -22,7 +22,6 @@ from captionrec.captioning.common import (
     CaptionKind,
     CaptionPlan,
     Decoded,
-    Models,
     Setup,
     decode_frames,
     decode_item,
@@ -33,6 +32,7 @@ from captionrec.captioning.common import (
 )
 from captionrec.config.caption import CaptionConfig
 from captionrec.inference.batching import BatchRunner
+from captionrec.inference.models import Models
 
 NAME = "av"
 NOTHING_TO_HEAR = frozenset({C.NO_AUDIO_STREAM, C.SILENT})  # what `without_audio: frames` captions from frames alone

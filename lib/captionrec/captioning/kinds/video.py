@@ -17,7 +17,6 @@ from captionrec.captioning.common import (
     CaptionKind,
     CaptionPlan,
     Decoded,
-    Models,
     Setup,
     decode_frames,
     decode_item,
@@ -27,6 +26,7 @@ from captionrec.captioning.common import (
 )
 from captionrec.config.caption import CaptionConfig
 from captionrec.inference.batching import BatchRunner
+from captionrec.inference.models import Models
 
 NAME = "video"
 

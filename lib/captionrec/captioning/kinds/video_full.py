@@ -34,7 +34,6 @@ from captionrec.captioning.common import (
     CaptionKind,
     CaptionPlan,
     Decoded,
-    Models,
     Setup,
     caption_row,
     failure,
@@ -44,6 +43,7 @@ from captionrec.captioning.common import (
 )
 from captionrec.captioning.kinds import video
 from captionrec.config.caption import CaptionConfig, SegmentsConfig
+from captionrec.inference.models import Models
 
 NAME = C.VIDEO_FULL
 
