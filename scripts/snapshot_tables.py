@@ -3,11 +3,12 @@
     python scripts/snapshot_tables.py run OUT.json [--workdir DIR] [--models models/tiny]
     python scripts/snapshot_tables.py compare BEFORE.json AFTER.json
 
-`run` runs the four stages with the current checkout's code (the `captionrec` on PATH, or the interpreter's
-`-m captionrec.cli`) in a fresh working directory (its own lakehouse and sqlite MLflow store), then writes every
+`run` runs the four stages with the interpreter's `-m captionrec.cli` (the code on its path: this checkout, or an old
+commit's worktree put first with `PYTHONPATH=<worktree>/lib`, together with `--repo <worktree>` for its conf/) in a fresh working directory (its own lakehouse and sqlite MLflow store), then writes every
 Delta table's rows (sorted, values as JSON) and the train summary's metrics to OUT.json. Columns that record when or
 where a row was made (`*_at`, durations, run ids, hosts) are left out, and the working directory in error details
-reads `<work>`: they differ between any two runs (two runs of one commit compare equal). `compare`
+reads `<work>`: they differ between any two runs (two runs of one commit compare equal). The
+copied sample files get one fixed mtime, so media fingerprints (size and mtime) agree across checkouts. `compare`
 prints the differences per table and exits 1 when there is any.
 
 To check a refactor: run it on the old commit (a `git worktree` with `PYTHONPATH=<worktree>/lib`) and on the new one.
@@ -28,8 +29,13 @@ from pathlib import Path
 from typing import Any
 
 STAGES = ("ingest", "caption", "embed", "train")
-VOLATILE = re.compile(r"(_at$|_ts$|time|duration|seconds|_s$|run_id|host|worker|path$|uri$|mlflow)")
+# Columns (and train-summary keys) that record when, where or how fast a row was made: they differ between any two
+# runs. Everything else -- texts, versions, statuses, frame times, durations of the media -- is compared.
+VOLATILE = re.compile(r"^(ingested_at|created_at|captioned_at|embedded_at|seen_at|updated_at|video_mtime|"
+                      r"decode_s|model_s|total_s|seconds|run_id|parent_run_id|experiment_id|host|worker|"
+                      r"tracking_uri|artifact_uri|elapsed_s|wall_s|samples_per_s)$")
 TRAIN_ARGS = ("train.epochs=2",)
+FIXED_MTIME = 1_700_000_000
 
 
 def _jsonable(value: Any) -> Any:
@@ -77,6 +83,8 @@ def run(out: Path, workdir: Path | None, models: Path, repo: Path) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     shutil.copytree(repo / "data" / "sample", work / "data" / "sample")
+    for f in (work / "data" / "sample").rglob("*"):  # one mtime for every checkout: fingerprints hold it
+        os.utime(f, (FIXED_MTIME, FIXED_MTIME))
     shutil.copytree(repo / "conf", work / "conf")
     env = dict(os.environ, PYTHONHASHSEED="0")
     summaries = {}
