@@ -23,10 +23,9 @@ from captionrec.captioning.common import (
     decode_item,
     single_model_batch,
 )
-from captionrec.inference.models import Models
 from captionrec.captioning.core import caption_rows, load_models
 from captionrec.captioning.kinds import KINDS, get_kind, missing_kinds, register, unregister
-from captionrec.captioning.plan import plan_kind
+from captionrec.captioning.plan import check_kinds, plan_kind
 from captionrec.config.caption import (
     AudioCaptionConfig,
     AvCaptionConfig,
@@ -34,6 +33,7 @@ from captionrec.config.caption import (
     SegmentsConfig,
     VideoCaptionConfig,
 )
+from captionrec.inference.models import Models
 
 BUILT_IN = tuple(KINDS)  # collected before any test registers a kind
 
@@ -176,6 +176,7 @@ ITEMS_SCHEMA = (
 
 
 def test_a_registered_kind_runs_through_the_caption_stage_into_the_captions_table(spark, clips, tmp_path):
+    from captionrec.config import load_config
     from captionrec.config.schema import Config, StorageConfig
     from captionrec.pipeline import caption as stage
     from captionrec.tables import open_store
@@ -185,16 +186,22 @@ def test_a_registered_kind_runs_through_the_caption_stage_into_the_captions_tabl
     items = pd.DataFrame([dict(item_id=k, title=k, video_path=p, duration_s=None, width=None, height=None, fps=None,
                                has_audio=None, video_codec=None, audio_codec=None, size_bytes=None, probe_status="ok",
                                ingested_at=now) for k, p in paths.items()])
+    # the toy kind is named in the config, like a built-in one (`caption.kinds=[probe_meta]`)
+    loaded = load_config("local", [f"caption.kinds=[{TOY}]"]).caption
     cfg = Config(storage=StorageConfig(backend="delta-rs", root=str(tmp_path / "lake")),
-                 caption=CaptionConfig(partitions=2, items_per_batch=8))
+                 caption=replace(loaded, partitions=2, items_per_batch=8))
+    assert cfg.caption.run_kinds == (TOY,)
     store = open_store(spark, cfg.storage)
     store.upsert(C.ITEMS, spark.createDataFrame(items, schema=ITEMS_SCHEMA), keys=["item_id"])
+    with pytest.raises(ValueError, match=rf"unknown kind\(s\) \['{TOY}'\]; registered: video, audio, av, video_full$"):
+        stage.run(cfg, spark, store)  # not registered yet: the stage stops before it captions anything
+    assert not store.exists(C.CAPTIONS) or store.read(C.CAPTIONS).count() == 0
     register(TOY_KIND)
     try:
         assert TOY in KINDS
         version = plan_kind(cfg.caption, TOY).version
-        summary = stage.run(cfg, spark, store, kinds=[TOY])
-        again = stage.run(cfg, spark, store, kinds=[TOY])
+        summary = stage.run(cfg, spark, store)
+        again = stage.run(cfg, spark, store)
     finally:
         unregister(TOY)
     assert TOY not in KINDS and tuple(KINDS) == BUILT_IN
@@ -208,3 +215,18 @@ def test_a_registered_kind_runs_through_the_caption_stage_into_the_captions_tabl
     assert caps.loc["no_track", "text"] == "a 160x90 clip of 2.0 s without sound"
     assert (caps.loc["gone", "status"], caps.loc["gone", "reason"]) == (C.SKIPPED, C.MISSING_FILE)
     assert not caps["synthetic"].any() and set(caps["device"]) == {"cpu"}
+
+
+def test_the_config_names_any_kind_and_the_registry_decides():
+    cfg = CaptionConfig(kinds=("video", "nope"))  # the config checks syntax only
+    with pytest.raises(ValueError, match=r"unknown kind\(s\) \['nope'\]; registered: video, audio, av, video_full$"):
+        check_kinds(cfg.run_kinds)
+    register(TOY_KIND)
+    try:
+        assert check_kinds(CaptionConfig(kinds=("audio", TOY)).run_kinds) == ("audio", TOY)
+    finally:
+        unregister(TOY)
+    with pytest.raises(ValueError, match="not kind names"):
+        CaptionConfig(kinds=("video", ""))
+    with pytest.raises(ValueError, match="segments.enabled switches it on"):
+        CaptionConfig(kinds=("video", C.VIDEO_FULL))

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from captionrec.captioning.core import caption_rows, load_models
-from captionrec.captioning.plan import captioner_settings, captioner_version, plan_kind
+from captionrec.captioning.plan import captioner_settings, captioner_version, check_kinds, plan_kind
 from captionrec.config.caption import AudioCaptionConfig, CaptionConfig, VideoCaptionConfig
 from captionrec.config.schema import Config, StorageConfig
 from captionrec.pipeline import caption as pc
@@ -312,8 +312,10 @@ def test_captioner_versions(tiny_dir):
 
 
 def test_bad_config_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="unknown kind"):
-        CaptionConfig(kinds=("video", "smell"))
+    with pytest.raises(ValueError, match="not kind names"):
+        CaptionConfig(kinds=("video", ""))
+    with pytest.raises(ValueError, match=r"unknown kind\(s\) \['smell'\]; registered: video, audio, av"):
+        check_kinds(CaptionConfig(kinds=("video", "smell")).run_kinds)  # which names are kinds: the registry's
     with pytest.raises(FileNotFoundError, match="prompt"):
         plan_kind(_caption_cfg(video=VideoCaptionConfig(prompt_file=str(tmp_path / "nope.txt"))), "video")
     # a tiny model that was never built stops the stage on the driver, saying how to build it

@@ -16,7 +16,7 @@ import pytest
 
 from captionrec import contracts as C
 from captionrec.captioning.core import caption_rows, load_models
-from captionrec.captioning.plan import captioner_settings, captioner_version, plan_kind
+from captionrec.captioning.plan import captioner_settings, captioner_version, check_kinds, plan_kind
 from captionrec.config.caption import AvCaptionConfig, CaptionConfig, VideoCaptionConfig
 from captionrec.testing import media_fixtures as mf
 
@@ -229,10 +229,10 @@ def test_av_version_follows_its_own_settings_only(tiny_dir, tmp_path):
 def test_config_accepts_av_and_rejects_unknown_kinds():
     from captionrec.config import ConfigError, load_config
 
-    with pytest.raises(ValueError, match=r"unknown kind\(s\) \['omni'\]; use any of video, audio, av"):
-        CaptionConfig(kinds=("video", "omni"))
-    with pytest.raises(ConfigError, match="unknown kind"):
-        load_config("local", ["caption.kinds=[video,smell]"])
+    with pytest.raises(ValueError, match=r"unknown kind\(s\) \['omni'\]; registered: video, audio, av"):
+        check_kinds(CaptionConfig(kinds=("video", "omni")).run_kinds)
+    with pytest.raises(ValueError, match="unknown kind"):
+        check_kinds(load_config("local", ["caption.kinds=[video,smell]"]).caption.run_kinds)
     with pytest.raises(ConfigError, match="without_audio"):
         load_config("local", ["caption.av.without_audio=zeros"])
     local = load_config("local", ["caption.kinds=[video,audio,av]", "embed.feature_sets=[mllm_av,mllm_omni]",

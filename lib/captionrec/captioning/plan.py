@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from captionrec.captioning.common import CaptionPlan, load_prompt
-from captionrec.captioning.kinds import get_kind
+from captionrec.captioning.kinds import KINDS, get_kind
 from captionrec.config.caption import CaptionConfig
 from captionrec.inference.refs import resolve_model
 
-__all__ = ["CaptionPlan", "captioner_settings", "captioner_version", "load_prompt", "plan_kind"]
+__all__ = ["CaptionPlan", "captioner_settings", "captioner_version", "check_kinds", "load_prompt", "plan_kind"]
 
 
 def captioner_settings(cfg: CaptionConfig, kind: str, prompt: str, summary_prompt: str = "") -> dict[str, Any]:
@@ -30,6 +31,17 @@ def captioner_version(settings: dict[str, Any]) -> str:
     """`<kind>-<12 hex>`: stable across runs and machines for the same settings."""
     blob = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return f"{settings['kind']}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """`kinds` (e.g. `caption.run_kinds`), each a kind registered in `captioning.kinds.KINDS`: checked before any
+    kind runs, so a misspelt name stops the stage before it captions anything. The error lists the registered
+    kinds (built-in and plug-in)."""
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"caption.kinds: unknown kind(s) {unknown}; registered: {', '.join(KINDS)}")
+    return kinds
 
 
 def plan_kind(cfg: CaptionConfig, kind: str) -> CaptionPlan:

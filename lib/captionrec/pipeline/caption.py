@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
 from captionrec.captioning.common import NOISE_NOTE, CaptionPlan
-from captionrec.captioning.plan import plan_kind
+from captionrec.captioning.plan import check_kinds, plan_kind
 from captionrec.transforms.caption import (
     ITEM_COLUMNS,
     applicable_items,
@@ -130,7 +130,7 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore",
     gpu = stage_gpu(spark, ccfg.gpu, "caption")
     summary: dict[str, Any] = {"table": C.CAPTIONS, "kinds": {}, "not_applicable": not_applicable}
     synthetic: dict[str, dict[str, str]] = {}
-    for kind in ccfg.run_kinds if kinds is None else kinds:
+    for kind in check_kinds(ccfg.run_kinds if kinds is None else kinds):
         t0 = time.perf_counter()
         plan = plan_kind(ccfg, kind)
         if plan.synthetic:
