@@ -248,11 +248,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_ping(proc, url: str, deadline_s: float) -> None:
+def _wait_for_ping(proc, url: str, deadline_s: float, server_log) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise AssertionError(f"scoring server exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+            raise AssertionError(f"scoring server exited with {proc.returncode}: {server_log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -260,7 +260,7 @@ def _wait_for_ping(proc, url: str, deadline_s: float) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)
-    raise AssertionError(f"no /ping answer within {deadline_s:.0f} s")
+    raise AssertionError(f"no /ping answer within {deadline_s:.0f} s: {server_log.read_text()[-3000:]}")
 
 
 def _stop(proc) -> None:
@@ -290,10 +290,12 @@ def test_http_round_trip_through_the_champion(registry, logged, tmp_path):
     # (the venv's bin first: mlflow starts `uvicorn` from PATH)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    server_log = tmp_path / "server.log"  # a file, not a pipe: nobody reads a pipe while waiting for /ping
+    with open(server_log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
-        _wait_for_ping(proc, f"http://127.0.0.1:{port}/ping", 120)
+        _wait_for_ping(proc, f"http://127.0.0.1:{port}/ping", 120, server_log)
         history = registry["histories"][0]
         body = json.dumps({"dataframe_records": [{"history": history, "k": 5}]}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
@@ -303,6 +305,106 @@ def test_http_round_trip_through_the_champion(registry, logged, tmp_path):
     finally:
         _stop(proc)
     assert len(predictions) == 1
+    assert server_log.stat().st_size > 0  # the server's output went to the file
     want_ids, want_scores = _reference(registry["model"], registry["item_ids"], history, 5)
     assert predictions[0]["item_ids"] == want_ids
     np.testing.assert_allclose(predictions[0]["scores"], want_scores, rtol=1e-5, atol=1e-6)
+
+
+# -- the logged model carries captionrec; numpy ids; device ordinals; forced promotion ---------------------
+_NO_CAPTIONREC = """
+import json, os, sys
+import importlib.util
+sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "captionrec"))]
+assert importlib.util.find_spec("captionrec") is None, "captionrec is still importable"
+import mlflow.pyfunc
+import pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+out = model.predict(pd.DataFrame({"history": [json.loads(sys.argv[3])], "k": [5]}))
+import captionrec
+print(json.dumps({"item_ids": list(out["item_ids"][0]), "captionrec": captionrec.__file__}))
+"""
+
+
+def test_logged_model_loads_where_captionrec_is_not_installed(registry, logged, tmp_path):
+    """The pyfunc carries the captionrec package (code/captionrec, sources only): a Python in which captionrec
+    cannot be imported (the editable install's finder and every path holding it removed) loads and scores it."""
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(logged["exact"], dst_path=str(tmp_path / "model"))
+    code = os.path.join(local, "code", "captionrec")
+    assert os.path.isfile(os.path.join(code, "models", "sasrec.py"))
+    assert os.path.isfile(os.path.join(code, "serving", "pyfunc.py"))
+    assert not [d for d, _, _ in os.walk(code) if d.endswith("__pycache__")]
+    history = registry["histories"][0]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", _NO_CAPTIONREC, registry["uri"], logged["exact"],
+                           json.dumps(history)], cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert f"{os.sep}code{os.sep}captionrec{os.sep}" in got["captionrec"]  # imported from the model's code/
+    assert got["item_ids"] == _reference(registry["model"], registry["item_ids"], history, 5)[0]
+
+
+def test_numpy_ids_save_log_and_travel_as_bytes(registry, tmp_path):
+    """numpy integer ids (np.arange) save, log and load back as plain ints; the bytes blob round-trips."""
+    import mlflow
+
+    vectors, queries = _catalogue(50, d=8)
+    index = ItemIndex.build(vectors, np.arange(100, 150), seed=np.int64(3))
+    loaded = ItemIndex.load(index.save(tmp_path / "idx"))
+    assert loaded.item_ids == list(range(100, 150)) and all(type(i) is int for i in loaded.item_ids)
+    ids, _ = loaded.search(queries[:2], 5)
+    assert ids.dtype == np.int64 and set(ids.ravel()) <= set(range(100, 150))
+    with mlflow.start_run(experiment_id=registry["experiment"]) as run:
+        info = index.log_artifact("idx/np")
+    assert info["artifact_uri"] == f"runs:/{run.info.run_id}/idx/np"
+    assert ItemIndex.load(mlflow.artifacts.download_artifacts(info["artifact_uri"])).item_ids == list(range(100, 150))
+    names = {f.path for f in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="idx")}
+    assert names == {"idx/np", "idx/np_info.json"}
+    again = index.log_artifact("later", run_id=run.info.run_id)  # onto a finished run: it stays finished
+    assert mlflow.get_run(run.info.run_id).info.status == "FINISHED" and again["artifact_uri"].endswith("/later")
+    blob = ItemIndex.from_bytes(index.to_bytes())
+    assert blob.item_ids == list(range(100, 150)) and blob.kind == index.kind
+    np.testing.assert_array_equal(blob.search(queries, 7)[0], index.search(queries, 7)[0])
+    named = ItemIndex.build(vectors[:3], np.array(["a", "b", "c"]))
+    assert ItemIndex.load(named.save(tmp_path / "named")).item_ids == ["a", "b", "c"]
+
+
+def test_index_device_ordinal():
+    """A device names the GPU to search on (the model-map's task device); faiss-cpu has none: the CPU, said so."""
+    from captionrec.serving.index import gpu_ordinal
+
+    assert [gpu_ordinal(d) for d in (None, "cpu", "cuda", "cuda:2", "gpu:1", "3", 4)] == [None, None, 0, 2, 1, 3, 4]
+    with pytest.raises(ValueError, match="device"):
+        gpu_ordinal("tpu:0")
+    vectors, queries = _catalogue(40, d=8)
+    for device in ("auto", "cpu", "cuda:1", 0):
+        index = ItemIndex.build(vectors, list(range(40)), device=device)
+        assert index.device == "cpu"
+        assert ItemIndex.from_bytes(index.to_bytes(), device=device).device == "cpu"
+
+
+def test_force_promote_rebaselines_a_champion_of_another_metric(registry, logged):
+    """A champion recorded under another metric is kept by the normal rule; force moves the alias (logged as
+    forced) and the next versions compare against the new baseline."""
+    from mlflow.tracking import MlflowClient
+
+    from captionrec.serving.pyfunc import promote_if_better, register_recommender
+
+    name = "captionrec_recommender_force"
+    v1, v2, v3, v4 = (register_recommender(logged["exact"], name) for _ in range(4))
+    client = MlflowClient()
+    assert promote_if_better(name, v1, "val_hr_10", 0.9)["promoted"]
+    kept = promote_if_better(name, v2, "val_ndcg_10", 0.2)
+    assert not kept["promoted"] and not kept["forced"] and "not comparable" in kept["reason"]
+    forced = promote_if_better(name, v2, "val_ndcg_10", 0.2, force=True)
+    assert forced["promoted"] and forced["forced"] and "re-baselined" in forced["reason"]
+    assert forced["champion_version_before"] == v1
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v2
+    assert not promote_if_better(name, v3, "val_ndcg_10", 0.19)["promoted"]  # compared with the new baseline
+    assert promote_if_better(name, v4, "val_ndcg_10", 0.21)["promoted"]
+    assert not promote_if_better(name, v3, "val_ndcg_10", float("nan"), force=True)["promoted"]  # NaN: never

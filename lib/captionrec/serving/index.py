@@ -28,9 +28,12 @@ ids come back as an int64 array padded with -1, any other ids as an object array
 score of a padding slot is -inf (fewer than k items). `search_positions` gives catalogue positions
 (int64, -1 padded) whatever the ids are.
 
-GPU: where faiss was built with GPU support and `faiss.get_num_gpus() > 0`, the exact and IVF indexes move
-to the GPU (`device` says "gpu"); HNSW has no GPU version and stays on the CPU (device "cpu"). Nothing
-claims a GPU it did not use. `save`/`load` write the CPU index (`index.faiss`) and `id_map.json`.
+GPU: `device` picks where the exact and IVF indexes search: "auto" (the default) GPU 0 where faiss was built
+with GPU support and `faiss.get_num_gpus() > 0`; an ordinal (2, "cuda:2", "2": what the model-map gives a
+task) that GPU; "cpu" or None the CPU. HNSW has no GPU version and stays on the CPU. `self.device` says where
+it searches ("cpu" or "gpu:<n>"); nothing claims a GPU it did not use (an ordinal faiss has no GPU for stays
+on the CPU, logged). `save`/`load` write the CPU index (`index.faiss`) and `id_map.json` (ids as plain JSON
+ints or strings, numpy ids included); `to_bytes`/`from_bytes` carry the same pair in one blob.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -76,8 +79,42 @@ def _as_f32(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def _int_ids(item_ids: Sequence[Any]) -> bool:
+def is_int_ids(item_ids: Sequence[Any]) -> bool:
+    """True when every id is an integer (Python or numpy; bools are not): such ids search as int64."""
     return all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in item_ids)
+
+
+def plain_ids(item_ids: Sequence[Any]) -> list[Any]:
+    """The ids as plain Python values (JSON-ready): ints when all are integers (numpy ones too), else strings."""
+    if is_int_ids(item_ids):
+        return [int(i) for i in item_ids]
+    return [str(i) for i in item_ids]
+
+
+def _plain(value: Any) -> Any:
+    """json.dumps default: numpy scalars and arrays as Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def gpu_ordinal(device: Any) -> int | None:
+    """The GPU a device names: an int, "3", "cuda:3" or "gpu:3" -> 3; "cuda" / "gpu" -> 0; "cpu" / None -> None."""
+    if device is None or isinstance(device, bool):
+        return None
+    if isinstance(device, (int, np.integer)):
+        return int(device)
+    text = str(device).strip().lower()
+    if text in ("cpu", ""):
+        return None
+    if text in ("cuda", "gpu"):
+        return 0
+    head, _, tail = text.rpartition(":")
+    if head in ("", "cuda", "gpu") and tail.isdigit():
+        return int(tail)
+    raise ValueError(f"device {device!r}: want 'auto', 'cpu', a GPU ordinal or 'cuda:<n>'")
 
 
 def _ids_of(positions: np.ndarray, item_ids: Sequence[Any], int_ids: bool) -> np.ndarray:
@@ -99,7 +136,7 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, item_ids: Sequence[Any]
     position; padding id -1 (None for non-integer ids) and score -inf when k > n.
     """
     pos, scores = exact_topk_positions(queries, vectors, k, block)
-    return _ids_of(pos, item_ids, _int_ids(item_ids)), scores
+    return _ids_of(pos, item_ids, is_int_ids(item_ids)), scores
 
 
 def exact_topk_positions(queries: np.ndarray, vectors: np.ndarray, k: int,
@@ -219,21 +256,22 @@ class ItemIndex:
     """An inner-product index over item vectors and the item id of every row (see the module docstring)."""
 
     def __init__(self, index: Any, item_ids: Sequence[Any], kind: str, dim: int,
-                 params: dict[str, Any] | None = None, seed: int = 0):
+                 params: dict[str, Any] | None = None, seed: int = 0, device: Any = "auto"):
         self._index = index  # a CPU faiss index; `_search_index` may be its GPU copy
-        self.item_ids = list(item_ids)
+        self._int_ids = is_int_ids(item_ids)
+        self.item_ids = plain_ids(item_ids)
         self.kind = kind
-        self.dim = dim
+        self.dim = int(dim)
         self.params = dict(params or {})
-        self.seed = seed
-        self._int_ids = _int_ids(self.item_ids)
-        self._search_index, self.device = _maybe_gpu(index, kind)
+        self.seed = int(seed)
+        self._search_index, self.device = _maybe_gpu(index, kind, device)
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
     def build(cls, vectors: np.ndarray, item_ids: Sequence[Any], kind: str = "auto", seed: int = 0,
-              params: dict[str, Any] | None = None) -> "ItemIndex":
-        """vectors (n, d) float32, row i = item_ids[i]; kind "auto" (by n) or one of KINDS."""
+              params: dict[str, Any] | None = None, device: Any = "auto") -> "ItemIndex":
+        """vectors (n, d) float32, row i = item_ids[i]; kind "auto" (by n) or one of KINDS; device: see the
+        module docstring ("auto", a GPU ordinal, "cpu")."""
         v = _as_f32(vectors, "vectors")
         if len(item_ids) != v.shape[0]:
             raise ValueError(f"{len(item_ids)} item ids for {v.shape[0]} vectors")
@@ -246,7 +284,7 @@ class ItemIndex:
         index = _build_faiss(chosen, v, seed, p)
         log.info("item index: %s over %d items (d=%d, requested %r; auto: exact below %d items, else ivf) %s",
                  chosen, v.shape[0], v.shape[1], kind, EXACT_MAX_ITEMS, p)
-        return cls(index, item_ids, chosen, v.shape[1], p, seed)
+        return cls(index, item_ids, chosen, v.shape[1], p, seed, device)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -299,49 +337,87 @@ class ItemIndex:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(d / INDEX_FILE))
-        meta = {**self.describe(), "item_ids": self.item_ids}
-        (d / ID_MAP_FILE).write_text(json.dumps(meta))
+        (d / ID_MAP_FILE).write_text(self._id_map())
         return d
 
+    def _id_map(self) -> str:
+        return json.dumps({**self.describe(), "item_ids": self.item_ids}, default=_plain)
+
     @classmethod
-    def load(cls, directory: str | Path) -> "ItemIndex":
+    def load(cls, directory: str | Path, device: Any = "auto") -> "ItemIndex":
         import faiss
 
         d = Path(directory)
-        meta = json.loads((d / ID_MAP_FILE).read_text())
-        index = faiss.read_index(str(d / INDEX_FILE))
-        if index.ntotal != len(meta["item_ids"]):
-            raise ValueError(f"{d}: index holds {index.ntotal} vectors, the id map {len(meta['item_ids'])} ids")
-        return cls(index, meta["item_ids"], meta["kind"], int(meta["dim"]), meta.get("params"), meta.get("seed", 0))
+        return cls._restore(faiss.read_index(str(d / INDEX_FILE)), json.loads((d / ID_MAP_FILE).read_text()),
+                            str(d), device)
 
-    def log_artifact(self, artifact_path: str = "ann_index") -> dict[str, Any]:
-        """Log the index and its id map as artifacts of the active MLflow run (+ `describe()` as a dict)."""
+    @classmethod
+    def _restore(cls, index: Any, meta: dict[str, Any], where: str, device: Any) -> "ItemIndex":
+        if index.ntotal != len(meta["item_ids"]):
+            raise ValueError(f"{where}: index holds {index.ntotal} vectors, the id map {len(meta['item_ids'])} ids")
+        return cls(index, meta["item_ids"], meta["kind"], int(meta["dim"]), meta.get("params"), meta.get("seed", 0),
+                   device)
+
+    def to_bytes(self) -> bytes:
+        """The CPU index and its id map in one blob (`from_bytes`): what a Spark broadcast carries."""
+        import faiss
+
+        blob = faiss.serialize_index(self._index).tobytes()
+        head = self._id_map().encode()
+        return len(head).to_bytes(8, "little") + head + blob
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: Any = "auto") -> "ItemIndex":
+        import faiss
+
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + n].decode())
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=8 + n).copy())
+        return cls._restore(index, meta, "index bytes", device)
+
+    def log_artifact(self, artifact_path: str = "ann_index", run_id: str | None = None) -> dict[str, Any]:
+        """Log the index and its id map as artifacts of the active MLflow run, or of `run_id` (a finished run
+        stays finished), + `describe()` as `<artifact_path>_info.json`. Returns describe() and `artifact_uri`."""
         import tempfile
 
         import mlflow
+        from mlflow.tracking import MlflowClient
 
         info = self.describe()
+        where = PurePosixPath(artifact_path)
+        parent = None if str(where.parent) == "." else str(where.parent)
         with tempfile.TemporaryDirectory(prefix="captionrec-index-") as tmp:
-            self.save(tmp)
-            mlflow.log_artifacts(tmp, artifact_path)
-        mlflow.log_dict(info, f"{artifact_path}_info.json")
-        return info
+            self.save(Path(tmp) / "index")
+            info_file = Path(tmp) / f"{where.name}_info.json"
+            info_file.write_text(json.dumps(info, default=_plain))
+            if run_id is None:
+                mlflow.log_artifacts(str(Path(tmp) / "index"), artifact_path)
+                mlflow.log_artifact(str(info_file), parent)
+                run_id = mlflow.active_run().info.run_id
+            else:
+                MlflowClient().log_artifacts(run_id, str(Path(tmp) / "index"), artifact_path)
+                MlflowClient().log_artifact(run_id, str(info_file), parent)
+        return {**info, "artifact_uri": f"runs:/{run_id}/{artifact_path}"}
 
 
-def _maybe_gpu(index: Any, kind: str) -> tuple[Any, str]:
-    """The GPU copy of an exact / IVF index where faiss has GPUs; otherwise the CPU index itself."""
+def _maybe_gpu(index: Any, kind: str, device: Any = "auto") -> tuple[Any, str]:
+    """The copy of an exact / IVF index on the GPU `device` names ("auto": GPU 0) where faiss has that GPU;
+    otherwise the CPU index itself. Returns (the index to search, "gpu:<n>" or "cpu")."""
     import faiss
 
-    if kind == "hnsw" or not hasattr(faiss, "StandardGpuResources"):
+    ordinal = 0 if device == "auto" else gpu_ordinal(device)
+    if ordinal is None or kind == "hnsw" or not hasattr(faiss, "StandardGpuResources"):
         return index, "cpu"
     try:
         gpus = faiss.get_num_gpus()
     except (AttributeError, RuntimeError):
         return index, "cpu"
-    if gpus <= 0:
+    if ordinal >= gpus:
+        if device != "auto":
+            log.warning("item index: device %r asked for, faiss sees %d GPU(s): searching on the CPU", device, gpus)
         return index, "cpu"
     res = faiss.StandardGpuResources()
-    gpu_index = faiss.index_cpu_to_gpu(res, 0, index)
+    gpu_index = faiss.index_cpu_to_gpu(res, ordinal, index)
     gpu_index.referenced_resources = res  # keep the resources alive as long as the index
-    log.info("item index (%s) on GPU 0 of %d", kind, gpus)
-    return gpu_index, "gpu"
+    log.info("item index (%s) on GPU %d of %d", kind, ordinal, gpus)
+    return gpu_index, f"gpu:{ordinal}"

@@ -13,8 +13,11 @@ Item ids: `item_ids` lists the catalogue by item index, `item_ids[i]` = the item
 placeholder for index 0. Integer ids give a signature of longs, any other ids (the project's item_id is a
 string) one of strings.
 
-The served model needs `captionrec` importable (the wheel) next to torch, faiss-cpu, numpy, pandas and mlflow;
-`mlflow models serve -m models:/<name>@champion --env-manager local` serves it from the current environment.
+The model carries the `captionrec` package it pickles (code_paths: the model's `code/captionrec`, put on
+sys.path by MLflow at load), so it loads where captionrec is not installed: MLflow's virtualenv env manager
+or Databricks Model Serving install the pip requirements (torch, faiss-cpu, numpy, pandas, mlflow-skinny) and
+import captionrec from `code/`. `mlflow models serve -m models:/<name>@champion --env-manager local` serves it
+from the current environment.
 
 `promote_if_better` records the version's validation metric as model-version tags and moves the alias to
 it only when the value beats the current champion's (strictly; higher is better unless told otherwise).
@@ -34,12 +37,13 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
+from captionrec.serving.index import is_int_ids, plain_ids
+
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 10
 METRIC_VALUE_TAG = "captionrec.validation_metric"
 METRIC_NAME_TAG = "captionrec.validation_metric_name"
-RECOMMENDER_MODEL = "captionrec_recommender"
 _BATCH = 256
 
 
@@ -52,10 +56,6 @@ def _catalogue(item_ids: Sequence[Any], num_items: int) -> list[Any]:
     if len(set(ids)) != len(ids):
         raise ValueError("item ids must be unique")
     return ids
-
-
-def _is_int(ids: Sequence[Any]) -> bool:
-    return all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids)
 
 
 def _signature(int_ids: bool):
@@ -80,6 +80,20 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
+def _package_copy(where: Path) -> Path:
+    """A copy of the installed `captionrec` package (sources only, no __pycache__) under `where`: logged as the
+    model's code_paths, it lands in the model's `code/captionrec`, which MLflow puts on sys.path when it loads
+    the model, so the pickled Recommender (captionrec.models.*) loads where captionrec is not installed."""
+    import shutil
+
+    import captionrec
+
+    source = Path(captionrec.__file__).resolve().parent
+    dest = where / source.name
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    return dest
+
+
 def log_recommender(model: Any, item_ids: Sequence[Any], *, feature_set: str, model_name: str, history_len: int,
                     index: Any = None, artifact_path: str = "recommender",
                     registered_model_name: str | None = None) -> str:
@@ -97,8 +111,8 @@ def log_recommender(model: Any, item_ids: Sequence[Any], *, feature_set: str, mo
     ids = _catalogue(item_ids, model.num_items)
     if index is not None and list(index.item_ids) != ids:
         raise ValueError("the index's item ids are not the model's catalogue (same ids, same order)")
-    int_ids = _is_int(ids)
-    meta = {"item_ids": [int(i) for i in ids] if int_ids else [str(i) for i in ids], "int_ids": int_ids,
+    int_ids = is_int_ids(ids)
+    meta = {"item_ids": plain_ids(ids), "int_ids": int_ids,
             "feature_set": feature_set, "model_name": model_name, "history_len": int(history_len),
             "retrieval": "exact" if index is None else f"ann:{index.kind}"}
     example = pd.DataFrame({"history": [meta["item_ids"][: min(3, len(ids))]], "k": [min(DEFAULT_K, len(ids))]})
@@ -117,7 +131,7 @@ def log_recommender(model: Any, item_ids: Sequence[Any], *, feature_set: str, mo
         info = mlflow.pyfunc.log_model(
             name=artifact_path, python_model=RecommenderModel(), artifacts=artifacts, signature=_signature(int_ids),
             input_example=example, pip_requirements=_pip_requirements(),
-            registered_model_name=registered_model_name)
+            code_paths=[str(_package_copy(Path(tmp) / "code"))], registered_model_name=registered_model_name)
     log.info("logged recommender %s (%s, %s, %d items, retrieval %s)", info.model_uri, model_name, feature_set,
              len(ids), meta["retrieval"])
     return info.model_uri
@@ -216,16 +230,6 @@ def _k(value: Any) -> int:
     return k
 
 
-def recommender_model_name(tracking: Any) -> str:
-    """The registered model's name: `<catalog>.<schema>.captionrec_recommender` on Unity Catalog (the catalog
-    and schema of `tracking.registered_model`), `captionrec_recommender` in a workspace / local registry."""
-    registered = getattr(tracking, "registered_model", None) or ""
-    parts = registered.split(".")
-    if getattr(tracking, "registry_uri", None) == "databricks-uc" and len(parts) == 3:
-        return f"{parts[0]}.{parts[1]}.{RECOMMENDER_MODEL}"
-    return RECOMMENDER_MODEL
-
-
 def register_recommender(model_uri: str, name: str, *, metric_name: str | None = None,
                          value: float | None = None) -> str:
     """Register `model_uri` as a new version of `name` (the registry set by mlflow.set_registry_uri);
@@ -256,12 +260,16 @@ def _champion(client: Any, name: str, alias: str) -> Any | None:
 
 
 def promote_if_better(model_name: str, version: str, metric_name: str, value: float, alias: str = "champion",
-                      greater_is_better: bool = True) -> dict[str, Any]:
+                      greater_is_better: bool = True, force: bool = False) -> dict[str, Any]:
     """Record `value` on the version, then point `alias` at it only if it beats the champion's recorded value.
 
     Rule: no champion yet -> promote; the champion has no value for the same metric -> keep it (not
     comparable); otherwise promote only when strictly better. A NaN value never promotes.
-    Returns {promoted, reason, new, champion_before, champion_version_before, version, metric, alias, rule}.
+    `force` (config recommend.force_promote) re-baselines: the alias moves to this version whatever the
+    champion's value or metric name (the way out when the configured metric changed: otherwise the old
+    champion is kept forever); logged as a warning and marked `forced` in the result.
+    Returns {promoted, forced, reason, new, champion_before, champion_version_before, version, metric, alias,
+    rule}.
     """
     from mlflow.tracking import MlflowClient
 
@@ -278,8 +286,15 @@ def promote_if_better(model_name: str, version: str, metric_name: str, value: fl
         tags = champ.tags or {}
         if tags.get(METRIC_NAME_TAG) == metric_name and METRIC_VALUE_TAG in tags:
             before = float(tags[METRIC_VALUE_TAG])
+    forced = False
     if math.isnan(value):
         promoted, reason = False, f"new {metric_name} is NaN"
+    elif force and champ is not None and before_version != version:
+        promoted, forced = True, True
+        was = f"{before:.6g}" if before is not None else f"no recorded {metric_name}"
+        reason = (f"forced (force_promote): {alias} re-baselined from v{before_version} ({was}) to v{version} "
+                  f"with {metric_name} {value:.6g}")
+        log.warning("promote %s: %s", model_name, reason)
     elif champ is None:
         promoted, reason = True, f"no {alias} yet"
     elif before_version == version:
@@ -293,6 +308,6 @@ def promote_if_better(model_name: str, version: str, metric_name: str, value: fl
     if promoted:
         client.set_registered_model_alias(model_name, alias, version)
     log.info("promote %s v%s: %s (%s)", model_name, version, "yes" if promoted else "no", reason)
-    return {"promoted": promoted, "reason": reason, "new": value, "champion_before": before,
+    return {"promoted": promoted, "forced": forced, "reason": reason, "new": value, "champion_before": before,
             "champion_version_before": before_version, "version": version, "metric": metric_name,
             "alias": alias, "rule": rule}
