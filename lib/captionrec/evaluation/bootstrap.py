@@ -68,41 +68,6 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, strata: np.ndarray, samples: 
     return out
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, strata: np.ndarray, samples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0, chunk_cells: int = 4_000_000) -> dict[str, float]:
-    """Point estimates and percentile intervals of rel = A/B - 1 and diff = A - B, where A and B are the
-    means over strata of per-stratum case means; cases are resampled within strata, paired."""
-    a, b, strata = np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(strata)
-    groups = [np.nonzero(strata == s)[0] for s in np.unique(strata)]
-    groups = [g for g in groups if len(g)]
-    if not groups:
-        raise ValueError("paired_bootstrap: no cases")
-    A = float(np.mean([a[g].mean() for g in groups]))
-    B = float(np.mean([b[g].mean() for g in groups]))
-    rng = np.random.default_rng(seed)
-    per_draw = sum(len(g) for g in groups)
-    step = max(1, chunk_cells // per_draw)
-    boot_a, boot_b = [], []
-    for start in range(0, samples, step):
-        n = min(step, samples - start)
-        idx = [rng.integers(0, len(g), size=(n, len(g))) for g in groups]
-        boot_a.append(_stratified_means(a, groups, idx))
-        boot_b.append(_stratified_means(b, groups, idx))
-    ba, bb = np.concatenate(boot_a), np.concatenate(boot_b)
-    q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
-    diff_lo, diff_hi = np.percentile(ba - bb, q)
-    out = {"a": A, "b": B, "diff": A - B, "diff_lo": float(diff_lo), "diff_hi": float(diff_hi),
-           "rel": math.nan, "rel_lo": math.nan, "rel_hi": math.nan}
-    if B > 0:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = ba / bb - 1.0
-        rel = rel[np.isfinite(rel)]
-        out["rel"] = A / B - 1.0
-        if rel.size >= 0.9 * ba.size:  # intervals from (almost) every draw only
-            out["rel_lo"], out["rel_hi"] = (float(x) for x in np.percentile(rel, q))
-    return out
-
-
 def paired_cases(side_a: list[pd.DataFrame], side_b: list[pd.DataFrame], metric: str) -> pd.DataFrame:
     """Cases of both sides joined on (window, user_idx, chunk): columns a, b (averaged over each side's
     runs) and window, restricted to the metric's subset (cold / warm / all)."""
