@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import numpy as np
 
 from captionrec import contracts as C
 from captionrec.config.caption import CaptionConfig
-from captionrec.inference.batching import error_reason, error_text
+from captionrec.inference.batching import BatchRunner, error_reason, error_text
 from captionrec.inference.models import Models
 
 NOISE_NOTE = "captions are noise: tiny random model"
@@ -118,6 +119,32 @@ def load_prompt(prompt_file: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"caption prompt not found: {path}")
     return path.read_text().strip()
+
+
+def prompt_sha(prompt: str) -> str:
+    """The short hash of a prompt text that a captioner's settings (its version) hold."""
+    return hashlib.sha256(prompt.encode()).hexdigest()[:12]
+
+
+def one_model_setup(section: Any, role: str) -> Setup:
+    """`setup` of a kind with one model and one prompt; `section`: its config (model, prompt_file, prompt_version)."""
+    return Setup(section.prompt_version, load_prompt(section.prompt_file), ((role, section.model),))
+
+
+def one_model_settings(kind: str, section: Any, prompt: str, **specific: Any) -> dict[str, Any]:
+    """`settings` of a kind with one model and one prompt: model, prompt (version + hash), greedy decoding, and the
+    kind's `specific` settings (batch size, dtype and attention kernels are speed only: left out)."""
+    return {"kind": kind, "model": section.model, "prompt_version": section.prompt_version,
+            "prompt_sha": prompt_sha(prompt), "decoding": "greedy", **specific}
+
+
+def load_one_model(plan: CaptionPlan, device: str, role: str, section: Any, wrapper: Callable[..., Any],
+                   **options: Any) -> Models:
+    """`load` of a kind with one model: `wrapper` (a model class of captioning.video / .omni) built from `role`'s
+    model with `section`'s dtype, attention kernel and batch size, plus the wrapper's own `options`."""
+    model = wrapper(plan.model_path(role), device=device, dtype=section.dtype, attn=section.attn_implementation,
+                    local_files_only=plan.cfg.local_files_only, model_id=plan.model_map[role], **options)
+    return Models(model, device, BatchRunner(section.batch_size))
 
 
 # ------------------------------------------------------------------------------------------------- rows

@@ -11,7 +11,6 @@ empty track or one below `silence_dbfs` is `silent` (both permanent: nothing to 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -27,6 +26,7 @@ from captionrec.captioning.common import (
     decode_item,
     failure,
     load_prompt,
+    prompt_sha,
     soundtrack,
     text_or_empty,
 )
@@ -62,7 +62,7 @@ def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[
     }
     if a.fusion == "llm":
         s.update(llm_model=a.llm_model, llm_max_new_tokens=a.llm_max_new_tokens, prompt_version=a.prompt_version,
-                 prompt_sha=hashlib.sha256(prompt.encode()).hexdigest()[:12], decoding="greedy")
+                 prompt_sha=prompt_sha(prompt), decoding="greedy")
     return s
 
 

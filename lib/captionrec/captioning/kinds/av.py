@@ -12,7 +12,6 @@ A quiet track is still a track (no threshold here: the model hears the silence).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +25,13 @@ from captionrec.captioning.common import (
     decode_frames,
     decode_item,
     frame_columns,
-    load_prompt,
+    load_one_model,
+    one_model_settings,
+    one_model_setup,
     single_model_batch,
     soundtrack,
 )
 from captionrec.config.caption import CaptionConfig
-from captionrec.inference.batching import BatchRunner
 from captionrec.inference.models import Models
 
 NAME = "av"
@@ -39,30 +39,22 @@ NOTHING_TO_HEAR = frozenset({C.NO_AUDIO_STREAM, C.SILENT})  # what `without_audi
 
 
 def setup(cfg: CaptionConfig) -> Setup:
-    v = cfg.av
-    return Setup(v.prompt_version, load_prompt(v.prompt_file), (("omni", v.model),))
+    return one_model_setup(cfg.av, "omni")
 
 
 def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[str, Any]:
-    """The settings that define the av captioner (batch size, dtype and attention kernels are speed only)."""
+    """The settings that define the av captioner (what its version hashes)."""
     v = cfg.av
-    return {
-        "kind": NAME, "model": v.model, "prompt_version": v.prompt_version,
-        "prompt_sha": hashlib.sha256(prompt.encode()).hexdigest()[:12],
-        "num_frames": v.num_frames, "window_s": v.window_s, "max_pixels": v.max_pixels,
-        "max_new_tokens": v.max_new_tokens, "without_audio": v.without_audio, "sample_rate": SAMPLE_RATE,
-        "frames_input": "images", "decoding": "greedy",
-    }
+    return one_model_settings(
+        NAME, v, prompt, num_frames=v.num_frames, window_s=v.window_s, max_pixels=v.max_pixels,
+        max_new_tokens=v.max_new_tokens, without_audio=v.without_audio, sample_rate=SAMPLE_RATE, frames_input="images",
+    )
 
 
 def load(plan: CaptionPlan, device: str = "cpu") -> Models:
     from captionrec.captioning.omni import OmniCaptioner
 
-    v = plan.cfg.av
-    omni = OmniCaptioner(plan.model_path("omni"), device=device, dtype=v.dtype, attn=v.attn_implementation,
-                         max_pixels=v.max_pixels, local_files_only=plan.cfg.local_files_only,
-                         model_id=plan.model_map["omni"])
-    return Models(omni, device, BatchRunner(v.batch_size))
+    return load_one_model(plan, device, "omni", plan.cfg.av, OmniCaptioner, max_pixels=plan.cfg.av.max_pixels)
 
 
 @dataclass

@@ -10,7 +10,6 @@ plays no part (a clip without a soundtrack is captioned like any other).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from captionrec.captioning.common import (
@@ -21,31 +20,28 @@ from captionrec.captioning.common import (
     decode_frames,
     decode_item,
     frame_columns,
-    load_prompt,
+    load_one_model,
+    one_model_settings,
+    one_model_setup,
     single_model_batch,
 )
 from captionrec.config.caption import CaptionConfig
-from captionrec.inference.batching import BatchRunner
 from captionrec.inference.models import Models
 
 NAME = "video"
 
 
 def setup(cfg: CaptionConfig) -> Setup:
-    v = cfg.video
-    return Setup(v.prompt_version, load_prompt(v.prompt_file), (("vlm", v.model),))
+    return one_model_setup(cfg.video, "vlm")
 
 
 def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[str, Any]:
-    """The settings that define the video captioner (batch size, dtype and attention kernels are speed only)."""
+    """The settings that define the video captioner (what its version hashes)."""
     v = cfg.video
-    return {
-        "kind": NAME, "model": v.model, "prompt_version": v.prompt_version,
-        "prompt_sha": hashlib.sha256(prompt.encode()).hexdigest()[:12],
-        "num_frames": None if v.fps else v.num_frames, "fps": v.fps, "max_frames": v.max_frames,
-        "window_s": v.window_s, "max_pixels": v.max_pixels, "max_new_tokens": v.max_new_tokens,
-        "frames_input": v.frames_input, "decoding": "greedy",
-    }
+    return one_model_settings(
+        NAME, v, prompt, num_frames=None if v.fps else v.num_frames, fps=v.fps, max_frames=v.max_frames,
+        window_s=v.window_s, max_pixels=v.max_pixels, max_new_tokens=v.max_new_tokens, frames_input=v.frames_input,
+    )
 
 
 def load(plan: CaptionPlan, device: str = "cpu") -> Models:
@@ -53,10 +49,7 @@ def load(plan: CaptionPlan, device: str = "cpu") -> Models:
     from captionrec.captioning.video import VideoCaptioner
 
     v = plan.cfg.video
-    vlm = VideoCaptioner(plan.model_path("vlm"), device=device, dtype=v.dtype, attn=v.attn_implementation,
-                         frames_input=v.frames_input, max_pixels=v.max_pixels,
-                         local_files_only=plan.cfg.local_files_only, model_id=plan.model_map["vlm"])
-    return Models(vlm, device, BatchRunner(v.batch_size))
+    return load_one_model(plan, device, "vlm", v, VideoCaptioner, frames_input=v.frames_input, max_pixels=v.max_pixels)
 
 
 def decode(plan: CaptionPlan, item: dict[str, Any]) -> Decoded:

@@ -25,7 +25,6 @@ window gets the first failing window's reason (a corrupt file: `corrupt` for the
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -38,6 +37,7 @@ from captionrec.captioning.common import (
     caption_row,
     failure,
     load_prompt,
+    prompt_sha,
     text_or_empty,
     trim_frames,
 )
@@ -67,7 +67,7 @@ def segments_settings(video: dict[str, Any], seg: SegmentsConfig, summary_prompt
              combine=seg.combine)
     if seg.combine == "summary":
         s.update(summary_prompt_version=seg.summary_prompt_version, summary_max_new_tokens=seg.summary_max_new_tokens,
-                 summary_prompt_sha=hashlib.sha256(summary_prompt.encode()).hexdigest()[:12])
+                 summary_prompt_sha=prompt_sha(summary_prompt))
     return s
 
 
