@@ -13,6 +13,7 @@ models' noise differ between runs). Exit 1 with the differing paths per stage, 0
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -88,11 +89,14 @@ def main(argv: list[str]) -> int:
             f.write(write_shape(runs))
         print(f"[shape] wrote {argv[1]}: {len(runs)} stages ({', '.join(str(s.get('stage')) for s in runs)})")
         return 0
+    if mode == "--golden" and not os.path.exists(argv[1]):
+        print(f"[shape] FAIL: no reference shape {argv[1]}: write it with 'make summary-shape'", file=sys.stderr)
+        return 1
     with open(argv[-2]) as fa, open(argv[-1]) as fb:
         main_runs = read_shape(fa.read()) if mode else load_summaries(fa.read())
         other = load_summaries(fb.read())
     if not main_runs:
-        print(f"[shape] FAIL: no summaries in {argv[0]}", file=sys.stderr)
+        print(f"[shape] FAIL: no summaries in {argv[-2]}", file=sys.stderr)
         return 1
     problems = compare(main_runs, other)
     if problems:

@@ -5,7 +5,7 @@ Local (embedded default):
     python jobs/caption.py caption.video.num_frames=16
     captionrec caption caption.video.num_frames=16   # same function, as the console script
 
-spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root):
+spark-submit on a GPU cluster (docs/deploy.md "Run with spark-submit"; `make pack-env` first; from the repo root):
     spark-submit --master spark://HOST:7077 \
         --properties-file conf/spark-gpu.conf \
         jobs/caption.py --profile cluster storage.root=s3a://bucket/captionrec

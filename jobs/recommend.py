@@ -6,7 +6,7 @@ Local (embedded default):
     python jobs/recommend.py                           # from_grid=latest (conf/local.yaml)
     captionrec recommend run_id=<run id> k=50          # same function, as the console script
 
-spark-submit on a GPU cluster (README "Run with spark-submit"; `make pack-env` first; from the repo root; the
+spark-submit on a GPU cluster (docs/deploy.md "Run with spark-submit"; `make pack-env` first; from the repo root; the
 users are scored in blocks by the model-map, one model per worker and GPU):
     spark-submit --master spark://HOST:7077 \\
         --properties-file conf/spark-gpu.conf \\

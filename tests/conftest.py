@@ -31,9 +31,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test that uses the session's Spark (directly or through another fixture) is a `spark` test."""
+    """A test that uses the session's Spark (directly or through another fixture), or starts a local / standalone
+    cluster (`localcluster`), is a `spark` test."""
     for item in items:
-        if "spark" in getattr(item, "fixturenames", ()):
+        if "spark" in getattr(item, "fixturenames", ()) or item.get_closest_marker("localcluster"):
             item.add_marker(pytest.mark.spark)
 
 

@@ -304,7 +304,9 @@ def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(whee
             assert argv[0] == task["task_key"]
             command, rest = argv[0], argv[1:]
             assert rest[:2] == ["--profile", "databricks"]
-            overrides = rest[2:]
+            parsed = _parser().parse_intermixed_args(argv)  # the console script's own parser: options, then key=value
+            assert parsed.profile == "databricks" and parsed.show_config  # the config lands in the driver log
+            overrides = parsed.overrides
             assert command in commands, (command, sorted(commands))
             stage = command if command in ("ingest", "caption", "embed", "train") else None
             cfg = load_config("databricks", overrides, stage=stage)  # raises on an unknown key or a bad value
@@ -587,6 +589,7 @@ def _task_configs(target: str, variables_over: dict | None = None, edit_job=None
     """(task, its cluster's new_cluster, the task's loaded Config) for every task of `target`, as deployed:
     variables with the target's overrides, the job with the target's overrides, job parameters at their defaults.
     `variables_over` / `edit_job(job)`: what-ifs for the tests of the check itself."""
+    from captionrec.cli import _parser
     from captionrec.config import load_config
 
     variables = {**_setup_script().bundle_variables(target), **(variables_over or {})}
@@ -598,9 +601,10 @@ def _task_configs(target: str, variables_over: dict | None = None, edit_job=None
     out = []
     for task in job["tasks"]:
         argv = _resolve(task["python_wheel_task"]["parameters"], variables, params, task_key=task["task_key"])
-        command = argv[0]
+        parsed = _parser().parse_intermixed_args(argv)  # the console script's own parser
+        command = parsed.command
         stage = command if command in ("ingest", "caption", "embed", "train") else None
-        cfg = load_config("databricks", argv[3:], stage=stage)
+        cfg = load_config(parsed.profile, parsed.overrides, stage=stage)
         out.append((task, clusters[task["job_cluster_key"]], cfg))
     return variables, out
 

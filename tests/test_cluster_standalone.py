@@ -3,7 +3,7 @@ stage through its own spark-submit.
 
 pyspark's own launcher classes start a master and two workers (`spark-class org.apache.spark.deploy.master.Master`,
 `... deploy.worker.Worker`), each worker advertising two fake GPUs through a discovery script. Every stage is
-launched as README "Run with spark-submit" documents it: `spark-submit --properties-file conf/spark-gpu.conf
+launched as docs/deploy.md "Run with spark-submit" documents it: `spark-submit --properties-file conf/spark-gpu.conf
 jobs/<stage>.py --profile cluster`, plus overrides that fit this machine, each one named below:
 
 - image route instead of the packed env (`spark.archives=`, `spark.pyspark.python=<this venv>`); the packed
@@ -582,7 +582,7 @@ def test_task_requests_that_can_never_run_are_errors_not_hangs(cluster, tmp_path
 
 
 def test_one_documented_launch_line_per_stage():
-    """README "Run with spark-submit" and jobs/<stage>.py show the same line; it uses conf/spark-gpu.conf, and
+    """docs/deploy.md "Run with spark-submit" and jobs/<stage>.py show the same line; it uses conf/spark-gpu.conf, and
     its overrides load with the cluster profile."""
     from captionrec.config import load_config
 
