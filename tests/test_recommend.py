@@ -94,6 +94,22 @@ def _reference(vectors: dict[str, np.ndarray], k: int) -> dict[str, list[str]]:
     return {ids[r]: [ids[j] for j in np.argsort(-sims[r], kind="stable")[:k]] for r in range(len(ids))}
 
 
+def test_ann_scorer_loads_the_drivers_index_never_builds_one():
+    """A worker's scorer with retrieval=ann needs the driver's index (its artifact URI): none given is an error,
+    raised before any model is loaded (no per-worker rebuild)."""
+    from captionrec.transforms.recommend import ScorerSpec, construct_scorer
+
+    spec = ScorerSpec("runs:/nope/model", "sqlite:///nowhere.db", np.zeros((3, 4), np.float32), ["a", "b", "c"],
+                      retrieval="ann", k=2)
+    with pytest.raises(ValueError, match="index_uri"):
+        construct_scorer(spec, "cpu")
+
+
+def test_force_promote_config():
+    assert load_config("local", []).recommend.force_promote is False
+    assert load_config("local", ["recommend.force_promote=true"]).recommend.force_promote is True
+
+
 def test_similar_rows_incremental_matches_full():
     from captionrec.transforms.recommend import similar_rows
 
@@ -220,9 +236,16 @@ def test_new_items_then_new_model(spark, world):
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     exp = client.get_experiment_by_name("recommend-tests").experiment_id
     _grid(client, exp, [("sasrec", "id", "42", [0.1], 0.9), ("two_tower", "mllm_av", "42", [0.3], 0.1)])
-    gcfg = _cfg(tmp, "recommend.from_grid=latest")
+    gcfg = _cfg(tmp, "recommend.from_grid=latest", "recommend.retrieval=ann")
     g = recommend.run(gcfg, spark, store)
     df2 = _table(store)
+    assert g["ann_index"]["built"] and g["ann_index"]["artifact_uri"].startswith(f"runs:/{g['run_id']}/ann_index/")
+    import mlflow
+
+    champion = mlflow.pyfunc.load_model("models:/captionrec_recommender@champion")
+    assert champion.unwrap_python_model().index is not None  # retrieval=ann: the registered pyfunc has its index
+    source = mlflow.artifacts.download_artifacts("models:/captionrec_recommender@champion", dst_path=str(tmp / "v1"))
+    assert (tmp / "v1" / "code" / "captionrec" / "models" / "base.py").is_file(), source  # carries captionrec
     assert g["choice"]["features"] == "mllm_av" and g["choice"]["refit"] == "trained"
     assert g["plan"].startswith("all: new model") and g["run_id"] != world["run_id"]
     assert set(df2["run_id"]) == {g["run_id"]} and len(df2) == n_rows
@@ -252,3 +275,19 @@ def test_ann_retrieval_matches_exact(spark, world):
     assert len(ann) == blocked["rows_written"] and not ann.duplicated(["user_id", "rank"]).any()
     ex = store.read("recs_exact").toPandas().sort_values(["user_id", "rank"])
     assert (ann["item_id"].fillna("").tolist() == ex["item_id"].fillna("").tolist())
+
+    # the index was built once on the driver and logged on the served run; the workers loaded it from there
+    import mlflow
+
+    from captionrec.serving.index import ItemIndex
+
+    built = blocked["ann_index"]
+    assert built["built"] and built["artifact_uri"].startswith(f"runs:/{world['run_id']}/ann_index/")
+    index = ItemIndex.load(mlflow.artifacts.download_artifacts(built["artifact_uri"]))
+    assert index.kind == built["kind"] == "exact" and len(index) == built["n_items"]
+    assert set(ann["item_id"].dropna()) <= set(index.item_ids)
+    again = recommend.run(dataclasses.replace(cfg, recommend=dataclasses.replace(
+        cfg.recommend, recommendations_table="recs_ann2", write_block_rows=0)), spark, store)
+    assert again["ann_index"] == {"artifact_uri": built["artifact_uri"], "built": False, "seconds": 0.0}
+    ann2 = store.read("recs_ann2").toPandas().sort_values(["user_id", "rank"])
+    assert ann2["item_id"].fillna("").tolist() == ann["item_id"].fillna("").tolist()

@@ -30,11 +30,15 @@ class RecommendConfig:
     # validation metric. Unity Catalog: <catalog>.<schema>.captionrec_recommender.
     registered_model: str = "captionrec_recommender"
     alias: str = "champion"
+    # true: the refit takes the alias whatever the champion's validation value or metric name (re-baselines, e.g.
+    # after select_metric changed: a champion tagged with another metric is otherwise never replaced); logged.
+    force_promote: bool = False
     # Active users: an interaction in the `active_days` before `now` (null: the newest interaction's time).
     active_days: int = 30
     now: Optional[str] = None
     k: int = 100
-    # exact: full scores over the servable items; ann: the serving package's ItemIndex (FAISS by catalogue size).
+    # exact: full scores over the servable items; ann: the serving package's ItemIndex (FAISS by catalogue size),
+    # built once on the driver, logged on the served run (ann_index/<catalogue digest>), loaded by the workers.
     retrieval: Literal["exact", "ann"] = "exact"
     # Users per Arrow batch inside a task, and the partitions the users are spread over (0: Spark's default).
     batch_size: int = 1024

@@ -175,23 +175,32 @@ def refit_from_grid(cfg: "Config", spark: "SparkSession", store: "TableStore", c
 
 
 def register(cfg: "Config", client, uri_tracking: str, run_id: str, rcfg: "Config") -> dict[str, Any]:
-    """Log the refit model as a pyfunc, register it and move the alias only on a better validation metric."""
+    """Log the refit model as a pyfunc (with retrieval=ann, with an ItemIndex over its items), register it
+    (register_recommender) and move the alias only on a better validation metric (or recommend.force_promote)."""
     import mlflow
+    import torch
 
-    from captionrec.serving.pyfunc import log_recommender, promote_if_better
+    from captionrec.serving.index import ItemIndex
+    from captionrec.serving.pyfunc import log_recommender, promote_if_better, register_recommender
     from captionrec.transforms.recommend import item_index_ids, load_recommender
 
     rc = cfg.recommend
     model = load_recommender(f"runs:/{run_id}/model", uri_tracking)
     ids = item_index_ids(json.dumps(mlflow.artifacts.load_dict(f"runs:/{run_id}/{C.ITEM_INDEX_ARTIFACT}")))
+    index = None
+    if rc.retrieval == "ann":  # the served pyfunc retrieves through the same kind of index as the stage
+        with torch.no_grad():
+            vectors = model.item_vectors()[1:].float().cpu().numpy()
+        index = ItemIndex.build(vectors, ids[-len(vectors):], device="cpu")
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         uri = log_recommender(model, ids, feature_set=rcfg.train.features, model_name=rc.registered_model,
-                              history_len=rcfg.train.max_seq_len)
-    version = mlflow.register_model(uri, rc.registered_model).version
+                              history_len=rcfg.train.max_seq_len, index=index)
+    version = register_recommender(uri, rc.registered_model)
     metric = f"valid_{C.metric_name(rc.select_metric)}"
     values = [m.value for m in client.get_metric_history(run_id, metric)]
     value = float(np.mean(values)) if values else float("nan")
-    result = promote_if_better(rc.registered_model, str(version), metric, value, alias=rc.alias)
+    result = promote_if_better(rc.registered_model, version, metric, value, alias=rc.alias,
+                               force=rc.force_promote)
     result = {**result, "model_name": rc.registered_model, "version": str(version), "metric": metric, "value": value}
     log.info("registered %s version %s (%s %.4f): %s", rc.registered_model, version, metric, value, result)
     for k, v in {"captionrec.promotion": json.dumps(result, default=str), "captionrec.model_version": version,
@@ -350,7 +359,7 @@ def write_recommendations(cfg: "Config", store: "TableStore", served: Served, ca
     from pyspark.sql import functions as F
 
     from captionrec.spark.modelmap import release_models, stage_gpu
-    from captionrec.transforms.recommend import ScorerSpec, score_users, user_inputs
+    from captionrec.transforms.recommend import ScorerSpec, catalogue_index, score_users, user_inputs
 
     rc = cfg.recommend
     inputs = user_inputs(interactions, users, served.index_ids, catalogue.item_ids, served.max_seq_len,
@@ -360,8 +369,10 @@ def write_recommendations(cfg: "Config", store: "TableStore", served: Served, ca
         inputs.unpersist()
         return {"users_written": 0, "rows_written": 0, "version": store.version(rc.recommendations_table)}
     gpu = stage_gpu(inputs.sparkSession, rc.gpu, "recommend")
+    index = (catalogue_index(served.run_id, catalogue.item_ids, catalogue.vectors, tracking_uri)
+             if rc.retrieval == "ann" else None)  # built once here, loaded by the workers
     spec = ScorerSpec(f"runs:/{served.run_id}/model", tracking_uri, catalogue.vectors, catalogue.item_ids,
-                      rc.retrieval, rc.k)
+                      rc.retrieval, rc.k, index and index["artifact_uri"])
     constants = [F.lit(served.run_id).alias("run_id"), F.lit(served.model_name).cast("string").alias("model_name"),
                  F.lit(served.model_version).cast("string").alias("model_version"),
                  F.lit(served.features).alias("feature_set"),
@@ -386,7 +397,8 @@ def write_recommendations(cfg: "Config", store: "TableStore", served: Served, ca
                      commits=stats["commits"] + int(bool(res.inserted or res.updated)))
     inputs.unpersist()
     release_models(inputs.sparkSession, gpu, "recommend")
-    return {"users_written": n_users, "rows_written": n_users * rc.k, "version": version, **stats}
+    return {"users_written": n_users, "rows_written": n_users * rc.k, "version": version, **stats,
+            **({"ann_index": index} if index else {})}
 
 
 def similar_items(cfg: "Config", store: "TableStore") -> dict[str, Any]:
@@ -461,6 +473,10 @@ def format_summary(s: dict[str, Any]) -> str:
               f"  {s['plan']}: {s['users_written']} user(s), {s['rows_written']} row(s), {s.get('commits', 0)} "
               f"commit(s), table version {s['version']}",
               f"  table: {s['table']}"]
+    if s.get("ann_index"):
+        a = s["ann_index"]
+        how = f"built in {a['seconds']:.1f} s" if a["built"] else "reused"
+        lines.append(f"  ann index: {a['artifact_uri']} ({how})")
     for fs, v in (s.get("similar_items") or {}).items():
         lines.append(f"  similar_items {fs}: {v}")
     return "\n".join(lines)

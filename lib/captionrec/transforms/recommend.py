@@ -4,7 +4,8 @@ users' histories as Arrow rows, top-k scoring through the model-map, and similar
 Scoring runs in the workers (`captionrec.spark.modelmap.model_map`): the model is loaded once per worker process
 and device from its MLflow URI, the catalogue's vectors travel with the task (a few MB); each Arrow batch of
 users becomes user states (one forward pass), scores over the catalogue (exact) or the ANN index's candidates
-(`captionrec.serving.index.ItemIndex`), the user's seen items masked, and the top k.
+(`captionrec.serving.index.ItemIndex`: built once on the driver, logged as an artifact of the served run, and
+loaded by each worker onto its task's device), the user's seen items masked, and the top k.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
     from captionrec.spark.modelmap import StageGpu
 
+ANN_INDEX_ARTIFACT = "ann_index"  # the served run's indexes: ann_index/<catalogue digest>/{index.faiss,id_map.json}
 SCORED_ROWS = "recommend_rows"  # what a scoring task returns: one row per user, the top k as lists
 
 
@@ -124,6 +126,7 @@ class ScorerSpec:
     item_ids: list[str]
     retrieval: str = "exact"
     k: int = 100
+    index_uri: Optional[str] = None  # retrieval=ann: the driver's ItemIndex over `vectors` (an MLflow artifact URI)
 
 
 def load_recommender(model_uri: str, tracking_uri: str, device: str = "cpu") -> Any:
@@ -138,15 +141,57 @@ def load_recommender(model_uri: str, tracking_uri: str, device: str = "cpu") -> 
     return model.to(device).eval()
 
 
+def catalogue_index(run_id: str, item_ids: Sequence[str], vectors: np.ndarray,
+                    tracking_uri: str) -> dict[str, Any]:
+    """retrieval=ann on the driver: the ItemIndex over the catalogue, built once and logged on the served run at
+    ann_index/<digest of ids and vectors> (a catalogue logged already is reused, not rebuilt). Returns what was
+    built (ItemIndex.describe()), `artifact_uri` (what the workers load), `built` and `seconds`."""
+    import hashlib
+    import time
+    from pathlib import PurePosixPath
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from captionrec.serving.index import ID_MAP_FILE, INDEX_FILE, ItemIndex
+
+    digest = hashlib.sha256(json.dumps(list(item_ids)).encode())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    path = f"{ANN_INDEX_ARTIFACT}/{digest.hexdigest()[:16]}"
+    mlflow.set_tracking_uri(tracking_uri)
+    logged = {PurePosixPath(f.path).name for f in MlflowClient(tracking_uri).list_artifacts(run_id, path)}
+    if {INDEX_FILE, ID_MAP_FILE} <= logged:
+        return {"artifact_uri": f"runs:/{run_id}/{path}", "built": False, "seconds": 0.0}
+    t0 = time.perf_counter()
+    index = ItemIndex.build(vectors, list(item_ids), device="cpu")
+    info = index.log_artifact(path, run_id=run_id)
+    return {**info, "built": True, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def load_index(index_uri: str, tracking_uri: str, device: Any = "cpu") -> Any:
+    """The ItemIndex logged at `index_uri` (`ItemIndex.log_artifact`), searching on `device` (the task's)."""
+    import mlflow
+
+    from captionrec.serving.index import ItemIndex
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return ItemIndex.load(mlflow.artifacts.download_artifacts(index_uri), device=device)
+
+
 def construct_scorer(spec: ScorerSpec, device: str) -> dict[str, Any]:
+    """A worker's scorer: the model on `device`, the catalogue's vectors there, and with retrieval=ann the
+    driver's index loaded from its artifact (on the same GPU, or the CPU) - never rebuilt here."""
     import torch
 
+    if spec.retrieval == "ann" and not spec.index_uri:
+        raise ValueError("retrieval=ann: the scorer loads the driver's index (ScorerSpec.index_uri), none given")
     out = {"model": load_recommender(spec.model_uri, spec.tracking_uri, device), "device": device,
            "vectors": torch.from_numpy(spec.vectors).to(device), "index": None}
     if spec.retrieval == "ann":
-        from captionrec.serving.index import ItemIndex
-
-        out["index"] = ItemIndex.build(spec.vectors, list(range(len(spec.item_ids))))
+        out["index"] = load_index(spec.index_uri, spec.tracking_uri, device)
+        if len(out["index"]) != len(spec.item_ids):
+            raise ValueError(f"index {spec.index_uri} holds {len(out['index'])} items, the catalogue "
+                             f"{len(spec.item_ids)}")
     return out
 
 
@@ -301,7 +346,8 @@ def similar_rows(vectors: dict[str, np.ndarray], changed: set[str], previous_kth
     query = sorted(redo)
     if not query:
         return [], 0
-    return cosine_top_k(np.asarray([vectors[i] for i in query], dtype=np.float32), query, mat, ids, k, block), len(query)
+    rows = cosine_top_k(np.asarray([vectors[i] for i in query], dtype=np.float32), query, mat, ids, k, block)
+    return rows, len(query)
 
 
 def item_index_ids(text: str) -> list[str]:
