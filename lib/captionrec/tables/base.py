@@ -98,11 +98,17 @@ class TableStore(ABC):
     @abstractmethod
     def overwrite(self, name: str, df: "DataFrame") -> int: ...
 
-    @abstractmethod
-    def upsert(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult: ...
+    def upsert(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
+        """MERGE on `keys`: matched rows are updated, the others inserted."""
+        return self._merge(name, df, keys, update=True)
+
+    def insert_missing(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
+        """MERGE on `keys`: only rows whose keys are not in the table are inserted."""
+        return self._merge(name, df, keys, update=False)
 
     @abstractmethod
-    def insert_missing(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult: ...
+    def _merge(self, name: str, df: "DataFrame", keys: Sequence[str], update: bool) -> MergeResult:
+        """The backend's MERGE (with its retries and `after_write`) behind `upsert` and `insert_missing`."""
 
     @abstractmethod
     def version(self, name: str) -> int | None: ...

@@ -256,12 +256,6 @@ class DeltaRsStore(TableStore):
         self.after_write(name)
         return version
 
-    def upsert(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
-        return self._merge(name, df, keys, update=True)
-
-    def insert_missing(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
-        return self._merge(name, df, keys, update=False)
-
     def _merge(self, name: str, df: "DataFrame", keys: Sequence[str], update: bool) -> MergeResult:
         keys = check_keys(df, keys)
 

@@ -186,12 +186,6 @@ class DeltaSparkStore(TableStore):
         self.after_write(name)
         return version
 
-    def upsert(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
-        return self._merge(name, df, keys, update=True)
-
-    def insert_missing(self, name: str, df: "DataFrame", keys: Sequence[str]) -> MergeResult:
-        return self._merge(name, df, keys, update=False)
-
     def _merge(self, name: str, df: "DataFrame", keys: Sequence[str], update: bool) -> MergeResult:
         keys = check_keys(df, keys)
         result = self.with_retries(name, "MERGE", lambda: self._merge_once(name, df, keys, update))
