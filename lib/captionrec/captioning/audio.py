@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from captionrec.captioning.common import SAMPLE_RATE
-from captionrec.inference.hf_compat import audio_lm_class, dtype_kwargs
-from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
+from captionrec.inference.hf_compat import audio_lm_class, load_pretrained
+from captionrec.inference.refs import is_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +253,7 @@ class AudioCaptioner:
         self.processor.tokenizer.padding_side = "left"
         # transformers 5.x: AutoModelForMultimodalLM; 4.5x (Databricks ML runtimes): AutoModelForSeq2SeqLM's mapping.
         model_cls = audio_lm_class(AutoConfig.from_pretrained(model, **kwargs))
-        self.model = model_cls.from_pretrained(
-            model, **dtype_kwargs(torch_dtype(dtype, device)), attn_implementation=attn_implementation(attn, device),
-            **kwargs,
-        ).to(device).eval()
+        self.model = load_pretrained(model_cls, model, device, dtype, attn, local_files_only)
         self.sampling_rate = int(getattr(self.processor.feature_extractor, "sampling_rate", SAMPLE_RATE))
         self.load_s = time.perf_counter() - t0
 

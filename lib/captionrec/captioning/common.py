@@ -9,7 +9,8 @@
   through (the caption kinds and the feature encoders share it).
 - `Decoded` / `decode_item`: one item's decoded media (or the reason it has none), timed.
 - `caption_row` / `failure` / `text_or_empty`: the one row builder, failure columns and empty-text rule.
-- `SAMPLE_RATE`, `trim_frames`, `soundtrack`: the one audio rate, frame cap and empty/absent audio track rule.
+- `SAMPLE_RATE` (from `media.audio`), `trim_frames`, `soundtrack`: the one audio rate, frame cap and
+  empty/absent audio track rule.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from captionrec import contracts as C
 from captionrec.config.caption import CaptionConfig
 from captionrec.inference.batching import BatchRunner, error_reason, error_text
 from captionrec.inference.models import Models
+from captionrec.media.audio import SAMPLE_RATE  # the one audio rate (the decoder's default)
 
 NOISE_NOTE = "captions are noise: tiny random model"
-SAMPLE_RATE = 16000  # Hz: every soundtrack a captioner hears (Whisper, AST, Qwen2-Audio, Qwen2.5-Omni all take 16 kHz)
 COLUMNS = C.columns(C.CAPTIONS)
 NO_TEXT = "model generated no text"
 

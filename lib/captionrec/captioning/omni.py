@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from captionrec.captioning.common import SAMPLE_RATE
-from captionrec.inference.hf_compat import dtype_kwargs, require_omni
-from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
+from captionrec.inference.hf_compat import load_pretrained, require_omni
+from captionrec.inference.refs import is_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,8 @@ class OmniCaptioner:
         self.synthetic = is_synthetic(model)
         self.processor = load_omni_processor(model, local_files_only)
         self.tokenizer = self.processor.tokenizer
-        self.model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-            model, **dtype_kwargs(torch_dtype(dtype, device)), attn_implementation=attn_implementation(attn, device),
-            local_files_only=local_files_only,
-        ).to(device).eval()
+        self.model = load_pretrained(Qwen2_5OmniThinkerForConditionalGeneration, model, device, dtype, attn,
+                                     local_files_only)
         self.sampling_rate = int(getattr(self.processor.feature_extractor, "sampling_rate", SAMPLE_RATE))
         if self.sampling_rate != SAMPLE_RATE:
             raise ValueError(f"{model}: feature extractor expects {self.sampling_rate} Hz audio; decoding gives 16 kHz")

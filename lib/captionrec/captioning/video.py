@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from captionrec.inference.hf_compat import dtype_kwargs
-from captionrec.inference.refs import attn_implementation, is_synthetic, torch_dtype
+from captionrec.inference.hf_compat import load_pretrained
+from captionrec.inference.refs import is_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,7 @@ class VideoCaptioner:
         kwargs: dict[str, Any] = {"local_files_only": local_files_only}
         self.processor, self.tokenizer, self.image_processor = self._load_processor(model, frames_input, kwargs)
         self.tokenizer.padding_side = "left"  # batched generation: prompts end where generation starts
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model,
-            **dtype_kwargs(torch_dtype(dtype, device)),
-            attn_implementation=attn_implementation(attn, device),
-            **kwargs,
-        ).to(device)
-        self.model.eval()
+        self.model = load_pretrained(AutoModelForImageTextToText, model, device, dtype, attn, local_files_only)
         self.image_token = "<|image_pad|>"
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
         self._takes_mm_token_types = "mm_token_type_ids" in inspect.signature(self.model.forward).parameters

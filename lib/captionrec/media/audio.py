@@ -11,6 +11,8 @@ import numpy as np
 from captionrec.media.errors import DECODE_ERROR, NO_AUDIO_STREAM, MediaError
 from captionrec.media.probe import audio_stream, check_not_truncated, open_media, stream_duration_s, stream_kinds
 
+SAMPLE_RATE = 16000  # Hz: every soundtrack a model hears (Whisper, AST, Qwen2-Audio, Qwen2.5-Omni all take 16 kHz)
+
 MAX_DECODE_ERRORS = 64
 # A decode with packet errors that yields less than this share of the window it should have is a decode_error.
 MIN_DECODED_SHARE = 0.5
@@ -33,7 +35,7 @@ class AudioSample:
 
 def load_audio(
     path: Any,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     window_s: float | None = 30.0,
     start_s: float = 0.0,
 ) -> np.ndarray:
@@ -52,7 +54,7 @@ def load_audio(
 
 def decode_audio(
     path: Any,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     window_s: float | None = 30.0,
     start_s: float = 0.0,
 ) -> AudioSample:
