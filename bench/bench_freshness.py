@@ -113,10 +113,15 @@ def first_commit_with(store, table: str, column: str, ids: set[str], since: floa
     return None
 
 
-def served(store, ids: set[str]) -> dict:
-    """Where the new items are in the current tables."""
+def served(store, new: list[dict]) -> dict:
+    """Where the new items are in the current tables. A new item's media is a copy of a sample clip, so its
+    caption vector equals that clip's: `top10_user_saw_source` counts top-10 slots whose user had watched the
+    source clip (seen items are excluded, the copy is not: the optimistic case for a near-duplicate upload)."""
     from captionrec import contracts as C
 
+    ids = {r["item_id"] for r in new}
+    source = {r["item_id"]: r["copied_from"] for r in new}
+    seen = set(store.read(C.INTERACTIONS).select("user_id", "item_id").toPandas().itertuples(index=False, name=None))
     recs = store.read(C.RECOMMENDATIONS).toPandas()
     sim = store.read(C.SIMILAR_ITEMS).toPandas()
     mine = recs[recs["item_id"].isin(ids)]
@@ -130,6 +135,7 @@ def served(store, ids: set[str]) -> dict:
         "in_some_top10": int(top10["item_id"].nunique()),
         "top10_slots": int(len(top10)),
         "users_with_new_in_top10": int(top10["user_id"].nunique()),
+        "top10_user_saw_source": int(sum((u, source[i]) in seen for u, i in zip(top10["user_id"], top10["item_id"]))),
         "best_rank": {i: int(r) for i, r in mine.groupby("item_id")["rank"].min().items()},
         "top_neighbour": {i: str(g.sort_values("rank")["neighbor_id"].iloc[0])
                           for i, g in sim_new.groupby("item_id")},
@@ -170,7 +176,7 @@ def measure(args, work: Path) -> dict:
     t_land = time.time()
     new = land(work / "source", args.new)
     ids = {r["item_id"] for r in new}
-    print(f"landed {len(new)} videos at {dt.datetime.fromtimestamp(t_land, dt.timezone.utc):%H:%M:%S} UTC; "
+    print(f"landed {len(new)} videos at {dt.datetime.fromtimestamp(t_land, dt.UTC):%H:%M:%S} UTC; "
           "incremental run:", flush=True)
     log: list[dict] = []
     summaries = {name: stage(name, cfg, spark, store, log, t_land)
@@ -181,7 +187,7 @@ def measure(args, work: Path) -> dict:
 
     sim_at = first_commit_with(store, C.SIMILAR_ITEMS, "item_id", ids, t_land)
     rec_at = first_commit_with(store, C.RECOMMENDATIONS, "item_id", ids, t_land)
-    where = served(store, ids)
+    where = served(store, new)
     spark.stop()
     return {"new_items": new, "run_id": run_id, "setup": setup_log, "incremental": log,
             "incremental_wall_s": round(wall, 2), "similar_items_at": sim_at, "recommendations_at": rec_at,
@@ -205,7 +211,9 @@ def verdict(res: dict, n: int, target: float) -> tuple[bool, list[str]]:
     s = res["served"]
     lines.append(f"new items in similar_items {s['in_similar_items']}/{n}, in recommendations "
                  f"{s['in_recommendations']}/{n}, in at least one user's top 10: {s['in_some_top10']}/{n} "
-                 f"({s['users_with_new_in_top10']} of {s['users_with_lists']} users have one in their top 10)")
+                 f"({s['users_with_new_in_top10']} of {s['users_with_lists']} users have one in their top 10; "
+                 f"{s['top10_user_saw_source']} of {s['top10_slots']} such slots belong to users who watched the "
+                 "clip the new video copies)")
     ok &= s["in_similar_items"] == n
     return ok, lines
 
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     ok, lines = verdict(res, args.new, args.target_s)
     res.update({"target_s": args.target_s, "target_met": ok, "cpus": os.cpu_count(),
-                "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     print(f"\nincremental ingest -> caption -> embed -> recommend: {res['incremental_wall_s']:.1f} s wall "
           f"(load average {res['load_avg_before'][0]:.1f} before, {res['load_avg_after'][0]:.1f} after)")
     print("\n".join(lines))
