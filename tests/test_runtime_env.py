@@ -101,15 +101,19 @@ def test_the_wheel_requires_mlflow_skinny_and_only_the_local_extra_the_full_mlfl
 
 def test_runtime_script_and_make_target():
     script = (REPO / ".ci" / "runtime.sh").read_text()
+    pipeline = (REPO / ".ci" / "pipeline.sh").read_text()  # the run both runtime.sh and summary_shape.sh source
     assert "constraints/dbr-17.3-ml.txt" in script and "pip check" in script and "--dry-run" in script
+    assert 'source "$REPO/.ci/pipeline.sh"' in script and "--golden" in script
     for stage_arg in ("captionrec\" all", "tiny-models"):
-        assert stage_arg in script
+        assert stage_arg in pipeline
     make = (REPO / "Makefile").read_text()
     assert re.search(r"^test-runtime:.*\n\tbash \.ci/runtime\.sh", make, re.M), "Makefile: no test-runtime target"
+    assert re.search(r"^summary-shape:.*\n\tbash \.ci/summary_shape\.sh", make, re.M), "Makefile: no summary-shape"
     phony = " ".join(line for line in make.splitlines() if line.startswith(".PHONY"))
-    assert "test-runtime" in phony.split()
-    bash = subprocess.run(["bash", "-n", str(REPO / ".ci" / "runtime.sh")], capture_output=True, text=True)
-    assert bash.returncode == 0, bash.stderr
+    assert {"test-runtime", "summary-shape", "lint"} <= set(phony.split())
+    for sh in ("runtime.sh", "pipeline.sh", "summary_shape.sh"):
+        bash = subprocess.run(["bash", "-n", str(REPO / ".ci" / sh)], capture_output=True, text=True)
+        assert bash.returncode == 0, (sh, bash.stderr)
 
 
 # -- transformers 4.x / 5.x (captionrec.inference.hf_compat) --------------------------------------------------------
