@@ -11,12 +11,15 @@ every interaction up to now (the production refit, keyed by grid and configurati
 train stage with one rolling window whose test week starts at the newest interaction, so epoch selection uses
 the last week and the refit model trains on everything before the newest timestamp. The refit is logged as a
 pyfunc (`captionrec.serving.pyfunc.log_recommender`), registered, and promoted to the alias only when its
-validation metric beats the champion's (`promote_if_better`). The choice, its reason and the Delta versions
+validation metric beats the champion's (`promote_if_better`; `recommend.force_promote=true` re-baselines it, e.g.
+after `select_metric` changed). The choice, its reason and the Delta versions
 are tagged on the run and returned.
 
 Scoring. Active users (an interaction in the `active_days` before the newest interaction, or `now`) against
 every servable item (`transforms.recommend.build_catalogue`: feature models serve items embedded after
-training), seen items excluded, top k, in a Spark job (`transforms.recommend.score_users`, model-map).
+training), seen items excluded, top k, in a Spark job (`transforms.recommend.score_users`, model-map). With
+`retrieval=ann` the catalogue's ItemIndex is built once here on the driver, logged on the served run
+(`ann_index/<catalogue digest>`, reused while the catalogue is unchanged) and loaded by the workers.
 Incremental: the table's newest write records the model run, k and the input versions; a new model, another k
 or a changed servable catalogue rewrites every active user; new interactions rewrite only their users; nothing
 new writes nothing. Rows are replaced by MERGE on (user_id, rank) (ranks 1..k always, item null past a user's
@@ -359,7 +362,7 @@ def write_recommendations(cfg: "Config", store: "TableStore", served: Served, ca
     from pyspark.sql import functions as F
 
     from captionrec.spark.modelmap import release_models, stage_gpu
-    from captionrec.transforms.recommend import ScorerSpec, catalogue_index, score_users, user_inputs
+    from captionrec.transforms.recommend import ScorerSpec, catalogue_digest, catalogue_index, score_users, user_inputs
 
     rc = cfg.recommend
     inputs = user_inputs(interactions, users, served.index_ids, catalogue.item_ids, served.max_seq_len,
@@ -379,13 +382,15 @@ def write_recommendations(cfg: "Config", store: "TableStore", served: Served, ca
                  F.lit(versions[C.INTERACTIONS]).cast("long").alias("interactions_version"),
                  F.lit(versions[C.ITEM_FEATURES]).cast("long").alias("item_features_version"),
                  F.lit(dt.datetime.now(dt.timezone.utc)).alias("created_at")]
+    # a worker's cached scorer holds the catalogue's vectors (and index): keyed by the catalogue, not just the run
+    key = f"recommend:{served.run_id}:{rc.retrieval}:{catalogue_digest(catalogue.item_ids, catalogue.vectors)}"
     blocks = 1
     if store.backend == "delta-rs" and rc.write_block_rows and not overwrite:
         blocks = max(1, -(-n_users * rc.k // rc.write_block_rows))
     stats = {"inserted": 0, "updated": 0, "commits": 0}
     for b in range(blocks):
         part = inputs if blocks == 1 else inputs.where(F.abs(F.hash("user_id")) % blocks == b)
-        rows = score_users(part, spec, gpu, rc.batch_size, key=f"recommend:{served.run_id}:{rc.retrieval}")
+        rows = score_users(part, spec, gpu, rc.batch_size, key=key)
         out = rows.select("user_id", "rank", "item_id", "score", *constants)
         if overwrite:
             version = store.overwrite(rc.recommendations_table, out)

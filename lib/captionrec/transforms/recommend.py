@@ -141,12 +141,20 @@ def load_recommender(model_uri: str, tracking_uri: str, device: str = "cpu") -> 
     return model.to(device).eval()
 
 
+def catalogue_digest(item_ids: Sequence[str], vectors: np.ndarray) -> str:
+    """16 hex digits of the catalogue's ids and vectors: names its index artifact and keys the workers' cache."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(list(item_ids)).encode())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def catalogue_index(run_id: str, item_ids: Sequence[str], vectors: np.ndarray,
                     tracking_uri: str) -> dict[str, Any]:
     """retrieval=ann on the driver: the ItemIndex over the catalogue, built once and logged on the served run at
     ann_index/<digest of ids and vectors> (a catalogue logged already is reused, not rebuilt). Returns what was
     built (ItemIndex.describe()), `artifact_uri` (what the workers load), `built` and `seconds`."""
-    import hashlib
     import time
     from pathlib import PurePosixPath
 
@@ -155,9 +163,7 @@ def catalogue_index(run_id: str, item_ids: Sequence[str], vectors: np.ndarray,
 
     from captionrec.serving.index import ID_MAP_FILE, INDEX_FILE, ItemIndex
 
-    digest = hashlib.sha256(json.dumps(list(item_ids)).encode())
-    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-    path = f"{ANN_INDEX_ARTIFACT}/{digest.hexdigest()[:16]}"
+    path = f"{ANN_INDEX_ARTIFACT}/{catalogue_digest(item_ids, vectors)}"
     mlflow.set_tracking_uri(tracking_uri)
     logged = {PurePosixPath(f.path).name for f in MlflowClient(tracking_uri).list_artifacts(run_id, path)}
     if {INDEX_FILE, ID_MAP_FILE} <= logged:
