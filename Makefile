@@ -72,7 +72,7 @@ format: install
 	$(BIN)/ruff format $(LINT_PATHS)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 
-# The suite alone (a subset: make pytest PYTEST_ARGS='tests/test_tables.py -x'). pytest exits 5 when a selection
+# The suite alone (a subset: make pytest PYTEST_ARGS='tests/tables/test_tables.py -x'). pytest exits 5 when a selection
 # holds no test: not a failure.
 pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
@@ -103,7 +103,7 @@ summary-shape: install
 # The six stages through spark-submit on a real standalone cluster on 127.0.0.1 (also in `make test`), and the
 # caption stage on local-cluster[2,1,1024] with fake GPUs (15-30 min on 2 cores).
 test-cluster: install
-	$(MAKE) pytest PYTEST_ARGS='tests/test_cluster_standalone.py tests/test_caption_localcluster.py -m "localcluster and not gpu" -k "not packed_env"'
+	$(MAKE) pytest PYTEST_ARGS='tests/deploy/test_cluster_standalone.py tests/pipeline/test_caption_localcluster.py -m "localcluster and not gpu" -k "not packed_env"'
 
 bench: install
 	for b in bench/bench_*.py; do [ "$$b" = bench/bench_recbole.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
@@ -157,7 +157,7 @@ DELTA_PACKAGE = $(shell awk '$$1 == "spark.jars.packages" {print $$2}' conf/spar
 test-delta-spark: install
 	PYSPARK_SUBMIT_ARGS="--packages $(DELTA_PACKAGE) --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
 	  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog pyspark-shell" \
-	  $(BIN)/python -m pytest tests/test_tables.py $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest tests/tables/test_tables.py $(PYTEST_ARGS)
 
 clean-lakehouse:
 	rm -rf lakehouse mlflow.db mlartifacts spark-warehouse reports

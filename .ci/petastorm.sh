@@ -34,7 +34,7 @@ export HF_HUB_OFFLINE=1
 "$VENV/bin/python" -c "import petastorm, pyarrow, pyspark; print('[petastorm] petastorm', petastorm.__version__, 'pyarrow', pyarrow.__version__, 'pyspark', pyspark.__version__)"
 
 set +e
-"$VENV/bin/python" -m pytest -m petastorm -q tests/test_petastorm_loader.py tests/test_bundle.py "$@"
+"$VENV/bin/python" -m pytest -m petastorm -q tests/training/test_petastorm_loader.py tests/deploy/test_bundle.py "$@"
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then

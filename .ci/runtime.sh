@@ -170,7 +170,7 @@ print('[runtime] python', sys.version.split()[0], 'pyspark', pyspark.__version__
       'pandas', pandas.__version__, 'pyarrow', pyarrow.__version__)"
 
 # The fast checks under the runtime's transformers 4.51.3 too (Qwen2-Audio's class, dtype keyword, omni guard).
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$REPO/tests/test_runtime_env.py" || fail "tests/test_runtime_env.py under $VENV"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$REPO/tests/deploy/test_runtime_env.py" || fail "tests/deploy/test_runtime_env.py under $VENV"
 
 source "$REPO/.ci/pipeline.sh"  # GRID and run_pipeline: the same run as `make summary-shape`
 

@@ -102,11 +102,20 @@ def bench_size(n: int, args) -> list[dict]:
         batch_s = time.perf_counter() - t
         ms = _per_user_ms(lambda q, ix=index: ix.search_positions(q, args.k), lat_q)
         flat_ms = ms if kind == "exact" else flat_ms
-        row = {"n_items": n, "kind": kind, "auto": choose_kind(n) == kind, "params": index.params,
-               "build_s": round(build_s, 2), "recall_at_k": round(_recall(got, want), 4), "k": args.k,
-               "per_user_ms": round(ms, 3), "per_user_ratio_vs_exact": round(ms / flat_ms, 3),
-               "numpy_exact_per_user_ms": round(exact_ms, 3), "batch_users_per_s": round(len(users) / batch_s),
-               "exact_batch_users_per_s": round(len(users) / exact_batch_s)}
+        row = {
+            "n_items": n,
+            "kind": kind,
+            "auto": choose_kind(n) == kind,
+            "params": index.params,
+            "build_s": round(build_s, 2),
+            "recall_at_k": round(_recall(got, want), 4),
+            "k": args.k,
+            "per_user_ms": round(ms, 3),
+            "per_user_ratio_vs_exact": round(ms / flat_ms, 3),
+            "numpy_exact_per_user_ms": round(exact_ms, 3),
+            "batch_users_per_s": round(len(users) / batch_s),
+            "exact_batch_users_per_s": round(len(users) / exact_batch_s),
+        }
         row["ok"] = row["recall_at_k"] >= RECALL_TARGET
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -157,8 +166,14 @@ def train_sample_model(item_ids, train, args):
     known[torch.unique(data)] = True
     known[0] = False
     torch.manual_seed(args.seed)
-    model = SASRec(ItemRepresentation(n, args.dim, "id", known=known), max_seq_len=length, dim=args.dim, layers=2,
-                   heads=2, dropout=0.2)
+    model = SASRec(
+        ItemRepresentation(n, args.dim, "id", known=known),
+        max_seq_len=length,
+        dim=args.dim,
+        layers=2,
+        heads=2,
+        dropout=0.2,
+    )
     model.set_objective(NextItemObjective(known, mode="full"))
     opt = torch.optim.Adam(model.parameters(), lr=0.003)
     g = torch.Generator().manual_seed(args.seed)
@@ -207,8 +222,11 @@ def bench_hr(args) -> list[dict]:
     item_ids, train, cases = sample_cases(REPO / "data" / "sample")
     t = time.perf_counter()
     model = train_sample_model(item_ids, train, args)
-    print(f"sample model: {len(item_ids)} items, {len(train)} train users, {len(cases)} test cases, "
-          f"trained in {time.perf_counter() - t:.0f} s", flush=True)
+    print(
+        f"sample model: {len(item_ids)} items, {len(train)} train users, {len(cases)} test cases, "
+        f"trained in {time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
     import torch
 
     with torch.no_grad():
@@ -225,9 +243,16 @@ def bench_hr(args) -> list[dict]:
             _threads(1)
             hr = hit_rate(index.search_positions, states, cases)
             diff = abs(hr - exact_hr) / exact_hr if exact_hr else 0.0
-            row = {"n_items": len(vectors), "distractors": len(vectors) - len(own), "kind": kind,
-                   "cases": len(cases), "hr_10_exact": round(exact_hr, 4), "hr_10_ann": round(hr, 4),
-                   "rel_diff": round(diff, 4), "ok": diff <= HR_TOLERANCE}
+            row = {
+                "n_items": len(vectors),
+                "distractors": len(vectors) - len(own),
+                "kind": kind,
+                "cases": len(cases),
+                "hr_10_exact": round(exact_hr, 4),
+                "hr_10_ann": round(hr, 4),
+                "rel_diff": round(diff, 4),
+                "ok": diff <= HR_TOLERANCE,
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -249,9 +274,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     recall = [row for n in args.sizes for row in bench_size(n, args)]
     hr = [] if args.skip_hr else bench_hr(args)
-    out = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-           "machine": {"cpus": os.cpu_count(), "load": os.getloadavg(), "python": platform.python_version()},
-           "recall": recall, "hr": hr, "seconds": round(time.perf_counter() - t0)}
+    out = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "load": os.getloadavg(), "python": platform.python_version()},
+        "recall": recall,
+        "hr": hr,
+        "seconds": round(time.perf_counter() - t0),
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1))
     ok = all(r["ok"] for r in recall + hr)

@@ -97,7 +97,11 @@ def bench_items(n: int, workdir: Path) -> list[dict]:
         if isinstance(items, dict):
             clean = [k for k, v in items.items() if isinstance(v, dict) and v.get("split", "clean") == "clean"]
         else:
-            clean = [str(v.get("item_id", v.get("id"))) for v in items if isinstance(v, dict) and v.get("split", "clean") == "clean"]
+            clean = [
+                str(v.get("item_id", v.get("id")))
+                for v in items
+                if isinstance(v, dict) and v.get("split", "clean") == "clean"
+            ]
         paths = [sample / "videos" / f"{k}.mp4" for k in sorted(clean, key=lambda s: (len(s), s))]
         paths = [p for p in paths if p.is_file()]
     if not paths and (sample / "videos").is_dir():
@@ -143,7 +147,11 @@ def bare_loop(spec: dict) -> dict:
         for batch in caption_rows(spec["items"], plan, models):
             for row in batch:
                 statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-        out["kinds"][kind] = {"load_s": round(t2 - t1, 2), "caption_s": round(time.perf_counter() - t2, 2), "statuses": statuses}
+        out["kinds"][kind] = {
+            "load_s": round(t2 - t1, 2),
+            "caption_s": round(time.perf_counter() - t2, 2),
+            "statuses": statuses,
+        }
     out["in_process_s"] = round(time.perf_counter() - t0, 2)
     return out
 
@@ -185,11 +193,27 @@ def run_spark(items: list[dict], kinds: tuple[str, ...], partitions: int, workdi
 
     spark = get_spark(SparkConfig(master=master, shuffle_partitions=partitions, driver_memory="2g"))
     now = dt.datetime.now(dt.UTC)
-    rows = [dict(i, title=i["item_id"], duration_s=None, width=None, height=None, fps=None, video_codec=None,
-                 audio_codec=None, size_bytes=None, probe_status="ok", ingested_at=now) for i in items]
-    schema = ("item_id string, video_path string, has_audio boolean, title string, duration_s double, width int, "
-              "height int, fps double, video_codec string, audio_codec string, size_bytes long, probe_status string, "
-              "ingested_at timestamp")
+    rows = [
+        dict(
+            i,
+            title=i["item_id"],
+            duration_s=None,
+            width=None,
+            height=None,
+            fps=None,
+            video_codec=None,
+            audio_codec=None,
+            size_bytes=None,
+            probe_status="ok",
+            ingested_at=now,
+        )
+        for i in items
+    ]
+    schema = (
+        "item_id string, video_path string, has_audio boolean, title string, duration_s double, width int, "
+        "height int, fps double, video_codec string, audio_codec string, size_bytes long, probe_status string, "
+        "ingested_at timestamp"
+    )
     items_pdf = pd.DataFrame(rows)[[c.split()[0] for c in schema.split(", ")]]
     out = {}
     for run in ("cold", "warm"):
@@ -217,21 +241,29 @@ def cpu_bench(args: argparse.Namespace) -> dict:
     for it in items:  # warm the page cache for both contenders
         Path(it["video_path"]).read_bytes()
     thread_options = sorted({int(t) for t in str(args.threads).split(",") if t.strip()})
-    print(f"{len(items)} items, kinds {','.join(kinds)}, spark {args.master} x {args.partitions} partitions "
-          f"(torch threads 1 per worker); bare loop with torch threads {thread_options}, the faster is the baseline",
-          flush=True)
+    print(
+        f"{len(items)} items, kinds {','.join(kinds)}, spark {args.master} x {args.partitions} partitions "
+        f"(torch threads 1 per worker); bare loop with torch threads {thread_options}, the faster is the baseline",
+        flush=True,
+    )
     bares = {}
     for threads in thread_options:
         bares[threads] = run_bare(items, kinds, args.partitions, threads)
-        print(f"bare loop, {threads} thread(s): {bares[threads]['wall_s']:7.2f} s wall, {bares[threads]['cpu_s']:7.2f} s cpu  "
-              f"{json.dumps(bares[threads]['kinds'])}", flush=True)
+        print(
+            f"bare loop, {threads} thread(s): {bares[threads]['wall_s']:7.2f} s wall, {bares[threads]['cpu_s']:7.2f} s cpu  "
+            f"{json.dumps(bares[threads]['kinds'])}",
+            flush=True,
+        )
     best = min(bares, key=lambda t: bares[t]["wall_s"])
     bare = bares[best]
     spark_runs = run_spark(items, kinds, args.partitions, workdir, args.master)
     for run, sp in spark_runs.items():
         per_kind = {k: {"seconds": v["seconds"], "statuses": v["statuses"]} for k, v in sp["summary"]["kinds"].items()}
-        print(f"spark stage, {run:4s}      : {sp['wall_s']:7.2f} s wall, {sp['cpu_s'] or float('nan'):7.2f} s cpu  "
-              f"{json.dumps(per_kind)}", flush=True)
+        print(
+            f"spark stage, {run:4s}      : {sp['wall_s']:7.2f} s wall, {sp['cpu_s'] or float('nan'):7.2f} s cpu  "
+            f"{json.dumps(per_kind)}",
+            flush=True,
+        )
     sp = spark_runs["cold"]
     ratio = sp["wall_s"] / bare["wall_s"]
     verdict = "OK" if ratio <= TARGET_RATIO else "ABOVE TARGET"
@@ -242,18 +274,32 @@ def cpu_bench(args: argparse.Namespace) -> dict:
     print(f"warm ratio (models loaded on both sides) = {warm_ratio:.3f}x")
     cpu_ratio = sp["cpu_s"] / bare["cpu_s"] if sp["cpu_s"] and bare["cpu_s"] else None
     if cpu_ratio is not None:
-        print(f"cpu-time ratio spark/bare = {cpu_ratio:.3f}x (driver + JVM + Python workers vs the bare process; "
-              f"insensitive to neighbours on a shared machine)")
+        print(
+            f"cpu-time ratio spark/bare = {cpu_ratio:.3f}x (driver + JVM + Python workers vs the bare process; "
+            f"insensitive to neighbours on a shared machine)"
+        )
     try:
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     except OSError:
         pass
-    print(f"per item: bare {bare['wall_s'] / len(items):.3f} s, spark {sp['wall_s'] / len(items):.3f} s (cold), "
-          f"{spark_runs['warm']['wall_s'] / len(items):.3f} s (warm)")
-    return {"mode": "cpu", "items": len(items), "kinds": kinds, "bare": bares, "baseline_threads": best,
-            "spark": spark_runs, "ratio": round(ratio, 4), "warm_ratio": round(warm_ratio, 4),
-            "cpu_ratio": round(cpu_ratio, 4) if cpu_ratio is not None else None,
-            "target": TARGET_RATIO, "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    print(
+        f"per item: bare {bare['wall_s'] / len(items):.3f} s, spark {sp['wall_s'] / len(items):.3f} s (cold), "
+        f"{spark_runs['warm']['wall_s'] / len(items):.3f} s (warm)"
+    )
+    return {
+        "mode": "cpu",
+        "items": len(items),
+        "kinds": kinds,
+        "bare": bares,
+        "baseline_threads": best,
+        "spark": spark_runs,
+        "ratio": round(ratio, 4),
+        "warm_ratio": round(warm_ratio, 4),
+        "cpu_ratio": round(cpu_ratio, 4) if cpu_ratio is not None else None,
+        "target": TARGET_RATIO,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
 
 
 # --------------------------------------------------------------------------------------------------- GPU
@@ -263,21 +309,44 @@ def qwen25_vl_3b_config(tok):
     """Qwen2.5-VL-3B-Instruct's architecture (from its config.json) with the tiny tokenizer's special-token ids."""
     from transformers import Qwen2_5_VLConfig
 
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|endoftext|>")
+    }
     return Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-            num_key_value_heads=2, max_position_embeddings=128000, rms_norm_eps=1e-6, tie_word_embeddings=True,
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            max_position_embeddings=128000,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
-            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
-            tokens_per_second=2, hidden_act="silu",
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            tokens_per_second=2,
+            hidden_act="silu",
         ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
 
@@ -307,8 +376,11 @@ def gpu_bench(args: argparse.Namespace) -> dict:
     model.eval()
     cap.model = model
     params = sum(p.numel() for p in model.parameters())
-    print(f"{torch.cuda.get_device_name(0)}: Qwen2.5-VL-3B architecture, random weights, {params / 1e9:.2f} B params, "
-          f"bf16, {attn}, {cap.frames_input} input; built in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"{torch.cuda.get_device_name(0)}: Qwen2.5-VL-3B architecture, random weights, {params / 1e9:.2f} B params, "
+        f"bf16, {attn}, {cap.frames_input} input; built in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     rng = np.random.default_rng(0)
     prompt = (REPO / "conf" / "prompts" / "video_v1.txt").read_text().strip()
     results = []
@@ -322,19 +394,33 @@ def gpu_bench(args: argparse.Namespace) -> dict:
             times = []
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                out = cap.caption(clips, prompt, max_new_tokens=args.new_tokens, fps=fps, min_new_tokens=args.new_tokens)
+                out = cap.caption(
+                    clips, prompt, max_new_tokens=args.new_tokens, fps=fps, min_new_tokens=args.new_tokens
+                )
                 torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
             best = min(times)
-            row = {"batch_size": bs, "videos_per_s": round(bs / best, 3), "s_per_batch": round(best, 3),
-                   "new_tokens": out[0].new_tokens, "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+            row = {
+                "batch_size": bs,
+                "videos_per_s": round(bs / best, 3),
+                "s_per_batch": round(best, 3),
+                "new_tokens": out[0].new_tokens,
+                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            }
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             row = {"batch_size": bs, "oom": True}
         results.append(row)
         print(json.dumps(row), flush=True)
-    return {"mode": "gpu", "device": torch.cuda.get_device_name(0), "attn": attn, "frames": args.frames,
-            "new_tokens": args.new_tokens, "max_pixels": max_pixels, "results": results}
+    return {
+        "mode": "gpu",
+        "device": torch.cuda.get_device_name(0),
+        "attn": attn,
+        "frames": args.frames,
+        "new_tokens": args.new_tokens,
+        "max_pixels": max_pixels,
+        "results": results,
+    }
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -346,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default="video,audio")
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--threads", default="1", help="bare-loop torch threads, a comma list (e.g. 1,2); the fastest is the baseline")
+    ap.add_argument(
+        "--threads", default="1", help="bare-loop torch threads, a comma list (e.g. 1,2); the fastest is the baseline"
+    )
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "captionrec-bench-caption"))
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--gpu", action="store_true", help="GPU throughput of the real-size Qwen2.5-VL-3B architecture")

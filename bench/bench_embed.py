@@ -34,16 +34,51 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TARGET_RATIO = 1.15
 
-_SUBJECTS = ["A young woman", "Two dogs", "A chef", "A street musician", "A cat", "Children", "A cyclist",
-             "An old man", "A drone", "A gamer", "A dancer", "A teacher"]
-_ACTIONS = ["walks along a sunny beach", "prepares noodles in a small kitchen", "plays guitar on a busy corner",
-            "jumps between rooftops", "explains a math trick on a whiteboard", "reviews a new phone",
-            "paints a mural on a brick wall", "rides through a forest trail", "films a city skyline at dusk"]
-_SOUNDS = ["upbeat electronic music", "birdsong and wind", "a calm voice-over", "crowd cheering",
-           "rain on a window", "a ticking clock and soft piano", "traffic noise", "laughter and clapping"]
-_DETAILS = ["The camera pans slowly.", "Text overlays show tips.", "Colours are warm and saturated.",
-            "The clip cuts quickly between shots.", "A logo appears at the end.", "Subtitles are in English.",
-            "The lighting is dim and moody.", "Close-ups show small details."]
+_SUBJECTS = [
+    "A young woman",
+    "Two dogs",
+    "A chef",
+    "A street musician",
+    "A cat",
+    "Children",
+    "A cyclist",
+    "An old man",
+    "A drone",
+    "A gamer",
+    "A dancer",
+    "A teacher",
+]
+_ACTIONS = [
+    "walks along a sunny beach",
+    "prepares noodles in a small kitchen",
+    "plays guitar on a busy corner",
+    "jumps between rooftops",
+    "explains a math trick on a whiteboard",
+    "reviews a new phone",
+    "paints a mural on a brick wall",
+    "rides through a forest trail",
+    "films a city skyline at dusk",
+]
+_SOUNDS = [
+    "upbeat electronic music",
+    "birdsong and wind",
+    "a calm voice-over",
+    "crowd cheering",
+    "rain on a window",
+    "a ticking clock and soft piano",
+    "traffic noise",
+    "laughter and clapping",
+]
+_DETAILS = [
+    "The camera pans slowly.",
+    "Text overlays show tips.",
+    "Colours are warm and saturated.",
+    "The clip cuts quickly between shots.",
+    "A logo appears at the end.",
+    "Subtitles are in English.",
+    "The lighting is dim and moody.",
+    "Close-ups show small details.",
+]
 
 
 def make_texts(n: int, seed: int = 0) -> list[str]:
@@ -107,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     enc.encode(texts[: args.batch_size])  # warm-up (kernels, allocator)
 
     master = f"local[{args.partitions}]"
-    spark = get_spark(SparkConfig(master=master, app_name="bench-embed", driver_memory="4g",
-                                  shuffle_partitions=args.partitions))
+    spark = get_spark(
+        SparkConfig(master=master, app_name="bench-embed", driver_memory="4g", shuffle_partitions=args.partitions)
+    )
     rows = [(f"i{i}", "mllm_av", resolved.model_id, "v", t) for i, t in enumerate(texts)]
-    df = spark.createDataFrame(rows, "item_id string, feature_set string, model_id string, source_version string, "
-                                     "payload string").localCheckpoint(eager=True)
+    df = spark.createDataFrame(
+        rows, "item_id string, feature_set string, model_id string, source_version string, payload string"
+    ).localCheckpoint(eager=True)
 
     def spark_run(frame, n):
         return embed_todo(frame, specs, {"mllm_av": n}, gpu, ecfg).localCheckpoint(eager=True)
@@ -140,20 +177,38 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         load = float("nan")
 
-    print(f"text embedding: {len(texts)} texts, model {resolved.model_id} (dim {enc.dim}), device {device}, "
-          f"batch {args.batch_size}, max_seq_length {enc.model.max_seq_length}, Spark {master}, "
-          f"{cores} cores, load {load:.1f}")
+    print(
+        f"text embedding: {len(texts)} texts, model {resolved.model_id} (dim {enc.dim}), device {device}, "
+        f"batch {args.batch_size}, max_seq_length {enc.model.max_seq_length}, Spark {master}, "
+        f"{cores} cores, load {load:.1f}"
+    )
     print(f"{'method':<8}{'median s':>10}{'min s':>9}{'items/s':>10}{'ratio':>8}")
     for k in ("bare", "spark"):
         print(f"{k:<8}{med[k]:>10.2f}{min(runs[k]):>9.2f}{len(texts) / med[k]:>10.1f}{med[k] / med['bare']:>7.2f}x")
     print(f"max |spark - bare| = {max_diff:.2e}; failed rows: {failures}; target ratio <= {TARGET_RATIO}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "texts": len(texts), "model_id": resolved.model_id, "dim": enc.dim, "device": device,
-            "partitions": args.partitions, "batch_size": args.batch_size, "cores": cores, "load": load,
-            "runs": runs, "median": med, "ratio": ratio, "items_per_s": {k: len(texts) / v for k, v in med.items()},
-            "max_abs_diff": max_diff, "python": platform.python_version(), "torch": torch.__version__,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "texts": len(texts),
+                    "model_id": resolved.model_id,
+                    "dim": enc.dim,
+                    "device": device,
+                    "partitions": args.partitions,
+                    "batch_size": args.batch_size,
+                    "cores": cores,
+                    "load": load,
+                    "runs": runs,
+                    "median": med,
+                    "ratio": ratio,
+                    "items_per_s": {k: len(texts) / v for k, v in med.items()},
+                    "max_abs_diff": max_diff,
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                },
+                indent=2,
+            )
+        )
     spark.stop()
     ok = ratio <= TARGET_RATIO and failures == 0 and max_diff < 1e-3
     return 0 if ok else 1

@@ -85,7 +85,7 @@ def main() -> int:
     times: dict[tuple[str, str], list[float]] = {}
     info: dict[tuple[str, str], str] = {}
     for case, (path, n) in cases.items():
-        for name, fn in methods.items():  # warm-up (page cache, imports)
+        for fn in methods.values():  # warm-up (page cache, imports)
             fn(path, n)
         for _ in range(args.repeats):
             for name, fn in methods.items():  # interleaved so that machine noise hits all methods alike
@@ -101,8 +101,10 @@ def main() -> int:
                     )
 
     print()
-    print(f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), {os.cpu_count()} CPUs, {platform.machine()}, "
-          f"window {WINDOW_S:.0f} s, {args.repeats} repeats, median")
+    print(
+        f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), {os.cpu_count()} CPUs, {platform.machine()}, "
+        f"window {WINDOW_S:.0f} s, {args.repeats} repeats, median"
+    )
     header = f"{'case':<8} {'method':<24} {'median s':>9} {'min s':>7} {'ratio':>7}  notes"
     print(header)
     print("-" * len(header) + "-" * 30)
@@ -115,8 +117,17 @@ def main() -> int:
             med = statistics.median(ts)
             ratio = med / base
             print(f"{case:<8} {name:<24} {med:>9.3f} {min(ts):>7.3f} {ratio:>6.2f}x  {info[(case, name)]}")
-            results.append({"case": case, "method": name, "median_s": med, "min_s": min(ts), "ratio": ratio,
-                            "runs_s": ts, "notes": info[(case, name)]})
+            results.append(
+                {
+                    "case": case,
+                    "method": name,
+                    "median_s": med,
+                    "min_s": min(ts),
+                    "ratio": ratio,
+                    "runs_s": ts,
+                    "notes": info[(case, name)],
+                }
+            )
         auto = statistics.median(times[(case, "sample_frames auto")]) / base
         ok = auto <= TARGETS[case]
         verdicts.append(ok)

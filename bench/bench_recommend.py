@@ -77,16 +77,27 @@ def synthetic(n_users: int, n_items: int, per_user: int, dim: int, n_topics: int
     user_topic = rng.integers(0, n_topics, n_users)[users]
     items = np.array([by_topic[t][rng.integers(len(by_topic[t]))] for t in user_topic])
     ts = start + rng.integers(0, 28 * DAY_MS, len(users))
-    inter = pa.table({"user_id": pa.array([f"u{u:06d}" for u in users]),
-                      "item_id": pa.array([f"i{i:06d}" for i in items]),
-                      "ts": pa.array(ts * 1000, pa.timestamp("us", tz="UTC")), "ts_ms": pa.array(ts, pa.int64())})
+    inter = pa.table(
+        {
+            "user_id": pa.array([f"u{u:06d}" for u in users]),
+            "item_id": pa.array([f"i{i:06d}" for i in items]),
+            "ts": pa.array(ts * 1000, pa.timestamp("us", tz="UTC")),
+            "ts_ms": pa.array(ts, pa.int64()),
+        }
+    )
     vec = rng.normal(0, 0.3, (n_items, dim)).astype(np.float32)
     vec[np.arange(n_items), topic % dim] += 1.0
-    feats = pa.table({
-        "item_id": pa.array([f"i{i:06d}" for i in range(n_items)]), "feature_set": pa.array(["mllm_av"] * n_items),
-        "model_id": pa.array(["bench-v1"] * n_items), "dim": pa.array([dim] * n_items, pa.int32()),
-        "vector": pa.array(list(vec), pa.list_(pa.float32())), "source_version": pa.array(["bench"] * n_items),
-        "created_at": pa.array([start * 1000] * n_items, pa.timestamp("us", tz="UTC"))})
+    feats = pa.table(
+        {
+            "item_id": pa.array([f"i{i:06d}" for i in range(n_items)]),
+            "feature_set": pa.array(["mllm_av"] * n_items),
+            "model_id": pa.array(["bench-v1"] * n_items),
+            "dim": pa.array([dim] * n_items, pa.int32()),
+            "vector": pa.array(list(vec), pa.list_(pa.float32())),
+            "source_version": pa.array(["bench"] * n_items),
+            "created_at": pa.array([start * 1000] * n_items, pa.timestamp("us", tz="UTC")),
+        }
+    )
     return inter, feats, vec
 
 
@@ -106,11 +117,13 @@ def log_model(tracking_uri: str, n_items: int, vec: np.ndarray, seq_len: int, ve
     mlflow.set_experiment("bench-recommend")
     with mlflow.start_run() as run:
         mlflow.log_params({"train.features": "mllm_av", "train.max_seq_len": seq_len, "train.model": "sasrec"})
-        mlflow.set_tags({"feature_model_ids": "mllm_av=bench-v1",
-                         **{f"delta_version.{k}": v for k, v in versions.items()}})
+        mlflow.set_tags(
+            {"feature_model_ids": "mllm_av=bench-v1", **{f"delta_version.{k}": v for k, v in versions.items()}}
+        )
         mlflow.log_dict({"item_ids": [f"i{i:06d}" for i in range(n_items)]}, "item_index.json")
-        mlflow.pytorch.log_model(HistoryScorer(model.eval()), name="model", serialization_format="pickle",
-                                 pip_requirements=["torch"])
+        mlflow.pytorch.log_model(
+            HistoryScorer(model.eval()), name="model", serialization_format="pickle", pip_requirements=["torch"]
+        )
     return run.info.run_id
 
 
@@ -119,8 +132,9 @@ def timed(label: str, fn):
         t0 = time.perf_counter()
         out = fn()
         secs = time.perf_counter() - t0
-    print(f"{label}: {secs:.1f} s wall, peak RSS {mem.peak / 2**30:.2f} GiB (driver + JVM + Python workers)",
-          flush=True)
+    print(
+        f"{label}: {secs:.1f} s wall, peak RSS {mem.peak / 2**30:.2f} GiB (driver + JVM + Python workers)", flush=True
+    )
     return out, secs, mem.peak
 
 
@@ -149,11 +163,21 @@ def main(argv=None) -> int:
     write_deltalake(str(tmp / "lake" / "item_features"), feats)
     uri = f"sqlite:///{tmp}/mlflow.db"
     run_id = log_model(uri, args.items, vec, 20, {"interactions": 0, "item_features": 0})
-    cfg = load_config("local", [
-        f"tracking.tracking_uri={uri}", "tracking.experiment=bench-recommend", f"storage.root={tmp}/lake",
-        f"recommend.run_id={run_id}", f"recommend.k={args.k}", f"recommend.retrieval={args.retrieval}",
-        "recommend.active_days=365", "recommend.similar_feature_sets=[mllm_av]", "recommend.batch_size=2048",
-        f"spark.driver_memory={args.driver_memory}"])
+    cfg = load_config(
+        "local",
+        [
+            f"tracking.tracking_uri={uri}",
+            "tracking.experiment=bench-recommend",
+            f"storage.root={tmp}/lake",
+            f"recommend.run_id={run_id}",
+            f"recommend.k={args.k}",
+            f"recommend.retrieval={args.retrieval}",
+            "recommend.active_days=365",
+            "recommend.similar_feature_sets=[mllm_av]",
+            "recommend.batch_size=2048",
+            f"spark.driver_memory={args.driver_memory}",
+        ],
+    )
     # delta-rs commits on the driver: the MERGE source is collected there. By default the stage MERGEs blocks of
     # recommend.write_block_rows rows; --one-merge writes all 10M rows in one MERGE (~1.1 GB serialized at 100k
     # x 100, past Spark's default 1 GiB spark.driver.maxResultSize, lifted here for it)
@@ -162,8 +186,11 @@ def main(argv=None) -> int:
         cfg = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, write_block_rows=0))
     spark = get_spark(dataclasses.replace(cfg.spark, conf=conf))
     store = open_store(spark, cfg.storage)
-    print(f"{args.users} users x {args.items} items, {inter.num_rows} interactions, k={args.k}, "
-          f"retrieval={args.retrieval}, {tmp}", flush=True)
+    print(
+        f"{args.users} users x {args.items} items, {inter.num_rows} interactions, k={args.k}, "
+        f"retrieval={args.retrieval}, {tmp}",
+        flush=True,
+    )
     s1, t1, m1 = timed("first run (every user + similar_items)", lambda: recommend.run(cfg, spark, store))
     n = max(1, args.users // 100)
     new = inter.slice(0, n * args.per_user).filter(np.arange(n * args.per_user) % args.per_user == 0)
@@ -171,14 +198,30 @@ def main(argv=None) -> int:
     import pyarrow as pa
 
     new = new.set_column(2, "ts", pa.array(ts * 1000, pa.timestamp("us", tz="UTC"))).set_column(
-        3, "ts_ms", pa.array(ts, pa.int64()))
+        3, "ts_ms", pa.array(ts, pa.int64())
+    )
     write_deltalake(str(tmp / "lake" / "interactions"), new, mode="append")
     s2, t2, m2 = timed(f"re-run after {n} users' new interactions", lambda: recommend.run(cfg, spark, store))
-    out = {"users": args.users, "items": args.items, "k": args.k, "retrieval": args.retrieval,
-           "first": {"seconds": round(t1, 1), "peak_rss_gib": round(m1 / 2**30, 2), "users": s1["users_written"],
-                     "rows": s1["rows_written"], "commits": s1.get("commits"), "similar": s1["similar_items"]},
-           "incremental": {"seconds": round(t2, 1), "peak_rss_gib": round(m2 / 2**30, 2),
-                           "users": s2["users_written"], "plan": s2["plan"]}}
+    out = {
+        "users": args.users,
+        "items": args.items,
+        "k": args.k,
+        "retrieval": args.retrieval,
+        "first": {
+            "seconds": round(t1, 1),
+            "peak_rss_gib": round(m1 / 2**30, 2),
+            "users": s1["users_written"],
+            "rows": s1["rows_written"],
+            "commits": s1.get("commits"),
+            "similar": s1["similar_items"],
+        },
+        "incremental": {
+            "seconds": round(t2, 1),
+            "peak_rss_gib": round(m2 / 2**30, 2),
+            "users": s2["users_written"],
+            "plan": s2["plan"],
+        },
+    }
     print(json.dumps(out, indent=2, default=str))
     spark.stop()
     return 0

@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from captionrec.models import ItemRepresentation, NextItemObjective, Recommender, build_model  # noqa: E402
 from captionrec.evaluation.ranking import Catalogue, full_ranking, naive_ranking  # noqa: E402
+from captionrec.models import ItemRepresentation, NextItemObjective, Recommender, build_model  # noqa: E402
 
 
 class PlainDot(Recommender):
@@ -63,7 +63,9 @@ def _best_of(fn, rounds: int) -> float:
     return best
 
 
-def bench_train(name: str, model: Recommender, mode: str, n_items: int, batches, rounds: int = 3, warmup: int = 2) -> dict:
+def bench_train(
+    name: str, model: Recommender, mode: str, n_items: int, batches, rounds: int = 3, warmup: int = 2
+) -> dict:
     known = torch.ones(n_items + 1, dtype=torch.bool)
     model.set_objective(NextItemObjective(known, mode=mode, num_uniform=128))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -99,13 +101,24 @@ def bench_scale(users: int, items: int, dim: int, batch: int, seen_len: int = 20
     seen[seen == targets.unsqueeze(1)] = 0  # a case's target is not among its excluded items
     w0, c0 = time.perf_counter(), time.process_time()
     cat = Catalogue.of(item_vecs)
-    ranks = torch.cat([cat.rank(user_vecs[i : i + batch], targets[i : i + batch], seen[i : i + batch])[0]
-                       for i in range(0, users, batch)])
+    ranks = torch.cat(
+        [
+            cat.rank(user_vecs[i : i + batch], targets[i : i + batch], seen[i : i + batch])[0]
+            for i in range(0, users, batch)
+        ]
+    )
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     n = 256  # spot check against the per-user sort
     assert torch.equal(ranks[:n], naive_ranking(user_vecs[:n], item_vecs, targets[:n], seen[:n]))
-    return {"users": users, "items": items, "wall_s": wall, "cpu_s": cpu, "threads": torch.get_num_threads(),
-            "cpu_s_per_thread": cpu / torch.get_num_threads(), "load": os.getloadavg()[0]}
+    return {
+        "users": users,
+        "items": items,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "threads": torch.get_num_threads(),
+        "cpu_s_per_thread": cpu / torch.get_num_threads(),
+        "load": os.getloadavg()[0],
+    }
 
 
 def main(argv=None) -> int:
@@ -129,8 +142,10 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus; items {a.items}, "
-          f"dim {a.dim}, seq_len {a.seq_len}, batch {a.batch}; best of {a.rounds} rounds")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus; items {a.items}, "
+        f"dim {a.dim}, seq_len {a.seq_len}, batch {a.batch}; best of {a.rounds} rounds"
+    )
 
     batches = _batches(a.items, a.batch, a.seq_len, a.steps + 2)
 
@@ -140,13 +155,22 @@ def main(argv=None) -> int:
     rows = [bench_train("plain embedding-dot (baseline)", PlainDot(repr_()), "both", a.items, batches, a.rounds)]
     for mode in ("both", "full"):
         for model in ("two_tower", "sasrec"):
-            m = build_model(model, repr_(), num_users=1, max_seq_len=a.seq_len, dim=a.dim, layers=2, heads=2, dropout=0.2)
+            m = build_model(
+                model, repr_(), num_users=1, max_seq_len=a.seq_len, dim=a.dim, layers=2, heads=2, dropout=0.2
+            )
             rows.append(bench_train(model, m, mode, a.items, batches, a.rounds))
     # feature-based items: a frozen 384-d vector per item through the projection MLP
     feats = torch.randn(a.items + 1, 384)
     for mode in ("both", "full"):
-        m = build_model("sasrec", ItemRepresentation(a.items, a.dim, "feature", features=feats), num_users=1,
-                        max_seq_len=a.seq_len, dim=a.dim, layers=2, heads=2)
+        m = build_model(
+            "sasrec",
+            ItemRepresentation(a.items, a.dim, "feature", features=feats),
+            num_users=1,
+            max_seq_len=a.seq_len,
+            dim=a.dim,
+            layers=2,
+            heads=2,
+        )
         rows.append(bench_train("sasrec, feature items (384-d)", m, mode, a.items, batches, a.rounds))
     base = rows[0]["seq_per_s"]
     print("\nTraining throughput (one process)")
@@ -173,8 +197,12 @@ def main(argv=None) -> int:
         states = model(hist[:, :-1])[:, -1]
 
         def ranking_only():
-            return torch.cat([full_ranking(states[i : i + 512], items, targets[i : i + 512], seen[i : i + 512])
-                              for i in range(0, a.eval_users, 512)])
+            return torch.cat(
+                [
+                    full_ranking(states[i : i + 512], items, targets[i : i + 512], seen[i : i + 512])
+                    for i in range(0, a.eval_users, 512)
+                ]
+            )
 
         t_fast_total = _best_of(with_forward, a.rounds)
         t_fast = _best_of(ranking_only, a.rounds)
@@ -186,14 +214,22 @@ def main(argv=None) -> int:
     print(f"{'method':44s} {'users/s':>10s} {'vs baseline':>12s}")
     base_eval = n / t_slow
     print(f"{'per-user loop: score, sort, find (baseline)':44s} {base_eval:10.1f} {1.0:11.2f}x")
-    print(f"{'batched matmul + mask + count (ranking only)':44s} {a.eval_users / t_fast:10.1f} {a.eval_users / t_fast / base_eval:11.2f}x")
-    print(f"{'batched, incl. SASRec forward':44s} {a.eval_users / t_fast_total:10.1f} {a.eval_users / t_fast_total / base_eval:11.2f}x")
+    print(
+        f"{'batched matmul + mask + count (ranking only)':44s} {a.eval_users / t_fast:10.1f} {a.eval_users / t_fast / base_eval:11.2f}x"
+    )
+    print(
+        f"{'batched, incl. SASRec forward':44s} {a.eval_users / t_fast_total:10.1f} {a.eval_users / t_fast_total / base_eval:11.2f}x"
+    )
     if a.scale_users:
         r = bench_scale(a.scale_users, a.scale_items, a.dim, a.scale_batch)
         ok = r["cpu_s_per_thread"] <= 5.0
-        print(f"\nFull ranking at scale: {r['users']} users x {r['items']} items, dim {a.dim}, 20 excluded items per user")
-        print(f"wall {r['wall_s']:.1f} s (load {r['load']:.1f}), CPU {r['cpu_s']:.1f} s on {r['threads']} threads = "
-              f"{r['cpu_s_per_thread']:.1f} s per thread; target <= 5 s per thread: {'met' if ok else 'MISSED'}")
+        print(
+            f"\nFull ranking at scale: {r['users']} users x {r['items']} items, dim {a.dim}, 20 excluded items per user"
+        )
+        print(
+            f"wall {r['wall_s']:.1f} s (load {r['load']:.1f}), CPU {r['cpu_s']:.1f} s on {r['threads']} threads = "
+            f"{r['cpu_s_per_thread']:.1f} s per thread; target <= 5 s per thread: {'met' if ok else 'MISSED'}"
+        )
         return 0 if ok else 1
     return 0
 

@@ -7,7 +7,7 @@ Method (pure Python, no torch):
 1. Parameters from the architecture: closed-form counts per family (Qwen2 decoder, Qwen2.5-VL / Omni vision
    tower, Whisper-style audio encoder and decoder, BERT, VideoMAE, AST) applied to each checkpoint's published
    config.json hyperparameters (written out below, since the Hub can't be reached here).
-   tests/test_gpu_memory.py checks every formula against the real parameter count of the same architecture
+   tests/deploy/test_gpu_memory.py checks every formula against the real parameter count of the same architecture
    in models/tiny (the formula fed the tiny config.json = sum of numel over the loaded tiny model).
 2. Weights = parameters x bytes of the load dtype: `dtype: auto` is bfloat16 on CUDA (inference.refs), the
    audio caption's AST tagger loads in float32 (captioning.audio), faster-whisper runs CTranslate2 `float16`.
@@ -38,10 +38,10 @@ import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-GiB = 1024 ** 3
-CARDS = {"A10G 24 GB": 23028 * 1024 ** 2, "H100 80 GB": 81559 * 1024 ** 2}  # nvidia-smi's total memory
+GiB = 1024**3
+CARDS = {"A10G 24 GB": 23028 * 1024**2, "H100 80 GB": 81559 * 1024**2}  # nvidia-smi's total memory
 FIT_SHARE = 0.95
 TIGHT_SHARE = 0.85
 CUDA_OVERHEAD = 0.6 * GiB
@@ -108,8 +108,11 @@ def omni_thinker(c: dict[str, Any]) -> int:
     t = c["thinker_config"]
     a = t["audio_config"]
     # sinusoidal positions (a buffer), ln_post in place of the final LayerNorm, audio bos/eos embeddings, proj
-    audio = (whisper_encoder(a, positions_are_params=False) + 2 * a["output_dim"]
-             + (a["d_model"] * a["output_dim"] + a["output_dim"]))
+    audio = (
+        whisper_encoder(a, positions_are_params=False)
+        + 2 * a["output_dim"]
+        + (a["d_model"] * a["output_dim"] + a["output_dim"])
+    )
     text = {**t["text_config"], "tie_word_embeddings": t.get("tie_word_embeddings", False)}  # the thinker decides
     return audio + qwen_vision(t["vision_config"]) + qwen2_decoder(text)
 
@@ -151,47 +154,152 @@ def ast(c: dict[str, Any], head: bool = True) -> int:
 
 
 # -------------------------------------------------------- published hyperparameters of the checkpoints
-QWEN25_3B_TEXT = dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                      num_key_value_heads=2, vocab_size=151936)
-QWEN25_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, in_channels=3, patch_size=14,
-                     temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=2048)
-WHISPER_LARGE_V3 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
-                        encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128, max_source_positions=1500,
-                        max_target_positions=448, vocab_size=51866)
+QWEN25_3B_TEXT = dict(
+    hidden_size=2048,
+    intermediate_size=11008,
+    num_hidden_layers=36,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+    vocab_size=151936,
+)
+QWEN25_VISION = dict(
+    depth=32,
+    hidden_size=1280,
+    intermediate_size=3420,
+    num_heads=16,
+    in_channels=3,
+    patch_size=14,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    out_hidden_size=2048,
+)
+WHISPER_LARGE_V3 = dict(
+    d_model=1280,
+    encoder_layers=32,
+    decoder_layers=32,
+    encoder_attention_heads=20,
+    encoder_ffn_dim=5120,
+    decoder_ffn_dim=5120,
+    num_mel_bins=128,
+    max_source_positions=1500,
+    max_target_positions=448,
+    vocab_size=51866,
+)
 CHECKPOINTS: dict[str, dict[str, Any]] = {
     # Qwen/Qwen2.5-VL-3B-Instruct (tied embeddings)
-    "Qwen2.5-VL-3B-Instruct": dict(arch="qwen2_5_vl", config=dict(
-        text_config=QWEN25_3B_TEXT, vision_config=QWEN25_VISION, tie_word_embeddings=True)),
+    "Qwen2.5-VL-3B-Instruct": dict(
+        arch="qwen2_5_vl",
+        config=dict(text_config=QWEN25_3B_TEXT, vision_config=QWEN25_VISION, tie_word_embeddings=True),
+    ),
     # Qwen/Qwen2-Audio-7B-Instruct: Whisper-large-v3-sized encoder + Qwen-7B (MHA, untied)
-    "Qwen2-Audio-7B-Instruct": dict(arch="qwen2_audio", config=dict(
-        audio_config={k: WHISPER_LARGE_V3[k] for k in ("d_model", "encoder_layers", "encoder_attention_heads",
-                                                       "encoder_ffn_dim", "num_mel_bins", "max_source_positions")},
-        text_config=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=32, vocab_size=156032, tie_word_embeddings=False))),
+    "Qwen2-Audio-7B-Instruct": dict(
+        arch="qwen2_audio",
+        config=dict(
+            audio_config={
+                k: WHISPER_LARGE_V3[k]
+                for k in (
+                    "d_model",
+                    "encoder_layers",
+                    "encoder_attention_heads",
+                    "encoder_ffn_dim",
+                    "num_mel_bins",
+                    "max_source_positions",
+                )
+            },
+            text_config=dict(
+                hidden_size=4096,
+                intermediate_size=11008,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                num_key_value_heads=32,
+                vocab_size=156032,
+                tie_word_embeddings=False,
+            ),
+        ),
+    ),
     # Qwen/Qwen2.5-Omni-3B thinker (its lm_head is untied, as transformers builds the thinker)
-    "Qwen2.5-Omni-3B (thinker)": dict(arch="omni_thinker", config=dict(thinker_config=dict(tie_word_embeddings=False,
-        audio_config={**{k: WHISPER_LARGE_V3[k] for k in ("d_model", "encoder_layers", "encoder_attention_heads",
-                                                          "encoder_ffn_dim", "num_mel_bins", "max_source_positions")},
-                      "output_dim": 2048},
-        vision_config=QWEN25_VISION, text_config={**QWEN25_3B_TEXT, "tie_word_embeddings": False}))),
+    "Qwen2.5-Omni-3B (thinker)": dict(
+        arch="omni_thinker",
+        config=dict(
+            thinker_config=dict(
+                tie_word_embeddings=False,
+                audio_config={
+                    **{
+                        k: WHISPER_LARGE_V3[k]
+                        for k in (
+                            "d_model",
+                            "encoder_layers",
+                            "encoder_attention_heads",
+                            "encoder_ffn_dim",
+                            "num_mel_bins",
+                            "max_source_positions",
+                        )
+                    },
+                    "output_dim": 2048,
+                },
+                vision_config=QWEN25_VISION,
+                text_config={**QWEN25_3B_TEXT, "tie_word_embeddings": False},
+            )
+        ),
+    ),
     # Systran/faster-whisper-large-v3 (CTranslate2 conversion of openai/whisper-large-v3)
     "faster-whisper large-v3": dict(arch="whisper", config=WHISPER_LARGE_V3),
     # MIT/ast-finetuned-audioset-10-10-0.4593 (527 AudioSet labels)
-    "AST audioset-10-10": dict(arch="ast", config=dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16,
-        frequency_stride=10, time_stride=10, max_length=1024, num_mel_bins=128, num_labels=527, qkv_bias=True)),
+    "AST audioset-10-10": dict(
+        arch="ast",
+        config=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            patch_size=16,
+            frequency_stride=10,
+            time_stride=10,
+            max_length=1024,
+            num_mel_bins=128,
+            num_labels=527,
+            qkv_bias=True,
+        ),
+    ),
     # BAAI/bge-large-en-v1.5 (BERT-large; sentence-transformers loads BertModel with its pooler)
-    "bge-large-en-v1.5": dict(arch="bert", config=dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, vocab_size=30522,
-        max_position_embeddings=512, type_vocab_size=2)),
+    "bge-large-en-v1.5": dict(
+        arch="bert",
+        config=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            vocab_size=30522,
+            max_position_embeddings=512,
+            type_vocab_size=2,
+        ),
+    ),
     # MCG-NJU/videomae-base, loaded as VideoMAEModel (the encoder; the pretraining decoder is not loaded)
-    "videomae-base": dict(arch="videomae", config=dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, num_channels=3,
-        tubelet_size=2, patch_size=16, image_size=224, use_mean_pooling=False, qkv_bias=True)),
+    "videomae-base": dict(
+        arch="videomae",
+        config=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            num_channels=3,
+            tubelet_size=2,
+            patch_size=16,
+            image_size=224,
+            use_mean_pooling=False,
+            qkv_bias=True,
+        ),
+    ),
 }
-FORMULAS = {"qwen2_5_vl": qwen2_5_vl, "qwen2_audio": qwen2_audio, "omni_thinker": omni_thinker, "bert": bert,
-            "videomae": videomae, "ast": ast,
-            "whisper": lambda c: whisper_encoder(c) + whisper_decoder(c)}
+FORMULAS = {
+    "qwen2_5_vl": qwen2_5_vl,
+    "qwen2_audio": qwen2_audio,
+    "omni_thinker": omni_thinker,
+    "bert": bert,
+    "videomae": videomae,
+    "ast": ast,
+    "whisper": lambda c: whisper_encoder(c) + whisper_decoder(c),
+}
 
 
 def params(name: str) -> int:
@@ -232,7 +340,7 @@ def vision_act_bytes(batch: int, patches: int, sequence: int) -> int:
     score matrix of the longest sequence (a video is one sequence in the full-attention blocks; frames as images
     are one each), which sdpa without flash-attention materialises per sequence: an upper bound."""
     v = QWEN25_VISION
-    return batch * patches * (2 * v["hidden_size"] + 3 * v["intermediate_size"]) * 2 + v["num_heads"] * sequence ** 2 * 2
+    return batch * patches * (2 * v["hidden_size"] + 3 * v["intermediate_size"]) * 2 + v["num_heads"] * sequence**2 * 2
 
 
 @dataclass
@@ -259,8 +367,11 @@ def _cfg(profile: str, overrides: tuple[str, ...] = ()):
     return load_config(profile, list(overrides))
 
 
-BATCH_KEYS = {"caption video": "caption.video.batch_size", "caption audio": "caption.audio.batch_size",
-              "caption av": "caption.av.batch_size"}
+BATCH_KEYS = {
+    "caption video": "caption.video.batch_size",
+    "caption audio": "caption.audio.batch_size",
+    "caption av": "caption.av.batch_size",
+}
 
 
 def largest_batch(profile: str, what: str, card_bytes: int, limit: int = 64) -> int:
@@ -288,11 +399,22 @@ def rows(profile: str = "databricks", overrides: tuple[str, ...] = ()) -> list[R
     seq = prompt_tokens(v.prompt_file) + merged
     w = params("Qwen2.5-VL-3B-Instruct") * 2
     kv = kv_bytes(vl["text_config"], v.batch_size * (seq + v.max_new_tokens))
-    act = max(decoder_act_bytes(vl["text_config"], v.batch_size * seq, v.batch_size),
-              vision_act_bytes(v.batch_size, patches, patches))
+    act = max(
+        decoder_act_bytes(vl["text_config"], v.batch_size * seq, v.batch_size),
+        vision_act_bytes(v.batch_size, patches, patches),
+    )
     host = HOST_RUNTIME + w + frame_bytes(cap.items_per_batch * v.num_frames, v.max_pixels)
-    out.append(Row("caption video", "Qwen2.5-VL-3B bf16", f"{v.batch_size} clips x {v.num_frames} frames, "
-                   f"{v.max_pixels} px ({merged} visual tokens)", w, kv, act, host))
+    out.append(
+        Row(
+            "caption video",
+            "Qwen2.5-VL-3B bf16",
+            f"{v.batch_size} clips x {v.num_frames} frames, {v.max_pixels} px ({merged} visual tokens)",
+            w,
+            kv,
+            act,
+            host,
+        )
+    )
 
     # audio: faster-whisper large-v3 float16 + AST tagger (float32) + Qwen2-Audio-7B fusion (bf16), all resident
     a = cap.audio
@@ -302,18 +424,34 @@ def rows(profile: str = "databricks", overrides: tuple[str, ...] = ()) -> list[R
     w_ast = params("AST audioset-10-10") * 4
     w_llm = params("Qwen2-Audio-7B-Instruct") * 2 if a.fusion == "llm" else 0
     beams = a.asr_beam_size
-    whisper_work = (beams * (wh["max_target_positions"] + wh["max_source_positions"]) * wh["decoder_layers"] * 2
-                    * wh["d_model"] * 2 + encoder_act_bytes(wh["d_model"], wh["encoder_ffn_dim"], 20, 1500, 1, 2))
+    whisper_work = beams * (wh["max_target_positions"] + wh["max_source_positions"]) * wh["decoder_layers"] * 2 * wh[
+        "d_model"
+    ] * 2 + encoder_act_bytes(wh["d_model"], wh["encoder_ffn_dim"], 20, 1500, 1, 2)
     ast_cfg = CHECKPOINTS["AST audioset-10-10"]["config"]
     ast_work = encoder_act_bytes(768, 3072, 12, ast_patches(ast_cfg) + 2, a.batch_size, 4)
     seq = 750 + prompt_tokens(a.prompt_file, extra=250)
     kv = kv_bytes(qa["text_config"], a.batch_size * (seq + a.llm_max_new_tokens)) if w_llm else 0
-    llm_act = (decoder_act_bytes(qa["text_config"], a.batch_size * seq, a.batch_size)
-               + encoder_act_bytes(1280, 5120, 20, 1500, a.batch_size, 2)) if w_llm else 0
+    llm_act = (
+        (
+            decoder_act_bytes(qa["text_config"], a.batch_size * seq, a.batch_size)
+            + encoder_act_bytes(1280, 5120, 20, 1500, a.batch_size, 2)
+        )
+        if w_llm
+        else 0
+    )
     act = max(whisper_work, ast_work, llm_act)
     host = HOST_RUNTIME + w_whisper + w_ast + w_llm + cap.items_per_batch * audio_bytes
-    out.append(Row("caption audio", f"whisper large-v3 fp16 + AST fp32 + Qwen2-Audio-7B bf16 (beam {beams})",
-                   f"{a.batch_size} clips x 30 s (750 audio tokens)", w_whisper + w_ast + w_llm, kv, act, host))
+    out.append(
+        Row(
+            "caption audio",
+            f"whisper large-v3 fp16 + AST fp32 + Qwen2-Audio-7B bf16 (beam {beams})",
+            f"{a.batch_size} clips x 30 s (750 audio tokens)",
+            w_whisper + w_ast + w_llm,
+            kv,
+            act,
+            host,
+        )
+    )
 
     # av: Qwen2.5-Omni-3B thinker, frames as images + the clip's audio
     o = cap.av
@@ -322,24 +460,46 @@ def rows(profile: str = "databricks", overrides: tuple[str, ...] = ()) -> list[R
     seq = prompt_tokens(o.prompt_file) + merged + 750
     w = params("Qwen2.5-Omni-3B (thinker)") * 2
     kv = kv_bytes(om["text_config"], o.batch_size * (seq + o.max_new_tokens))
-    act = max(decoder_act_bytes(om["text_config"], o.batch_size * seq, o.batch_size),
-              vision_act_bytes(o.batch_size, patches, patches // o.num_frames))
+    act = max(
+        decoder_act_bytes(om["text_config"], o.batch_size * seq, o.batch_size),
+        vision_act_bytes(o.batch_size, patches, patches // o.num_frames),
+    )
     host = HOST_RUNTIME + w + cap.items_per_batch * (frame_bytes(o.num_frames, o.max_pixels) + audio_bytes)
-    out.append(Row("caption av", "Qwen2.5-Omni-3B thinker bf16", f"{o.batch_size} clips x {o.num_frames} frames "
-                   f"+ 30 s ({merged} visual + 750 audio tokens)", w, kv, act, host))
+    out.append(
+        Row(
+            "caption av",
+            "Qwen2.5-Omni-3B thinker bf16",
+            f"{o.batch_size} clips x {o.num_frames} frames + 30 s ({merged} visual + 750 audio tokens)",
+            w,
+            kv,
+            act,
+            host,
+        )
+    )
 
     # embed: the three families in one Spark job (a worker may hold all three)
     t, vm, ar = emb.text, emb.videomae, emb.audio_raw
     w_text, w_vm, w_ast = params("bge-large-en-v1.5") * 2, params("videomae-base") * 2, params("AST audioset-10-10") * 2
     seq_t = t.max_seq_length or 512
     vm_tokens = (vm.num_frames // 2) * (224 // 16) ** 2
-    acts = {"text": encoder_act_bytes(1024, 4096, 16, seq_t, t.batch_size, 2),
-            "videomae": encoder_act_bytes(768, 3072, 12, vm_tokens, vm.batch_size, 2),
-            "ast": encoder_act_bytes(768, 3072, 12, ast_patches(ast_cfg) + 2, ar.batch_size, 2)}
+    acts = {
+        "text": encoder_act_bytes(1024, 4096, 16, seq_t, t.batch_size, 2),
+        "videomae": encoder_act_bytes(768, 3072, 12, vm_tokens, vm.batch_size, 2),
+        "ast": encoder_act_bytes(768, 3072, 12, ast_patches(ast_cfg) + 2, ar.batch_size, 2),
+    }
     host = HOST_RUNTIME + w_text + w_vm + w_ast + vm.batch_size * frame_bytes(vm.num_frames, vm.max_pixels or 224 * 224)
-    out.append(Row("embed", "bge-large + videomae-base + AST, bf16",
-                   f"text {t.batch_size} x {seq_t} tokens; videomae {vm.batch_size} x {vm.num_frames} frames; "
-                   f"AST {ar.batch_size} x 10 s", w_text + w_vm + w_ast, 0, max(acts.values()), host))
+    out.append(
+        Row(
+            "embed",
+            "bge-large + videomae-base + AST, bf16",
+            f"text {t.batch_size} x {seq_t} tokens; videomae {vm.batch_size} x {vm.num_frames} frames; "
+            f"AST {ar.batch_size} x 10 s",
+            w_text + w_vm + w_ast,
+            0,
+            max(acts.values()),
+            host,
+        )
+    )
     return out
 
 
@@ -348,22 +508,32 @@ def fits(row: Row, card: str) -> bool:
 
 
 def table(profile: str = "databricks") -> str:
-    head = ("| stage / kind | models (dtype) | batch (profile `%s`) | weights | KV cache | activations | GPU peak | "
-            % profile + " | ".join(f"fits {c}" for c in CARDS) + " | host peak |")
+    head = (
+        f"| stage / kind | models (dtype) | batch (profile `{profile}`) | weights | KV cache | activations | GPU peak | "
+        + " | ".join(f"fits {c}" for c in CARDS)
+        + " | host peak |"
+    )
     lines = [head, "|" + "---|" * (8 + len(CARDS) - 0)]
     for r in rows(profile):
         fits = []
         for total in CARDS.values():
             limit = FIT_SHARE * total
             share = r.peak / total
-            verdict = (f"**no** ({share:.0%})" if r.peak > limit else
-                       f"yes, tight ({share:.0%})" if share > TIGHT_SHARE else f"yes ({share:.0%})")
+            verdict = (
+                f"**no** ({share:.0%})"
+                if r.peak > limit
+                else f"yes, tight ({share:.0%})"
+                if share > TIGHT_SHARE
+                else f"yes ({share:.0%})"
+            )
             if r.what in BATCH_KEYS:
                 best = largest_batch(profile, r.what, total)
-                verdict += (f"; largest batch {best}{'+' if best == 64 else ''}" if best else "; not at batch 1")
+                verdict += f"; largest batch {best}{'+' if best == 64 else ''}" if best else "; not at batch 1"
             fits.append(verdict)
-        lines.append(f"| {r.what} | {r.models} | {r.batch} | {r.weights / GiB:.1f} GiB | {r.kv / GiB:.2f} GiB | "
-                     f"{r.act / GiB:.2f} GiB | {r.peak / GiB:.1f} GiB | " + " | ".join(fits) + f" | {r.host / GiB:.1f} GiB |")
+        lines.append(
+            f"| {r.what} | {r.models} | {r.batch} | {r.weights / GiB:.1f} GiB | {r.kv / GiB:.2f} GiB | "
+            f"{r.act / GiB:.2f} GiB | {r.peak / GiB:.1f} GiB | " + " | ".join(fits) + f" | {r.host / GiB:.1f} GiB |"
+        )
     return "\n".join(lines)
 
 
@@ -374,7 +544,7 @@ def param_table() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", action="append", help="conf/<profile>.yaml (default: databricks and cluster)")
     args = p.parse_args(argv)

@@ -38,19 +38,22 @@ def check(build: dict, profile: str, python: str) -> str | None:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     if profile == "gpu" and not build.get("cuda"):
-        return (f"{python} has torch {build['version']}, a CPU-only build (torch.version.cuda is None): executors "
-                f"under a GPU profile could not use their GPUs. Install a CUDA build of torch: `make pack-env "
-                f"PACK_TORCH=torch==<version>` (PyPI's Linux torch wheels are CUDA builds; another CUDA version: "
-                f"PACK_PIP_ARGS='--index-url https://download.pytorch.org/whl/cu126'), or pack for CPU-only "
-                f"executors with PACK_PROFILE=cpu.")
+        return (
+            f"{python} has torch {build['version']}, a CPU-only build (torch.version.cuda is None): executors "
+            f"under a GPU profile could not use their GPUs. Install a CUDA build of torch: `make pack-env "
+            f"PACK_TORCH=torch==<version>` (PyPI's Linux torch wheels are CUDA builds; another CUDA version: "
+            f"PACK_PIP_ARGS='--index-url https://download.pytorch.org/whl/cu126'), or pack for CPU-only "
+            f"executors with PACK_PROFILE=cpu."
+        )
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--python", required=True, help="the environment's interpreter (e.g. build/pack-venv/bin/python)")
-    ap.add_argument("--profile", choices=PROFILES, default="gpu",
-                    help="gpu (default): torch must be a CUDA build; cpu: any torch")
+    ap.add_argument(
+        "--profile", choices=PROFILES, default="gpu", help="gpu (default): torch must be a CUDA build; cpu: any torch"
+    )
     args = ap.parse_args(argv)
     try:
         build = torch_build(args.python)

@@ -25,14 +25,14 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
 BUNDLE = Path(__file__).resolve().parents[1] / "databricks.yml"
 
 
-def bundle_variables(target: str, bundle: Path = BUNDLE, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def bundle_variables(target: str, bundle: Path = BUNDLE, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The bundle's variables for `target`: defaults, overridden by the target's `variables`, then `overrides`."""
     doc = yaml.safe_load(bundle.read_text())
     if target not in doc.get("targets", {}):
@@ -46,7 +46,7 @@ def bundle_variables(target: str, bundle: Path = BUNDLE, overrides: Optional[dic
     return values
 
 
-def run_as(target: str, values: dict[str, Any], bundle: Path = BUNDLE) -> Optional[str]:
+def run_as(target: str, values: dict[str, Any], bundle: Path = BUNDLE) -> str | None:
     """The service principal `target` runs as (its run_as, variables resolved), or None (the deploying user)."""
     doc = yaml.safe_load(bundle.read_text())
     ref = ((doc["targets"][target] or {}).get("run_as") or doc.get("run_as") or {}).get("service_principal_name")
@@ -55,9 +55,11 @@ def run_as(target: str, values: dict[str, Any], bundle: Path = BUNDLE) -> Option
     m = re.fullmatch(r"\$\{var\.(\w+)\}", str(ref))
     principal = str(values[m.group(1)]) if m else str(ref)
     if not principal:
-        raise SystemExit(f"target {target!r} runs as a service principal, but variable "
-                         f"{m.group(1) if m else 'run_as'!r} is empty: pass --var {m.group(1) if m else 'service_principal'}"
-                         f"=<application-id> (the same value `databricks bundle deploy -t {target} --var ...` gets)")
+        raise SystemExit(
+            f"target {target!r} runs as a service principal, but variable "
+            f"{m.group(1) if m else 'run_as'!r} is empty: pass --var {m.group(1) if m else 'service_principal'}"
+            f"=<application-id> (the same value `databricks bundle deploy -t {target} --var ...` gets)"
+        )
     return principal
 
 
@@ -67,7 +69,7 @@ def _ident(key: str, value: Any) -> str:
     return str(value)
 
 
-def plan(values: dict[str, Any], principal: Optional[str] = None) -> dict[str, Any]:
+def plan(values: dict[str, Any], principal: str | None = None) -> dict[str, Any]:
     """What to create and grant, from the bundle variables (and the job's principal, if any)."""
     cat = _ident("catalog", values["catalog"])
     sch = _ident("schema", values["schema"])
@@ -94,10 +96,12 @@ def plan(values: dict[str, Any], principal: Optional[str] = None) -> dict[str, A
         "schemas": list(dict.fromkeys([sch, msch])),
         # (schema, volume)
         "volumes": [(sch, vol), (sch, cache), (msch, models)],
-        "directories": [f"/Volumes/{cat}/{sch}/{vol}/videos",
-                        f"/Volumes/{cat}/{sch}/{vol}/_ready",
-                        f"/Volumes/{cat}/{msch}/{models}/hf",
-                        f"/Volumes/{cat}/{sch}/{cache}/petastorm"],
+        "directories": [
+            f"/Volumes/{cat}/{sch}/{vol}/videos",
+            f"/Volumes/{cat}/{sch}/{vol}/_ready",
+            f"/Volumes/{cat}/{msch}/{models}/hf",
+            f"/Volumes/{cat}/{sch}/{cache}/petastorm",
+        ],
         "principal": principal,
         "grants": grants,
     }
@@ -112,12 +116,16 @@ def sql(p: dict[str, Any]) -> list[str]:
     comments = {p["schema"]: "captionrec tables", p["models_schema"]: "captionrec model weights (read-only to jobs)"}
     out = [f"CREATE SCHEMA IF NOT EXISTS `{cat}`.`{s}` COMMENT '{comments[s]}';" for s in p["schemas"]]
     out += [f"CREATE VOLUME IF NOT EXISTS `{cat}`.`{s}`.`{v}`;" for s, v in p["volumes"]]
-    out += [f"-- then create the folder {d} (Catalog Explorer, or: databricks fs mkdirs dbfs:{d})" for d in p["directories"]]
+    out += [
+        f"-- then create the folder {d} (Catalog Explorer, or: databricks fs mkdirs dbfs:{d})" for d in p["directories"]
+    ]
     if not p["principal"]:
         out.append("-- no grants: the job runs as the deploying user (pass --principal <user> to grant to another)")
     for kind, name, privileges in p["grants"]:
-        out.append(f"GRANT {', '.join(x.replace('_', ' ') for x in privileges)} ON {kind.upper()} {_quoted(name)} "
-                   f"TO `{p['principal']}`;")
+        out.append(
+            f"GRANT {', '.join(x.replace('_', ' ') for x in privileges)} ON {kind.upper()} {_quoted(name)} "
+            f"TO `{p['principal']}`;"
+        )
     return out
 
 
@@ -147,8 +155,9 @@ def apply(p: dict[str, Any]) -> None:  # pragma: no cover - needs a workspace
         w.files.create_directory(d)
         print(f"folder {d}")
     for kind, name, privileges in p["grants"]:
-        w.grants.update(kind, name, changes=[PermissionsChange(principal=p["principal"],
-                                                              add=[Privilege[x] for x in privileges])])
+        w.grants.update(
+            kind, name, changes=[PermissionsChange(principal=p["principal"], add=[Privilege[x] for x in privileges])]
+        )
         print(f"granted {', '.join(privileges)} on {kind} {name} to {p['principal']}")
 
 
@@ -159,15 +168,23 @@ def _var(item: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-t", "--target", default="dev")
-    ap.add_argument("--var", action="append", type=_var, default=[], metavar="NAME=VALUE",
-                    help="a bundle variable, as `databricks bundle deploy --var` (e.g. service_principal=<app-id>)")
+    ap.add_argument(
+        "--var",
+        action="append",
+        type=_var,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a bundle variable, as `databricks bundle deploy --var` (e.g. service_principal=<app-id>)",
+    )
     ap.add_argument("--catalog")
     ap.add_argument("--schema")
-    ap.add_argument("--principal", help="grant to this principal (default: the target's run_as service principal; "
-                                        "dev has none, so no grants)")
+    ap.add_argument(
+        "--principal",
+        help="grant to this principal (default: the target's run_as service principal; dev has none, so no grants)",
+    )
     ap.add_argument("--sql", action="store_true", help="print SQL instead of calling the workspace")
     args = ap.parse_args(argv)
     values = bundle_variables(args.target, overrides=dict(args.var))

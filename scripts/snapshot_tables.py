@@ -31,9 +31,11 @@ from typing import Any
 STAGES = ("ingest", "caption", "embed", "train")
 # Columns (and train-summary keys) that record when, where or how fast a row was made: they differ between any two
 # runs. Everything else -- texts, versions, statuses, frame times, durations of the media -- is compared.
-VOLATILE = re.compile(r"^(ingested_at|created_at|captioned_at|embedded_at|seen_at|updated_at|video_mtime|"
-                      r"decode_s|model_s|total_s|seconds|run_id|parent_run_id|experiment_id|host|worker|"
-                      r"tracking_uri|artifact_uri|elapsed_s|wall_s|samples_per_s)$")
+VOLATILE = re.compile(
+    r"^(ingested_at|created_at|captioned_at|embedded_at|seen_at|updated_at|video_mtime|"
+    r"decode_s|model_s|total_s|seconds|run_id|parent_run_id|experiment_id|host|worker|"
+    r"tracking_uri|artifact_uri|elapsed_s|wall_s|samples_per_s)$"
+)
 TRAIN_ARGS = ("train.epochs=2",)
 FIXED_MTIME = 1_700_000_000
 
@@ -90,12 +92,20 @@ def run(out: Path, workdir: Path | None, models: Path, repo: Path) -> None:
     summaries = {}
     for stage in STAGES:
         extra = TRAIN_ARGS if stage == "train" else ()
-        cmd = [sys.executable, "-m", "captionrec.cli", "--json", stage,
-               f"caption.tiny_models_dir={models.resolve()}", f"embed.tiny_models_dir={models.resolve()}", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "captionrec.cli",
+            "--json",
+            stage,
+            f"caption.tiny_models_dir={models.resolve()}",
+            f"embed.tiny_models_dir={models.resolve()}",
+            *extra,
+        ]
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"{stage} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        docs = proc.stdout[proc.stdout.index("{"):]
+        docs = proc.stdout[proc.stdout.index("{") :]
         summaries[stage] = json.JSONDecoder().raw_decode(docs)[0]
     snapshot = {"tables": dump_tables(work / "lakehouse"), "train": _metrics(summaries["train"])}
     # paths inside error details name the working directory: the same file in any run reads `<work>/...`

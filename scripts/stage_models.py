@@ -35,7 +35,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "captionrec_manifest.json"
@@ -66,8 +66,10 @@ class StageError(Exception):
 def _weights_problems(folder: Path) -> list[str]:
     """safetensors (or PyTorch .bin) weights, with every shard an index names present and non-empty."""
     problems = []
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
         index = folder / index_name
         if index.is_file():
             try:
@@ -86,7 +88,9 @@ def _weights_problems(folder: Path) -> list[str]:
 
 
 def _tokenizer_problems(folder: Path) -> list[str]:
-    if (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+    if (folder / "tokenizer.json").is_file() or (
+        (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    ):
         return []
     return ["no tokenizer: tokenizer.json (or vocab.json + merges.txt)"]
 
@@ -99,8 +103,9 @@ def completeness_problems(folder: Path, kind: str) -> list[str]:
     """What a checkpoint folder of `kind` lacks to load offline; [] when complete."""
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
-    problems = [f"partial download: {p.relative_to(folder)}" for p in _files(folder)
-                if p.name.endswith(PARTIAL_SUFFIXES)]
+    problems = [
+        f"partial download: {p.relative_to(folder)}" for p in _files(folder) if p.name.endswith(PARTIAL_SUFFIXES)
+    ]
     if kind == "transformers-processor":  # vision/audio-language models: weights + tokenizer + processor
         problems += _required(folder, ("config.json", "tokenizer_config.json"))
         if not any((folder / n).is_file() for n in ("preprocessor_config.json", "processor_config.json")):
@@ -127,7 +132,9 @@ def completeness_problems(folder: Path, kind: str) -> list[str]:
                 path, mtype = m.get("path", ""), m.get("type", "")
                 # the transformer is the folder itself; Normalize has no files; Pooling / Dense / ... have a config
                 if path and not mtype.endswith("Normalize") and not (folder / path / "config.json").is_file():
-                    problems.append(f"modules.json names {path}/ ({mtype.rsplit('.', 1)[-1]}): missing {path}/config.json")
+                    problems.append(
+                        f"modules.json names {path}/ ({mtype.rsplit('.', 1)[-1]}): missing {path}/config.json"
+                    )
     else:
         raise StageError(f"unknown model kind {kind!r}")
     return problems
@@ -157,7 +164,7 @@ def build_manifest(folder: Path, name: str, kind: str) -> dict[str, Any]:
     return {"name": name, "kind": kind, "files": files, "total_bytes": sum(f["size"] for f in files.values())}
 
 
-def read_manifest(folder: Path) -> Optional[dict[str, Any]]:
+def read_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / MANIFEST
     if not path.is_file():
         return None
@@ -204,12 +211,22 @@ def stage_one(src: Path, dest: Path, name: str, kind: str, dry_run: bool = False
     manifest = build_manifest(src, name, kind)
     staged = read_manifest(dest)
     if staged is not None and staged.get("files") == manifest["files"] and not manifest_problems(dest, staged):
-        return Outcome(name, "skip", "already staged with the same manifest", len(manifest["files"]),
-                       manifest["total_bytes"])
-    stale = sorted(set(p.relative_to(dest).as_posix() for p in _files(dest)) - set(manifest["files"])) \
-        if dest.is_dir() else []
-    outcome = Outcome(name, "copy", "new" if staged is None else "manifest changed", len(manifest["files"]),
-                      manifest["total_bytes"], stale)
+        return Outcome(
+            name, "skip", "already staged with the same manifest", len(manifest["files"]), manifest["total_bytes"]
+        )
+    stale = (
+        sorted(set(p.relative_to(dest).as_posix() for p in _files(dest)) - set(manifest["files"]))
+        if dest.is_dir()
+        else []
+    )
+    outcome = Outcome(
+        name,
+        "copy",
+        "new" if staged is None else "manifest changed",
+        len(manifest["files"]),
+        manifest["total_bytes"],
+        stale,
+    )
     if dry_run:
         return outcome
     dest.mkdir(parents=True, exist_ok=True)
@@ -235,7 +252,7 @@ def model_names(profile: str = "databricks") -> list[str]:
 
     cfg = load_config(profile)
     root = cfg.storage.models_dir.rstrip("/") + "/"
-    names = {v[len(root):].split("/")[0] for v in flatten(cfg).values() if isinstance(v, str) and v.startswith(root)}
+    names = {v[len(root) :].split("/")[0] for v in flatten(cfg).values() if isinstance(v, str) and v.startswith(root)}
     names.discard("hf")
     return sorted(names)
 
@@ -248,8 +265,9 @@ def default_dest(target: str, overrides: dict[str, str]) -> str:
     return f"/Volumes/{v['catalog']}/{v['models_schema']}/{v['models_volume']}"
 
 
-def stage(source: Path, dest: Path, names: list[str], dry_run: bool = False, allow_tiny: bool = False,
-          log=print) -> list[Outcome]:
+def stage(
+    source: Path, dest: Path, names: list[str], dry_run: bool = False, allow_tiny: bool = False, log=print
+) -> list[Outcome]:
     """Stage every named checkpoint; raises StageError listing every refused folder (the others are staged)."""
     unknown = [n for n in names if n not in MODELS]
     if unknown:
@@ -259,8 +277,13 @@ def stage(source: Path, dest: Path, names: list[str], dry_run: bool = False, all
         kind, repo = MODELS[name]
         src = source / name
         if not src.is_dir():
-            outcomes.append(Outcome(name, "refuse", f"{src} does not exist: download it first "
-                                                    f"(huggingface-cli download {repo} --local-dir {src})"))
+            outcomes.append(
+                Outcome(
+                    name,
+                    "refuse",
+                    f"{src} does not exist: download it first (huggingface-cli download {repo} --local-dir {src})",
+                )
+            )
         else:
             outcomes.append(stage_one(src, dest / name, name, kind, dry_run=dry_run, allow_tiny=allow_tiny))
         o = outcomes[-1]
@@ -271,11 +294,13 @@ def stage(source: Path, dest: Path, names: list[str], dry_run: bool = False, all
         log(f"{verb} {name} -> {dest / name}{extra}")
     refused = [o for o in outcomes if o.action == "refuse"]
     if refused:
-        raise StageError(f"{len(refused)} checkpoint(s) not staged:\n" + "\n".join(f"  {o.name}: {o.detail}" for o in refused))
+        raise StageError(
+            f"{len(refused)} checkpoint(s) not staged:\n" + "\n".join(f"  {o.name}: {o.detail}" for o in refused)
+        )
     return outcomes
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", required=True, type=Path, help="folder with one pre-downloaded checkpoint per name")
     ap.add_argument("--dest", help="models folder (default: the bundle's models Volume for -t)")

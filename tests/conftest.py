@@ -43,7 +43,9 @@ def spark():
     from captionrec.config.schema import SparkConfig
     from captionrec.spark.session import get_spark
 
-    session = get_spark(SparkConfig(master="local[2]", app_name="captionrec-tests", driver_memory="3g", shuffle_partitions=2))
+    session = get_spark(
+        SparkConfig(master="local[2]", app_name="captionrec-tests", driver_memory="3g", shuffle_partitions=2)
+    )
     yield session
     session.stop()
 

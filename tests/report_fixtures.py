@@ -22,8 +22,15 @@ WINDOWS = (0, 1, 2)
 ITEM_IDS = [str(j) for j in range(1, N_ITEMS + 1)]  # item_idx j -> item id str(j) (contracts.ITEM_INDEX_ARTIFACT)
 # Mean rank scale per feature set: smaller is better (mllm_video clearly beats videomae; mllm_audio and
 # audio_raw get identical ranks, so their difference is exactly 0).
-QUALITY = {"id": 60.0, "title": 45.0, "videomae": 70.0, "mllm_video": 25.0, "audio_raw": 55.0, "mllm_audio": 55.0,
-           "id+mllm_video": 22.0}
+QUALITY = {
+    "id": 60.0,
+    "title": 45.0,
+    "videomae": 70.0,
+    "mllm_video": 25.0,
+    "audio_raw": 55.0,
+    "mllm_audio": 55.0,
+    "id+mllm_video": 22.0,
+}
 
 
 def make_cases(window: int, n: int = 300) -> pd.DataFrame:
@@ -31,12 +38,18 @@ def make_cases(window: int, n: int = 300) -> pd.DataFrame:
     rng = np.random.default_rng(1000 + window)
     users = rng.choice(np.arange(1, 200), size=n)
     chunk = pd.Series(users).groupby(users).cumcount().to_numpy()
-    return pd.DataFrame({
-        "window": window, "user_idx": users, "chunk": chunk, "target": rng.integers(1, N_ITEMS, n),
-        "cold": (rng.random(n) < 0.3).astype(np.int64),
-        "rank_random": rng.integers(1, N_ITEMS + 1, n), "rank_popularity": rng.geometric(1 / 80.0, n).clip(1, N_ITEMS),
-        "candidates": N_ITEMS,  # every item ranked (the fixture has no seen items to exclude)
-    })
+    return pd.DataFrame(
+        {
+            "window": window,
+            "user_idx": users,
+            "chunk": chunk,
+            "target": rng.integers(1, N_ITEMS, n),
+            "cold": (rng.random(n) < 0.3).astype(np.int64),
+            "rank_random": rng.integers(1, N_ITEMS + 1, n),
+            "rank_popularity": rng.geometric(1 / 80.0, n).clip(1, N_ITEMS),
+            "candidates": N_ITEMS,  # every item ranked (the fixture has no seen items to exclude)
+        }
+    )
 
 
 def run_cases(features: str, seed: int, window: int) -> pd.DataFrame:
@@ -52,8 +65,12 @@ def window_metrics(ranks: np.ndarray, cold: np.ndarray) -> dict[str, float]:
     r = ranks.astype(float)
     hr, ndcg = (r <= 10).astype(float), np.where(r <= 10, 1 / np.log2(r + 1), 0.0)
     c = cold.astype(bool)
-    return {"hr_10": hr.mean(), "ndcg_10": ndcg.mean(), "cold_hr_10": hr[c].mean() if c.any() else np.nan,
-            "cold_ndcg_10": ndcg[c].mean() if c.any() else np.nan}
+    return {
+        "hr_10": hr.mean(),
+        "ndcg_10": ndcg.mean(),
+        "cold_hr_10": hr[c].mean() if c.any() else np.nan,
+        "cold_ndcg_10": ndcg[c].mean() if c.any() else np.nan,
+    }
 
 
 @dataclass
@@ -65,16 +82,32 @@ class LoggedGrid:
     failed: dict[tuple[str, str, int], str]
 
 
-def log_child(client, exp_id: str, parent_id: str, features: str, model: str, seed: int,
-              status: str = "FINISHED", error: str = "", key: str = "") -> str:
+def log_child(
+    client,
+    exp_id: str,
+    parent_id: str,
+    features: str,
+    model: str,
+    seed: int,
+    status: str = "FINISHED",
+    error: str = "",
+    key: str = "",
+) -> str:
     from mlflow.entities import Metric, Param
 
-    tags = {C.TAG_KIND: C.CHILD_RUN, C.TAG_CHILD_KEY: key or f"{features}/{model}/{seed}",
-            "mlflow.parentRunId": parent_id, "git_commit": "test", "delta_version.interactions": "3"}
+    tags = {
+        C.TAG_KIND: C.CHILD_RUN,
+        C.TAG_CHILD_KEY: key or f"{features}/{model}/{seed}",
+        "mlflow.parentRunId": parent_id,
+        "git_commit": "test",
+        "delta_version.interactions": "3",
+    }
     if status != "FINISHED":
         tags[C.TAG_ERROR] = error
     rid = client.create_run(exp_id, run_name=f"{model}-{features}", tags=tags).info.run_id
-    params = [Param(k, v) for k, v in {"train.features": features, "train.model": model, "train.seed": str(seed)}.items()]
+    params = [
+        Param(k, v) for k, v in {"train.features": features, "train.model": model, "train.seed": str(seed)}.items()
+    ]
     if status != "FINISHED":
         client.log_batch(rid, params=params)
         client.set_terminated(rid, status)
@@ -109,10 +142,14 @@ def log_grid(tracking_uri: str, experiment: str = "report-tests", seeds=(1, 2)) 
     exp = client.get_experiment_by_name(experiment)
     art = Path(tracking_uri.replace("sqlite:///", "")).parent / "artifacts"
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=art.as_uri())
-    other = client.create_run(exp_id, run_name="grid-old", tags={C.TAG_KIND: C.GRID_RUN, C.TAG_GRID_KEY: "g0"},
-                              start_time=1_700_000_000_000)
-    parent = client.create_run(exp_id, run_name="grid-test", tags={C.TAG_KIND: C.GRID_RUN, C.TAG_GRID_KEY: "g1",
-                                                                   "git_commit": "test", "delta_version.interactions": "3"})
+    other = client.create_run(
+        exp_id, run_name="grid-old", tags={C.TAG_KIND: C.GRID_RUN, C.TAG_GRID_KEY: "g0"}, start_time=1_700_000_000_000
+    )
+    parent = client.create_run(
+        exp_id,
+        run_name="grid-test",
+        tags={C.TAG_KIND: C.GRID_RUN, C.TAG_GRID_KEY: "g1", "git_commit": "test", "delta_version.interactions": "3"},
+    )
     pid = parent.info.run_id
     finished, failed, plan = {}, {}, []
     for model in ("sasrec", "two_tower"):
@@ -123,10 +160,19 @@ def log_grid(tracking_uri: str, experiment: str = "report-tests", seeds=(1, 2)) 
                     log_child(client, exp_id, pid, *key, status="FAILED", error="RuntimeError: flaky")
                 host = other.info.run_id if key == ("audio_raw", "two_tower", 1) else pid
                 finished[key] = log_child(client, exp_id, host, *key)
-                plan.append({"features": features, "model": model, "seed": seed, "run_id": finished[key],
-                             "status": "reused" if host != pid else "ran"})
+                plan.append(
+                    {
+                        "features": features,
+                        "model": model,
+                        "seed": seed,
+                        "run_id": finished[key],
+                        "status": "reused" if host != pid else "ran",
+                    }
+                )
     key = ("id+mllm_video", "sasrec", 1)
-    failed[key] = log_child(client, exp_id, pid, *key, status="FAILED", error="ValueError: vectors of different lengths")
+    failed[key] = log_child(
+        client, exp_id, pid, *key, status="FAILED", error="ValueError: vectors of different lengths"
+    )
     plan.append({"features": key[0], "model": key[1], "seed": 1, "run_id": failed[key], "status": "failed"})
     skipped = [{"features": "mllm_av", "reason": "no vectors for mllm_av in item_features"}]
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,13 +208,42 @@ def caption_rows(sample_dir: Path, item_ids: list[str], synthetic: bool = True) 
         path = (sample_dir / "videos" / f"{i}.mp4").resolve().as_uri()
         items.append({"item_id": i, "title": f"title of {i}", "video_path": path})
         times = [round(float(t), 4) for t in sample_frames(path, num_frames=6, window_s=30.0, max_pixels=50176).times_s]
-        base = {"item_id": i, "status": "ok", "reason": None, "error": None, "synthetic": synthetic,
-                "created_at": pd.Timestamp("2026-01-01", tz="UTC")}
-        caps.append({**base, "kind": "video", "captioner_version": "video-test", "text": f"a video <{i}> & more",
-                     "model_ids": {"vlm": "tiny:qwen2_5_vl"}, "prompt_version": "video_v1", "frame_times_s": times,
-                     "settings": json.dumps(settings), "transcript": None, "language": None, "sound_tags": None})
-        caps.append({**base, "kind": "audio", "captioner_version": "audio-test", "text": f"Sounds: Speech. Speech: item {i}",
-                     "model_ids": {"asr": "whisper"}, "prompt_version": "template_v1", "frame_times_s": None,
-                     "settings": "{}", "transcript": f"item {i} speaks", "language": "en",
-                     "sound_tags": [{"label": "Speech", "score": 0.9}, {"label": "Music", "score": 0.1}]})
+        base = {
+            "item_id": i,
+            "status": "ok",
+            "reason": None,
+            "error": None,
+            "synthetic": synthetic,
+            "created_at": pd.Timestamp("2026-01-01", tz="UTC"),
+        }
+        caps.append(
+            {
+                **base,
+                "kind": "video",
+                "captioner_version": "video-test",
+                "text": f"a video <{i}> & more",
+                "model_ids": {"vlm": "tiny:qwen2_5_vl"},
+                "prompt_version": "video_v1",
+                "frame_times_s": times,
+                "settings": json.dumps(settings),
+                "transcript": None,
+                "language": None,
+                "sound_tags": None,
+            }
+        )
+        caps.append(
+            {
+                **base,
+                "kind": "audio",
+                "captioner_version": "audio-test",
+                "text": f"Sounds: Speech. Speech: item {i}",
+                "model_ids": {"asr": "whisper"},
+                "prompt_version": "template_v1",
+                "frame_times_s": None,
+                "settings": "{}",
+                "transcript": f"item {i} speaks",
+                "language": "en",
+                "sound_tags": [{"label": "Speech", "score": 0.9}, {"label": "Music", "score": 0.1}],
+            }
+        )
     return pd.DataFrame(items), pd.DataFrame(caps)

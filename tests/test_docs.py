@@ -64,10 +64,10 @@ def _argv(line: str) -> list[str] | None:
     words = shlex.split(PLACEHOLDER.sub("x", line), comments=True)
     for i, word in enumerate(words):
         if word in ("captionrec", ".venv/bin/captionrec"):
-            return [w for w in words[i + 1:] if w != "..."]  # "..." stands for any further arguments
+            return [w for w in words[i + 1 :] if w != "..."]  # "..." stands for any further arguments
         m = re.fullmatch(r"(?:local://)?(?:/opt/captionrec/)?jobs/(\w+)\.py", word)
         if m:
-            return [m.group(1), *(w for w in words[i + 1:] if w != "...")]
+            return [m.group(1), *(w for w in words[i + 1 :] if w != "...")]
     return None
 
 
@@ -135,8 +135,10 @@ def test_every_relative_link_resolves(page):
 def test_the_link_checker_finds_broken_links(tmp_path):
     """The helpers the checks above use: a link inside a code block is no link, a heading's anchor is GitHub's."""
     page = tmp_path / "p.md"
-    page.write_text("# Run with spark-submit\n## Test against the runtime's libraries\n[a](x.md#y) `[b](c)`\n"
-                    "```\n[not](a-link.md)\n```\n[web](https://example.com)\n")
+    page.write_text(
+        "# Run with spark-submit\n## Test against the runtime's libraries\n[a](x.md#y) `[b](c)`\n"
+        "```\n[not](a-link.md)\n```\n[web](https://example.com)\n"
+    )
     assert _links(page) == ["x.md#y"]
     assert _anchors(page) == {"run-with-spark-submit", "test-against-the-runtimes-libraries"}
 
@@ -173,7 +175,11 @@ def test_a_wrong_documented_command_is_caught():
     with pytest.raises(ConfigError, match="modle"):
         load_config(args.profile, args.overrides, stage=args.command)
     assert _argv("spark-submit --master x jobs/embed.py --profile cluster a=<b c>") == [
-        "embed", "--profile", "cluster", "a=x"]
+        "embed",
+        "--profile",
+        "cluster",
+        "a=x",
+    ]
 
 
 def test_every_documented_make_target_exists():

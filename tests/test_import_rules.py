@@ -21,6 +21,7 @@ def _modules():
 def _imports(tree: ast.AST, package: str = ""):
     """(module name, enclosing function or None) of every import, at any depth. `from a import b` gives `a` and
     `a.b` (b may be a module); a relative import is resolved against `package` (the importing file's package)."""
+
     def resolve(node: ast.ImportFrom) -> str:
         if not node.level:
             return node.module or ""
@@ -56,16 +57,22 @@ def test_production_code_never_imports_test_helpers_or_the_sample_generator():
 
 
 def test_model_wrappers_and_media_never_import_spark():
-    offenders = [f"{path.relative_to(LIB)}: {name}" for path, tree in _modules()
-                 if path.relative_to(LIB).parts[0] in ("captioning", "features", "media", "models")
-                 for name, _ in _imports(tree) if name.split(".")[0] == "pyspark"]
+    offenders = [
+        f"{path.relative_to(LIB)}: {name}"
+        for path, tree in _modules()
+        if path.relative_to(LIB).parts[0] in ("captioning", "features", "media", "models")
+        for name, _ in _imports(tree)
+        if name.split(".")[0] == "pyspark"
+    ]
     assert offenders == []
 
 
 def test_stages_load_without_test_helpers():
-    code = ("import sys, json, captionrec.cli, captionrec.pipeline.caption, captionrec.pipeline.embed; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('captionrec.testing', "
-            "'captionrec.sample', 'pyspark.sql.session')))))")
+    code = (
+        "import sys, json, captionrec.cli, captionrec.pipeline.caption, captionrec.pipeline.embed; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('captionrec.testing', "
+        "'captionrec.sample', 'pyspark.sql.session')))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []  # no helper, and no SparkSession at import time
 
@@ -73,8 +80,10 @@ def test_stages_load_without_test_helpers():
 def test_report_and_analysis_use_evaluation_without_torch():
     """evaluation's numpy half (metrics, bootstrap) loads without its torch half (ranking): the report stage never
     imports torch."""
-    code = ("import sys, captionrec.report.build, captionrec.analysis.core, captionrec.evaluation as e; "
-            "e.paired_bootstrap, e.summarize_ranks, e.mean_std; print('torch' in sys.modules)")
+    code = (
+        "import sys, captionrec.report.build, captionrec.analysis.core, captionrec.evaluation as e; "
+        "e.paired_bootstrap, e.summarize_ranks, e.mean_std; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
 
@@ -125,8 +134,11 @@ def _node(rel: Path) -> str:
 
 def _nodes() -> set[str]:
     """captionrec's first-level packages and top-level modules (the root __init__ is not one)."""
-    return {_node(p.relative_to(LIB)) for p in LIB.glob("*")
-            if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()}
+    return {
+        _node(p.relative_to(LIB))
+        for p in LIB.glob("*")
+        if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()
+    }
 
 
 def _package_graph() -> dict[tuple[str, str], list[str]]:
@@ -217,6 +229,9 @@ def test_imports_point_downwards_only():
     """The README's rule: a package imports only packages of the layers below its own (LAYERS)."""
     layer = {name: i for i, names in enumerate(LAYERS) for name in names}
     assert sorted(_nodes() - set(layer)) == [], "a package missing from LAYERS: place it in a layer"
-    upward = [f"{a} -> {b}: {'; '.join(where[:2])}" for (a, b), where in sorted(_package_graph().items())
-              if layer[b] <= layer[a]]
+    upward = [
+        f"{a} -> {b}: {'; '.join(where[:2])}"
+        for (a, b), where in sorted(_package_graph().items())
+        if layer[b] <= layer[a]
+    ]
     assert upward == [], "imports that do not point downwards:\n" + "\n".join(upward)

@@ -53,8 +53,11 @@ def _parser(prog: str = "captionrec") -> argparse.ArgumentParser:
     p.add_argument("--conf", action="append", default=[], metavar="FILE", help="extra YAML merged over the profile")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--json", action="store_true", help="print each stage's summary as JSON")
-    p.add_argument("--show-config", action="store_true",
-                   help="print the effective config before running (it is always written to a file)")
+    p.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the effective config before running (it is always written to a file)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -84,8 +87,10 @@ class SparkProgress:
             info = self.tracker.getStageInfo(sid)
             if info is not None:
                 rate = info.numCompletedTasks / elapsed if elapsed > 0 else 0.0
-                parts.append(f"spark stage {sid} {info.name.split(' at ')[0]}: {info.numCompletedTasks}/{info.numTasks} "
-                             f"tasks ({info.numActiveTasks} running, {rate:.2f} tasks/s)")
+                parts.append(
+                    f"spark stage {sid} {info.name.split(' at ')[0]}: {info.numCompletedTasks}/{info.numTasks} "
+                    f"tasks ({info.numActiveTasks} running, {rate:.2f} tasks/s)"
+                )
         return f"{self.stage}: {elapsed:.0f} s; " + "; ".join(parts) if parts else None
 
     def _loop(self) -> None:
@@ -142,7 +147,10 @@ def format_summary(summary: dict[str, Any], max_lines: int = 40) -> str:
             lines.append(f"  {key}: {inner[:300] + ' ...' if len(inner) > 300 else inner}")
         else:
             lines.append(f"  {key}: {_short(value)}")
-    return "\n".join(lines[:max_lines] + ([f"  ... ({len(lines) - max_lines} more lines; --json for all)"] if len(lines) > max_lines else []))
+    return "\n".join(
+        lines[:max_lines]
+        + ([f"  ... ({len(lines) - max_lines} more lines; --json for all)"] if len(lines) > max_lines else [])
+    )
 
 
 def _short(value: Any) -> str:
@@ -254,8 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.show_config:  # with --json, stdout carries the summaries only
         print(effective, file=sys.stderr if args.json else sys.stdout, flush=True)
     saved = save_config(cfg, args.command, effective)
-    log.info("effective config (profile %s): %s", args.profile,
-             f"{saved} (--show-config prints it)" if saved else "not written (see the warning)")
+    log.info(
+        "effective config (profile %s): %s",
+        args.profile,
+        f"{saved} (--show-config prints it)" if saved else "not written (see the warning)",
+    )
 
     from captionrec.spark.session import get_spark
     from captionrec.tables import open_store
@@ -275,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_summary(exc.summary, as_json=args.json, file=out)
             log_config_to_runs(cfg, name, exc.summary, effective)
             stages = PIPELINE.get(args.command, (name,))
-            rest = stages[stages.index(name) + 1:]
+            rest = stages[stages.index(name) + 1 :]
             stopped = f" (`{args.command}` stops here; not run: {', '.join(rest)})" if rest else ""
             print(f"captionrec {name} failed{stopped}: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None

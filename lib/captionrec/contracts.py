@@ -50,16 +50,155 @@ def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
 
 _TAG = pa.struct([_f("label", pa.string()), _f("score", pa.float64())])
 # One window's caption inside a video_full row (captions.segments); reason/error: why the window has no text.
-_SEGMENT = pa.struct([
-    _f("index", pa.int32()), _f("start_s", pa.float64()), _f("end_s", pa.float64()), _f("text", pa.string()),
-    _f("reason", pa.string()), _f("error", pa.string()), _f("frames_used", pa.int32()),
-])
+_SEGMENT = pa.struct(
+    [
+        _f("index", pa.int32()),
+        _f("start_s", pa.float64()),
+        _f("end_s", pa.float64()),
+        _f("text", pa.string()),
+        _f("reason", pa.string()),
+        _f("error", pa.string()),
+        _f("frames_used", pa.int32()),
+    ]
+)
 
 SCHEMAS: dict[str, pa.Schema] = {
-    ITEMS: pa.schema([
+    ITEMS: pa.schema(
+        [
+            _f("item_id", pa.string(), False),
+            _f("title", pa.string()),
+            _f("video_path", pa.string()),
+            _f("duration_s", pa.float64()),
+            _f("width", pa.int32()),
+            _f("height", pa.int32()),
+            _f("fps", pa.float64()),
+            _f("has_audio", pa.bool_()),
+            _f("video_codec", pa.string()),
+            _f("audio_codec", pa.string()),
+            _f("size_bytes", pa.int64()),
+            _f("video_mtime", _UTC),
+            _f("probe_status", pa.string()),
+            _f("probe_detail", pa.string()),
+            _f("ingested_at", _UTC),
+        ]
+    ),
+    INTERACTIONS: pa.schema(
+        [
+            _f("user_id", pa.string(), False),
+            _f("item_id", pa.string(), False),
+            _f("ts", _UTC, False),
+            _f("ts_ms", pa.int64(), False),
+        ]
+    ),
+    QUARANTINE: pa.schema(
+        [
+            _f("source", pa.string(), False),
+            _f("key", pa.string(), False),
+            _f("reason", pa.string(), False),
+            _f("detail", pa.string()),
+            _f("seen_at", _UTC),
+        ]
+    ),
+    CAPTIONS: pa.schema(
+        [
+            _f("item_id", pa.string(), False),
+            _f("kind", pa.string(), False),
+            _f("captioner_version", pa.string(), False),
+            _f("status", pa.string(), False),
+            _f("reason", pa.string()),
+            _f("error", pa.string()),
+            _f("text", pa.string()),
+            _f("model_ids", pa.map_(pa.string(), pa.string())),
+            _f("prompt_version", pa.string()),
+            _f("frames_used", pa.int32()),
+            _f("frame_times_s", pa.list_(pa.float64())),
+            _f("transcript", pa.string()),
+            _f("language", pa.string()),
+            _f("sound_tags", pa.list_(_TAG)),
+            _f("synthetic", pa.bool_()),
+            _f("decode_s", pa.float64()),
+            _f("model_s", pa.float64()),
+            _f("total_s", pa.float64()),
+            _f("device", pa.string()),
+            _f("task_gpus", pa.string()),
+            _f("settings", pa.string()),
+            _f("created_at", _UTC),
+            # The item's media fingerprint when captioned (`media_fingerprint`): a row for another fingerprint is stale.
+            _f("media_fingerprint", pa.string()),
+            _f("decode_errors", pa.int32()),  # packets that failed to decode (the item was still usable)
+            _f("asr_confidence", pa.float64()),  # speech transcript confidence in [0, 1] (null: no speech)
+            # The speech is doubtful: confidence below caption.audio.min_asr_confidence, or an English-only model
+            # under `language: auto` (it cannot detect a language; `language` is then null).
+            _f("low_confidence", pa.bool_()),
+            _f("transcript_reason", pa.string()),  # why the transcript is left out of the caption (low_confidence)
+            # Kind video_full (caption.video.segments): the window captions this item caption was built from, in time
+            # order (a list column on the item's one row, see captioning.kinds.video_full), how many windows were
+            # captioned, whether the windows stop before the video's end (capped at max_windows), and the seconds
+            # they cover.
+            _f("segments", pa.list_(_SEGMENT)),
+            _f("windows_used", pa.int32()),
+            _f("truncated", pa.bool_()),
+            _f("covered_s", pa.float64()),
+        ]
+    ),
+    ITEM_FEATURES: pa.schema(
+        [
+            _f("item_id", pa.string(), False),
+            _f("feature_set", pa.string(), False),
+            _f("model_id", pa.string(), False),
+            _f("dim", pa.int32(), False),
+            _f("vector", pa.list_(pa.field("element", pa.float32(), nullable=False)), False),
+            _f("source_version", pa.string(), False),
+            _f("created_at", _UTC, False),
+        ]
+    ),
+    FEATURE_ERRORS: pa.schema(
+        [
+            _f("item_id", pa.string(), False),
+            _f("feature_set", pa.string(), False),
+            _f("model_id", pa.string(), False),
+            _f("source_version", pa.string(), False),
+            _f("reason", pa.string(), False),
+            _f("detail", pa.string()),
+            _f("seen_at", _UTC, False),
+        ]
+    ),
+}
+
+SCHEMAS[RECOMMENDATIONS] = pa.schema(
+    [
+        _f("user_id", pa.string(), False),
+        _f("rank", pa.int32(), False),
+        _f("item_id", pa.string()),  # null: the user has fewer than k servable unseen items
+        _f("score", pa.float32()),
+        _f("run_id", pa.string(), False),  # the MLflow run whose model scored
+        _f("model_name", pa.string()),  # registered model name / version (null: an unregistered run)
+        _f("model_version", pa.string()),
+        _f("feature_set", pa.string(), False),  # the model's train.features
+        _f("interactions_version", pa.int64(), False),
+        _f("item_features_version", pa.int64()),
+        _f("created_at", _UTC, False),
+    ]
+)
+SCHEMAS[SIMILAR_ITEMS] = pa.schema(
+    [
         _f("item_id", pa.string(), False),
-        _f("title", pa.string()),
-        _f("video_path", pa.string()),
+        _f("feature_set", pa.string(), False),
+        _f("rank", pa.int32(), False),
+        _f("neighbor_id", pa.string()),  # null: fewer than k other items have the set
+        _f("score", pa.float32()),  # cosine similarity
+        _f("model_id", pa.string(), False),
+        _f("item_features_version", pa.int64(), False),
+        _f("created_at", _UTC, False),
+    ]
+)
+
+# Rows a worker returns (not tables): the ingest probe and the embed encoders.
+PROBE_ROWS = "probe_rows"
+EMBED_ROWS = "embed_rows"
+SCHEMAS[PROBE_ROWS] = pa.schema(
+    [
+        _f("item_id", pa.string(), False),
         _f("duration_s", pa.float64()),
         _f("width", pa.int32()),
         _f("height", pa.int32()),
@@ -67,134 +206,22 @@ SCHEMAS: dict[str, pa.Schema] = {
         _f("has_audio", pa.bool_()),
         _f("video_codec", pa.string()),
         _f("audio_codec", pa.string()),
-        _f("size_bytes", pa.int64()),
-        _f("video_mtime", _UTC),
-        _f("probe_status", pa.string()),
+        _f("probe_status", pa.string(), False),
         _f("probe_detail", pa.string()),
-        _f("ingested_at", _UTC),
-    ]),
-    INTERACTIONS: pa.schema([
-        _f("user_id", pa.string(), False),
+    ]
+)
+SCHEMAS[EMBED_ROWS] = pa.schema(
+    [
         _f("item_id", pa.string(), False),
-        _f("ts", _UTC, False),
-        _f("ts_ms", pa.int64(), False),
-    ]),
-    QUARANTINE: pa.schema([
-        _f("source", pa.string(), False),
-        _f("key", pa.string(), False),
-        _f("reason", pa.string(), False),
-        _f("detail", pa.string()),
-        _f("seen_at", _UTC),
-    ]),
-    CAPTIONS: pa.schema([
-        _f("item_id", pa.string(), False),
-        _f("kind", pa.string(), False),
-        _f("captioner_version", pa.string(), False),
-        _f("status", pa.string(), False),
+        _f("feature_set", pa.string(), False),
+        _f("model_id", pa.string(), False),
+        _f("source_version", pa.string(), False),
+        _f("dim", pa.int32()),
+        _f("vector", pa.list_(pa.field("element", pa.float32(), nullable=False))),
         _f("reason", pa.string()),
-        _f("error", pa.string()),
-        _f("text", pa.string()),
-        _f("model_ids", pa.map_(pa.string(), pa.string())),
-        _f("prompt_version", pa.string()),
-        _f("frames_used", pa.int32()),
-        _f("frame_times_s", pa.list_(pa.float64())),
-        _f("transcript", pa.string()),
-        _f("language", pa.string()),
-        _f("sound_tags", pa.list_(_TAG)),
-        _f("synthetic", pa.bool_()),
-        _f("decode_s", pa.float64()),
-        _f("model_s", pa.float64()),
-        _f("total_s", pa.float64()),
-        _f("device", pa.string()),
-        _f("task_gpus", pa.string()),
-        _f("settings", pa.string()),
-        _f("created_at", _UTC),
-        # The item's media fingerprint when captioned (`media_fingerprint`): a row for another fingerprint is stale.
-        _f("media_fingerprint", pa.string()),
-        _f("decode_errors", pa.int32()),  # packets that failed to decode (the item was still usable)
-        _f("asr_confidence", pa.float64()),  # speech transcript confidence in [0, 1] (null: no speech)
-        # The speech is doubtful: confidence below caption.audio.min_asr_confidence, or an English-only model
-        # under `language: auto` (it cannot detect a language; `language` is then null).
-        _f("low_confidence", pa.bool_()),
-        _f("transcript_reason", pa.string()),  # why the transcript is left out of the caption (low_confidence)
-        # Kind video_full (caption.video.segments): the window captions this item caption was built from, in time
-        # order (a list column on the item's one row, see captioning.kinds.video_full), how many windows were
-        # captioned, whether the windows stop before the video's end (capped at max_windows), and the seconds
-        # they cover.
-        _f("segments", pa.list_(_SEGMENT)),
-        _f("windows_used", pa.int32()),
-        _f("truncated", pa.bool_()),
-        _f("covered_s", pa.float64()),
-    ]),
-    ITEM_FEATURES: pa.schema([
-        _f("item_id", pa.string(), False),
-        _f("feature_set", pa.string(), False),
-        _f("model_id", pa.string(), False),
-        _f("dim", pa.int32(), False),
-        _f("vector", pa.list_(pa.field("element", pa.float32(), nullable=False)), False),
-        _f("source_version", pa.string(), False),
-        _f("created_at", _UTC, False),
-    ]),
-    FEATURE_ERRORS: pa.schema([
-        _f("item_id", pa.string(), False),
-        _f("feature_set", pa.string(), False),
-        _f("model_id", pa.string(), False),
-        _f("source_version", pa.string(), False),
-        _f("reason", pa.string(), False),
         _f("detail", pa.string()),
-        _f("seen_at", _UTC, False),
-    ]),
-}
-
-SCHEMAS[RECOMMENDATIONS] = pa.schema([
-    _f("user_id", pa.string(), False),
-    _f("rank", pa.int32(), False),
-    _f("item_id", pa.string()),  # null: the user has fewer than k servable unseen items
-    _f("score", pa.float32()),
-    _f("run_id", pa.string(), False),  # the MLflow run whose model scored
-    _f("model_name", pa.string()),  # registered model name / version (null: an unregistered run)
-    _f("model_version", pa.string()),
-    _f("feature_set", pa.string(), False),  # the model's train.features
-    _f("interactions_version", pa.int64(), False),
-    _f("item_features_version", pa.int64()),
-    _f("created_at", _UTC, False),
-])
-SCHEMAS[SIMILAR_ITEMS] = pa.schema([
-    _f("item_id", pa.string(), False),
-    _f("feature_set", pa.string(), False),
-    _f("rank", pa.int32(), False),
-    _f("neighbor_id", pa.string()),  # null: fewer than k other items have the set
-    _f("score", pa.float32()),  # cosine similarity
-    _f("model_id", pa.string(), False),
-    _f("item_features_version", pa.int64(), False),
-    _f("created_at", _UTC, False),
-])
-
-# Rows a worker returns (not tables): the ingest probe and the embed encoders.
-PROBE_ROWS = "probe_rows"
-EMBED_ROWS = "embed_rows"
-SCHEMAS[PROBE_ROWS] = pa.schema([
-    _f("item_id", pa.string(), False),
-    _f("duration_s", pa.float64()),
-    _f("width", pa.int32()),
-    _f("height", pa.int32()),
-    _f("fps", pa.float64()),
-    _f("has_audio", pa.bool_()),
-    _f("video_codec", pa.string()),
-    _f("audio_codec", pa.string()),
-    _f("probe_status", pa.string(), False),
-    _f("probe_detail", pa.string()),
-])
-SCHEMAS[EMBED_ROWS] = pa.schema([
-    _f("item_id", pa.string(), False),
-    _f("feature_set", pa.string(), False),
-    _f("model_id", pa.string(), False),
-    _f("source_version", pa.string(), False),
-    _f("dim", pa.int32()),
-    _f("vector", pa.list_(pa.field("element", pa.float32(), nullable=False))),
-    _f("reason", pa.string()),
-    _f("detail", pa.string()),
-])
+    ]
+)
 
 # The derived training table (pipeline/train.py writes it each run; ints only, so pyarrow 14 / petastorm
 # read it). One row per training chunk or evaluation case, keyed by (window, role, user_idx, chunk).
@@ -205,19 +232,21 @@ ROLE_TEST = 2  # test cases (the week from t_k)
 ROLE_REFIT = 3  # training rows of the test phase: every interaction before t_k (train.retrain)
 ROLE_NAMES: dict[int, str] = {ROLE_FIT: "fit", ROLE_VALID: "valid", ROLE_TEST: "test", ROLE_REFIT: "refit"}
 _INT_LIST = pa.list_(pa.field("element", pa.int32()))
-SCHEMAS[TRAIN_SEQUENCES] = pa.schema([
-    _f("window", pa.int32()),
-    _f("role", pa.int32()),
-    _f("user_idx", pa.int32()),
-    _f("chunk", pa.int32()),
-    _f("seq", _INT_LIST),
-    _f("seq_len", pa.int32()),
-    _f("new_targets", pa.int32()),
-    _f("target", pa.int32()),
-    _f("cold", pa.int32()),
-    _f("repeat", pa.int32()),
-    _f("seen", _INT_LIST),
-])
+SCHEMAS[TRAIN_SEQUENCES] = pa.schema(
+    [
+        _f("window", pa.int32()),
+        _f("role", pa.int32()),
+        _f("user_idx", pa.int32()),
+        _f("chunk", pa.int32()),
+        _f("seq", _INT_LIST),
+        _f("seq_len", pa.int32()),
+        _f("new_targets", pa.int32()),
+        _f("target", pa.int32()),
+        _f("cold", pa.int32()),
+        _f("repeat", pa.int32()),
+        _f("seen", _INT_LIST),
+    ]
+)
 
 
 # The sequences-table columns a training batch carries (both loaders; all ints).
@@ -284,8 +313,18 @@ NON_FINITE_VECTOR = "non_finite_vector"  # the encoder returned NaN / inf (never
 # (A missing file is permanent for its input: when the file appears, the item's fingerprint changes
 # and the item is pending again.)
 PERMANENT_REASONS: frozenset[str] = frozenset(
-    {MISSING_FILE, EMPTY_FILE, NOT_A_VIDEO, CORRUPT, NO_VIDEO_STREAM, NO_AUDIO_STREAM, SILENT, EMPTY_OUTPUT,
-     ZERO_VECTOR, NON_FINITE_VECTOR}
+    {
+        MISSING_FILE,
+        EMPTY_FILE,
+        NOT_A_VIDEO,
+        CORRUPT,
+        NO_VIDEO_STREAM,
+        NO_AUDIO_STREAM,
+        SILENT,
+        EMPTY_OUTPUT,
+        ZERO_VECTOR,
+        NON_FINITE_VECTOR,
+    }
 )
 # Transient: worth retrying (memory pressure, a flaky read, a crashed model call).
 TRANSIENT_REASONS: frozenset[str] = frozenset({DECODE_ERROR, PROBE_ERROR, OOM, GENERIC_ERROR, EMBED_ERROR})
@@ -316,7 +355,7 @@ DUPLICATE_VIDEO = "duplicate_video"  # two video files for one item id (e.g. 12.
 # video + audio: the paper's two-stage pair; av: one omni-model pass over frames and soundtrack together;
 # video_full: the whole video, consecutive windows captioned and combined (caption.video.segments).
 # The names only: each kind is a module of captionrec.captioning.kinds, whose KINDS registry must cover these
-# (tests/test_caption_kinds.py checks it). A kind with no audio track records NO_AUDIO_STREAM, one whose track
+# (tests/captioning/test_caption_kinds.py checks it). A kind with no audio track records NO_AUDIO_STREAM, one whose track
 # holds nothing (no samples, or below its silence threshold) SILENT (captioning.common.soundtrack).
 VIDEO_FULL = "video_full"
 CAPTION_KINDS: tuple[str, ...] = ("video", "audio", "av", VIDEO_FULL)
@@ -377,7 +416,15 @@ CAPTION_SOURCES: dict[str, tuple[str, ...]] = {
 
 BASELINES: tuple[str, ...] = ("random", "popularity")
 CASE_COLUMNS: tuple[str, ...] = (
-    "window", "user_idx", "chunk", "target", "cold", "rank", "rank_random", "rank_popularity", "candidates",
+    "window",
+    "user_idx",
+    "chunk",
+    "target",
+    "cold",
+    "rank",
+    "rank_random",
+    "rank_popularity",
+    "candidates",
 )
 
 

@@ -12,7 +12,7 @@ def to_local_path(uri: str) -> str:
     Other schemes (s3a://, abfss://, gs://) are returned unchanged; readers open them through fsspec.
     """
     if uri.startswith("dbfs:/"):
-        return "/dbfs/" + uri[len("dbfs:/"):].lstrip("/")
+        return "/dbfs/" + uri[len("dbfs:/") :].lstrip("/")
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return unquote(parsed.path)

@@ -4,7 +4,7 @@ length and the sound tags (rule: `captionrec.config.analyze.AudioClassConfig`)."
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 
@@ -32,7 +32,7 @@ def _matches(label: str, names: tuple[str, ...]) -> bool:
     return any(n in label for n in names)
 
 
-def audio_class(row: Optional[dict[str, Any]], has_audio: Optional[bool], cfg: Any) -> str:
+def audio_class(row: dict[str, Any] | None, has_audio: bool | None, cfg: Any) -> str:
     """The class of one item: `row` is its audio caption row (None: none), `cfg` an AudioClassConfig."""
     if has_audio is False or (row is not None and row.get("status") != C.OK and row.get("reason") in SILENT_REASONS):
         return "silent"
@@ -58,8 +58,16 @@ def audio_classes(captions: pd.DataFrame, items: pd.DataFrame, cfg: Any) -> pd.D
     for r in items.itertuples(index=False):
         row = rows.get(r.item_id)
         has_audio = getattr(r, "has_audio", None)
-        has_audio = None if has_audio is None or (isinstance(has_audio, float) and math.isnan(has_audio)) else bool(has_audio)
+        has_audio = (
+            None if has_audio is None or (isinstance(has_audio, float) and math.isnan(has_audio)) else bool(has_audio)
+        )
         tags = sorted(_tags(row.get("sound_tags")), key=lambda t: -t[1]) if row else []
-        out.append((r.item_id, audio_class(row, has_audio, cfg), len(tokens(row.get("transcript"))) if row else 0,
-                    tags[0][0] if tags else None))
+        out.append(
+            (
+                r.item_id,
+                audio_class(row, has_audio, cfg),
+                len(tokens(row.get("transcript"))) if row else 0,
+                tags[0][0] if tags else None,
+            )
+        )
     return pd.DataFrame(out, columns=["item_id", "audio_class", "transcript_words", "top_tag"])

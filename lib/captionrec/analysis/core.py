@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pandas as pd
 
@@ -25,8 +26,23 @@ log = logging.getLogger(__name__)
 
 # caption kind -> the feature set that embeds that kind alone (mllm_video <- video, mllm_audio <- audio, ...)
 KIND_FEATURE_SET = {kinds[0]: fs for fs, kinds in C.CAPTION_SOURCES.items() if len(kinds) == 1}
-VECTOR_COLUMNS = ["feature_set", "model_id", "caption_versions", "items", "dropped", "near_duplicates", "nn_cosine_mean",
-                  "pair_cosine_mean", "labelled", "topics", "purity_1", "purity_k", "chance", "common_items", "purity_k_common"]
+VECTOR_COLUMNS = [
+    "feature_set",
+    "model_id",
+    "caption_versions",
+    "items",
+    "dropped",
+    "near_duplicates",
+    "nn_cosine_mean",
+    "pair_cosine_mean",
+    "labelled",
+    "topics",
+    "purity_1",
+    "purity_k",
+    "chance",
+    "common_items",
+    "purity_k_common",
+]
 
 
 @dataclass
@@ -67,28 +83,41 @@ def caption_versions(feature_set: str, source_version: Any) -> str:
     return sv.split(":", 1)[0] if ":" in sv else "?"
 
 
-def vector_table(features: pd.DataFrame, topics: Optional[pd.Series], knn: int, threshold: float) -> pd.DataFrame:
+def vector_table(features: pd.DataFrame, topics: pd.Series | None, knn: int, threshold: float) -> pd.DataFrame:
     """One row per (feature set, model id, caption versions): vectors.vector_stats, plus purity@knn over the
     labelled items that every feature set has a vector for (a like-for-like comparison)."""
     if features.empty:
         return pd.DataFrame(columns=VECTOR_COLUMNS)
-    f = features.assign(caption_versions=[caption_versions(fs, sv) for fs, sv in zip(features["feature_set"], features["source_version"])])
+    f = features.assign(
+        caption_versions=[
+            caption_versions(fs, sv) for fs, sv in zip(features["feature_set"], features["source_version"])
+        ]
+    )
     common = set.intersection(*[set(g["item_id"]) for _, g in f.groupby("feature_set")])
     if topics is not None:
         common &= set(topics.index)
     rank = {fs: i for i, fs in enumerate(C.FEATURE_SETS)}
     rows = []
     for (fs, model_id, versions), g in f.groupby(["feature_set", "model_id", "caption_versions"], sort=False):
-        row = {"feature_set": fs, "model_id": model_id, "caption_versions": versions,
-               **vectors.vector_stats(list(g["vector"]), list(g["item_id"]), topics, knn, threshold)}
+        row = {
+            "feature_set": fs,
+            "model_id": model_id,
+            "caption_versions": versions,
+            **vectors.vector_stats(list(g["vector"]), list(g["item_id"]), topics, knn, threshold),
+        }
         sub = g[g["item_id"].isin(common)]
         row["common_items"] = len(sub)
-        row["purity_k_common"] = (vectors.vector_stats(list(sub["vector"]), list(sub["item_id"]), topics, knn, threshold)["purity_k"]
-                                  if topics is not None and len(sub) >= 2 else math.nan)
+        row["purity_k_common"] = (
+            vectors.vector_stats(list(sub["vector"]), list(sub["item_id"]), topics, knn, threshold)["purity_k"]
+            if topics is not None and len(sub) >= 2
+            else math.nan
+        )
         rows.append(row)
     out = pd.DataFrame(rows, columns=VECTOR_COLUMNS)
     out["_o"] = out["feature_set"].map(lambda s: rank.get(s, len(rank)))
-    return out.sort_values(["_o", "feature_set", "model_id", "caption_versions"]).drop(columns="_o").reset_index(drop=True)
+    return (
+        out.sort_values(["_o", "feature_set", "model_id", "caption_versions"]).drop(columns="_o").reset_index(drop=True)
+    )
 
 
 def quality_table(captions: pd.DataFrame, vec: pd.DataFrame) -> pd.DataFrame:
@@ -99,16 +128,39 @@ def quality_table(captions: pd.DataFrame, vec: pd.DataFrame) -> pd.DataFrame:
     for (kind, version), g in captions.groupby(["kind", "captioner_version"], sort=True):
         ok = g[g["status"] == C.OK]
         has_text = ok["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))
-        base = {"kind": kind, "captioner_version": version, "synthetic": bool(g["synthetic"].fillna(False).astype(bool).any()),
-                "rows": len(g), "ok": len(ok), "skipped": int((g["status"] == C.SKIPPED).sum()),
-                "error": int((g["status"] == C.ERROR).sum()), "ok_without_text": int((~has_text).sum()),
-                **text.text_stats(list(ok.loc[has_text, "text"]))}
+        base = {
+            "kind": kind,
+            "captioner_version": version,
+            "synthetic": bool(g["synthetic"].fillna(False).astype(bool).any()),
+            "rows": len(g),
+            "ok": len(ok),
+            "skipped": int((g["status"] == C.SKIPPED).sum()),
+            "error": int((g["status"] == C.ERROR).sum()),
+            "ok_without_text": int((~has_text).sum()),
+            **text.text_stats(list(ok.loc[has_text, "text"])),
+        }
         fs = KIND_FEATURE_SET.get(kind, "")
         mine = vec[(vec["feature_set"] == fs) & (vec["caption_versions"] == version)].to_dict("records")
         for r in mine or [{c: math.nan for c in vec_cols} | {"model_id": ""}]:
             rows.append({**base, "feature_set": fs, **{c: r[c] for c in vec_cols}})
-    cols = ["kind", "captioner_version", "synthetic", "rows", "ok", "skipped", "error", "ok_without_text", "words_mean",
-            "words_median", "chars_mean", "distinct_1", "distinct_2", "exact_duplicates", "feature_set", *vec_cols]
+    cols = [
+        "kind",
+        "captioner_version",
+        "synthetic",
+        "rows",
+        "ok",
+        "skipped",
+        "error",
+        "ok_without_text",
+        "words_mean",
+        "words_median",
+        "chars_mean",
+        "distinct_1",
+        "distinct_2",
+        "exact_duplicates",
+        "feature_set",
+        *vec_cols,
+    ]
     return pd.DataFrame(rows, columns=cols).rename(columns={"items": "vectors"})
 
 
@@ -116,46 +168,75 @@ def class_counts(classes: pd.DataFrame) -> pd.DataFrame:
     counts = classes["audio_class"].value_counts()
     n = len(classes)
     words = classes.groupby("audio_class")["transcript_words"].mean()
-    return pd.DataFrame([(c, int(counts.get(c, 0)), counts.get(c, 0) / n if n else math.nan, words.get(c, math.nan))
-                         for c in CLASSES], columns=["audio_class", "items", "share", "transcript_words_mean"])
+    return pd.DataFrame(
+        [(c, int(counts.get(c, 0)), counts.get(c, 0) / n if n else math.nan, words.get(c, math.nan)) for c in CLASSES],
+        columns=["audio_class", "items", "share", "transcript_words_mean"],
+    )
 
 
 def analyze_tables(inputs: Inputs, cfg: Any) -> Analysis:
     """Everything the Delta tables alone give (see the module docstring)."""
     caps, items = inputs.captions, inputs.items
     vec = vector_table(inputs.features, inputs.topics, cfg.knn, cfg.near_duplicate)
-    ov = grounding.item_overlaps(caps, inputs.titles, cfg.ignore_words) if len(caps) else pd.DataFrame(columns=grounding.COLUMNS)
-    classes = (audio_classes(caps, items, cfg.audio) if len(items)
-               else pd.DataFrame(columns=["item_id", "audio_class", "transcript_words", "top_tag"]))
-    a = Analysis(cfg, inputs, quality_table(caps, vec), vec,
-                 grounding.summary(ov), grounding.lowest(ov, caps, inputs.titles, cfg.review_items), classes, class_counts(classes))
+    ov = (
+        grounding.item_overlaps(caps, inputs.titles, cfg.ignore_words)
+        if len(caps)
+        else pd.DataFrame(columns=grounding.COLUMNS)
+    )
+    classes = (
+        audio_classes(caps, items, cfg.audio)
+        if len(items)
+        else pd.DataFrame(columns=["item_id", "audio_class", "transcript_words", "top_tag"])
+    )
+    a = Analysis(
+        cfg,
+        inputs,
+        quality_table(caps, vec),
+        vec,
+        grounding.summary(ov),
+        grounding.lowest(ov, caps, inputs.titles, cfg.review_items),
+        classes,
+        class_counts(classes),
+    )
     for n in inputs.notes:
         a.note("inputs", n)
     if inputs.topics is None:
         a.note("vectors", inputs.topics_note)
     elif len(vec) and not vec["labelled"].any():
         a.note("vectors", f"{inputs.topics_note}: none of the analysed items has a topic label")
-    bad = caps[(caps["status"] == C.OK) & ~caps["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))] if len(caps) else caps
+    bad = (
+        caps[(caps["status"] == C.OK) & ~caps["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
+        if len(caps)
+        else caps
+    )
     if len(bad):
-        a.note("quality", f"{len(bad)} caption row(s) with status ok but no text (left out of the text statistics): "
-                          + ", ".join(f"{r.item_id}/{r.kind}" for r in bad.head(10).itertuples()))
+        a.note(
+            "quality",
+            f"{len(bad)} caption row(s) with status ok but no text (left out of the text statistics): "
+            + ", ".join(f"{r.item_id}/{r.kind}" for r in bad.head(10).itertuples()),
+        )
     return a
 
 
-def analyze_runs(a: Analysis, runset: Any, rc: Any, index_of: Optional[Callable[[str], Optional[list[str]]]] = None) -> Analysis:
+def analyze_runs(
+    a: Analysis, runset: Any, rc: Any, index_of: Callable[[str], list[str] | None] | None = None
+) -> Analysis:
     """Fill the runs-based frames from a report RunSet (rc: ReportConfig, for the bootstrap settings)."""
     cfg = a.config
     if runset is None:
-        cases, notes = pd.DataFrame(columns=outcomes.CASE_FIELDS), [
-            "no grid run to read (run `captionrec experiment`): no per-class metrics and no win / loss cases"]
+        cases, notes = (
+            pd.DataFrame(columns=outcomes.CASE_FIELDS),
+            ["no grid run to read (run `captionrec experiment`): no per-class metrics and no win / loss cases"],
+        )
     else:
         index_of = index_of or (lambda run_id: outcomes.download_item_index(runset.tracking_uri, run_id))
         cases, notes = outcomes.collect_cases(runset.runs, runset.cases, index_of)
     for n in notes:
         a.note("runs", n)
     a.class_metrics = outcomes.class_metrics(cases, a.audio_classes, cfg.top_k)
-    a.class_gains = outcomes.class_gains(cfg.class_comparisons, cases, a.audio_classes, cfg.top_k,
-                                         rc.bootstrap_samples, rc.confidence, rc.seed)
+    a.class_gains = outcomes.class_gains(
+        cfg.class_comparisons, cases, a.audio_classes, cfg.top_k, rc.bootstrap_samples, rc.confidence, rc.seed
+    )
     a.outcomes, a.win_loss, wl_notes = outcomes.win_loss(cfg.win_loss, cases, cfg.top_k)
     for n in wl_notes:
         a.note("win_loss", n)
@@ -164,11 +245,13 @@ def analyze_runs(a: Analysis, runset: Any, rc: Any, index_of: Optional[Callable[
     return a
 
 
-def analyze(inputs: Inputs, runset: Any, cfg: Any, rc: Any, index_of: Optional[Callable[[str], Optional[list[str]]]] = None) -> Analysis:
+def analyze(
+    inputs: Inputs, runset: Any, cfg: Any, rc: Any, index_of: Callable[[str], list[str] | None] | None = None
+) -> Analysis:
     return analyze_runs(analyze_tables(inputs, cfg), runset, rc, index_of)
 
 
-def analysis_for(ctx: Any) -> Optional[Analysis]:
+def analysis_for(ctx: Any) -> Analysis | None:
     """The analysis of a report context, computed on first use and kept in `ctx.extras["analysis"]`; None
     when the context has neither an analysis nor a TableStore (`extras["store"]`) to compute one from."""
     ex = ctx.extras
@@ -193,21 +276,32 @@ def gallery_picks(a: Analysis, n: int) -> list[tuple[str, list[str], dict[str, d
     out = []
     classes = a.audio_classes.set_index("item_id")["audio_class"] if len(a.audio_classes) else pd.Series(dtype=object)
     for comp, g in a.outcomes.groupby("comparison", sort=False):
-        per = g.assign(w=g["outcome"] == "win", l=g["outcome"] == "loss").groupby(["item_id", "model"]).agg(
-            cases=("outcome", "size"), wins=("w", "sum"), losses=("l", "sum"))
+        per = (
+            g.assign(w=g["outcome"] == "win", l=g["outcome"] == "loss")
+            .groupby(["item_id", "model"])
+            .agg(cases=("outcome", "size"), wins=("w", "sum"), losses=("l", "sum"))
+        )
         tot = per.groupby(level="item_id").sum()
         tot["net"] = tot["wins"] - tot["losses"]
-        for direction, sel in (("wins", tot[tot["net"] > 0].sort_values(["net", "wins"], ascending=False)),
-                               ("losses", tot[tot["net"] < 0].sort_values(["net", "losses"], ascending=[True, False]))):
+        for direction, sel in (
+            ("wins", tot[tot["net"] > 0].sort_values(["net", "wins"], ascending=False)),
+            ("losses", tot[tot["net"] < 0].sort_values(["net", "losses"], ascending=[True, False])),
+        ):
             ids = [str(i) for i in sel.head(n).index]
             if not ids:
                 continue
             notes = {}
             for i in ids:
                 t = tot.loc[i]
-                detail = "; ".join(f"{m}: {int(r.wins)} won, {int(r.losses)} lost of {int(r.cases)}"
-                                   for (_, m), r in per.loc[[i]].iterrows())
-                notes[i] = {"win / loss": f"{comp}: {int(t.wins)} case(s) won, {int(t.losses)} lost of {int(t.cases)} ({detail})",
-                            "audio class": str(classes.get(i, "unknown"))}
-            out.append((f"{comp}: items the caption feature {'wins' if direction == 'wins' else 'loses'} most", ids, notes))
+                detail = "; ".join(
+                    f"{m}: {int(r.wins)} won, {int(r.losses)} lost of {int(r.cases)}"
+                    for (_, m), r in per.loc[[i]].iterrows()
+                )
+                notes[i] = {
+                    "win / loss": f"{comp}: {int(t.wins)} case(s) won, {int(t.losses)} lost of {int(t.cases)} ({detail})",
+                    "audio class": str(classes.get(i, "unknown")),
+                }
+            out.append(
+                (f"{comp}: items the caption feature {'wins' if direction == 'wins' else 'loses'} most", ids, notes)
+            )
     return out

@@ -71,15 +71,33 @@ def summary(overlaps: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (kind, version), g in overlaps.groupby(["kind", "captioner_version"], sort=True):
         primary = g[PRIMARY.get(kind, "grounded")]
-        rows.append({
-            "kind": kind, "captioner_version": version, "source": SOURCE.get(kind, ""), "measure": PRIMARY.get(kind, "grounded"),
-            "items": len(g), "no_value": int(primary.isna().sum()),
-            "grounded_mean": float(g["grounded"].mean()) if g["grounded"].notna().any() else math.nan,
-            "covered_mean": float(g["covered"].mean()) if g["covered"].notna().any() else math.nan,
-            "zero_share": float((primary.dropna() == 0).mean()) if primary.notna().any() else math.nan,
-        })
-    return pd.DataFrame(rows, columns=["kind", "captioner_version", "source", "measure", "items", "no_value",
-                                       "grounded_mean", "covered_mean", "zero_share"])
+        rows.append(
+            {
+                "kind": kind,
+                "captioner_version": version,
+                "source": SOURCE.get(kind, ""),
+                "measure": PRIMARY.get(kind, "grounded"),
+                "items": len(g),
+                "no_value": int(primary.isna().sum()),
+                "grounded_mean": float(g["grounded"].mean()) if g["grounded"].notna().any() else math.nan,
+                "covered_mean": float(g["covered"].mean()) if g["covered"].notna().any() else math.nan,
+                "zero_share": float((primary.dropna() == 0).mean()) if primary.notna().any() else math.nan,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "kind",
+            "captioner_version",
+            "source",
+            "measure",
+            "items",
+            "no_value",
+            "grounded_mean",
+            "covered_mean",
+            "zero_share",
+        ],
+    )
 
 
 def lowest(overlaps: pd.DataFrame, captions: pd.DataFrame, titles: pd.Series, n: int) -> pd.DataFrame:
@@ -88,7 +106,7 @@ def lowest(overlaps: pd.DataFrame, captions: pd.DataFrame, titles: pd.Series, n:
     out = []
     for kind, g in overlaps.groupby("kind", sort=True):
         measure = PRIMARY.get(kind, "grounded")
-        g = g[g[measure].notna()].assign(measure=measure, value=lambda d: d[measure])
+        g = g[g[measure].notna()].assign(measure=measure, value=lambda d, m=measure: d[m])
         out.append(g.sort_values(["value", "shared", "item_id"], kind="stable").head(n))
     if not out:
         return pd.DataFrame(columns=[*COLUMNS, "measure", "value", "caption", "transcript", "tags", "title"])
@@ -98,6 +116,8 @@ def lowest(overlaps: pd.DataFrame, captions: pd.DataFrame, titles: pd.Series, n:
     first = [c.iloc[0] if isinstance(c, pd.DataFrame) else c for c in cap]
     low["caption"] = [c["text"] for c in first]
     low["transcript"] = [c.get("transcript") if k == "audio" else None for c, k in zip(first, low["kind"])]
-    low["tags"] = [", ".join(tag_labels(c.get("sound_tags"))) if k == "audio" else None for c, k in zip(first, low["kind"])]
+    low["tags"] = [
+        ", ".join(tag_labels(c.get("sound_tags"))) if k == "audio" else None for c, k in zip(first, low["kind"])
+    ]
     low["title"] = [titles.get(i) for i in low["item_id"]]
     return low

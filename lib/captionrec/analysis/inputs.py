@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -32,7 +32,7 @@ class Inputs:
     items: pd.DataFrame  # ITEM_COLUMNS
     captions: pd.DataFrame  # the captions table's columns
     features: pd.DataFrame  # FEATURE_COLUMNS (vector: a float array per row)
-    topics: Optional[pd.Series] = None  # item_id -> topic; None: no labels
+    topics: pd.Series | None = None  # item_id -> topic; None: no labels
     topics_note: str = ""  # why there are no labels (or where they came from)
     total_items: int = 0  # items in the table (the frames hold at most analyze.max_items of them)
     notes: list[str] = field(default_factory=list)
@@ -50,7 +50,7 @@ def empty(name: str, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------- labels
 
 
-def resolve_labels(labels: str, data_source: str) -> tuple[Optional[str], str]:
+def resolve_labels(labels: str, data_source: str) -> tuple[str | None, str]:
     """analyze.labels -> (path or None, note). "auto": <data.source>/manifest.json when it exists."""
     if not labels or labels.lower() == "none":
         return None, "no topic labels (analyze.labels is none)"
@@ -58,8 +58,10 @@ def resolve_labels(labels: str, data_source: str) -> tuple[Optional[str], str]:
         candidate = str(data_source).rstrip("/") + "/manifest.json"
         if _exists(candidate):
             return candidate, f"topics from {candidate} (analyze.labels=auto)"
-        return None, (f"no topic labels: analyze.labels=auto and {candidate} does not exist (set analyze.labels to a "
-                      "manifest.json, a JSON {item_id: topic} or a CSV with columns item_id,topic)")
+        return None, (
+            f"no topic labels: analyze.labels=auto and {candidate} does not exist (set analyze.labels to a "
+            "manifest.json, a JSON {item_id: topic} or a CSV with columns item_id,topic)"
+        )
     return labels, f"topics from {labels}"
 
 
@@ -68,7 +70,7 @@ def _is_uri(path: str) -> bool:
 
 
 def _local(path: str) -> Path:
-    return Path(path[len("file://"):] if path.startswith("file://") else path)
+    return Path(path[len("file://") :] if path.startswith("file://") else path)
 
 
 def _exists(path: str) -> bool:
@@ -109,14 +111,16 @@ def parse_labels(data: bytes, name: str) -> pd.Series:
     elif isinstance(obj, dict) and all(isinstance(v, str) for v in obj.values()):
         pairs = {str(k): v for k, v in obj.items()}
     else:
-        raise ValueError(f"labels file {name}: neither a manifest (items.<id>.topic) nor a JSON object {{item_id: topic}}")
+        raise ValueError(
+            f"labels file {name}: neither a manifest (items.<id>.topic) nor a JSON object {{item_id: topic}}"
+        )
     out = pd.Series({k: v for k, v in pairs.items() if v}, dtype=object, name="topic")
     if out.empty:
         raise ValueError(f"labels file {name} holds no topic")
     return out
 
 
-def load_labels(labels: str, data_source: str) -> tuple[Optional[pd.Series], str]:
+def load_labels(labels: str, data_source: str) -> tuple[pd.Series | None, str]:
     """(item_id -> topic, note); no labels -> (None, why). A labels file named in the config that cannot be
     read is an error; with "auto", an unreadable manifest is a note (the data may simply have no topics)."""
     path, note = resolve_labels(labels, data_source)
@@ -126,8 +130,10 @@ def load_labels(labels: str, data_source: str) -> tuple[Optional[pd.Series], str
         return parse_labels(_read_bytes(path), path), note
     except (OSError, ValueError) as exc:
         if labels != "auto":
-            raise ValueError(f"analyze.labels={labels}: cannot read topic labels ({type(exc).__name__}: {exc}); "
-                             "set analyze.labels to a readable file, auto or none") from exc
+            raise ValueError(
+                f"analyze.labels={labels}: cannot read topic labels ({type(exc).__name__}: {exc}); "
+                "set analyze.labels to a readable file, auto or none"
+            ) from exc
         log.warning("topic labels not read: %s", exc)
         return None, f"no topic labels: {path} could not be read ({type(exc).__name__}: {exc})"
 
@@ -143,8 +149,15 @@ def read_inputs(store: "TableStore", max_items: int, labels: str = "none", data_
     notes = []
     if not store.exists(C.ITEMS):
         notes.append("no items table yet (run `captionrec ingest`)")
-        return Inputs(empty(C.ITEMS, ITEM_COLUMNS), empty(C.CAPTIONS), empty(C.ITEM_FEATURES, FEATURE_COLUMNS),
-                      topics, topics_note, 0, notes)
+        return Inputs(
+            empty(C.ITEMS, ITEM_COLUMNS),
+            empty(C.CAPTIONS),
+            empty(C.ITEM_FEATURES, FEATURE_COLUMNS),
+            topics,
+            topics_note,
+            0,
+            notes,
+        )
     items = store.read(C.ITEMS)
     items = items.select(*[c if c in items.columns else F.lit(None).alias(c) for c in ITEM_COLUMNS])
     total = items.count()

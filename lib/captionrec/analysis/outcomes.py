@@ -17,24 +17,37 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 import numpy as np
 import pandas as pd
 
 from captionrec import contracts as C
-from captionrec.evaluation.bootstrap import KEYS as CASE_KEYS, paired_bootstrap, paired_cases
+from captionrec.evaluation.bootstrap import KEYS as CASE_KEYS
+from captionrec.evaluation.bootstrap import paired_bootstrap, paired_cases
 from captionrec.evaluation.metrics import case_values
 
 log = logging.getLogger(__name__)
 
 KEYS = list(CASE_KEYS)
-CASE_FIELDS = ["run_id", "features", "model", "seed", *KEYS, "target", "item_id", "cold", "rank", "rank_random", "rank_popularity"]
+CASE_FIELDS = [
+    "run_id",
+    "features",
+    "model",
+    "seed",
+    *KEYS,
+    "target",
+    "item_id",
+    "cold",
+    "rank",
+    "rank_random",
+    "rank_popularity",
+]
 OUTCOMES = ("win", "loss", "both", "neither")
 
 
-def download_item_index(tracking_uri: str, run_id: str) -> Optional[list[str]]:
+def download_item_index(tracking_uri: str, run_id: str) -> list[str] | None:
     """A run's item index (item_idx - 1 -> item_id), or None when it logged none."""
     from mlflow.tracking import MlflowClient
 
@@ -68,8 +81,11 @@ def _grouped_notes(left_out: dict[str, list[str]], shown: int = 6) -> list[str]:
     return notes
 
 
-def collect_cases(runs: pd.DataFrame, cases_of: Callable[[str], Optional[pd.DataFrame]],
-                  index_of: Callable[[str], Optional[list[str]]]) -> tuple[pd.DataFrame, list[str]]:
+def collect_cases(
+    runs: pd.DataFrame,
+    cases_of: Callable[[str], pd.DataFrame | None],
+    index_of: Callable[[str], list[str] | None],
+) -> tuple[pd.DataFrame, list[str]]:
     """Every finished run's cases with the target's item id (CASE_FIELDS), and notes on the runs left out
     (one per reason) and on cases whose target is outside the run's item index."""
     frames, notes, left_out = [], [], {}
@@ -87,7 +103,9 @@ def collect_cases(runs: pd.DataFrame, cases_of: Callable[[str], Optional[pd.Data
         df["item_id"] = map_targets(df["target"].to_numpy(), index)
         unmapped = int(df["item_id"].isna().sum())
         if unmapped:
-            notes.append(f"{label}: {unmapped} case(s) whose target is outside its {C.ITEM_INDEX_ARTIFACT} ({len(index)} items): left out")
+            notes.append(
+                f"{label}: {unmapped} case(s) whose target is outside its {C.ITEM_INDEX_ARTIFACT} ({len(index)} items): left out"
+            )
             df = df[df["item_id"].notna()]
         df = df.assign(run_id=r.run_id, features=r.features, model=r.model, seed=r.seed)
         frames.append(df[CASE_FIELDS])
@@ -103,21 +121,46 @@ def _with_class(cases: pd.DataFrame, classes: pd.DataFrame) -> pd.DataFrame:
 def class_metrics(cases: pd.DataFrame, classes: pd.DataFrame, k: int) -> pd.DataFrame:
     """Per (features, model, audio class, and 'all'): runs, cases, hr@k / ndcg@k of the model and the
     baselines' hr@k on the same cases."""
-    cols = ["features", "model", "audio_class", "runs", "cases", f"hr_{k}", f"ndcg_{k}", f"popularity_hr_{k}", f"random_hr_{k}"]
+    cols = [
+        "features",
+        "model",
+        "audio_class",
+        "runs",
+        "cases",
+        f"hr_{k}",
+        f"ndcg_{k}",
+        f"popularity_hr_{k}",
+        f"random_hr_{k}",
+    ]
     if cases.empty:
         return pd.DataFrame(columns=cols)
     df = _with_class(cases, classes)
-    df = df.assign(hr=case_values(df["rank"].to_numpy(), f"hr@{k}"), ndcg=case_values(df["rank"].to_numpy(), f"ndcg@{k}"),
-                   pop=case_values(df["rank_popularity"].to_numpy(), f"hr@{k}"),
-                   rnd=case_values(df["rank_random"].to_numpy(), f"hr@{k}"))
+    df = df.assign(
+        hr=case_values(df["rank"].to_numpy(), f"hr@{k}"),
+        ndcg=case_values(df["rank"].to_numpy(), f"ndcg@{k}"),
+        pop=case_values(df["rank_popularity"].to_numpy(), f"hr@{k}"),
+        rnd=case_values(df["rank_random"].to_numpy(), f"hr@{k}"),
+    )
     per_case = df.groupby(["features", "model", "audio_class", *KEYS], as_index=False).agg(
-        hr=("hr", "mean"), ndcg=("ndcg", "mean"), pop=("pop", "mean"), rnd=("rnd", "mean"))
+        hr=("hr", "mean"), ndcg=("ndcg", "mean"), pop=("pop", "mean"), rnd=("rnd", "mean")
+    )
     runs = df.groupby(["features", "model"])["run_id"].nunique()
     rows = []
     for (features, model), g in per_case.groupby(["features", "model"], sort=False):
         for cls, sub in [("all", g), *sorted(g.groupby("audio_class"), key=lambda t: t[0])]:
-            rows.append((features, model, cls, int(runs[(features, model)]), len(sub), sub["hr"].mean(), sub["ndcg"].mean(),
-                         sub["pop"].mean(), sub["rnd"].mean()))
+            rows.append(
+                (
+                    features,
+                    model,
+                    cls,
+                    int(runs[(features, model)]),
+                    len(sub),
+                    sub["hr"].mean(),
+                    sub["ndcg"].mean(),
+                    sub["pop"].mean(),
+                    sub["rnd"].mean(),
+                )
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -128,8 +171,15 @@ def _sides(cases: pd.DataFrame, comparison: str, model: str) -> tuple[str, str, 
     return feature, baseline, side(feature), side(baseline)
 
 
-def class_gains(comparisons: Iterable[str], cases: pd.DataFrame, classes: pd.DataFrame, k: int,
-                samples: int, confidence: float, seed: int) -> pd.DataFrame:
+def class_gains(
+    comparisons: Iterable[str],
+    cases: pd.DataFrame,
+    classes: pd.DataFrame,
+    k: int,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> pd.DataFrame:
     """Per comparison x model x audio class (and 'all') x metric (hr@k, ndcg@k): relative gain with a paired
     bootstrap interval; rows that cannot be computed carry a note."""
     rows = []
@@ -138,24 +188,67 @@ def class_gains(comparisons: Iterable[str], cases: pd.DataFrame, classes: pd.Dat
         for model in sorted(df["model"].unique()):
             feature, baseline, a, b = _sides(df, comp, model)
             if not a or not b:
-                rows.append({"comparison": comp, "model": model, "audio_class": "all", "metric": "—", "cases": 0,
-                             "note": f"no run of {feature if not a else baseline} with cases and an item index"})
+                rows.append(
+                    {
+                        "comparison": comp,
+                        "model": model,
+                        "audio_class": "all",
+                        "metric": "—",
+                        "cases": 0,
+                        "note": f"no run of {feature if not a else baseline} with cases and an item index",
+                    }
+                )
                 continue
             present = sorted(set(pd.concat(a)["audio_class"]) & set(pd.concat(b)["audio_class"]))
             for cls in ["all", *present]:
                 pick = (lambda fr: fr) if cls == "all" else (lambda fr, c=cls: fr[fr["audio_class"] == c])  # noqa: E731
                 for metric in (f"hr@{k}", f"ndcg@{k}"):
                     paired = paired_cases([pick(x) for x in a], [pick(x) for x in b], metric)
-                    row = {"comparison": comp, "model": model, "audio_class": cls, "metric": metric, "cases": len(paired), "note": ""}
+                    row = {
+                        "comparison": comp,
+                        "model": model,
+                        "audio_class": cls,
+                        "metric": metric,
+                        "cases": len(paired),
+                        "note": "",
+                    }
                     if len(paired):
-                        bs = paired_bootstrap(paired["a"].to_numpy(), paired["b"].to_numpy(), paired["window"].to_numpy(),
-                                                    samples, confidence, seed)
-                        row.update(feature_value=bs["a"], baseline_value=bs["b"], gain=bs["rel"], gain_lo=bs["rel_lo"],
-                                   gain_hi=bs["rel_hi"], diff=bs["diff"], diff_lo=bs["diff_lo"], diff_hi=bs["diff_hi"])
+                        bs = paired_bootstrap(
+                            paired["a"].to_numpy(),
+                            paired["b"].to_numpy(),
+                            paired["window"].to_numpy(),
+                            samples,
+                            confidence,
+                            seed,
+                        )
+                        row.update(
+                            feature_value=bs["a"],
+                            baseline_value=bs["b"],
+                            gain=bs["rel"],
+                            gain_lo=bs["rel_lo"],
+                            gain_hi=bs["rel_hi"],
+                            diff=bs["diff"],
+                            diff_lo=bs["diff_lo"],
+                            diff_hi=bs["diff_hi"],
+                        )
                         row["note"] = "baseline is 0: no relative gain" if bs["b"] == 0 else ""
                     rows.append(row)
-    cols = ["comparison", "model", "audio_class", "metric", "cases", "feature_value", "baseline_value", "gain", "gain_lo",
-            "gain_hi", "diff", "diff_lo", "diff_hi", "note"]
+    cols = [
+        "comparison",
+        "model",
+        "audio_class",
+        "metric",
+        "cases",
+        "feature_value",
+        "baseline_value",
+        "gain",
+        "gain_lo",
+        "gain_hi",
+        "diff",
+        "diff_lo",
+        "diff_hi",
+        "note",
+    ]
     out = pd.DataFrame(rows).reindex(columns=cols)
     out["significant"] = (out["cases"] > 0) & ((out["diff_lo"] > 0) | (out["diff_hi"] < 0))
     return out
@@ -176,19 +269,30 @@ def win_loss(pairs: Iterable[str], cases: pd.DataFrame, k: int) -> tuple[pd.Data
         for model in models:
             feature, baseline, a, b = _sides(cases, comp, model)
             if not a or not b:
-                notes.append(f"{comp} ({model}): no run of {feature if not a else baseline} with cases and an item index")
+                notes.append(
+                    f"{comp} ({model}): no run of {feature if not a else baseline} with cases and an item index"
+                )
                 continue
             j = _median_ranks(a).merge(_median_ranks(b), on=[*KEYS, "item_id"], suffixes=("_feature", "_baseline"))
-            hit_a, hit_b = (case_values(j[c].to_numpy(), f"hr@{k}") > 0
-                            for c in ("rank_feature", "rank_baseline"))  # HR@k's hit: within the top k
-            j["outcome"] = np.select([hit_a & ~hit_b, hit_b & ~hit_a, hit_a & hit_b], ["win", "loss", "both"], "neither")
+            hit_a, hit_b = (
+                case_values(j[c].to_numpy(), f"hr@{k}") > 0 for c in ("rank_feature", "rank_baseline")
+            )  # HR@k's hit: within the top k
+            j["outcome"] = np.select(
+                [hit_a & ~hit_b, hit_b & ~hit_a, hit_a & hit_b], ["win", "loss", "both"], "neither"
+            )
             j.insert(0, "model", model)
             j.insert(0, "comparison", comp)
             per_case.append(j)
             counts = j["outcome"].value_counts()
-            summary.append({"comparison": comp, "model": model, "cases": len(j),
-                            **{o: int(counts.get(o, 0)) for o in OUTCOMES},
-                            "net": (int(counts.get("win", 0)) - int(counts.get("loss", 0))) / len(j) if len(j) else math.nan})
+            summary.append(
+                {
+                    "comparison": comp,
+                    "model": model,
+                    "cases": len(j),
+                    **{o: int(counts.get(o, 0)) for o in OUTCOMES},
+                    "net": (int(counts.get("win", 0)) - int(counts.get("loss", 0))) / len(j) if len(j) else math.nan,
+                }
+            )
     cols = ["comparison", "model", *KEYS, "item_id", "rank_feature", "rank_baseline", "outcome"]
     out = pd.concat(per_case, ignore_index=True) if per_case else pd.DataFrame(columns=cols)
     return out[cols], pd.DataFrame(summary, columns=["comparison", "model", "cases", *OUTCOMES, "net"]), notes
@@ -200,8 +304,11 @@ def win_loss_items(outcomes: pd.DataFrame, n: int) -> pd.DataFrame:
     cols = ["comparison", "model", "direction", "item_id", "cases", "wins", "losses", "net"]
     if outcomes.empty:
         return pd.DataFrame(columns=cols)
-    per = outcomes.assign(wins=outcomes["outcome"] == "win", losses=outcomes["outcome"] == "loss").groupby(
-        ["comparison", "model", "item_id"], as_index=False).agg(cases=("outcome", "size"), wins=("wins", "sum"), losses=("losses", "sum"))
+    per = (
+        outcomes.assign(wins=outcomes["outcome"] == "win", losses=outcomes["outcome"] == "loss")
+        .groupby(["comparison", "model", "item_id"], as_index=False)
+        .agg(cases=("outcome", "size"), wins=("wins", "sum"), losses=("losses", "sum"))
+    )
     per["net"] = per["wins"] - per["losses"]
     picked = []
     for _, g in per.groupby(["comparison", "model"], sort=False):
@@ -217,6 +324,11 @@ def win_loss_cases(outcomes: pd.DataFrame, n: int) -> pd.DataFrame:
         return outcomes
     sel = outcomes[outcomes["outcome"].isin(["win", "loss"])]
     sel = sel.assign(gap=(sel["rank_feature"] - sel["rank_baseline"]).abs())
-    sel = sel.sort_values(["comparison", "model", "outcome", "gap", "window", "user_idx", "chunk"],
-                          ascending=[True, True, False, False, True, True, True], kind="stable")
-    return sel.groupby(["comparison", "model", "outcome"], sort=False).head(n).drop(columns="gap").reset_index(drop=True)
+    sel = sel.sort_values(
+        ["comparison", "model", "outcome", "gap", "window", "user_idx", "chunk"],
+        ascending=[True, True, False, False, True, True, True],
+        kind="stable",
+    )
+    return (
+        sel.groupby(["comparison", "model", "outcome"], sort=False).head(n).drop(columns="gap").reset_index(drop=True)
+    )

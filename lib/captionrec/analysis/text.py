@@ -18,7 +18,8 @@ import pandas as pd
 
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
-STOP_WORDS: frozenset[str] = frozenset("""
+STOP_WORDS: frozenset[str] = frozenset(
+    """
 a about above after again against all also am an and any are aren't as at be because been before being below
 between both but by can can't could couldn't did didn't do does doesn't doing don't down during each few for
 from further had hadn't has hasn't have haven't having he he'd he'll he's her here here's hers herself him
@@ -29,7 +30,8 @@ there there's these they they'd they'll they're they've this those through to to
 wasn't we we'd we'll we're we've were weren't what what's when when's where where's which while who who's whom
 why why's will with won't would wouldn't you you'd you'll you're you've your yours yourself yourselves
 one two three get got gets let lets really just yeah okay oh hey wow many much every thing things something
-""".split())
+""".split()
+)
 
 
 def tokens(text: object) -> list[str]:
@@ -60,7 +62,7 @@ def content_words(text: object, ignore: Iterable[str] = ()) -> set[str]:
 
 
 def ngrams(toks: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+    return [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
 
 
 def distinct_n(texts: Iterable[object], n: int) -> float:

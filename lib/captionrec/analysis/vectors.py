@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -81,8 +80,13 @@ def chance_purity(labels: np.ndarray) -> float:
     return float(((per_item - 1) / (n - 1)).mean())
 
 
-def vector_stats(vectors: Sequence[Sequence[float]] | np.ndarray, item_ids: Sequence[str],
-                 topics: Optional[pd.Series], knn: int, threshold: float) -> dict[str, float]:
+def vector_stats(
+    vectors: Sequence[Sequence[float]] | np.ndarray,
+    item_ids: Sequence[str],
+    topics: pd.Series | None,
+    knn: int,
+    threshold: float,
+) -> dict[str, float]:
     """Near-duplicates and pair cosine over all items; purity@1 / purity@knn over the labelled ones.
 
     `topics`: item_id -> topic (None: no labels; purity columns are NaN)."""
@@ -100,6 +104,11 @@ def vector_stats(vectors: Sequence[Sequence[float]] | np.ndarray, item_ids: Sequ
         if has.sum() >= 2:
             labels = lab[has].astype(str).to_numpy()
             nidx, _ = neighbours(x[has], knn)
-            out.update(labelled=int(has.sum()), topics=int(pd.Series(labels).nunique()), purity_1=purity(labels, nidx, 1),
-                       purity_k=purity(labels, nidx, knn), chance=chance_purity(labels))
+            out.update(
+                labelled=int(has.sum()),
+                topics=int(pd.Series(labels).nunique()),
+                purity_1=purity(labels, nidx, 1),
+                purity_k=purity(labels, nidx, knn),
+                chance=chance_purity(labels),
+            )
     return out

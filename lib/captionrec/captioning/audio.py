@@ -63,8 +63,12 @@ def transcript_confidence(segments: Sequence[Any]) -> float | None:
     """
     probs: list[float] = []
     for s in segments:
-        failed = ((s.temperature or 0) > 0 or s.compression_ratio > COMPRESSION_RATIO_LIMIT
-                  or s.avg_logprob < LOG_PROB_LIMIT or s.no_speech_prob > 0.6)
+        failed = (
+            (s.temperature or 0) > 0
+            or s.compression_ratio > COMPRESSION_RATIO_LIMIT
+            or s.avg_logprob < LOG_PROB_LIMIT
+            or s.no_speech_prob > 0.6
+        )
         words = s.words or []
         probs += [0.0 if failed else float(w.probability) for w in words]
     return round(sum(probs) / len(probs), 4) if probs else None
@@ -113,8 +117,12 @@ class Transcriber:
         self.language = None if language in (None, "auto") else language
         self.beam_size = beam_size
         self.model = WhisperModel(
-            model, device=dev, device_index=index, compute_type=compute_type,
-            cpu_threads=cpu_threads, local_files_only=local_files_only,
+            model,
+            device=dev,
+            device_index=index,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            local_files_only=local_files_only,
         )
         self.multilingual = bool(self.model.model.is_multilingual)
         if not self.multilingual and self.language not in (None, "en"):
@@ -127,9 +135,15 @@ class Transcriber:
     def transcribe(self, audio: np.ndarray) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32)  # (samples,) 16 kHz mono
         segments, info = self.model.transcribe(
-            audio, language=self.language if self.multilingual else None, beam_size=self.beam_size,
-            vad_filter=self.vad, condition_on_previous_text=False, word_timestamps=True,  # word probabilities
-            temperature=0.0, compression_ratio_threshold=COMPRESSION_RATIO_LIMIT, log_prob_threshold=LOG_PROB_LIMIT,
+            audio,
+            language=self.language if self.multilingual else None,
+            beam_size=self.beam_size,
+            vad_filter=self.vad,
+            condition_on_previous_text=False,
+            word_timestamps=True,  # word probabilities
+            temperature=0.0,
+            compression_ratio_threshold=COMPRESSION_RATIO_LIMIT,
+            log_prob_threshold=LOG_PROB_LIMIT,
         )
         segments = [s for s in segments if s.text.strip()]
         text = " ".join(s.text.strip() for s in segments)
@@ -169,7 +183,9 @@ class SoundTagger:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # mel filter bank warning for 128 bins at 16 kHz
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(model, local_files_only=local_files_only)
-        self.model = AutoModelForAudioClassification.from_pretrained(model, local_files_only=local_files_only).to(device).eval()
+        self.model = (
+            AutoModelForAudioClassification.from_pretrained(model, local_files_only=local_files_only).to(device).eval()
+        )
         cfg = self.model.config
         self.multi_label = cfg.problem_type == "multi_label_classification" or cfg.num_labels >= 500
         self.load_s = time.perf_counter() - t0
@@ -267,18 +283,24 @@ class AudioCaptioner:
         texts = [
             self.processor.apply_chat_template(
                 [{"role": "user", "content": [{"type": "audio", "audio": "clip"}, {"type": "text", "text": p}]}],
-                add_generation_prompt=True, tokenize=False,
+                add_generation_prompt=True,
+                tokenize=False,
             )
             for p in prompts
         ]
         inputs = self.processor(
-            text=texts, audio=[np.asarray(a, dtype=np.float32) for a in audios],
-            sampling_rate=self.sampling_rate, padding=True, return_tensors="pt",
+            text=texts,
+            audio=[np.asarray(a, dtype=np.float32) for a in audios],
+            sampling_rate=self.sampling_rate,
+            padding=True,
+            return_tensors="pt",
         ).to(self.device)
         if "input_features" in inputs:
             inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
         prompt_len = inputs["input_ids"].shape[1]
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)  # (B, L + new)
-        texts_out = self.processor.batch_decode(out[:, prompt_len:], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        texts_out = self.processor.batch_decode(
+            out[:, prompt_len:], skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         return [t.strip() for t in texts_out]

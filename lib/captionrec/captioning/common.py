@@ -135,16 +135,30 @@ def one_model_setup(section: Any, role: str) -> Setup:
 def one_model_settings(kind: str, section: Any, prompt: str, **specific: Any) -> dict[str, Any]:
     """`settings` of a kind with one model and one prompt: model, prompt (version + hash), greedy decoding, and the
     kind's `specific` settings (batch size, dtype and attention kernels are speed only: left out)."""
-    return {"kind": kind, "model": section.model, "prompt_version": section.prompt_version,
-            "prompt_sha": prompt_sha(prompt), "decoding": "greedy", **specific}
+    return {
+        "kind": kind,
+        "model": section.model,
+        "prompt_version": section.prompt_version,
+        "prompt_sha": prompt_sha(prompt),
+        "decoding": "greedy",
+        **specific,
+    }
 
 
-def load_one_model(plan: CaptionPlan, device: str, role: str, section: Any, wrapper: Callable[..., Any],
-                   **options: Any) -> Models:
+def load_one_model(
+    plan: CaptionPlan, device: str, role: str, section: Any, wrapper: Callable[..., Any], **options: Any
+) -> Models:
     """`load` of a kind with one model: `wrapper` (a model class of captioning.video / .omni) built from `role`'s
     model with `section`'s dtype, attention kernel and batch size, plus the wrapper's own `options`."""
-    model = wrapper(plan.model_path(role), device=device, dtype=section.dtype, attn=section.attn_implementation,
-                    local_files_only=plan.cfg.local_files_only, model_id=plan.model_map[role], **options)
+    model = wrapper(
+        plan.model_path(role),
+        device=device,
+        dtype=section.dtype,
+        attn=section.attn_implementation,
+        local_files_only=plan.cfg.local_files_only,
+        model_id=plan.model_map[role],
+        **options,
+    )
     return Models(model, device, BatchRunner(section.batch_size))
 
 
@@ -155,10 +169,17 @@ def caption_row(plan: CaptionPlan, item: dict[str, Any], models: Models, **value
     """One contracts.CAPTIONS row for `item`; the status follows the reason unless given."""
     row = dict.fromkeys(COLUMNS)
     row.update(
-        item_id=item["item_id"], kind=plan.kind, captioner_version=plan.version,
-        status=C.status_of(values.get("reason")), model_ids=dict(plan.model_ids), prompt_version=plan.prompt_version,
-        synthetic=models.synthetic, device=models.device, settings=plan.settings_json,
-        created_at=dt.datetime.now(dt.UTC), media_fingerprint=item.get("media_fingerprint"),
+        item_id=item["item_id"],
+        kind=plan.kind,
+        captioner_version=plan.version,
+        status=C.status_of(values.get("reason")),
+        model_ids=dict(plan.model_ids),
+        prompt_version=plan.prompt_version,
+        synthetic=models.synthetic,
+        device=models.device,
+        settings=plan.settings_json,
+        created_at=dt.datetime.now(dt.UTC),
+        media_fingerprint=item.get("media_fingerprint"),
     )
     row.update(values)
     return row
@@ -203,8 +224,11 @@ def decode_item(item: dict[str, Any], read: Callable[[str], tuple[Any, int]]) ->
 
 
 def single_model_batch(
-    plan: CaptionPlan, models: Models, decoded: list[Decoded],
-    call: Callable[[list[Decoded]], list[Any]], media: Callable[[Decoded], dict[str, Any]],
+    plan: CaptionPlan,
+    models: Models,
+    decoded: list[Decoded],
+    call: Callable[[list[Decoded]], list[Any]],
+    media: Callable[[Decoded], dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Rows of a kind with one model call per batch: `call(batch)` -> one result (with `.text`) per item, through
     `models.runner` (OOM halving, a failing item alone); `media(d)`: the item's media columns. A decode failure,
@@ -215,22 +239,32 @@ def single_model_batch(
         t0 = time.perf_counter()
         results = call(batch)
         model_s = (time.perf_counter() - t0) / len(batch)
-        return [caption_row(plan, d.item, models, **d.base(model_s), **media(d), model_s=model_s,
-                            **text_or_empty(res.text)) for d, res in zip(batch, results)]
+        return [
+            caption_row(plan, d.item, models, **d.base(model_s), **media(d), model_s=model_s, **text_or_empty(res.text))
+            for d, res in zip(batch, results)
+        ]
 
     def on_error(d: Decoded, exc: BaseException) -> dict[str, Any]:
         return caption_row(plan, d.item, models, **d.base(), **media(d), **failure(exc))
 
     done = {id(d): row for d, row in zip(good, models.runner.run(good, run_batch, on_error))}
-    return [done[id(d)] if d.failure is None else caption_row(plan, d.item, models, **d.base(), **d.failure)
-            for d in decoded]
+    return [
+        done[id(d)] if d.failure is None else caption_row(plan, d.item, models, **d.base(), **d.failure)
+        for d in decoded
+    ]
 
 
 # ------------------------------------------------------------------------------------------------- media
 
 
-def decode_frames(path: str, num_frames: int, window_s: float, max_pixels: int | None, fps: float | None = None,
-                  max_frames: int | None = None) -> Any:
+def decode_frames(
+    path: str,
+    num_frames: int,
+    window_s: float,
+    max_pixels: int | None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+) -> Any:
     """A media.FrameSample of the first `window_s`: `num_frames` evenly spaced (or `fps`), at most `max_frames`;
     no frame decoded is a `decode_error`."""
     from captionrec.media import MediaError, sample_frames

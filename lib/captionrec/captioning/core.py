@@ -41,14 +41,18 @@ def load_models(plan: CaptionPlan, device: str = "cpu") -> Models:
 
 
 def caption_rows(
-    rows: Iterable[dict[str, Any]], plan: CaptionPlan, models: Models, prefetch: bool | None = None,
+    rows: Iterable[dict[str, Any]],
+    plan: CaptionPlan,
+    models: Models,
+    prefetch: bool | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Caption item rows (dicts with item_id, video_path, has_audio, media_fingerprint); yields the output rows of
     each model batch (contracts.CAPTIONS columns; `task_gpus` is left to the caller). Decoding of batch i+1 runs
     in a background thread while batch i is on the model (`prefetch`, default `plan.cfg.prefetch`)."""
     spec = _spec(plan)
     ahead = plan.cfg.prefetch if prefetch is None else prefetch
-    decoded_batches = prefetch_batches(rows, spec.batch_size(plan.cfg), lambda item: spec.decode(plan, item),
-                                       threads=1, ahead=ahead)
+    decoded_batches = prefetch_batches(
+        rows, spec.batch_size(plan.cfg), lambda item: spec.decode(plan, item), threads=1, ahead=ahead
+    )
     for decoded in decoded_batches:
         yield spec.caption(plan, models, decoded)

@@ -113,14 +113,20 @@ class OmniCaptioner:
         self.synthetic = is_synthetic(model)
         self.processor = load_omni_processor(model, local_files_only)
         self.tokenizer = self.processor.tokenizer
-        self.model = load_pretrained(Qwen2_5OmniThinkerForConditionalGeneration, model, device, dtype, attn,
-                                     local_files_only)
+        self.model = load_pretrained(
+            Qwen2_5OmniThinkerForConditionalGeneration, model, device, dtype, attn, local_files_only
+        )
         self.sampling_rate = int(getattr(self.processor.feature_extractor, "sampling_rate", SAMPLE_RATE))
         if self.sampling_rate != SAMPLE_RATE:
             raise ValueError(f"{model}: feature extractor expects {self.sampling_rate} Hz audio; decoding gives 16 kHz")
         self.load_s = time.perf_counter() - t0
-        log.info("loaded %s on %s (%.1fs)%s", self.model_id, device, self.load_s,
-                 " -- captions are noise: tiny random model" if self.synthetic else "")
+        log.info(
+            "loaded %s on %s (%.1fs)%s",
+            self.model_id,
+            device,
+            self.load_s,
+            " -- captions are noise: tiny random model" if self.synthetic else "",
+        )
 
     def _messages(self, n_frames: int, with_audio: bool, prompt: str) -> list[dict]:
         content: list[dict] = [{"type": "image"} for _ in range(n_frames)]
@@ -137,14 +143,19 @@ class OmniCaptioner:
             if c.ndim != 4 or c.shape[-1] != 3 or c.shape[0] < 1:
                 raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got shape {c.shape}")
         texts = [
-            self.processor.apply_chat_template(self._messages(len(c), a is not None, prompt),
-                                               add_generation_prompt=True, tokenize=False)
+            self.processor.apply_chat_template(
+                self._messages(len(c), a is not None, prompt), add_generation_prompt=True, tokenize=False
+            )
             for c, a in zip(clips, audios)
         ]
         frames = [f for c in clips for f in c]  # every frame of every clip, in order
         sounds = [np.asarray(a, dtype=np.float32) for a in audios if a is not None]
         return self.processor(
-            text=texts, images=frames, audio=sounds or None, padding=True, return_tensors="pt",
+            text=texts,
+            images=frames,
+            audio=sounds or None,
+            padding=True,
+            return_tensors="pt",
             images_kwargs={"size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}},
             # Padded to the batch's longest clip, not the extractor's 300 s (the processor pads to max_length):
             # the encoder reads only each clip's own frames (feature_attention_mask), so captions are the same.

@@ -53,7 +53,15 @@ def plan_kind(cfg: CaptionConfig, kind: str) -> CaptionPlan:
     synthetic = tuple(role for role, ref in setup.roles if resolve_model(ref, tiny_dir).synthetic)
     settings = spec.settings(cfg, setup.prompt, setup.summary_prompt)
     return CaptionPlan(
-        kind=kind, version=captioner_version(settings), settings_json=json.dumps(settings, sort_keys=True),
-        prompt=setup.prompt, prompt_version=setup.prompt_version, model_ids=tuple(setup.roles), cfg=cfg,
-        tiny_dir=tiny_dir, synthetic_roles=synthetic, summary_prompt=setup.summary_prompt, spec=spec,
+        kind=kind,
+        version=captioner_version(settings),
+        settings_json=json.dumps(settings, sort_keys=True),
+        prompt=setup.prompt,
+        prompt_version=setup.prompt_version,
+        model_ids=tuple(setup.roles),
+        cfg=cfg,
+        tiny_dir=tiny_dir,
+        synthetic_roles=synthetic,
+        summary_prompt=setup.summary_prompt,
+        spec=spec,
     )

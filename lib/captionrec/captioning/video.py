@@ -66,7 +66,11 @@ class VideoCaptioner:
         self._takes_mm_token_types = "mm_token_type_ids" in inspect.signature(self.model.forward).parameters
         self.load_s = time.perf_counter() - t0
         log.info(
-            "loaded %s on %s (%s input, %.1fs)%s", self.model_id, device, self.frames_input, self.load_s,
+            "loaded %s on %s (%s input, %.1fs)%s",
+            self.model_id,
+            device,
+            self.frames_input,
+            self.load_s,
             " -- captions are noise: tiny random model" if self.synthetic else "",
         )
 
@@ -121,7 +125,9 @@ class VideoCaptioner:
         inputs = inputs.to(self.device)
         prompt_len = inputs["input_ids"].shape[1]
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)  # (B, L + new)
+            out = self.model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs
+            )  # (B, L + new)
         new = out[:, prompt_len:]  # (B, new)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         pad = self.tokenizer.pad_token_id
@@ -136,12 +142,16 @@ class VideoCaptioner:
         from transformers.video_utils import VideoMetadata
 
         texts = [
-            self.processor.apply_chat_template(self._messages(len(c), prompt, True), add_generation_prompt=True, tokenize=False)
+            self.processor.apply_chat_template(
+                self._messages(len(c), prompt, True), add_generation_prompt=True, tokenize=False
+            )
             for c in clips
         ]
         rates = list(fps) if fps is not None else [2.0] * len(clips)
         metadata = [
-            VideoMetadata(total_num_frames=len(c), fps=float(r) if r and r > 0 else 2.0, height=c.shape[1], width=c.shape[2])
+            VideoMetadata(
+                total_num_frames=len(c), fps=float(r) if r and r > 0 else 2.0, height=c.shape[1], width=c.shape[2]
+            )
             for c, r in zip(clips, rates)
         ]
         return self.processor(
@@ -161,7 +171,9 @@ class VideoCaptioner:
         from transformers import BatchFeature
 
         texts = [
-            self.tokenizer.apply_chat_template(self._messages(len(c), prompt, False), add_generation_prompt=True, tokenize=False)
+            self.tokenizer.apply_chat_template(
+                self._messages(len(c), prompt, False), add_generation_prompt=True, tokenize=False
+            )
             for c in clips
         ]
         frames = [f for c in clips for f in c]  # every frame of every clip, in order

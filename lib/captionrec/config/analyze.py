@@ -40,8 +40,22 @@ class AudioClassConfig:
     speech_min_words: int = 5
     music_min_score: float = 0.3
     music_labels: tuple[str, ...] = (
-        "music", "singing", "song", "musical instrument", "guitar", "piano", "drum", "orchestra", "violin",
-        "synthesizer", "choir", "rapping", "bass", "saxophone", "trumpet", "flute",
+        "music",
+        "singing",
+        "song",
+        "musical instrument",
+        "guitar",
+        "piano",
+        "drum",
+        "orchestra",
+        "violin",
+        "synthesizer",
+        "choir",
+        "rapping",
+        "bass",
+        "saxophone",
+        "trumpet",
+        "flute",
     )
     silence_labels: tuple[str, ...] = ("silence",)
 
@@ -60,7 +74,9 @@ def _check_pairs(key: str, pairs: tuple[str, ...]) -> None:
         for p in parts:
             unknown = [x for x in p.split("+") if x.strip() not in TRAIN_FEATURE_SETS]
             if unknown:
-                raise ValueError(f"analyze.{key}: unknown feature set(s) {unknown} in {c!r}; known: {', '.join(TRAIN_FEATURE_SETS)}")
+                raise ValueError(
+                    f"analyze.{key}: unknown feature set(s) {unknown} in {c!r}; known: {', '.join(TRAIN_FEATURE_SETS)}"
+                )
 
 
 @dataclass(frozen=True)
@@ -80,8 +96,23 @@ class AnalyzeConfig:
     # Items with the lowest grounding overlap listed for review, per caption kind.
     review_items: int = 10
     # Words that carry no content in a caption (besides English stop words): caption scaffolding.
-    ignore_words: tuple[str, ...] = ("sound", "speech", "video", "audio", "clip", "show", "shows", "showing",
-                                     "scene", "image", "frame", "describe", "describes", "person", "someone")
+    ignore_words: tuple[str, ...] = (
+        "sound",
+        "speech",
+        "video",
+        "audio",
+        "clip",
+        "show",
+        "shows",
+        "showing",
+        "scene",
+        "image",
+        "frame",
+        "describe",
+        "describes",
+        "person",
+        "someone",
+    )
     audio: AudioClassConfig = field(default_factory=AudioClassConfig)
     # Trained runs: the rank cut-off of a hit (win / loss) and the metrics per audio class.
     top_k: int = 10

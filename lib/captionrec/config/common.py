@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -13,7 +13,7 @@ class GpuConfig:
 
     enabled: bool = False
     task_amount: float = 1.0  # GPUs per task; fractions (0.5) put several tasks on one GPU
-    executor_amount: Optional[int] = None  # GPUs per executor in the profile (None: the cluster's executors)
+    executor_amount: int | None = None  # GPUs per executor in the profile (None: the cluster's executors)
     task_cpus: int = 1
     # A task that Spark gave a GPU address while CUDA is not available in the worker (fake GPUs in tests,
     # a broken driver): "error" (default) stops with a message naming this setting; "cpu" runs on the CPU.

@@ -13,7 +13,7 @@ Model references (every `model` field): a Hugging Face id, a local folder, `gt-a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from captionrec.config.common import GpuConfig
 from captionrec.contracts import DEFAULT_FEATURE_SETS, FEATURE_SETS
@@ -27,10 +27,10 @@ class TextEmbedConfig:
     batch_size: int = 64
     normalize: bool = True
     # None: the model's own limit (bge-large: 512 tokens; MiniLM: 256).
-    max_seq_length: Optional[int] = 512
+    max_seq_length: int | None = 512
     # Items are passages; bge's query instruction belongs to queries only, so both are off by default.
-    query_instruction: Optional[str] = None
-    passage_instruction: Optional[str] = None
+    query_instruction: str | None = None
+    passage_instruction: str | None = None
     # "auto": bfloat16 on CUDA (float16 without bf16 support), float32 on CPU (the one rule of inference.refs).
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # How `mllm_av` joins the two captions into one text ({video} / {audio} are the caption texts).
@@ -48,7 +48,7 @@ class VideoMAEEmbedConfig:
     window_s: float = 30.0
     batch_size: int = 4
     # Downscale while decoding to at most this many pixels per frame (None: decode at full size).
-    max_pixels: Optional[int] = 640 * 360
+    max_pixels: int | None = 640 * 360
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
@@ -86,9 +86,9 @@ class EmbedConfig:
     # Where `tiny:<name>` models are built / found (shared with the caption stage; relative to the cwd).
     tiny_models_dir: str = "models/tiny"
     # Caption version to embed; None = per (item_id, kind) the latest ok caption.
-    caption_version: Optional[str] = None
+    caption_version: str | None = None
     # torch intra-op threads per Spark task; None = the task's CPU count (spark.task.cpus).
-    torch_threads: Optional[int] = None
+    torch_threads: int | None = None
     # Threads decoding media ahead of the encoder inside each task (PyAV releases the GIL).
     decode_threads: int = 2
     # Transient failures (oom, decode_error, embed_error) are retried by every run; permanent ones (a corrupt file,

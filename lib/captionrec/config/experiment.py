@@ -9,13 +9,20 @@ Keys of these sections may drop their prefix on the command line of their own st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from captionrec.contracts import TRAIN_FEATURE_SETS
 
 # The paper's feature sets (ID, title, raw video / audio, the three caption sets) and the ID fusion.
 PAPER_FEATURE_SETS: tuple[str, ...] = (
-    "id", "title", "videomae", "audio_raw", "mllm_video", "mllm_audio", "mllm_av", "id+mllm_av",
+    "id",
+    "title",
+    "videomae",
+    "audio_raw",
+    "mllm_video",
+    "mllm_audio",
+    "mllm_av",
+    "id+mllm_av",
 )
 # Each caption feature beside the feature it should beat (report: relative gain with a bootstrap interval).
 PAPER_COMPARISONS: tuple[str, ...] = (
@@ -32,7 +39,9 @@ def _check_feature_set(name: str, key: str) -> None:
     parts = [p.strip() for p in name.split("+")]
     unknown = [p for p in parts if p not in TRAIN_FEATURE_SETS]
     if not name or unknown:
-        raise ValueError(f"{key}: unknown feature set(s) {unknown or [name]} in {name!r}; known: {', '.join(TRAIN_FEATURE_SETS)}")
+        raise ValueError(
+            f"{key}: unknown feature set(s) {unknown or [name]} in {name!r}; known: {', '.join(TRAIN_FEATURE_SETS)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,10 +89,10 @@ class GalleryConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     # Which runs: the children of this grid run (null: the newest grid run of tracking.experiment) ...
-    parent_run_id: Optional[str] = None
+    parent_run_id: str | None = None
     # ... or, when set, every run of the experiment matching this mlflow.search_runs filter
     # (e.g. "params.`train.model` = 'sasrec'").
-    filter: Optional[str] = None
+    filter: str | None = None
     # Output folder: <out_dir>/<parent run id or 'filter-<hash>'>/ (report.md, report.csv, report.html, plots/ ...).
     out_dir: str = "reports"
     # Metrics of the table (the train stage's names; cold_ = cases whose target is a cold item).
@@ -95,8 +104,18 @@ class ReportConfig:
     seed: int = 0
     # Sections of report.md / report.html, in order (captionrec.report.sections.SECTIONS names; quality,
     # grounding, audio_classes and win_loss are the caption-quality analysis, configured by `analyze`).
-    sections: tuple[str, ...] = ("summary", "table", "gains", "plots", "quality", "grounding", "audio_classes",
-                                 "win_loss", "runs", "not_run")
+    sections: tuple[str, ...] = (
+        "summary",
+        "table",
+        "gains",
+        "plots",
+        "quality",
+        "grounding",
+        "audio_classes",
+        "win_loss",
+        "runs",
+        "not_run",
+    )
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     # Log the report's files as artifacts of the parent run (under `report/`).
     log_artifacts: bool = True

@@ -9,15 +9,23 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from captionrec.config.loader import ConfigError, deep_merge, from_dict, interpolate, parse_overrides, read_yaml, to_plain
+from captionrec.config.loader import (
+    ConfigError,
+    deep_merge,
+    from_dict,
+    interpolate,
+    parse_overrides,
+    read_yaml,
+    to_plain,
+)
 from captionrec.config.schema import Config
 
 log = logging.getLogger(__name__)
 
 
-def _repo_conf() -> Optional[Path]:
+def _repo_conf() -> Path | None:
     """<repo>/conf when this module runs from a source checkout (lib/captionrec/config/load.py)."""
     here = Path(__file__).resolve()
     if here.parents[2].name != "lib":
@@ -38,7 +46,7 @@ def _walk(node: Any, prefix: str = "") -> list[tuple[str, bytes]]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _packaged_conf() -> Path:
     """The conf folder shipped in the package (`captionrec/_conf`), always as a real directory.
 
@@ -86,8 +94,8 @@ def load_config(
     profile: str = "local",
     overrides: Sequence[str] = (),
     extra_files: Sequence[str | Path] = (),
-    stage: Optional[str] = None,
-    conf_path: Optional[Path] = None,
+    stage: str | None = None,
+    conf_path: Path | None = None,
 ) -> Config:
     root = conf_path or conf_dir()
     profile_file = root / f"{profile}.yaml"

@@ -208,9 +208,7 @@ def _has_path(cls: type, dotted: str) -> bool:
     return True
 
 
-def parse_overrides(
-    overrides: Iterable[str], root_cls: type | None = None, stage: str | None = None
-) -> dict[str, Any]:
+def parse_overrides(overrides: Iterable[str], root_cls: type | None = None, stage: str | None = None) -> dict[str, Any]:
     """`a.b=1` strings -> nested dict; values are parsed as YAML scalars/lists (`x=[1,2]`, `y=null`).
 
     With `stage` (e.g. "train"), a key that is not a root key but is a key of that stage's section is

@@ -5,9 +5,10 @@ recommend.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal, Mapping, Optional, Union
+from typing import Literal
 
 from captionrec.config.analyze import AnalyzeConfig
 from captionrec.config.caption import CaptionConfig
@@ -35,8 +36,8 @@ class StorageConfig:
     # Table locations: <root>/<table> (a local path or a URI such as s3://bucket/prefix) ...
     root: str = "lakehouse"
     # ... or, with delta-spark, catalog tables <catalog>.<schema>.<table> (Unity Catalog / Hive metastore).
-    catalog: Optional[str] = None
-    schema: Optional[str] = None
+    catalog: str | None = None
+    schema: str | None = None
     # Storage options passed to delta-rs for object stores (credentials come from the environment).
     options: Mapping[str, str] = field(default_factory=dict)
     # A commit that loses a race with a concurrent writer is retried from a fresh read this many times,
@@ -48,12 +49,24 @@ class StorageConfig:
     # Pre-staged model weights (Databricks: the models Volume) and shared scratch space every task can read
     # (Databricks: the cache Volume; the petastorm cache). Profiles refer to them as ${storage.models_dir}/<model>
     # and ${storage.cache_dir}/<what>, so one override moves every path (conf/databricks.yaml).
-    models_dir: Optional[str] = None
-    cache_dir: Optional[str] = None
+    models_dir: str | None = None
+    cache_dir: str | None = None
 
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
-    ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv",
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".m4v",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".ogv",
 )
 
 
@@ -67,8 +80,8 @@ class DataConfig:
     format: Literal["microlens", "recbole"] = "microlens"
     # Files inside `source`; None: the format's names (microlens titles: <name>_title_en.csv or
     # <name>_titles.csv, whichever exists; recbole: <name>.item / <name>.inter).
-    titles_file: Optional[str] = None
-    interactions_file: Optional[str] = None
+    titles_file: str | None = None
+    interactions_file: str | None = None
     # auto: list `videos_dir` when it exists, else the dataset is interaction-only; required: a missing
     # folder is an error; none: interaction-only (items get probe_status `no_video_expected`).
     videos: Literal["auto", "required", "none"] = "auto"
@@ -80,7 +93,7 @@ class DataConfig:
     timestamp_unit: Literal["auto", "ms", "s"] = "auto"
     # Earliest plausible interaction time (ISO date); later than now + 1 day is implausible too.
     # auto: 2000-01-01 for microlens, 1995-01-01 for recbole (MovieLens ratings start in 1995).
-    earliest: Union[str, date] = "auto"  # YAML reads 2000-01-01 as a date: kept as its ISO string
+    earliest: str | date = "auto"  # YAML reads 2000-01-01 as a date: kept as its ISO string
 
     def __post_init__(self) -> None:
         if isinstance(self.earliest, date):
@@ -89,7 +102,9 @@ class DataConfig:
             try:
                 date.fromisoformat(self.earliest)
             except ValueError:
-                raise ValueError(f"earliest must be 'auto' or an ISO date (YYYY-MM-DD), got {self.earliest!r}") from None
+                raise ValueError(
+                    f"earliest must be 'auto' or an ISO date (YYYY-MM-DD), got {self.earliest!r}"
+                ) from None
         bad = [e for e in self.video_extensions if not e.startswith(".") or len(e) < 2]
         if bad:
             raise ValueError(f"video_extensions must look like '.mp4', got {bad}")
@@ -107,22 +122,24 @@ class TrackingConfig:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "captionrec"
     # Where artifacts of a new experiment go (None: MLflow's default next to the store).
-    artifact_location: Optional[str] = "mlartifacts"
+    artifact_location: str | None = "mlartifacts"
     # The code's git commit for the runs' `git_commit` tag. None: `git rev-parse HEAD` of the checkout; set it
     # where the code runs from a wheel without .git (Databricks jobs pass ${bundle.git.commit}).
-    git_commit: Optional[str] = None
+    git_commit: str | None = None
     # Model registry (None: MLflow's default for the tracking URI). `databricks-uc`: Unity Catalog, where
     # `registered_model` must be a three-part <catalog>.<schema>.<model> name.
-    registry_uri: Optional[str] = None
+    registry_uri: str | None = None
     # Register each logged model (train.log_model) under this name; None: log without registering.
-    registered_model: Optional[str] = None
+    registered_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.registry_uri == "databricks-uc" and self.registered_model is not None:
             parts = self.registered_model.split(".")
             if len(parts) != 3 or not all(parts):
-                raise ValueError(f"tracking.registered_model={self.registered_model!r}: Unity Catalog (registry_uri "
-                                 f"databricks-uc) needs <catalog>.<schema>.<model>")
+                raise ValueError(
+                    f"tracking.registered_model={self.registered_model!r}: Unity Catalog (registry_uri "
+                    f"databricks-uc) needs <catalog>.<schema>.<model>"
+                )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ mode (`item_repr`: id | feature | id+feature) is derived from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from captionrec.contracts import TRAIN_FEATURE_SETS as KNOWN_FEATURE_SETS  # `id` + the embed stage's sets
 
@@ -45,7 +45,7 @@ class SplitConfig:
     num_windows: int = 3
     window_days: int = 7
     # ISO date/time (UTC) of t_0; null: derive it so that the last test window ends at the data's end.
-    start: Optional[str] = None
+    start: str | None = None
     # Test cases per user and window: every test interaction (`all`) or the user's first one (`first`).
     test_targets: Literal["all", "first"] = "all"
     # The history a test case sees (logged as the param train.split.test_history):
@@ -73,7 +73,7 @@ class TrainConfig:
     model: Literal["sasrec", "two_tower"] = "sasrec"
     features: str = "id"
     # Keep only vectors of this embedding model in item_features (null: the newest model_id per set).
-    feature_model_id: Optional[str] = None
+    feature_model_id: str | None = None
 
     # -- model -------------------------------------------------------------------------------
     max_seq_len: int = 20
@@ -82,7 +82,7 @@ class TrainConfig:
     # and a row trains only its newest `train_stride` targets, so each target is trained once per epoch and
     # sees at least max_seq_len - train_stride + 1 items of history (1: its full history, like RecBole's
     # one-sample-per-prefix); an epoch then costs about max_seq_len / train_stride times as much.
-    train_stride: Optional[int] = None
+    train_stride: int | None = None
     dim: int = 64
     layers: int = 2
     heads: int = 2
@@ -142,12 +142,12 @@ class TrainConfig:
     # petastorm converter cache: a URI every training process can read (shared storage on clusters: a
     # Unity Catalog Volume on Databricks, see conf/*.yaml); null: Spark's petastorm setting, else a temp
     # folder on local masters only (a cluster run without shared storage is an error).
-    petastorm_cache_dir: Optional[str] = None
+    petastorm_cache_dir: str | None = None
     # Where the driver materialises (through Spark) the rows every training process reads; ranks never open a
     # table's own files. Null: ${storage.cache_dir}/train_inputs, else <storage.root>/_train_inputs (path-
     # addressed tables); catalog tables need one of the two (Databricks: a Volume). One subfolder per input
     # version and split/sequence settings, reused while those are unchanged (transforms/train_inputs.py).
-    inputs_dir: Optional[str] = None
+    inputs_dir: str | None = None
     seed: int = 42
     # Derived table written per run (ints only: readable by pyarrow 14 / petastorm).
     sequences_table: str = "train_sequences"
@@ -165,7 +165,9 @@ class TrainConfig:
         if self.max_seq_len < 1 or self.dim < 1 or self.layers < 1 or self.heads < 1:
             raise ValueError("max_seq_len, dim, layers and heads must be >= 1")
         if self.train_stride is not None and not 1 <= self.train_stride <= self.max_seq_len:
-            raise ValueError(f"train_stride must be in 1..max_seq_len ({self.max_seq_len}) or null, got {self.train_stride}")
+            raise ValueError(
+                f"train_stride must be in 1..max_seq_len ({self.max_seq_len}) or null, got {self.train_stride}"
+            )
         if self.model == "sasrec" and self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:

@@ -23,10 +23,29 @@ import importlib
 from typing import Any
 
 _MODULES = {
-    "ranking": ("NEG_INF", "RANK_CHUNK", "Catalogue", "check_finite", "count_at_least", "full_ranking",
-                "mask_scores", "naive_ranking", "require_finite", "target_ranks"),
-    "metrics": ("K_SHARE_WARN", "KShareWarning", "case_values", "mean_std", "metric_names", "parse_metric",
-                "rank_metrics", "summarize_ranks", "warn_k_share"),
+    "ranking": (
+        "NEG_INF",
+        "RANK_CHUNK",
+        "Catalogue",
+        "check_finite",
+        "count_at_least",
+        "full_ranking",
+        "mask_scores",
+        "naive_ranking",
+        "require_finite",
+        "target_ranks",
+    ),
+    "metrics": (
+        "K_SHARE_WARN",
+        "KShareWarning",
+        "case_values",
+        "mean_std",
+        "metric_names",
+        "parse_metric",
+        "rank_metrics",
+        "summarize_ranks",
+        "warn_k_share",
+    ),
     "bootstrap": ("KEYS", "paired_bootstrap", "paired_cases", "subset_mask"),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}

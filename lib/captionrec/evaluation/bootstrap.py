@@ -33,8 +33,15 @@ def _stratified_means(values: np.ndarray, groups: list[np.ndarray], idx: list[np
     return np.mean(per, axis=0)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, strata: np.ndarray, samples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0, chunk_cells: int = 4_000_000) -> dict[str, float]:
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    strata: np.ndarray,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    chunk_cells: int = 4_000_000,
+) -> dict[str, float]:
     """Point estimates and percentile intervals of rel = A/B - 1 and diff = A - B, where A and B are the
     means over strata of per-stratum case means; cases are resampled within strata, paired."""
     a, b, strata = np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(strata)
@@ -56,8 +63,16 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, strata: np.ndarray, samples: 
     ba, bb = np.concatenate(boot_a), np.concatenate(boot_b)
     q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
     diff_lo, diff_hi = np.percentile(ba - bb, q)
-    out = {"a": A, "b": B, "diff": A - B, "diff_lo": float(diff_lo), "diff_hi": float(diff_hi),
-           "rel": math.nan, "rel_lo": math.nan, "rel_hi": math.nan}
+    out = {
+        "a": A,
+        "b": B,
+        "diff": A - B,
+        "diff_lo": float(diff_lo),
+        "diff_hi": float(diff_hi),
+        "rel": math.nan,
+        "rel_lo": math.nan,
+        "rel_hi": math.nan,
+    }
     if B > 0:
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = ba / bb - 1.0

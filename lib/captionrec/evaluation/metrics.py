@@ -17,7 +17,6 @@ import math
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Optional
 
 import numpy as np
 
@@ -29,7 +28,7 @@ class KShareWarning(UserWarning):
     """A cutoff k covers a large share of the candidates: HR@k says little (a random scorer gets k / C)."""
 
 
-def parse_metric(metric: str) -> tuple[str, str, Optional[int]]:
+def parse_metric(metric: str) -> tuple[str, str, int | None]:
     """'cold_hr@10' -> ('cold', 'hr', 10); 'ndcg@10' -> ('all', 'ndcg', 10); 'mrr' -> ('all', 'mrr', None)."""
     m = _METRIC.match(metric)
     if not m:
@@ -72,7 +71,7 @@ def _user_mean(values: np.ndarray, users: np.ndarray) -> float:
 
 
 def summarize_ranks(
-    ranks: np.ndarray, ks: Sequence[int], users: Optional[np.ndarray] = None, cold: Optional[np.ndarray] = None
+    ranks: np.ndarray, ks: Sequence[int], users: np.ndarray | None = None, cold: np.ndarray | None = None
 ) -> dict[str, float]:
     """Per-case means (`hr@10`, ...), per-user means (`user_hr@10`, ...) and the cold variants, with counts
     (`cases`, `users`, `cold_cases`, `cold_users`). NaN where there is no case."""
@@ -91,7 +90,7 @@ def summarize_ranks(
     return out
 
 
-def mean_std(values: Iterable[Optional[float]]) -> tuple[float, float]:
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value) of the values that are not None or NaN; (NaN, NaN)
     when none is. Over windows (training's summary), over runs' windows (the report's table)."""
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
@@ -100,8 +99,9 @@ def mean_std(values: Iterable[Optional[float]]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def warn_k_share(candidate_counts: np.ndarray, ks: Sequence[int], where: str = "",
-                 share: float = K_SHARE_WARN) -> list[str]:
+def warn_k_share(
+    candidate_counts: np.ndarray, ks: Sequence[int], where: str = "", share: float = K_SHARE_WARN
+) -> list[str]:
     """Warn (KShareWarning) for every k that is >= `share` of the median number of candidates per case.
 
     Returns the messages (the trainer also records them on the run)."""
@@ -113,8 +113,10 @@ def warn_k_share(candidate_counts: np.ndarray, ks: Sequence[int], where: str = "
     for k in ks:
         if median <= 0 or k >= share * median:
             pct = 100.0 * k / median if median > 0 else math.inf
-            msg = (f"{where}k={k} is {pct:.0f}% of the median {median:.0f} candidates per case: HR@{k} / nDCG@{k} "
-                   f"say little here (a random scorer gets HR@{k} ~ {min(1.0, k / max(median, 1)):.2f})")
+            msg = (
+                f"{where}k={k} is {pct:.0f}% of the median {median:.0f} candidates per case: HR@{k} / nDCG@{k} "
+                f"say little here (a random scorer gets HR@{k} ~ {min(1.0, k / max(median, 1)):.2f})"
+            )
             warnings.warn(msg, KShareWarning, stacklevel=2)
             msgs.append(msg)
     return msgs

@@ -11,7 +11,6 @@ A NaN or infinite score, user state or item vector is an error (a broken model m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -35,15 +34,17 @@ def require_finite(x: torch.Tensor, what: str) -> None:
     """ValueError when `x` holds a NaN or +-inf: a model producing them cannot be ranked."""
     if not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
-        raise ValueError(f"non-finite {what}: {int((~torch.isfinite(x)).sum())} value(s) ({n_nan} NaN) in a "
-                         f"{tuple(x.shape)} tensor; a model producing NaN/inf cannot be ranked (check the loss and "
-                         "the features)")
+        raise ValueError(
+            f"non-finite {what}: {int((~torch.isfinite(x)).sum())} value(s) ({n_nan} NaN) in a "
+            f"{tuple(x.shape)} tensor; a model producing NaN/inf cannot be ranked (check the loss and "
+            "the features)"
+        )
 
 
 def mask_scores(
     scores: torch.Tensor,  # (B, N + 1)
-    seen: Optional[torch.Tensor] = None,  # (B, S) long, 0-padded: items to exclude per row
-    candidates: Optional[torch.Tensor] = None,  # (N + 1,) bool: items that may be ranked at all
+    seen: torch.Tensor | None = None,  # (B, S) long, 0-padded: items to exclude per row
+    candidates: torch.Tensor | None = None,  # (N + 1,) bool: items that may be ranked at all
 ) -> torch.Tensor:
     """-inf for padding (item 0), non-candidates and each row's seen items. Raw scores must be finite."""
     check_finite(scores)
@@ -93,7 +94,7 @@ class Catalogue:
     position: torch.Tensor  # (N + 1,) long
 
     @classmethod
-    def of(cls, item_vecs: torch.Tensor, candidates: Optional[torch.Tensor] = None) -> "Catalogue":
+    def of(cls, item_vecs: torch.Tensor, candidates: torch.Tensor | None = None) -> "Catalogue":
         require_finite(item_vecs[1:], "item vectors")
         keep = torch.ones(item_vecs.shape[0], dtype=torch.bool, device=item_vecs.device)
         if candidates is not None:
@@ -104,7 +105,7 @@ class Catalogue:
         position[idx] = torch.arange(len(idx), device=item_vecs.device)
         return cls(item_vecs[idx].contiguous(), position)
 
-    def _seen(self, seen: Optional[torch.Tensor], tpos: torch.Tensor):
+    def _seen(self, seen: torch.Tensor | None, tpos: torch.Tensor):
         """(positions (B, S), valid (B, S)): each distinct seen candidate once, never the target itself."""
         if seen is None or not seen.numel():
             return None, None
@@ -119,7 +120,7 @@ class Catalogue:
             raise ValueError("a target is not among the candidates (padding, or an item outside the catalogue)")
         return tpos
 
-    def rank(self, user_vecs: torch.Tensor, targets: torch.Tensor, seen: Optional[torch.Tensor] = None):
+    def rank(self, user_vecs: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor | None = None):
         """(ranks (B,), candidates per case (B,)): per chunk of RANK_CHUNK cases one matmul, a gather, one
         compare-and-count pass (a chunk's score block stays in cache between the matmul and the count).
 
@@ -128,9 +129,14 @@ class Catalogue:
         """
         require_finite(user_vecs, "user states")
         if user_vecs.shape[0] > RANK_CHUNK:
-            parts = [self.rank(user_vecs[i : i + RANK_CHUNK], targets[i : i + RANK_CHUNK],
-                               None if seen is None else seen[i : i + RANK_CHUNK])
-                     for i in range(0, user_vecs.shape[0], RANK_CHUNK)]
+            parts = [
+                self.rank(
+                    user_vecs[i : i + RANK_CHUNK],
+                    targets[i : i + RANK_CHUNK],
+                    None if seen is None else seen[i : i + RANK_CHUNK],
+                )
+                for i in range(0, user_vecs.shape[0], RANK_CHUNK)
+            ]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         tpos = self._target_positions(targets)
         scores = user_vecs @ self.vectors.T  # (B, C)
@@ -143,7 +149,7 @@ class Catalogue:
             n_cand = n_cand - valid.sum(dim=1)
         return ranks, n_cand
 
-    def rank_fixed(self, item_scores: torch.Tensor, targets: torch.Tensor, seen: Optional[torch.Tensor] = None):
+    def rank_fixed(self, item_scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor | None = None):
         """Ranks (B,) under one score per item shared by every case (e.g. popularity), ties against the target:
         a sort of the candidates' scores once, then a binary search per case."""
         tpos = self._target_positions(targets)
@@ -162,8 +168,8 @@ def full_ranking(
     user_vecs: torch.Tensor,  # (B, D)
     item_vecs: torch.Tensor,  # (N + 1, D)
     targets: torch.Tensor,  # (B,)
-    seen: Optional[torch.Tensor] = None,  # (B, S)
-    candidates: Optional[torch.Tensor] = None,  # (N + 1,)
+    seen: torch.Tensor | None = None,  # (B, S)
+    candidates: torch.Tensor | None = None,  # (N + 1,)
 ) -> torch.Tensor:
     """Batched full ranking by dot product: ranks (B,) (see `Catalogue.rank`)."""
     return Catalogue.of(item_vecs, candidates).rank(user_vecs, targets, seen)[0]
@@ -173,8 +179,8 @@ def naive_ranking(
     user_vecs: torch.Tensor,
     item_vecs: torch.Tensor,
     targets: torch.Tensor,
-    seen: Optional[torch.Tensor] = None,
-    candidates: Optional[torch.Tensor] = None,
+    seen: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-user reference (and the benchmark's baseline): score one user, sort all items, find the target.
 
@@ -196,4 +202,3 @@ def naive_ranking(
         order = np.lexsort((is_target, -s))  # by score descending, the target last among ties
         ranks.append(int(np.nonzero(order == t)[0][0]) + 1)
     return torch.tensor(ranks, dtype=torch.long)
-

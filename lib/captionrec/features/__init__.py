@@ -41,14 +41,23 @@ def check_model_type(resolved: ResolvedModel, expected: str, local_files_only: b
     try:
         config = AutoConfig.from_pretrained(resolved.location, local_files_only=local_files_only)
     except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"cannot read the config of model {resolved.ref!r} ({resolved.location}): {exc}") from exc
+        raise ModelNotFoundError(
+            f"cannot read the config of model {resolved.ref!r} ({resolved.location}): {exc}"
+        ) from exc
     if config.model_type != expected:
         raise ModelTypeError(f"model {resolved.ref!r} is a {config.model_type!r} model; expected {expected!r}")
 
 
 def load_pretrained(
-    model: "str | ResolvedModel", tiny_dir: str, expected_type: str, processor_cls: Any, model_cls: Any, device: str,
-    dtype: str, local_files_only: bool, label: str,
+    model: "str | ResolvedModel",
+    tiny_dir: str,
+    expected_type: str,
+    processor_cls: Any,
+    model_cls: Any,
+    device: str,
+    dtype: str,
+    local_files_only: bool,
+    label: str,
 ) -> tuple[ResolvedModel, Any, Any, Any]:
     """Resolve `model`, check its architecture, load its processor and weights (the dtype rule) onto `device`.
 
@@ -60,7 +69,9 @@ def load_pretrained(
     check_model_type(resolved, expected_type, local_files_only)
     try:
         processor = processor_cls.from_pretrained(resolved.location, local_files_only=local_files_only)
-        loaded = model_cls.from_pretrained(resolved.location, local_files_only=local_files_only, **dtype_kwargs(torch_dtype))
+        loaded = model_cls.from_pretrained(
+            resolved.location, local_files_only=local_files_only, **dtype_kwargs(torch_dtype)
+        )
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load {label} model {resolved.ref!r}: {exc}") from exc
     return resolved, processor, loaded.to(device).eval(), torch_dtype

@@ -15,7 +15,7 @@ AST reads 1024 fbank frames (10.24 s at a 10 ms hop), so a 30 s window is cut in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def check_waveform(wav: np.ndarray, i: int = 0) -> np.ndarray:
 
 def split_chunks(wav: np.ndarray, chunk: int, min_chunk: int) -> list[np.ndarray]:
     """(S,) -> chunks of `chunk` samples; a trailing chunk under `min_chunk` is dropped unless it is alone."""
-    chunks = [wav[s:s + chunk] for s in range(0, len(wav), chunk)]
+    chunks = [wav[s : s + chunk] for s in range(0, len(wav), chunk)]
     if len(chunks) > 1 and len(chunks[-1]) < min_chunk:
         chunks.pop()
     return chunks
@@ -51,7 +51,7 @@ class ASTEncoder:
         self,
         model: str | ResolvedModel,
         *,
-        device: Optional[str] = None,
+        device: str | None = None,
         chunk_s: float = 10.0,
         min_chunk_s: float = 1.0,
         pooling: Literal["pooler", "mean"] = "pooler",
@@ -69,8 +69,15 @@ class ASTEncoder:
         self.pooling = pooling
         self.batch_size = int(batch_size)
         self.resolved, self.extractor, self.model, self.dtype = load_pretrained(
-            model, tiny_dir, "audio-spectrogram-transformer", ASTFeatureExtractor, ASTModel, self.device, dtype,
-            local_files_only, "AST",
+            model,
+            tiny_dir,
+            "audio-spectrogram-transformer",
+            ASTFeatureExtractor,
+            ASTModel,
+            self.device,
+            dtype,
+            local_files_only,
+            "AST",
         )
         self.sample_rate = int(self.extractor.sampling_rate)
         # A chunk never exceeds what the extractor keeps (max_length frames at a 10 ms hop).
@@ -99,7 +106,7 @@ class ASTEncoder:
         vecs = []
         for start in range(0, len(chunks), self.batch_size):
             feats = self.extractor(
-                chunks[start:start + self.batch_size], sampling_rate=self.sample_rate, return_tensors="pt"
+                chunks[start : start + self.batch_size], sampling_rate=self.sample_rate, return_tensors="pt"
             )["input_values"]  # (B, 1024, mel)
             with torch.inference_mode():
                 out = self.model(input_values=feats.to(self.device, self.dtype))

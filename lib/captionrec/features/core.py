@@ -77,19 +77,40 @@ def load_encoder(spec: EncoderSpec, device: str) -> Models:
     if spec.family == "text":
         from captionrec.features.text import TextEncoder
 
-        enc: Any = TextEncoder(spec.resolved, device=device, batch_size=s.batch_size, normalize=s.normalize,
-                               max_seq_length=s.max_seq_length, instruction=s.passage_instruction, dtype=s.dtype,
-                               local_files_only=local)
+        enc: Any = TextEncoder(
+            spec.resolved,
+            device=device,
+            batch_size=s.batch_size,
+            normalize=s.normalize,
+            max_seq_length=s.max_seq_length,
+            instruction=s.passage_instruction,
+            dtype=s.dtype,
+            local_files_only=local,
+        )
     elif spec.family == "videomae":
         from captionrec.features.videomae import VideoMAEEncoder
 
-        enc = VideoMAEEncoder(spec.resolved, device=device, num_frames=s.num_frames, batch_size=s.batch_size,
-                              dtype=s.dtype, local_files_only=local)
+        enc = VideoMAEEncoder(
+            spec.resolved,
+            device=device,
+            num_frames=s.num_frames,
+            batch_size=s.batch_size,
+            dtype=s.dtype,
+            local_files_only=local,
+        )
     else:
         from captionrec.features.audio_raw import ASTEncoder
 
-        enc = ASTEncoder(spec.resolved, device=device, chunk_s=s.chunk_s, min_chunk_s=s.min_chunk_s,
-                         pooling=s.pooling, batch_size=s.batch_size, dtype=s.dtype, local_files_only=local)
+        enc = ASTEncoder(
+            spec.resolved,
+            device=device,
+            chunk_s=s.chunk_s,
+            min_chunk_s=s.min_chunk_s,
+            pooling=s.pooling,
+            batch_size=s.batch_size,
+            dtype=s.dtype,
+            local_files_only=local,
+        )
     return Models(enc, device, BatchRunner(spec.call_size))
 
 
@@ -98,8 +119,9 @@ def load_frames(path: str, v: Any) -> np.ndarray:
     from captionrec.media import sample_frames
     from captionrec.paths import to_local_path
 
-    return sample_frames(to_local_path(path), num_frames=v.num_frames, window_s=v.window_s,
-                         max_pixels=v.max_pixels).frames
+    return sample_frames(
+        to_local_path(path), num_frames=v.num_frames, window_s=v.window_s, max_pixels=v.max_pixels
+    ).frames
 
 
 def load_waveform(path: str, sample_rate: int, window_s: float) -> np.ndarray:
@@ -120,8 +142,9 @@ def payload_loader(spec: EncoderSpec, models: Models) -> Callable[[Any], Any]:
     return lambda path: load_waveform(path, models.model.sample_rate, spec.cfg.audio_raw.window_s)
 
 
-def result(row: dict[str, Any], vec: np.ndarray | None = None, reason: str | None = None,
-           detail: Any = None) -> dict[str, Any]:
+def result(
+    row: dict[str, Any], vec: np.ndarray | None = None, reason: str | None = None, detail: Any = None
+) -> dict[str, Any]:
     """One EMBED_ROWS row: the vector, or the reason there is none (a zero / non-finite vector is a reason)."""
     if vec is not None:
         if not np.isfinite(vec).all():
@@ -129,7 +152,9 @@ def result(row: dict[str, Any], vec: np.ndarray | None = None, reason: str | Non
         elif not np.any(vec):
             reason, detail, vec = C.ZERO_VECTOR, "the encoder returned an all-zero vector", None
     return {
-        "item_id": row["item_id"], "feature_set": row["feature_set"], "model_id": row["model_id"],
+        "item_id": row["item_id"],
+        "feature_set": row["feature_set"],
+        "model_id": row["model_id"],
         "source_version": row["source_version"],
         "dim": int(vec.shape[0]) if vec is not None else None,
         "vector": vec.astype(np.float32).tolist() if vec is not None else None,
@@ -145,7 +170,8 @@ def failed(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:
 
 
 def encode_batch(
-    batch: list[tuple[dict[str, Any], Any, dict[str, Any] | None]], encode: Callable[[list], np.ndarray],
+    batch: list[tuple[dict[str, Any], Any, dict[str, Any] | None]],
+    encode: Callable[[list], np.ndarray],
     runner: BatchRunner,
 ) -> list[dict[str, Any]]:
     """(row, input, failure row) triples -> output rows in order; inputs go through `runner` (OOM halving)."""
@@ -160,7 +186,10 @@ def encode_batch(
 
 
 def embed_rows(
-    rows: Iterable[dict[str, Any]], spec: EncoderSpec, models: Models, threads: int | None = None,
+    rows: Iterable[dict[str, Any]],
+    spec: EncoderSpec,
+    models: Models,
+    threads: int | None = None,
     ahead: bool = True,
 ) -> Iterator[list[dict[str, Any]]]:
     """Embed rows (item_id, feature_set, model_id, source_version, payload); yields EMBED_ROWS per batch.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Optional
 
 import numpy as np
 
@@ -37,11 +36,11 @@ class TextEncoder:
         self,
         model: str | ResolvedModel,
         *,
-        device: Optional[str] = None,
+        device: str | None = None,
         batch_size: int = 64,
         normalize: bool = True,
-        max_seq_length: Optional[int] = None,
-        instruction: Optional[str] = None,
+        max_seq_length: int | None = None,
+        instruction: str | None = None,
         dtype: str = "auto",
         local_files_only: bool = True,
         tiny_dir: str = "models/tiny",

@@ -9,7 +9,6 @@ is missing).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import numpy as np
 
@@ -41,8 +40,8 @@ class VideoMAEEncoder:
         self,
         model: str | ResolvedModel,
         *,
-        device: Optional[str] = None,
-        num_frames: Optional[int] = None,
+        device: str | None = None,
+        num_frames: int | None = None,
         batch_size: int = 4,
         dtype: str = "auto",
         local_files_only: bool = True,
@@ -54,7 +53,14 @@ class VideoMAEEncoder:
         self.device = device or default_device()
         self.batch_size = int(batch_size)
         self.resolved, self.processor, self.model, self.dtype = load_pretrained(
-            model, tiny_dir, "videomae", AutoImageProcessor, VideoMAEModel, self.device, dtype, local_files_only,
+            model,
+            tiny_dir,
+            "videomae",
+            AutoImageProcessor,
+            VideoMAEModel,
+            self.device,
+            dtype,
+            local_files_only,
             "VideoMAE",
         )
         model_frames = int(self.model.config.num_frames)
@@ -76,7 +82,7 @@ class VideoMAEEncoder:
         torch = self._torch
         out = []
         for start in range(0, len(clips), self.batch_size):
-            batch = [list(c) for c in clips[start:start + self.batch_size]]
+            batch = [list(c) for c in clips[start : start + self.batch_size]]
             pixels = self.processor(batch, return_tensors="pt")["pixel_values"]  # (B, T, 3, S, S)
             with torch.inference_mode():
                 hidden = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state  # (B, P, D)

@@ -17,11 +17,11 @@ No Spark, no tables: every model call of the caption and embed cores goes throug
 from __future__ import annotations
 
 import gc
-import sys
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, Optional, TypeVar
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def prefetch_batches(
         return
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="decode") as pool:
 
-        def submit(batch: Optional[list[T]]):
+        def submit(batch: list[T] | None):
             return None if batch is None else [pool.submit(decode, x) for x in batch]
 
         pending = submit(next(batches, None))

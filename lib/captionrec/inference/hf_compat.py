@@ -91,20 +91,34 @@ def require_omni(transformers_module: Any = None) -> None:
         )
 
 
-def load_pretrained(model_cls: Any, model: str, device: str, dtype: str = "auto", attn: str = "auto",
-                    local_files_only: bool = False) -> Any:
+def load_pretrained(
+    model_cls: Any, model: str, device: str, dtype: str = "auto", attn: str = "auto", local_files_only: bool = False
+) -> Any:
     """`model_cls.from_pretrained(model)` on `device` in eval mode, with the configured dtype (`refs.torch_dtype`,
     passed under this transformers' argument name) and attention kernel (`refs.attn_implementation`): the one way
     the generation models (Qwen2.5-VL, Qwen2-Audio, Qwen2.5-Omni) load."""
     from captionrec.inference.refs import attn_implementation, torch_dtype
 
-    return model_cls.from_pretrained(
-        model, **dtype_kwargs(torch_dtype(dtype, device)), attn_implementation=attn_implementation(attn, device),
-        local_files_only=local_files_only,
-    ).to(device).eval()
+    return (
+        model_cls.from_pretrained(
+            model,
+            **dtype_kwargs(torch_dtype(dtype, device)),
+            attn_implementation=attn_implementation(attn, device),
+            local_files_only=local_files_only,
+        )
+        .to(device)
+        .eval()
+    )
 
 
 __all__ = [
-    "AUDIO_LM_AUTO_CLASSES", "OMNI_MIN_TRANSFORMERS", "audio_lm_class", "dtype_kwargs", "has_omni", "is_v5",
-    "load_pretrained", "require_omni", "transformers_version",
+    "AUDIO_LM_AUTO_CLASSES",
+    "OMNI_MIN_TRANSFORMERS",
+    "audio_lm_class",
+    "dtype_kwargs",
+    "has_omni",
+    "is_v5",
+    "load_pretrained",
+    "require_omni",
+    "transformers_version",
 ]

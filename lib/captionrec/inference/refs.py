@@ -99,7 +99,7 @@ def packaged_minilm_path() -> Path | None:
 
 
 def _package_path(ref: str) -> Path:
-    module, _, sub = ref[len(PKG_PREFIX):].partition("/")
+    module, _, sub = ref[len(PKG_PREFIX) :].partition("/")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
         raise ModelNotFoundError(f"model package '{module}' (from {ref}) is not installed")
@@ -123,7 +123,7 @@ def resolve_model(ref: str, tiny_dir: str | os.PathLike = "models/tiny") -> Reso
             )
         return ResolvedModel(ref, str(folder), PACKAGED_MINILM_ID, True)
     if ref.startswith(TINY_PREFIX):
-        path = tiny_model_path(ref[len(TINY_PREFIX):], tiny_dir)
+        path = tiny_model_path(ref[len(TINY_PREFIX) :], tiny_dir)
         return ResolvedModel(ref, str(path), ref, True, synthetic=True)
     if ref.startswith(PKG_PREFIX):
         path = _package_path(ref)

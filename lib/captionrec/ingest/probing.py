@@ -28,8 +28,14 @@ def probe_rows(rows: Iterator[dict[str, Any]], batch_size: int = 16) -> Iterator
         try:
             p = probe(to_local_path(path))
             rec.update(
-                duration_s=p.duration_s, width=p.display_width, height=p.display_height, fps=p.fps,
-                has_audio=p.has_audio, video_codec=p.video_codec, audio_codec=p.audio_codec, probe_status=C.OK,
+                duration_s=p.duration_s,
+                width=p.display_width,
+                height=p.display_height,
+                fps=p.fps,
+                has_audio=p.has_audio,
+                video_codec=p.video_codec,
+                audio_codec=p.audio_codec,
+                probe_status=C.OK,
                 probe_detail=None,
             )
         except MediaError as exc:
@@ -49,5 +55,8 @@ def probe_rows(rows: Iterator[dict[str, Any]], batch_size: int = 16) -> Iterator
 
 def probe_videos(videos: DataFrame, partitions: int, batch_size: int = 16) -> DataFrame:
     """(item_id, video_path, ...) -> (item_id, probe columns) via PyAV in parallel Arrow batches."""
-    return map_rows(videos.select("item_id", "video_path").repartition(partitions, "item_id"),
-                    lambda rows: probe_rows(rows, batch_size), C.schema(C.PROBE_ROWS))
+    return map_rows(
+        videos.select("item_id", "video_path").repartition(partitions, "item_id"),
+        lambda rows: probe_rows(rows, batch_size),
+        C.schema(C.PROBE_ROWS),
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -49,14 +49,18 @@ class Source:
     titles: DataFrame  # id, title, _corrupt, _file
     pairs: DataFrame  # user, item, timestamp, _corrupt, _file
     headers: DataFrame  # file, line: header lines skipped
-    videos_dir: Optional[str]  # None: an interaction-only dataset
+    videos_dir: str | None  # None: an interaction-only dataset
     videos_note: str  # how videos were handled, for the log and the summary
     videos: list[VideoChoice] = field(default_factory=list)
     other_files: int = 0  # files in videos_dir whose extension is not a video's
 
     def describe(self) -> dict[str, Any]:
-        return {"format": self.format, "titles_file": self.titles_path, "interactions_file": self.interactions_path,
-                "videos": self.videos_note}
+        return {
+            "format": self.format,
+            "titles_file": self.titles_path,
+            "interactions_file": self.interactions_path,
+            "videos": self.videos_note,
+        }
 
 
 # ---------------------------------------------------------------------------------------------- opening
@@ -88,8 +92,11 @@ def open_source(spark: SparkSession, cfg: DataConfig) -> Source:
         titles, pairs, headers = read_microlens(spark, titles_path, inter_path)
     src = Source(cfg.format, titles_path, inter_path, titles, pairs, headers, None, "")
     if not has_videos:
-        src.videos_note = ("none: data.videos=none" if cfg.videos == "none"
-                           else f"none: data.videos=auto and {videos_dir} does not exist")
+        src.videos_note = (
+            "none: data.videos=none"
+            if cfg.videos == "none"
+            else f"none: data.videos=auto and {videos_dir} does not exist"
+        )
         log.info("interaction-only dataset (%s): items get probe_status no_video_expected", src.videos_note)
         return src
     src.videos_dir = videos_dir
@@ -108,7 +115,7 @@ def _microlens_titles_path(spark: SparkSession, cfg: DataConfig) -> str:
     return found[0] if found else candidates[0]
 
 
-def check_no_downgrade(src: Source, existing_items: Optional[DataFrame], mode: str) -> None:
+def check_no_downgrade(src: Source, existing_items: DataFrame | None, mode: str) -> None:
     """`data.videos=auto` found no videos folder, but `items` holds videos from earlier runs: refuse to mark
     them `no_video_expected` (an unmounted folder must not look like an interaction-only dataset)."""
     if src.videos_dir is not None or mode != "auto" or existing_items is None:
@@ -126,8 +133,9 @@ def check_no_downgrade(src: Source, existing_items: Optional[DataFrame], mode: s
 
 def _unquote(col: F.Column) -> F.Column:
     """A fully quoted CSV field loses its quotes (doubled quotes inside become one); anything else stays."""
-    return F.when(col.rlike('^"([^"]|"")*"$'),
-                  F.regexp_replace(F.regexp_extract(col, '^"(.*)"$', 1), '""', '"')).otherwise(col)
+    return F.when(
+        col.rlike('^"([^"]|"")*"$'), F.regexp_replace(F.regexp_extract(col, '^"(.*)"$', 1), '""', '"')
+    ).otherwise(col)
 
 
 def _lower_clean(col: str) -> F.Column:
@@ -145,11 +153,15 @@ def read_titles(spark: SparkSession, path: str) -> tuple[DataFrame, DataFrame]:
     the line, so an unquoted comma stays in the title; a fully quoted field is unquoted CSV-style. A line
     with no comma, or an id with a stray quote, is `_corrupt`; blank lines are skipped."""
     text = F.regexp_replace(F.regexp_replace(F.col("value"), "\r$", ""), "^" + _BOM, "")
-    lines = (spark.read.text(path).select(text.alias("_text"), F.col("_metadata.file_name").alias("_file"))
-             .where(F.trim("_text") != ""))
+    lines = (
+        spark.read.text(path)
+        .select(text.alias("_text"), F.col("_metadata.file_name").alias("_file"))
+        .where(F.trim("_text") != "")
+    )
     comma = F.instr("_text", ",")
-    item_id = _unquote(F.trim(F.when(comma > 0, F.expr("substr(_text, 1, instr(_text, ',') - 1)"))
-                              .otherwise(F.col("_text"))))
+    item_id = _unquote(
+        F.trim(F.when(comma > 0, F.expr("substr(_text, 1, instr(_text, ',') - 1)")).otherwise(F.col("_text")))
+    )
     title = _unquote(F.trim(F.when(comma > 0, F.expr("substr(_text, instr(_text, ',') + 1)"))))
     parsed = lines.select(
         item_id.alias("id"),
@@ -158,8 +170,11 @@ def read_titles(spark: SparkSession, path: str) -> tuple[DataFrame, DataFrame]:
         "_file",
         "_text",
     )
-    is_header = (F.col("_corrupt").isNull() & F.lower("id").isin(*ID_HEADERS)
-                 & F.coalesce(F.col("title").rlike("^[A-Za-z_][A-Za-z_ ]*$"), F.lit(False)))
+    is_header = (
+        F.col("_corrupt").isNull()
+        & F.lower("id").isin(*ID_HEADERS)
+        & F.coalesce(F.col("title").rlike("^[A-Za-z_][A-Za-z_ ]*$"), F.lit(False))
+    )
     headers = parsed.where(is_header).select(F.col("_file").alias("file"), F.col("_text").alias("line"))
     return parsed.where(~is_header).drop("_text"), headers
 
@@ -175,11 +190,15 @@ def read_pairs(spark: SparkSession, path: str) -> tuple[DataFrame, DataFrame]:
         .withColumn("user", F.regexp_replace("user", "^" + _BOM, ""))
         .withColumn("_file", F.col("_metadata.file_name"))
     )
-    is_header = (_lower_clean("user").isin(*USER_HEADERS) & _lower_clean("item").isin(*ID_HEADERS)
-                 & F.expr("try_cast(trim(timestamp) AS DOUBLE)").isNull())
+    is_header = (
+        _lower_clean("user").isin(*USER_HEADERS)
+        & _lower_clean("item").isin(*ID_HEADERS)
+        & F.expr("try_cast(trim(timestamp) AS DOUBLE)").isNull()
+    )
     is_header = F.coalesce(is_header, F.lit(False))
-    headers = raw.where(is_header).select(F.col("_file").alias("file"),
-                                          F.concat_ws(",", "user", "item", "timestamp").alias("line"))
+    headers = raw.where(is_header).select(
+        F.col("_file").alias("file"), F.concat_ws(",", "user", "item", "timestamp").alias("line")
+    )
     return raw.where(~is_header), headers
 
 
@@ -191,18 +210,28 @@ def atomic_header(spark: SparkSession, path: str) -> list[tuple[str, str]]:
     names = spark.read.option("sep", "\t").option("header", "true").option("quote", "").csv(path).columns
     fields = [tuple(n.replace(_BOM, "").strip().split(":", 1)) for n in names]
     if not fields or any(len(f) != 2 for f in fields):
-        raise SourceError(f"{path} is not a RecBole atomic file: its first line {names!r} is not a tab-separated "
-                          "typed header such as `item_id:token<TAB>movie_title:token_seq`; nothing was written")
+        raise SourceError(
+            f"{path} is not a RecBole atomic file: its first line {names!r} is not a tab-separated "
+            "typed header such as `item_id:token<TAB>movie_title:token_seq`; nothing was written"
+        )
     return [(f[0], f[1]) for f in fields]
 
 
 def _read_atomic(spark: SparkSession, path: str, header: list[tuple[str, str]]) -> DataFrame:
     """All fields as strings, named as the header names them (`item_id:token`), + _corrupt + _file."""
-    schema = T.StructType([T.StructField(f"{n}:{t}", T.StringType()) for n, t in header]
-                          + [T.StructField("_corrupt", T.StringType())])
-    return (spark.read.option("sep", "\t").option("header", "true").option("quote", "")
-            .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", "_corrupt")
-            .schema(schema).csv(path).withColumn("_file", F.col("_metadata.file_name")))
+    schema = T.StructType(
+        [T.StructField(f"{n}:{t}", T.StringType()) for n, t in header] + [T.StructField("_corrupt", T.StringType())]
+    )
+    return (
+        spark.read.option("sep", "\t")
+        .option("header", "true")
+        .option("quote", "")
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", "_corrupt")
+        .schema(schema)
+        .csv(path)
+        .withColumn("_file", F.col("_metadata.file_name"))
+    )
 
 
 def _field(header: list[tuple[str, str]], path: str, *names: str) -> F.Column:
@@ -217,16 +246,25 @@ def read_recbole(spark: SparkSession, item_path: str, inter_path: str) -> tuple[
     """`.item` and `.inter` atomic files -> (raw titles, raw interactions, header lines)."""
     item_header, inter_header = atomic_header(spark, item_path), atomic_header(spark, inter_path)
     items = _read_atomic(spark, item_path, item_header)
-    titles = items.select(_field(item_header, item_path, "item_id").alias("id"),
-                          _field(item_header, item_path, *TITLE_FIELDS).alias("title"), "_corrupt", "_file")
+    titles = items.select(
+        _field(item_header, item_path, "item_id").alias("id"),
+        _field(item_header, item_path, *TITLE_FIELDS).alias("title"),
+        "_corrupt",
+        "_file",
+    )
     inter = _read_atomic(spark, inter_path, inter_header)
     pairs = inter.select(
         _field(inter_header, inter_path, "user_id").alias("user"),
         _field(inter_header, inter_path, "item_id").alias("item"),
         _field(inter_header, inter_path, "timestamp").alias("timestamp"),
-        "_corrupt", "_file",
+        "_corrupt",
+        "_file",
     )
     headers = spark.createDataFrame(
-        [(p.rsplit("/", 1)[-1], "\t".join(f"{n}:{t}" for n, t in h)) for p, h in
-         ((item_path, item_header), (inter_path, inter_header))], "file STRING, line STRING")
+        [
+            (p.rsplit("/", 1)[-1], "\t".join(f"{n}:{t}" for n, t in h))
+            for p, h in ((item_path, item_header), (inter_path, inter_header))
+        ],
+        "file STRING, line STRING",
+    )
     return titles, pairs, headers

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Optional
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -31,21 +30,21 @@ class TimeBounds:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def bounds(earliest: str, fmt: str, now_ms: Optional[int] = None) -> TimeBounds:
+def bounds(earliest: str, fmt: str, now_ms: int | None = None) -> TimeBounds:
     """`earliest` as an ISO date ('auto': the format's default) .. now + 1 day, in Unix ms."""
     day = DEFAULT_EARLIEST[fmt] if earliest == "auto" else earliest
     try:
-        start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=timezone.utc)
+        start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
     except ValueError:
         raise ValueError(f"data.earliest must be an ISO date (YYYY-MM-DD) or 'auto', got {earliest!r}") from None
     now = int(time.time() * 1000) if now_ms is None else now_ms
     return TimeBounds(int(start.timestamp() * 1000), now + FUTURE_SLACK_MS)
 
 
-def guess_unit(median: Optional[float], b: TimeBounds) -> Optional[str]:
+def guess_unit(median: float | None, b: TimeBounds) -> str | None:
     """The unit under which `median` is a plausible time, or None."""
     if median is None:
         return None
@@ -60,20 +59,23 @@ def numeric(col: str) -> F.Column:
     return F.expr(f"try_cast(trim({col}) AS DOUBLE)")
 
 
-def file_units(raw: DataFrame, unit: str, b: TimeBounds) -> dict[str, Optional[str]]:
+def file_units(raw: DataFrame, unit: str, b: TimeBounds) -> dict[str, str | None]:
     """{file name: unit or None} for each file of raw interactions (columns `timestamp`, `_file`).
 
     With a fixed `unit` every file gets it; with 'auto' one small aggregation finds each file's median.
     """
-    stats = (raw.select("_file", numeric("timestamp").alias("_v"))
-             .groupBy("_file").agg(F.percentile_approx(F.when(F.col("_v") > 0, F.col("_v")), 0.5).alias("_median"))
-             .collect())
+    stats = (
+        raw.select("_file", numeric("timestamp").alias("_v"))
+        .groupBy("_file")
+        .agg(F.percentile_approx(F.when(F.col("_v") > 0, F.col("_v")), 0.5).alias("_median"))
+        .collect()
+    )
     if unit != "auto":
         return {r["_file"]: unit for r in stats}
     return {r["_file"]: guess_unit(r["_median"], b) for r in stats}
 
 
-def to_ms(value: F.Column, file: F.Column, units: dict[str, Optional[str]]) -> F.Column:
+def to_ms(value: F.Column, file: F.Column, units: dict[str, str | None]) -> F.Column:
     """value x the file's unit factor, rounded to a BIGINT of ms (null for files of unknown unit)."""
     known = {f: FACTORS[u] for f, u in units.items() if u is not None}
     if not known:
@@ -84,14 +86,31 @@ def to_ms(value: F.Column, file: F.Column, units: dict[str, Optional[str]]) -> F
 
 def implausible_detail(raw: F.Column, ms: F.Column, file: F.Column, unit: F.Column, b: TimeBounds) -> F.Column:
     """Why a numeric timestamp is implausible (for quarantine.detail)."""
-    shown = F.when(ms.between(-62135596800000, 253402300799999),  # years 1..9999
-                   F.date_format(F.timestamp_millis(ms), "yyyy-MM-dd HH:mm:ss")).otherwise(F.lit("beyond year 9999"))
+    shown = F.when(
+        ms.between(-62135596800000, 253402300799999),  # years 1..9999
+        F.date_format(F.timestamp_millis(ms), "yyyy-MM-dd HH:mm:ss"),
+    ).otherwise(F.lit("beyond year 9999"))
     where = F.concat(F.lit("timestamp "), raw, F.lit(" in "), file)
     return (
         F.when(ms.isNull() & unit.isin(*FACTORS), F.concat(where, F.lit(" is too large for any unit")))
-        .when(ms.isNull(), F.concat(where, F.lit(
-            " has no usable unit: the file's median value is a plausible time neither in ms nor in s "
-            f"({b.describe()}); set data.timestamp_unit or data.earliest")))
-        .otherwise(F.concat(where, F.lit(" read as "), unit, F.lit(" is "), shown,
-                            F.lit(f" UTC, outside the plausible range {b.describe()}")))
+        .when(
+            ms.isNull(),
+            F.concat(
+                where,
+                F.lit(
+                    " has no usable unit: the file's median value is a plausible time neither in ms nor in s "
+                    f"({b.describe()}); set data.timestamp_unit or data.earliest"
+                ),
+            ),
+        )
+        .otherwise(
+            F.concat(
+                where,
+                F.lit(" read as "),
+                unit,
+                F.lit(" is "),
+                shown,
+                F.lit(f" UTC, outside the plausible range {b.describe()}"),
+            )
+        )
     )

@@ -109,7 +109,9 @@ def decode_audio(
 class _AudioReader:
     """One pass over an audio stream's packets: decode, resample, keep the window; count packet errors."""
 
-    def __init__(self, stream: Any, sample_rate: int, origin: float, begin: float, end: float | None, path: Any) -> None:
+    def __init__(
+        self, stream: Any, sample_rate: int, origin: float, begin: float, end: float | None, path: Any
+    ) -> None:
         self.a, self.origin, self.begin, self.end, self.path = stream, origin, begin, end, path
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         self.chunks: list[np.ndarray] = []

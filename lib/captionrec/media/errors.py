@@ -15,8 +15,18 @@ from captionrec.contracts import (  # noqa: E402
 )
 from captionrec.contracts import MEDIA_REASONS as REASONS  # noqa: E402
 
-__all__ = ["CORRUPT", "DECODE_ERROR", "EMPTY_FILE", "MISSING_FILE", "NO_AUDIO_STREAM", "NO_VIDEO_STREAM",
-           "NOT_A_VIDEO", "REASONS", "SILENT", "MediaError"]
+__all__ = [
+    "CORRUPT",
+    "DECODE_ERROR",
+    "EMPTY_FILE",
+    "MISSING_FILE",
+    "NO_AUDIO_STREAM",
+    "NO_VIDEO_STREAM",
+    "NOT_A_VIDEO",
+    "REASONS",
+    "SILENT",
+    "MediaError",
+]
 
 
 class MediaError(Exception):

@@ -339,8 +339,9 @@ class _WindowDecoder:
             pts_s, slack = dts_s, self.reorder_s
         # Targets whose windows are fully sent: every later packet has dts (<= pts) past them.
         n = len(self.lo)
-        while self.nxt < n and (dts_s > self.hi[self.nxt] if dts_s is not None
-                                else pts_s > self.hi[self.nxt] + self.reorder_s):
+        while self.nxt < n and (
+            dts_s > self.hi[self.nxt] if dts_s is not None else pts_s > self.hi[self.nxt] + self.reorder_s
+        ):
             self.nxt += 1
             self.sending = False
         if self.nxt >= n:
@@ -447,8 +448,18 @@ def sample_frames(
         return _sample_open(media, duration, *args)
 
 
-def _sample_open(media: Any, duration: float, num_frames: int, window_s: float | None, fps: float | None,
-                 max_pixels: int | None, start_s: float, strategy: str, apply_rotation: bool, threads: int) -> FrameSample:
+def _sample_open(
+    media: Any,
+    duration: float,
+    num_frames: int,
+    window_s: float | None,
+    fps: float | None,
+    max_pixels: int | None,
+    start_s: float,
+    strategy: str,
+    apply_rotation: bool,
+    threads: int,
+) -> FrameSample:
     c = media.container
     v = video_stream(c)
     check_not_truncated(media, [v])

@@ -20,9 +20,6 @@ from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 import av
-
-# PyAV 19 removed av.open's metadata_errors option (a fresh install, e.g. on a Databricks cluster, gets 19).
-_OPEN_KWARGS: dict[str, Any] = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 import av.stream
 
 from captionrec.media.errors import (
@@ -34,6 +31,9 @@ from captionrec.media.errors import (
     NOT_A_VIDEO,
     MediaError,
 )
+
+# PyAV 19 removed av.open's metadata_errors option (a fresh install, e.g. on a Databricks cluster, gets 19).
+_OPEN_KWARGS: dict[str, Any] = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 
 # Container formats FFmpeg opens that are not videos for our purposes: ANSI art (any .txt/.nfo file opens as
 # "tty"), still images. GIF ("gif") and APNG stay accepted as (short) videos.
@@ -477,4 +477,3 @@ def probe(path: Any, *, require_video: bool = True) -> ProbeResult:
             audio_channels=(int(a.codec_context.channels) or None) if a is not None else None,
             duration_source=source,
         )
-

@@ -35,7 +35,14 @@ from typing import Any
 
 from captionrec.media.errors import DECODE_ERROR, NO_VIDEO_STREAM, MediaError
 from captionrec.media.frames import FrameSample, _sample_open
-from captionrec.media.probe import check_not_truncated, open_media, scan_duration_s, stream_duration_s, stream_kinds, video_stream
+from captionrec.media.probe import (
+    check_not_truncated,
+    open_media,
+    scan_duration_s,
+    stream_duration_s,
+    stream_kinds,
+    video_stream,
+)
 
 MIN_TAIL_S = 0.5  # a last window shorter than this (and not the only one) is left out
 
@@ -116,8 +123,12 @@ class WindowedVideo:
             self._reopen.__exit__(None, None, None)
             self._reopen = None
 
-    def samples(self, num_frames: int = 8, fps: float | None = None, max_pixels: int | None = None,
-                ) -> Iterator[tuple[Window, FrameSample | MediaError]]:
+    def samples(
+        self,
+        num_frames: int = 8,
+        fps: float | None = None,
+        max_pixels: int | None = None,
+    ) -> Iterator[tuple[Window, FrameSample | MediaError]]:
         """(window, its frames) for every planned window, in time order; a window that cannot be decoded comes
         with its MediaError instead (the next windows are still decoded: the caller decides what counts)."""
         try:
@@ -125,8 +136,8 @@ class WindowedVideo:
                 try:
                     media = self._container_for(w)
                     sample: FrameSample | MediaError = _sample_open(
-                        media, self.plan.duration_s, num_frames, w.length_s, fps, max_pixels, w.start_s, "auto",
-                        True, 0)
+                        media, self.plan.duration_s, num_frames, w.length_s, fps, max_pixels, w.start_s, "auto", True, 0
+                    )
                 except MediaError as exc:
                     sample = exc
                 yield w, sample

@@ -80,8 +80,9 @@ def arrow_batch_rows(spark: "SparkSession", n: int) -> Iterator[None]:
         spark.conf.unset(key) if old is None else spark.conf.set(key, old)
 
 
-def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame", plan: CaptionPlan,
-                 gpu: "StageGpu") -> dict[str, Any]:
+def caption_kind(
+    spark: "SparkSession", store: "TableStore", items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu"
+) -> dict[str, Any]:
     """Caption one kind's pending items, one MERGE per commit chunk; the kind's summary."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -93,9 +94,16 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
     pending = pending_items(items, captions, plan).select(*ITEM_COLUMNS).persist(StorageLevel.MEMORY_AND_DISK)
     ids = [r["item_id"] for r in pending.select("item_id").orderBy(F.xxhash64("item_id"), "item_id").collect()]
     previous = previous_rows(captions, pending, plan) if ids else None
-    info: dict[str, Any] = {"captioner_version": plan.version, "pending": len(ids),
-                            "retried": previous.count() if previous is not None else 0, "inserted": 0,
-                            "updated": 0, "unchanged_errors": 0, "statuses": {}, "commits": 0}
+    info: dict[str, Any] = {
+        "captioner_version": plan.version,
+        "pending": len(ids),
+        "retried": previous.count() if previous is not None else 0,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged_errors": 0,
+        "statuses": {},
+        "commits": 0,
+    }
     first = max(1, cfg.partitions) * cfg.items_per_batch
     for chunk in CommitPacer(cfg.commit_every, cfg.commit_seconds, first).chunks(ids):
         part = pending if len(chunk) == len(ids) else pending.where(F.col("item_id").isin(chunk))
@@ -117,8 +125,9 @@ def caption_kind(spark: "SparkSession", store: "TableStore", items: "DataFrame",
     return info
 
 
-def run(cfg: "Config", spark: "SparkSession", store: "TableStore",
-        kinds: Sequence[str] | None = None) -> dict[str, Any]:
+def run(
+    cfg: "Config", spark: "SparkSession", store: "TableStore", kinds: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Caption every pending item of every configured kind (`kinds`, default `caption.run_kinds`: any kind
     registered in `captioning.kinds.KINDS` may be named); MERGE into `captions`; return a summary."""
     from captionrec.spark.modelmap import release_models, stage_gpu
@@ -148,7 +157,8 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore",
     if synthetic:
         summary["synthetic_models"] = synthetic
         named = "; ".join(f"{k}: " + ", ".join(f"{r}={m}" for r, m in roles.items()) for k, roles in synthetic.items())
-        summary["note"] = (f"{NOISE_NOTE}(s) {named}; set caption.video.model / caption.audio.* / caption.av.model "
-                           "to real models")
+        summary["note"] = (
+            f"{NOISE_NOTE}(s) {named}; set caption.video.model / caption.audio.* / caption.av.model to real models"
+        )
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
     return summary

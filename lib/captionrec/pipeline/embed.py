@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
-from captionrec.inference.refs import resolve_model
 from captionrec.features.core import EncoderSpec, embed_rows, family_of, load_encoder
+from captionrec.inference.refs import resolve_model
 from captionrec.transforms.embed import (
-    FeatureDimError,
     VERSION_KEYS,
+    FeatureDimError,
     check_dims,
     family_settings,
     media_sources,
@@ -67,25 +67,33 @@ def encoder_specs(cfg: "EmbedConfig") -> dict[str, EncoderSpec]:
     return {f: EncoderSpec.of(f, resolve_model(getattr(cfg, f).model, cfg.tiny_models_dir), cfg) for f in families}
 
 
-def sources(items: "DataFrame", captions: Optional["DataFrame"], specs: dict[str, EncoderSpec],
-            cfg: "EmbedConfig") -> "DataFrame":
+def sources(
+    items: "DataFrame", captions: "DataFrame" | None, specs: dict[str, EncoderSpec], cfg: "EmbedConfig"
+) -> "DataFrame":
     """Every (item, feature set) with its source version and payload (a text or a path) or reason."""
     parts = []
     if "text" in specs:
-        parts.append(text_sources(items, captions, cfg.feature_sets, specs["text"].resolved.model_id, cfg)
-                     .withColumnRenamed("text", "payload"))
+        parts.append(
+            text_sources(items, captions, cfg.feature_sets, specs["text"].resolved.model_id, cfg).withColumnRenamed(
+                "text", "payload"
+            )
+        )
     for fs in C.MEDIA_FEATURE_SETS:
         if fs in specs:
-            parts.append(media_sources(items, fs, specs[fs].resolved.model_id, family_settings(cfg, fs))
-                         .withColumnRenamed("path", "payload"))
+            parts.append(
+                media_sources(items, fs, specs[fs].resolved.model_id, family_settings(cfg, fs)).withColumnRenamed(
+                    "path", "payload"
+                )
+            )
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p)
     return out
 
 
-def embed_todo(todo: "DataFrame", specs: dict[str, EncoderSpec], counts: dict[str, int], gpu: "StageGpu",
-               cfg: "EmbedConfig") -> Optional["DataFrame"]:
+def embed_todo(
+    todo: "DataFrame", specs: dict[str, EncoderSpec], counts: dict[str, int], gpu: "StageGpu", cfg: "EmbedConfig"
+) -> "DataFrame" | None:
     """Rows to embed -> EMBED_ROWS: one model-map per encoder family, spread over `cfg.partitions` tasks."""
     from pyspark.sql import functions as F
 
@@ -99,9 +107,14 @@ def embed_todo(todo: "DataFrame", specs: dict[str, EncoderSpec], counts: dict[st
             continue
         rows = todo.where(F.col("feature_set").isin(*sets)).select(*VERSION_KEYS, "payload")
         rows = rows.repartition(max(1, min(cfg.partitions, -(-n // spec.section.batch_size))))
-        transform = model_map(lambda device, s=spec: load_encoder(s, device),
-                              lambda models, it, s=spec: embed_rows(it, s, models),
-                              C.schema(C.EMBED_ROWS), key=spec.cache_key, gpu=gpu, torch_threads=cfg.torch_threads)
+        transform = model_map(
+            lambda device, s=spec: load_encoder(s, device),
+            lambda models, it, s=spec: embed_rows(it, s, models),
+            C.schema(C.EMBED_ROWS),
+            key=spec.cache_key,
+            gpu=gpu,
+            torch_threads=cfg.torch_threads,
+        )
         outputs.append(transform(rows))
     if not outputs:
         return None
@@ -111,8 +124,9 @@ def embed_todo(todo: "DataFrame", specs: dict[str, EncoderSpec], counts: dict[st
     return out
 
 
-def write_errors(spark: "SparkSession", store: Any, errors: "DataFrame", old: Optional["DataFrame"],
-                 embedded: Optional["DataFrame"]) -> tuple[int, int]:
+def write_errors(
+    spark: "SparkSession", store: Any, errors: "DataFrame", old: "DataFrame" | None, embedded: "DataFrame" | None
+) -> tuple[int, int]:
     """Record new (key, source_version, reason) failures; drop the error rows of keys that now have a vector.
     Returns (recorded, resolved)."""
     import pandas as pd
@@ -147,9 +161,11 @@ def _plan_summary(planned: "DataFrame", specs: dict[str, EncoderSpec]) -> tuple[
         "up_to_date": sum(r["count"] for r in states if r["state"] == "done"),
         "skipped_failed": sum(r["count"] for r in states if r["state"] == "failed"),
         "not_applicable": {r["feature_set"]: r["count"] for r in states if r["state"] == "not_applicable"},
-        "missing_inputs": {f"{r['feature_set']}:{r['reason']}": r["count"]
-                           for r in sorted(states, key=lambda r: (r["feature_set"], r["reason"] or ""))
-                           if r["state"] == "missing"},
+        "missing_inputs": {
+            f"{r['feature_set']}:{r['reason']}": r["count"]
+            for r in sorted(states, key=lambda r: (r["feature_set"], r["reason"] or ""))
+            if r["state"] == "missing"
+        },
     }
     return summary, counts
 
@@ -182,7 +198,9 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
     items = store.read(C.ITEMS)
     read = {t: store.read(t) if store.exists(t) else None for t in (C.CAPTIONS, C.ITEM_FEATURES, C.FEATURE_ERRORS)}
     if read[C.CAPTIONS] is None and any(f in C.CAPTION_SOURCES for f in ecfg.feature_sets):
-        log.warning("table 'captions' not found: mllm_* feature sets get reason 'no_caption' (run `captionrec caption`)")
+        log.warning(
+            "table 'captions' not found: mllm_* feature sets get reason 'no_caption' (run `captionrec caption`)"
+        )
     specs = encoder_specs(ecfg)
     log.info("embed models: %s", {k: f"{s.resolved.model_id} ({s.resolved.location})" for k, s in specs.items()})
     failed = None if ecfg.retry_failed else permanent_failures(read[C.FEATURE_ERRORS])
@@ -197,8 +215,10 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
     embedded, worker_errors, outcome = [], [], {}
     for part in _chunks(todo, sum(counts.values()), ecfg):
         results = embed_todo(part, specs, counts, gpu, ecfg).localCheckpoint(eager=True)  # the model work runs here
-        chunk_outcome = {(r["feature_set"], r["reason"]): r["count"]
-                         for r in results.groupBy("feature_set", "reason").count().collect()}
+        chunk_outcome = {
+            (r["feature_set"], r["reason"]): r["count"]
+            for r in results.groupBy("feature_set", "reason").count().collect()
+        }
         for key, n in chunk_outcome.items():
             outcome[key] = outcome.get(key, 0) + n
         worker_errors.append(to_feature_errors(results))

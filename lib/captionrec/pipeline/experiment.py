@@ -85,7 +85,10 @@ def vector_counts(store: "TableStore") -> dict[str, int]:
     if not store.exists(C.ITEM_FEATURES):
         return {}
     df = store.read(C.ITEM_FEATURES).where(F.col("vector").isNotNull())
-    return {r["feature_set"]: int(r["n"]) for r in df.groupBy("feature_set").agg(F.countDistinct("item_id").alias("n")).collect()}
+    return {
+        r["feature_set"]: int(r["n"])
+        for r in df.groupBy("feature_set").agg(F.countDistinct("item_id").alias("n")).collect()
+    }
 
 
 def plan_grid(cfg: "Config", store: "TableStore") -> tuple[list[Child], list[dict[str, str]]]:
@@ -96,9 +99,14 @@ def plan_grid(cfg: "Config", store: "TableStore") -> tuple[list[Child], list[dic
     for fs in exp.feature_sets:
         lacking = [p for p in fs.split("+") if p != C.ID and counts.get(p, 0) == 0]
         if lacking:
-            where = "the item_features table does not exist" if not store.exists(C.ITEM_FEATURES) else \
-                f"no vectors for {', '.join(lacking)} in item_features"
-            skipped.append({"features": fs, "reason": f"{where}; run the embed stage with embed.feature_sets including it"})
+            where = (
+                "the item_features table does not exist"
+                if not store.exists(C.ITEM_FEATURES)
+                else f"no vectors for {', '.join(lacking)} in item_features"
+            )
+            skipped.append(
+                {"features": fs, "reason": f"{where}; run the embed stage with embed.feature_sets including it"}
+            )
             continue
         for model in exp.models:
             for seed in exp.seeds:
@@ -124,6 +132,7 @@ class SharedSequences:
         t = cfg.train
         key = (t.feature_sets, t.feature_model_id)
         if key not in self.prepared:
+
             def persist(df):
                 if not self.written:
                     self.store.overwrite(t.sequences_table, df)
@@ -137,8 +146,15 @@ class SharedSequences:
         return self.prepared[key]
 
 
-def train_child(cfg: "Config", spark: "SparkSession", store: "TableStore", shared: SharedSequences, *,
-                parent_run_id: str, tags: dict[str, str]) -> str:
+def train_child(
+    cfg: "Config",
+    spark: "SparkSession",
+    store: "TableStore",
+    shared: SharedSequences,
+    *,
+    parent_run_id: str,
+    tags: dict[str, str],
+) -> str:
     """The grid's one call into the train stage; returns the child's run id.
 
     Uses the train stage's `prepare` (once per grid, see SharedSequences) and `train_prepared`, which logs the
@@ -148,9 +164,12 @@ def train_child(cfg: "Config", spark: "SparkSession", store: "TableStore", share
     """
     prepared = shared.get(cfg)
     t = cfg.train
-    tags = {**tags, "storage_backend": store.backend,
-            f"delta_version.{C.INTERACTIONS}": store.version(C.INTERACTIONS),
-            f"delta_version.{t.sequences_table}": store.version(t.sequences_table)}
+    tags = {
+        **tags,
+        "storage_backend": store.backend,
+        f"delta_version.{C.INTERACTIONS}": store.version(C.INTERACTIONS),
+        f"delta_version.{t.sequences_table}": store.version(t.sequences_table),
+    }
     if t.feature_sets:
         tags[f"delta_version.{C.ITEM_FEATURES}"] = store.version(C.ITEM_FEATURES)
     from captionrec.pipeline import train
@@ -169,15 +188,23 @@ def _progress(i: int, n: int, child: Child, outcome: str, t_start: float, done: 
     log.info("[%d/%d] %s: %s (%.2f children/min%s)", i, n, child.label, outcome, rate, eta)
 
 
-def _run_children(cfg, spark, store, tracker: GridTracker, pending: list[Child], n_total: int, offset: int) -> list[dict]:
+def _run_children(
+    cfg, spark, store, tracker: GridTracker, pending: list[Child], n_total: int, offset: int
+) -> list[dict]:
     shared = SharedSequences(spark, store)
     entries, t_start, done = [], time.perf_counter(), 0
     for j, child in enumerate(pending, start=offset + 1):
         t0, started_ms = time.perf_counter(), int(time.time() * 1000)
         entry = {"features": child.features, "model": child.model, "seed": child.seed, "key": child.key}
         try:
-            run_id = train_child(child.cfg, spark, store, shared, parent_run_id=tracker.parent_id,
-                                 tags={C.TAG_KIND: C.CHILD_RUN, C.TAG_CHILD_KEY: child.key})
+            run_id = train_child(
+                child.cfg,
+                spark,
+                store,
+                shared,
+                parent_run_id=tracker.parent_id,
+                tags={C.TAG_KIND: C.CHILD_RUN, C.TAG_CHILD_KEY: child.key},
+            )
             metric = tracker.metric(run_id, "test_hr_10_mean")
             entry.update(status="ran", run_id=run_id, hr_10=metric)
             outcome = f"finished in {time.perf_counter() - t0:.1f} s, test HR@10 {metric:.4f}"
@@ -207,10 +234,26 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     finished = tracker.finished_children()
     reused = [c for c in children if c.key in finished]
     pending = [c for c in children if c.key not in finished]
-    log.info("grid %s: %d children (%d reused from finished runs, %d to train); %d feature set(s) skipped",
-             gkey, len(children), len(reused), len(pending), len(skipped))
-    entries = [{"features": c.features, "model": c.model, "seed": c.seed, "key": c.key, "status": "reused",
-                "run_id": finished[c.key], "hr_10": tracker.metric(finished[c.key], "test_hr_10_mean")} for c in reused]
+    log.info(
+        "grid %s: %d children (%d reused from finished runs, %d to train); %d feature set(s) skipped",
+        gkey,
+        len(children),
+        len(reused),
+        len(pending),
+        len(skipped),
+    )
+    entries = [
+        {
+            "features": c.features,
+            "model": c.model,
+            "seed": c.seed,
+            "key": c.key,
+            "status": "reused",
+            "run_id": finished[c.key],
+            "hr_10": tracker.metric(finished[c.key], "test_hr_10_mean"),
+        }
+        for c in reused
+    ]
     if pending or not tracker.has_parent:
         tracker.open_parent(params={f"experiment.{k}": v for k, v in flatten(cfg.experiment).items()})
         entries += _run_children(cfg, spark, store, tracker, pending, len(children), len(reused))
@@ -219,10 +262,17 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     order = {c.key: i for i, c in enumerate(children)}
     entries.sort(key=lambda e: order[e["key"]])
     count = {s: sum(e["status"] == s for e in entries) for s in ("ran", "reused", "failed")}
-    summary = {"experiment": cfg.tracking.experiment, "parent_run_id": tracker.parent_id, "grid_key": gkey,
-               "children": len(children), **count, "max_failed": cfg.experiment.max_failed,
-               "skipped_feature_sets": {s["features"]: s["reason"] for s in skipped},
-               "runs": entries, "tracking_uri": tracker.tracking_uri}
+    summary = {
+        "experiment": cfg.tracking.experiment,
+        "parent_run_id": tracker.parent_id,
+        "grid_key": gkey,
+        "children": len(children),
+        **count,
+        "max_failed": cfg.experiment.max_failed,
+        "skipped_feature_sets": {s["features"]: s["reason"] for s in skipped},
+        "runs": entries,
+        "tracking_uri": tracker.tracking_uri,
+    }
     if count["failed"] > cfg.experiment.max_failed:
         raise StageFailed(failure_message(summary), summary)
     return summary
@@ -236,15 +286,19 @@ def failure_message(s: dict[str, Any]) -> str:
     """The stage's error when too many children failed: each failed child, its run and its error."""
     failed = [e for e in s["runs"] if e["status"] == "failed"]
     each = "; ".join(f"{_label(e)} (run {e.get('run_id')}): {e.get('error')}" for e in failed)
-    return (f"experiment {s['experiment']}: {len(failed)} of {s['children']} children failed, more than "
-            f"experiment.max_failed={s['max_failed']} (grid run {s['parent_run_id']}; every child is recorded "
-            f"in MLflow): {each}")
+    return (
+        f"experiment {s['experiment']}: {len(failed)} of {s['children']} children failed, more than "
+        f"experiment.max_failed={s['max_failed']} (grid run {s['parent_run_id']}; every child is recorded "
+        f"in MLflow): {each}"
+    )
 
 
 def format_summary(s: dict[str, Any]) -> str:
     """One screen: counts, one line per child, skipped feature sets, where to look next."""
-    lines = [f"experiment {s['experiment']}: grid run {s['parent_run_id']} ({s['children']} children: "
-             f"{s['ran']} trained, {s['reused']} reused, {s['failed']} failed) in {s.get('seconds', 0):.0f} s"]
+    lines = [
+        f"experiment {s['experiment']}: grid run {s['parent_run_id']} ({s['children']} children: "
+        f"{s['ran']} trained, {s['reused']} reused, {s['failed']} failed) in {s.get('seconds', 0):.0f} s"
+    ]
     for e in s["runs"][:40]:
         hr = e.get("hr_10")
         val = f"HR@10 {hr:.4f}" if isinstance(hr, float) and not math.isnan(hr) else (e.get("error") or "")[:70]

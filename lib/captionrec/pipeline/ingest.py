@@ -22,7 +22,7 @@ change writes no commit.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,10 +30,10 @@ from pyspark.sql import functions as F
 from captionrec import contracts as C
 from captionrec.config import Config
 from captionrec.ingest import timestamps
-from captionrec.transforms import ingest as T
 from captionrec.ingest.listing import ListingError, path_exists
 from captionrec.ingest.probing import probe_rows, probe_videos
 from captionrec.ingest.sources import Source, SourceError, check_no_downgrade, open_source
+from captionrec.transforms import ingest as T
 from captionrec.transforms.ingest import clean_pairs, clean_titles
 
 __all__ = ["ListingError", "SourceError", "clean_pairs", "clean_titles", "path_exists", "probe_rows", "run"]
@@ -54,8 +54,15 @@ def videos_frame(spark: SparkSession, src: Source) -> DataFrame:
 
 def duplicate_video_quarantine(spark: SparkSession, src: Source) -> DataFrame:
     """Items with more than one video file -> quarantine rows naming the file used and the ones left out."""
-    rows = [(v.item_id, f"{len(v.others) + 1} files for item {v.item_id}: using {v.file.name}, ignoring "
-             + ", ".join(o.name for o in v.others)) for v in src.videos if v.others]
+    rows = [
+        (
+            v.item_id,
+            f"{len(v.others) + 1} files for item {v.item_id}: using {v.file.name}, ignoring "
+            + ", ".join(o.name for o in v.others),
+        )
+        for v in src.videos
+        if v.others
+    ]
     df = spark.createDataFrame(rows, "item_id STRING, detail STRING")
     return T.quarantine_rows(df, "videos", F.col("item_id"), C.DUPLICATE_VIDEO, F.col("detail"))
 
@@ -65,8 +72,9 @@ def missing_video_detail(cfg: Config, src: Source) -> str:
     return f"title listed but {src.videos_dir} holds no file {{id}}.<ext> for any of data.video_extensions ({exts})"
 
 
-def plan_items(cfg: Config, spark: SparkSession, src: Source, titles: DataFrame,
-               existing: Optional[DataFrame]) -> tuple[DataFrame, DataFrame, int, list[DataFrame]]:
+def plan_items(
+    cfg: Config, spark: SparkSession, src: Source, titles: DataFrame, existing: DataFrame | None
+) -> tuple[DataFrame, DataFrame, int, list[DataFrame]]:
     """-> (`items` rows to upsert, video quarantine rows, videos probed, cached frames to release after the
     writes). Probes run once, here."""
     if src.videos_dir is None:
@@ -74,8 +82,9 @@ def plan_items(cfg: Config, spark: SparkSession, src: Source, titles: DataFrame,
         items = T.items_without_videos(titles, existing, detail).cache()
         return items, duplicate_video_quarantine(spark, src), 0, [items]
     videos = videos_frame(spark, src)
-    probes = probe_videos(T.changed_videos(videos, existing), cfg.ingest.probe_partitions,
-                          cfg.ingest.probe_batch_size).cache()
+    probes = probe_videos(
+        T.changed_videos(videos, existing), cfg.ingest.probe_partitions, cfg.ingest.probe_batch_size
+    ).cache()
     n_probed = probes.count()  # probe once; items and quarantine below reuse the cached result
     items = T.build_items(titles, videos, probes, existing, missing_video_detail(cfg, src)).cache()
     q_videos = T.video_quarantine(items).unionByName(duplicate_video_quarantine(spark, src))
@@ -85,8 +94,14 @@ def plan_items(cfg: Config, spark: SparkSession, src: Source, titles: DataFrame,
 def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
     d = cfg.data
     src = open_source(spark, d)  # raises before any write when a path is missing or can't be checked
-    log.info("ingest %s source %s (titles %s, interactions %s, videos: %s)", src.format, d.source,
-             src.titles_path, src.interactions_path, src.videos_note)
+    log.info(
+        "ingest %s source %s (titles %s, interactions %s, videos: %s)",
+        src.format,
+        d.source,
+        src.titles_path,
+        src.interactions_path,
+        src.videos_note,
+    )
     existing = store.read(C.ITEMS) if store.exists(C.ITEMS) else None
     check_no_downgrade(src, existing, d.videos)
 
@@ -102,8 +117,9 @@ def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
     interactions, q_unknown = T.filter_known_items(pairs, store.read(C.ITEMS))
     inter_result = store.insert_missing(C.INTERACTIONS, interactions, INTERACTION_KEYS)
 
-    quarantine = (q_titles.unionByName(q_pairs).unionByName(q_unknown).unionByName(q_videos)
-                  .dropDuplicates(QUARANTINE_KEYS))
+    quarantine = (
+        q_titles.unionByName(q_pairs).unionByName(q_unknown).unionByName(q_videos).dropDuplicates(QUARANTINE_KEYS)
+    )
     q_result = store.insert_missing(C.QUARANTINE, quarantine, QUARANTINE_KEYS)
 
     summary = {
@@ -125,10 +141,15 @@ def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
 
 def table_stats(store) -> dict[str, Any]:
     """Totals over the tables as they are after this run."""
-    reasons = {r["reason"]: r["n"] for r in
-               store.read(C.QUARANTINE).groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-    items = store.read(C.ITEMS).agg(
-        F.count(F.lit(1)).alias("total"), F.count(F.when(F.col("probe_status") == C.OK, 1)).alias("ok")).first()
+    reasons = {
+        r["reason"]: r["n"]
+        for r in store.read(C.QUARANTINE).groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    items = (
+        store.read(C.ITEMS)
+        .agg(F.count(F.lit(1)).alias("total"), F.count(F.when(F.col("probe_status") == C.OK, 1)).alias("ok"))
+        .first()
+    )
     return {
         "items_total": items["total"],
         "items_video_ok": items["ok"],

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
 from captionrec.report import build, gallery
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("captionrec.report")
 
 
-def read_gallery_tables(store: "TableStore", gcfg: Any) -> Optional[tuple[Any, Any]]:
+def read_gallery_tables(store: "TableStore", gcfg: Any) -> tuple[Any, Any] | None:
     """(items, captions) pandas frames of the gallery's items, or None when there are no captions yet."""
     from pyspark.sql import functions as F
 
@@ -39,7 +39,8 @@ def read_gallery_tables(store: "TableStore", gcfg: Any) -> Optional[tuple[Any, A
     if gcfg.captioner_versions:
         caps = caps.where(F.col("captioner_version").isin(list(gcfg.captioner_versions)))
     ids = [str(i) for i in gcfg.item_ids] or gallery.pick_items(
-        [r["item_id"] for r in caps.where(F.col("kind") == "video").select("item_id").distinct().collect()], gcfg.items)
+        [r["item_id"] for r in caps.where(F.col("kind") == "video").select("item_id").distinct().collect()], gcfg.items
+    )
     if not ids:
         return None
     items = store.read(C.ITEMS).where(F.col("item_id").isin(ids)).select("item_id", "title", "video_path").toPandas()
@@ -54,11 +55,17 @@ def win_loss_groups(ctx: Any, store: "TableStore", gcfg: Any, n: int) -> list[tu
 
     a = analysis_for(ctx)
     picks = gallery_picks(a, n) if a is not None else []
-    tables = read_gallery_tables(store, replace(gcfg, item_ids=tuple({i for _, ids, _ in picks for i in ids}))) if picks else None
+    tables = (
+        read_gallery_tables(store, replace(gcfg, item_ids=tuple({i for _, ids, _ in picks for i in ids})))
+        if picks
+        else None
+    )
     if tables is None:
         return []
-    return [(heading, gallery.gallery_entries(*tables, replace(gcfg, item_ids=tuple(ids)), extra=notes))
-            for heading, ids, notes in picks]
+    return [
+        (heading, gallery.gallery_entries(*tables, replace(gcfg, item_ids=tuple(ids)), extra=notes))
+        for heading, ids, notes in picks
+    ]
 
 
 def synthetic_captions(store: "TableStore") -> list[str]:
@@ -77,8 +84,14 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     t0 = time.perf_counter()
     runset = build.load(cfg.tracking, rc)
     log.info("read %d run(s) (%d finished) in %.1f s", len(runset.runs), len(runset.finished), time.perf_counter() - t0)
-    ctx = build.context(runset, rc, store=store, synthetic_captions=synthetic_captions(store), analyze=cfg.analyze,
-                        data_source=cfg.data.source)
+    ctx = build.context(
+        runset,
+        rc,
+        store=store,
+        synthetic_captions=synthetic_captions(store),
+        analyze=cfg.analyze,
+        data_source=cfg.data.source,
+    )
     out_dir = build.out_folder(rc.out_dir, runset, rc)
     page, n_items = None, 0
     tables = read_gallery_tables(store, rc.gallery)
@@ -91,30 +104,52 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     latest = build.update_latest(out_dir)
     artifacts = build.log_to_parent(runset, files) if rc.log_artifacts else None
     g = ctx.gains if "gains" in rc.sections else None
-    significant = [] if g is None else [
-        f"{r.comparison} ({r.model}, {r.metric}): {100 * r.gain:+.1f}% [{100 * r.gain_lo:+.1f}%, {100 * r.gain_hi:+.1f}%]"
-        for r in g[g["significant"]].itertuples()]
+    significant = (
+        []
+        if g is None
+        else [
+            f"{r.comparison} ({r.model}, {r.metric}): {100 * r.gain:+.1f}% [{100 * r.gain_lo:+.1f}%, {100 * r.gain_hi:+.1f}%]"
+            for r in g[g["significant"]].itertuples()
+        ]
+    )
     return {
-        "out_dir": str(Path(out_dir).resolve()), "latest": str(latest), "parent_run_id": runset.parent["run_id"] if runset.parent else None,
-        "runs_finished": len(runset.finished), "runs_failed": len(runset.failed), "rows": len(ctx.table),
-        "table": json.loads(ctx.table.to_json(orient="records")), "significant": significant,
-        "intervals": 0 if g is None else int(g["gain_lo"].notna().sum()), "gallery_items": n_items,
-        "files": {"markdown": str(files.markdown), "csv": str(files.csv), "html": str(files.html),
-                  "gallery": str(files.gallery) if files.gallery else None, "plots": [str(p) for p in files.plots.values()]},
-        "artifacts": artifacts, "analysis": analysis_summary(ctx),
+        "out_dir": str(Path(out_dir).resolve()),
+        "latest": str(latest),
+        "parent_run_id": runset.parent["run_id"] if runset.parent else None,
+        "runs_finished": len(runset.finished),
+        "runs_failed": len(runset.failed),
+        "rows": len(ctx.table),
+        "table": json.loads(ctx.table.to_json(orient="records")),
+        "significant": significant,
+        "intervals": 0 if g is None else int(g["gain_lo"].notna().sum()),
+        "gallery_items": n_items,
+        "files": {
+            "markdown": str(files.markdown),
+            "csv": str(files.csv),
+            "html": str(files.html),
+            "gallery": str(files.gallery) if files.gallery else None,
+            "plots": [str(p) for p in files.plots.values()],
+        },
+        "artifacts": artifacts,
+        "analysis": analysis_summary(ctx),
     }
 
 
-def analysis_summary(ctx: Any) -> Optional[dict[str, Any]]:
+def analysis_summary(ctx: Any) -> dict[str, Any] | None:
     """The caption-quality numbers for the one-screen summary (None when no analysis section was built)."""
     a = ctx.extras.get("analysis")
     if a is None:
         return None
     v = a.vectors[["feature_set", "caption_versions", "items", "near_duplicates", "purity_k", "chance"]]
-    v = v.loc[v.groupby("feature_set", sort=False)["items"].idxmax().to_list()] if len(v) else v  # each set's largest group
+    v = (
+        v.loc[v.groupby("feature_set", sort=False)["items"].idxmax().to_list()] if len(v) else v
+    )  # each set's largest group
     wl = a.win_loss[["comparison", "model", "cases", "win", "loss"]] if len(a.win_loss) else a.win_loss
-    return {"knn": a.config.knn, "vectors": json.loads(v.to_json(orient="records")),
-            "win_loss": json.loads(wl.to_json(orient="records"))}
+    return {
+        "knn": a.config.knn,
+        "vectors": json.loads(v.to_json(orient="records")),
+        "win_loss": json.loads(wl.to_json(orient="records")),
+    }
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -122,13 +157,20 @@ def format_summary(s: dict[str, Any]) -> str:
     from captionrec.report.render import num, pm
 
     t = s["table"]
-    lines = [f"report: {s['runs_finished']} finished run(s), {s['runs_failed']} failed, {s['rows']} row(s) "
-             f"in {s.get('seconds', 0):.0f} s", ""]
-    lines.append(f"  {'feature set':<14} {'model':<9} {'HR@10':>17} {'nDCG@10':>17} {'cold HR@10':>17} {'pop HR@10':>9}")
+    lines = [
+        f"report: {s['runs_finished']} finished run(s), {s['runs_failed']} failed, {s['rows']} row(s) "
+        f"in {s.get('seconds', 0):.0f} s",
+        "",
+    ]
+    lines.append(
+        f"  {'feature set':<14} {'model':<9} {'HR@10':>17} {'nDCG@10':>17} {'cold HR@10':>17} {'pop HR@10':>9}"
+    )
     for r in t[:30]:
-        lines.append(f"  {r['features']:<14} {r['model']:<9} {pm(r.get('hr_10_mean'), r.get('hr_10_std')):>17} "
-                     f"{pm(r.get('ndcg_10_mean'), r.get('ndcg_10_std')):>17} "
-                     f"{pm(r.get('cold_hr_10_mean'), r.get('cold_hr_10_std')):>17} {num(r.get('popularity_hr_10_mean')):>9}")
+        lines.append(
+            f"  {r['features']:<14} {r['model']:<9} {pm(r.get('hr_10_mean'), r.get('hr_10_std')):>17} "
+            f"{pm(r.get('ndcg_10_mean'), r.get('ndcg_10_std')):>17} "
+            f"{pm(r.get('cold_hr_10_mean'), r.get('cold_hr_10_std')):>17} {num(r.get('popularity_hr_10_mean')):>9}"
+        )
     lines.append("")
     verdict = "; ".join(s["significant"]) or "none"
     if not s.get("intervals"):
@@ -136,7 +178,11 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"differences larger than their interval: {verdict}")
     f = s["files"]
     lines.append(f"folder:  {s['out_dir']}   (also {s['latest']})")
-    lines += [f"table:   {f['markdown']}  {f['csv']}", f"html:    {f['html']}", f"plots:   {s['out_dir']}/plots/ ({len(f['plots'])} PNG)"]
+    lines += [
+        f"table:   {f['markdown']}  {f['csv']}",
+        f"html:    {f['html']}",
+        f"plots:   {s['out_dir']}/plots/ ({len(f['plots'])} PNG)",
+    ]
     lines.append(f"gallery: {f['gallery']}" if f["gallery"] else "gallery: (no captions table yet)")
     if s.get("artifacts"):
         lines.append(f"MLflow:  {s['artifacts']}")
@@ -145,9 +191,11 @@ def format_summary(s: dict[str, Any]) -> str:
         k = a["knn"]
         lines.append(f"caption quality (report.md#quality): topic purity@{k} vs chance, near-duplicate share")
         for r in a["vectors"][:10]:
-            lines.append(f"  {r['feature_set']:<12} {num(r.get('purity_k'), 3):>6} vs {num(r.get('chance'), 3):>6}  "
-                         f"near-dup {num(r.get('near_duplicates'), 3):>6}  ({r['items']} items"
-                         f"{', ' + r['caption_versions'] if r['caption_versions'] else ''})")
+            lines.append(
+                f"  {r['feature_set']:<12} {num(r.get('purity_k'), 3):>6} vs {num(r.get('chance'), 3):>6}  "
+                f"near-dup {num(r.get('near_duplicates'), 3):>6}  ({r['items']} items"
+                f"{', ' + r['caption_versions'] if r['caption_versions'] else ''})"
+            )
         for r in a["win_loss"][:6]:
             lines.append(f"  {r['comparison']} ({r['model']}): {r['win']} cases won, {r['loss']} lost of {r['cases']}")
     return "\n".join(lines)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,14 +50,14 @@ class Prepared:
     item_ids: list[str]  # item_idx - 1 -> item_id
     item_first_ms: np.ndarray  # (N + 1,)
     counts: dict[int, dict[str, np.ndarray]]  # window -> {"fit", "prior"} interactions per item
-    features: Optional["ItemFeatures"]
+    features: "ItemFeatures" | None
     sequence_stats: list[dict]  # per (window, role): rows, cold/repeat cases, items, cold items
     # What the sequences rows were built from: per input table its location, Delta version and commit time
     # (`pinned_inputs`); with the split/sequence settings it keys the training inputs the ranks read.
-    inputs: Optional[dict[str, dict[str, Any]]] = None
+    inputs: dict[str, dict[str, Any]] | None = None
 
 
-def pinned_inputs(store: "TableStore", versions: dict[str, Optional[int]]) -> dict[str, dict[str, Any]]:
+def pinned_inputs(store: "TableStore", versions: dict[str, int | None]) -> dict[str, dict[str, Any]]:
     """Location, Delta version and that version's commit time of each table (the commit time tells a table
     rebuilt at the same location, whose versions start again at 0, from the old one)."""
     out = {}
@@ -67,8 +68,11 @@ def pinned_inputs(store: "TableStore", versions: dict[str, Optional[int]]) -> di
             history = latest if latest and latest[0].get("version") == version else store.history(name)
             entry = next((h for h in history if h.get("version") == version), None)
         stamp = entry.get("timestamp") if entry else None
-        out[name] = {"location": store.location(name), "version": version,
-                     "committed_at": stamp.isoformat() if hasattr(stamp, "isoformat") else stamp}
+        out[name] = {
+            "location": store.location(name),
+            "version": version,
+            "committed_at": stamp.isoformat() if hasattr(stamp, "isoformat") else stamp,
+        }
     return out
 
 
@@ -98,9 +102,9 @@ def rows_identity(t: "TrainConfig", inputs: dict[str, dict[str, Any]]) -> dict[s
 def prepare(
     cfg: "Config",
     interactions: "DataFrame",
-    item_features: Optional["DataFrame"],
+    item_features: "DataFrame" | None,
     persist: Callable[["DataFrame"], "DataFrame"],
-    inputs: Optional[dict[str, dict[str, Any]]] = None,
+    inputs: dict[str, dict[str, Any]] | None = None,
 ) -> Prepared:
     """Split, index, build sequences (written through `persist`, which returns the table read back), count
     items per window and collect the feature matrix.
@@ -111,15 +115,21 @@ def prepare(
 
     from captionrec.transforms.item_features import item_feature_matrix
     from captionrec.transforms.sequences import (
-        build_item_index, build_sequences, build_user_index, item_counts, sequence_stats,
+        build_item_index,
+        build_sequences,
+        build_user_index,
+        item_counts,
+        sequence_stats,
     )
     from captionrec.transforms.splits import check_interactions, split_interactions
 
     t = cfg.train
     check_interactions(interactions)
-    interactions = interactions.select("user_id", "item_id", "ts_ms").where(
-        F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts_ms").isNotNull()
-    ).cache()
+    interactions = (
+        interactions.select("user_id", "item_id", "ts_ms")
+        .where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts_ms").isNotNull())
+        .cache()
+    )
     split, windows = split_interactions(
         interactions, t.split.protocol, t.split.num_windows, t.split.window_days, t.split.start
     )
@@ -139,11 +149,23 @@ def prepare(
             raise ValueError(f"features={t.features!r} needs the item_features table; run the embed stage first")
         features = item_feature_matrix(item_features, item_index, t.feature_sets, num_items, t.feature_model_id)
         if features.missing:
-            log.warning("%d of %d items have no %s vector: they use the learned missing-feature vector",
-                        features.missing, num_items, "+".join(t.feature_sets))
+            log.warning(
+                "%d of %d items have no %s vector: they use the learned missing-feature vector",
+                features.missing,
+                num_items,
+                "+".join(t.feature_sets),
+            )
 
-    seqs = build_sequences(split, item_index, user_index, t.max_seq_len, t.split.test_targets,
-                           t.split.test_history, refit=t.retrain, stride=t.train_stride)
+    seqs = build_sequences(
+        split,
+        item_index,
+        user_index,
+        t.max_seq_len,
+        t.split.test_targets,
+        t.split.test_history,
+        refit=t.retrain,
+        stride=t.train_stride,
+    )
     written = persist(seqs)
     stats = sequence_stats(written)
     counts = item_counts(split, item_index, [w.index for w in windows], num_items)
@@ -151,8 +173,19 @@ def prepare(
     for df in (split, item_index, interactions):
         df.unpersist()
     num_users = max((r["max_user_idx"] for r in stats), default=0)
-    return Prepared(written, windows, num_items, num_users, n_interactions, [r["item_id"] for r in items],
-                    item_first_ms, counts, features, stats, inputs)
+    return Prepared(
+        written,
+        windows,
+        num_items,
+        num_users,
+        n_interactions,
+        [r["item_id"] for r in items],
+        item_first_ms,
+        counts,
+        features,
+        stats,
+        inputs,
+    )
 
 
 def steps_per_epoch(cfg: "Config", stats: list[dict], world: int) -> dict[tuple[int, int], int]:
@@ -161,7 +194,8 @@ def steps_per_epoch(cfg: "Config", stats: list[dict], world: int) -> dict[tuple[
     t = cfg.train
     return {
         (row["window"], row["role"]): t.steps_per_epoch or max(1, math.ceil(row["rows"] / (t.batch_size * world)))
-        for row in stats if row["role"] in (FIT, REFIT)
+        for row in stats
+        if row["role"] in (FIT, REFIT)
     }
 
 
@@ -173,13 +207,21 @@ def _window_stats(prepared: Prepared) -> dict[int, dict[str, float]]:
         if row["role"] in (FIT, REFIT):
             st[f"{role}_sequences"] = row["rows"]
             continue
-        st.update({f"{role}_rows": row["rows"], f"{role}_cold_rows": row["cold"], f"{role}_repeat_rows": row["repeat"],
-                   f"{role}_items": row["items"], f"{role}_cold_items": row["cold_items"]})
+        st.update(
+            {
+                f"{role}_rows": row["rows"],
+                f"{role}_cold_rows": row["cold"],
+                f"{role}_repeat_rows": row["repeat"],
+                f"{role}_items": row["items"],
+                f"{role}_cold_items": row["cold_items"],
+            }
+        )
     return out
 
 
-def train_prepared(cfg: "Config", prepared: Prepared, tags: Optional[dict[str, Any]] = None,
-                   parent_run_id: Optional[str] = None) -> dict[str, Any]:
+def train_prepared(
+    cfg: "Config", prepared: Prepared, tags: dict[str, Any] | None = None, parent_run_id: str | None = None
+) -> dict[str, Any]:
     """Launch training on the prepared data; returns rank 0's results (metrics per window, summary, run_id)."""
     from captionrec.tracking import tracking_spec
     from captionrec.training.distributed import launch
@@ -188,8 +230,10 @@ def train_prepared(cfg: "Config", prepared: Prepared, tags: Optional[dict[str, A
 
     t = cfg.train
     if prepared.inputs is None:
-        raise ValueError("prepared data without its input tables' versions: call prepare(..., "
-                         "inputs=pinned_inputs(store, {table: version})) so the training inputs can be keyed")
+        raise ValueError(
+            "prepared data without its input tables' versions: call prepare(..., "
+            "inputs=pinned_inputs(store, {table: version})) so the training inputs can be keyed"
+        )
     world = t.num_processes
     steps = steps_per_epoch(cfg, prepared.sequence_stats, world)
     roles = (FIT, REFIT) if t.retrain else (FIT,)
@@ -198,41 +242,83 @@ def train_prepared(cfg: "Config", prepared: Prepared, tags: Optional[dict[str, A
         raise ValueError(f"window(s) {missing} have no training sequences (every user has < 2 training interactions)")
     spark = prepared.sequences.sparkSession
     inputs_dir = inputs_dir_for(spark.sparkContext.master, t.inputs_dir, cfg.storage)
-    source = make_source(prepared.sequences, sorted(steps), inputs_dir, rows_identity(t, prepared.inputs),
-                         t.loader, world, t.petastorm_cache_dir)
-    stats: dict[str, float] = {"n_items": prepared.num_items, "n_users": prepared.num_users,
-                               "n_interactions": prepared.num_interactions}
+    source = make_source(
+        prepared.sequences,
+        sorted(steps),
+        inputs_dir,
+        rows_identity(t, prepared.inputs),
+        t.loader,
+        world,
+        t.petastorm_cache_dir,
+    )
+    stats: dict[str, float] = {
+        "n_items": prepared.num_items,
+        "n_users": prepared.num_users,
+        "n_interactions": prepared.num_interactions,
+    }
     stats.update(train_inputs_seconds=round(source.seconds, 3), train_inputs_reused=float(source.reused))
-    extra = {"train.item_repr": t.item_repr, "train.loader_resolved": source.loader,
-             "train.inputs_folder": source.folder,
-             "train.steps_per_epoch_resolved": ",".join(f"{k}/{ROLE_NAMES[r]}:{v}" for (k, r), v in sorted(steps.items()))}
-    all_tags = {"model": t.model, "features": t.features, "item_repr": t.item_repr,
-                "split_protocol": t.split.protocol, "test_history": t.split.test_history, "loader": source.loader}
+    extra = {
+        "train.item_repr": t.item_repr,
+        "train.loader_resolved": source.loader,
+        "train.inputs_folder": source.folder,
+        "train.steps_per_epoch_resolved": ",".join(f"{k}/{ROLE_NAMES[r]}:{v}" for (k, r), v in sorted(steps.items())),
+    }
+    all_tags = {
+        "model": t.model,
+        "features": t.features,
+        "item_repr": t.item_repr,
+        "split_protocol": t.split.protocol,
+        "test_history": t.split.test_history,
+        "loader": source.loader,
+    }
     if prepared.features is not None:
         all_tags["feature_model_ids"] = ",".join(f"{k}={v}" for k, v in prepared.features.model_ids.items())
         stats["items_missing_features"] = prepared.features.missing
     all_tags.update(tags or {})
-    spec = tracking_spec(cfg, tags=all_tags, extra_params=extra, run_name=f"{t.model}-{t.features}",
-                         parent_run_id=parent_run_id)
+    spec = tracking_spec(
+        cfg, tags=all_tags, extra_params=extra, run_name=f"{t.model}-{t.features}", parent_run_id=parent_run_id
+    )
     feats = prepared.features
     job = TrainJob(
-        cfg=t, num_items=prepared.num_items, num_users=prepared.num_users, windows=prepared.windows, source=source,
-        steps=steps, item_first_ms=prepared.item_first_ms, counts=prepared.counts,
-        features=None if feats is None else feats.matrix, feature_mask=None if feats is None else feats.mask,
-        tracking=spec, item_ids=prepared.item_ids, stats=stats, window_stats=_window_stats(prepared),
+        cfg=t,
+        num_items=prepared.num_items,
+        num_users=prepared.num_users,
+        windows=prepared.windows,
+        source=source,
+        steps=steps,
+        item_first_ms=prepared.item_first_ms,
+        counts=prepared.counts,
+        features=None if feats is None else feats.matrix,
+        feature_mask=None if feats is None else feats.mask,
+        tracking=spec,
+        item_ids=prepared.item_ids,
+        stats=stats,
+        window_stats=_window_stats(prepared),
     )
     try:
         out = launch(run_rank, job, num_processes=world, local_mode=t.local_mode, use_gpu=t.use_gpu)
     finally:
         source.close()
-    out.update(loader=source.loader, inputs_folder=source.folder, inputs_reused=source.reused,
-               inputs_seconds=source.seconds, steps_per_epoch=steps, windows_bounds=[w.as_dict() for w in prepared.windows],
-               sequence_stats=prepared.sequence_stats)
+    out.update(
+        loader=source.loader,
+        inputs_folder=source.folder,
+        inputs_reused=source.reused,
+        inputs_seconds=source.seconds,
+        steps_per_epoch=steps,
+        windows_bounds=[w.as_dict() for w in prepared.windows],
+        sequence_stats=prepared.sequence_stats,
+    )
     return out
 
 
-def run(cfg: "Config", spark: "SparkSession", store: "TableStore", *, parent_run_id: Optional[str] = None,
-        tags: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def run(
+    cfg: "Config",
+    spark: "SparkSession",
+    store: "TableStore",
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """`captionrec train`: read tables (pinned versions), prepare, train, log; return a summary with run_id.
 
     parent_run_id: log the run as a child (nested) run of that MLflow run; tags: extra run tags.
@@ -253,7 +339,9 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore", *, parent_run
     prepared = prepare(cfg, interactions, features_df, persist, inputs=sequence_inputs)
     t_prep = time.perf_counter() - t0
     run_tags = {f"delta_version.{name}": v for name, v in versions.items()}
-    run_tags.update({f"delta_version.{t.sequences_table}": store.version(t.sequences_table), "storage_backend": store.backend})
+    run_tags.update(
+        {f"delta_version.{t.sequences_table}": store.version(t.sequences_table), "storage_backend": store.backend}
+    )
     run_tags.update(tags or {})
     out = train_prepared(cfg, prepared, run_tags, parent_run_id=parent_run_id)
     return summary_of(out, prepared, t_prep)
@@ -270,12 +358,18 @@ def summary_of(out: dict[str, Any], prepared: Prepared, prepare_seconds: float) 
     windows = []
     for w in out["windows"]:
         m = w["test"]
-        windows.append({
-            "window": w["window"], "best_epoch": w["best_epoch"], "train_epochs": w["train_epochs"],
-            "test_cases": int(m["cases"]), "cold_cases": int(m["cold_cases"]), **_rounded(m, keys),
-            **{name: _rounded(b, ("hr@10", "cold_hr@10")) for name, b in w["baselines"].items()},
-            "train_sequences_per_s": round(w["train_sequences_per_s"], 1),
-        })
+        windows.append(
+            {
+                "window": w["window"],
+                "best_epoch": w["best_epoch"],
+                "train_epochs": w["train_epochs"],
+                "test_cases": int(m["cases"]),
+                "cold_cases": int(m["cold_cases"]),
+                **_rounded(m, keys),
+                **{name: _rounded(b, ("hr@10", "cold_hr@10")) for name, b in w["baselines"].items()},
+                "train_sequences_per_s": round(w["train_sequences_per_s"], 1),
+            }
+        )
     s = out["summary"]
     return {
         "run_id": out["run_id"],
@@ -283,8 +377,14 @@ def summary_of(out: dict[str, Any], prepared: Prepared, prepare_seconds: float) 
         "items": prepared.num_items,
         "users": prepared.num_users,
         "windows": windows,
-        "mean": {k: round(s[k], 4) for k in (f"test_{p}{m}_mean" for p in ("", "random_", "popularity_")
-                                             for m in ("hr@10", "ndcg@10", "cold_hr@10", "user_hr@10"))
-                 if k in s and not math.isnan(s[k])},
+        "mean": {
+            k: round(s[k], 4)
+            for k in (
+                f"test_{p}{m}_mean"
+                for p in ("", "random_", "popularity_")
+                for m in ("hr@10", "ndcg@10", "cold_hr@10", "user_hr@10")
+            )
+            if k in s and not math.isnan(s[k])
+        },
         "prepare_seconds": round(prepare_seconds, 2),
     }

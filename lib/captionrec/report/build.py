@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from captionrec import contracts as C
 from captionrec.report.render import esc, page
@@ -23,7 +23,7 @@ class ReportFiles:
     csv: Path
     tables: dict[str, Path] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
-    gallery: Optional[Path] = None
+    gallery: Path | None = None
 
     def all(self) -> list[Path]:
         files = [self.markdown, self.html, *self.tables.values(), *self.plots.values()]
@@ -54,7 +54,7 @@ def out_folder(root: str | Path, runset: RunSet, rc: Any) -> Path:
     return Path(root) / name
 
 
-def write_report(ctx: ReportContext, out_dir: Path, gallery_html: Optional[str] = None, title: str = "") -> ReportFiles:
+def write_report(ctx: ReportContext, out_dir: Path, gallery_html: str | None = None, title: str = "") -> ReportFiles:
     """Build the configured sections and write every file; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = build_sections(ctx, tuple(ctx.config.sections))
@@ -82,7 +82,9 @@ def write_report(ctx: ReportContext, out_dir: Path, gallery_html: Optional[str] 
         links_html = f'<p>Caption gallery: <a href="{GALLERY_FILE}">{GALLERY_FILE}</a></p>'
     md = f"# {title}\n\n{links_md}" + "".join(f"## {s.title}\n\n{s.markdown}\n" for s in sections)
     files.markdown.write_text(md, encoding="utf-8")
-    body = links_html + "".join(f'<section id="{esc(s.key)}"><h2>{esc(s.title)}</h2>\n{s.html}</section>\n' for s in sections)
+    body = links_html + "".join(
+        f'<section id="{esc(s.key)}"><h2>{esc(s.title)}</h2>\n{s.html}</section>\n' for s in sections
+    )
     files.html.write_text(page(title, body), encoding="utf-8")
     return files
 
@@ -98,7 +100,7 @@ def update_latest(out_dir: Path) -> Path:
     return link
 
 
-def log_to_parent(runset: RunSet, files: ReportFiles) -> Optional[str]:
+def log_to_parent(runset: RunSet, files: ReportFiles) -> str | None:
     """Log the report's files as artifacts of the grid run (under `report/`); returns the artifact URI."""
     if not runset.parent:
         return None

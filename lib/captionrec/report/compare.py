@@ -13,8 +13,8 @@ mean over windows of each window's mean over cases; relative gain = A / B - 1).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
 
 import pandas as pd
 
@@ -23,8 +23,9 @@ from captionrec.evaluation.bootstrap import paired_bootstrap, paired_cases, subs
 from captionrec.evaluation.metrics import case_values, mean_std
 
 
-def summary_table(runs: pd.DataFrame, windows: pd.DataFrame, metrics: Iterable[str],
-                  order: Optional[list[str]] = None) -> pd.DataFrame:
+def summary_table(
+    runs: pd.DataFrame, windows: pd.DataFrame, metrics: Iterable[str], order: list[str] | None = None
+) -> pd.DataFrame:
     """One row per (feature set, model) over its finished runs: runs, seeds, windows, and per metric
     `<m>_mean` / `<m>_std` for the model and `<baseline>_<m>_mean` / `_std` for each baseline."""
     done = runs[runs["status"] == "FINISHED"]
@@ -32,8 +33,13 @@ def summary_table(runs: pd.DataFrame, windows: pd.DataFrame, metrics: Iterable[s
     for (features, model), grp in done.groupby(["features", "model"], sort=False):
         ids = set(grp["run_id"])
         w = windows[windows["run_id"].isin(ids)]
-        row = {"features": features, "model": model, "runs": len(grp), "seeds": int(grp["seed"].nunique()),
-               "windows": int(w["window"].nunique())}
+        row = {
+            "features": features,
+            "model": model,
+            "runs": len(grp),
+            "seeds": int(grp["seed"].nunique()),
+            "windows": int(w["window"].nunique()),
+        }
         for metric in metrics:
             name = C.metric_name(metric)
             for series in ("model", *C.BASELINES):
@@ -76,8 +82,15 @@ class Gain:
         return bool(self.cases) and (self.diff_lo > 0 or self.diff_hi < 0)
 
 
-def gains(comparisons: Iterable[str], runs: pd.DataFrame, cases_of: Callable[[str], Optional[pd.DataFrame]],
-          metrics: Iterable[str], samples: int, confidence: float, seed: int) -> list[Gain]:
+def gains(
+    comparisons: Iterable[str],
+    runs: pd.DataFrame,
+    cases_of: Callable[[str], pd.DataFrame | None],
+    metrics: Iterable[str],
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> list[Gain]:
     """Every comparison x model x metric; a comparison that cannot be computed carries a note saying why."""
     done = runs[runs["status"] == "FINISHED"]
     out: list[Gain] = []
@@ -101,8 +114,14 @@ def gains(comparisons: Iterable[str], runs: pd.DataFrame, cases_of: Callable[[st
                 if not len(paired):
                     g.note = "no paired cases"
                     continue
-                bs = paired_bootstrap(paired["a"].to_numpy(), paired["b"].to_numpy(), paired["window"].to_numpy(),
-                                      samples, confidence, seed)
+                bs = paired_bootstrap(
+                    paired["a"].to_numpy(),
+                    paired["b"].to_numpy(),
+                    paired["window"].to_numpy(),
+                    samples,
+                    confidence,
+                    seed,
+                )
                 g.feature_value, g.baseline_value = bs["a"], bs["b"]
                 g.gain, g.gain_lo, g.gain_hi = bs["rel"], bs["rel_lo"], bs["rel_hi"]
                 g.diff, g.diff_lo, g.diff_hi = bs["diff"], bs["diff_lo"], bs["diff_hi"]
@@ -116,8 +135,9 @@ def gains_frame(items: list[Gain]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*Gain.__dataclass_fields__, "significant"])
 
 
-def cold_warm_frame(runs: pd.DataFrame, windows: pd.DataFrame, cases_of: Callable[[str], Optional[pd.DataFrame]],
-                    metric: str = "hr@10") -> pd.DataFrame:
+def cold_warm_frame(
+    runs: pd.DataFrame, windows: pd.DataFrame, cases_of: Callable[[str], pd.DataFrame | None], metric: str = "hr@10"
+) -> pd.DataFrame:
     """features, model, subset, value: the metric on cold and warm targets per (feature set, model), each the
     mean over the runs' windows. Warm needs the cases artifacts; without them the rows are cold vs all."""
     rows = []

@@ -13,8 +13,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class GalleryEntry:
     item_id: str
-    title: Optional[str]
-    video: Optional[dict[str, Any]]  # the captions row of kind video (None: no row)
-    audio: Optional[dict[str, Any]]  # the captions row of kind audio
+    title: str | None
+    video: dict[str, Any] | None  # the captions row of kind video (None: no row)
+    audio: dict[str, Any] | None  # the captions row of kind audio
     frames: list[tuple[float, bytes]] = field(default_factory=list)  # (time s, JPEG)
     frame_note: str = ""
     extra: dict[str, str] = field(default_factory=dict)
@@ -67,7 +68,9 @@ def _jpeg(frame: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def thumbnails(video_path: Optional[str], row: Optional[dict[str, Any]], thumb_pixels: int) -> tuple[list[tuple[float, bytes]], str]:
+def thumbnails(
+    video_path: str | None, row: dict[str, Any] | None, thumb_pixels: int
+) -> tuple[list[tuple[float, bytes]], str]:
     """The frames at a video caption row's frame_times_s, decoded at thumbnail size; (frames, note)."""
     from captionrec.media import MediaError, sample_frames
 
@@ -77,8 +80,13 @@ def thumbnails(video_path: Optional[str], row: Optional[dict[str, Any]], thumb_p
         return [], why
     settings = json.loads(row.get("settings") or "{}")
     try:
-        sample = sample_frames(video_path, num_frames=int(settings.get("num_frames") or len(times)),
-                               window_s=settings.get("window_s"), fps=settings.get("fps"), max_pixels=thumb_pixels)
+        sample = sample_frames(
+            video_path,
+            num_frames=int(settings.get("num_frames") or len(times)),
+            window_s=settings.get("window_s"),
+            fps=settings.get("fps"),
+            max_pixels=thumb_pixels,
+        )
     except MediaError as exc:
         return [], f"frames not decoded: {exc.reason} ({exc})"
     got = np.asarray(sample.times_s)
@@ -90,13 +98,14 @@ def thumbnails(video_path: Optional[str], row: Optional[dict[str, Any]], thumb_p
     return [(float(got[j]), _jpeg(sample.frames[j])) for j in picked], note
 
 
-def _row_dict(df: pd.DataFrame, item_id: str, kind: str) -> Optional[dict[str, Any]]:
+def _row_dict(df: pd.DataFrame, item_id: str, kind: str) -> dict[str, Any] | None:
     sub = df[(df["item_id"] == item_id) & (df["kind"] == kind)]
     return None if sub.empty else sub.iloc[-1].to_dict()
 
 
-def gallery_entries(items: pd.DataFrame, captions: pd.DataFrame, cfg: Any,
-                    extra: Optional[dict[str, dict[str, str]]] = None) -> list[GalleryEntry]:
+def gallery_entries(
+    items: pd.DataFrame, captions: pd.DataFrame, cfg: Any, extra: dict[str, dict[str, str]] | None = None
+) -> list[GalleryEntry]:
     """Entries for cfg.item_ids or cfg.items spread over the items with a video caption (cfg: GalleryConfig)."""
     caps = newest_captions(captions, cfg.captioner_versions)
     ids = [str(i) for i in cfg.item_ids] or pick_items(caps.loc[caps["kind"] == "video", "item_id"], cfg.items)
@@ -106,7 +115,9 @@ def gallery_entries(items: pd.DataFrame, captions: pd.DataFrame, cfg: Any,
         meta = by_id.loc[item_id].to_dict() if item_id in by_id.index else {}
         video, audio = _row_dict(caps, item_id, "video"), _row_dict(caps, item_id, "audio")
         frames, note = thumbnails(meta.get("video_path"), video, cfg.thumb_pixels)
-        entries.append(GalleryEntry(item_id, meta.get("title"), video, audio, frames, note, dict((extra or {}).get(item_id, {}))))
+        entries.append(
+            GalleryEntry(item_id, meta.get("title"), video, audio, frames, note, dict((extra or {}).get(item_id, {})))
+        )
     return entries
 
 
@@ -124,7 +135,7 @@ def pairs(value: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def _caption_facts(kind: str, row: Optional[dict[str, Any]]) -> list[tuple[str, str]]:
+def _caption_facts(kind: str, row: dict[str, Any] | None) -> list[tuple[str, str]]:
     if row is None:
         return [(f"{kind} caption", "(no row)")]
     status = row.get("status")
@@ -133,25 +144,45 @@ def _caption_facts(kind: str, row: Optional[dict[str, Any]]) -> list[tuple[str, 
     facts = [(f"{kind} caption", text or "")]
     if kind == "audio":
         tags = ", ".join(f"{lbl} {float(s):.2f}" for lbl, s in pairs(row.get("sound_tags")))
-        facts += [("transcript", row.get("transcript") or ""), ("language", row.get("language") or ""), ("sound tags", tags)]
-    facts.append((f"{kind} captioner", f"{row.get('captioner_version')} · {models} · prompt {row.get('prompt_version')}"))
+        facts += [
+            ("transcript", row.get("transcript") or ""),
+            ("language", row.get("language") or ""),
+            ("sound tags", tags),
+        ]
+    facts.append(
+        (f"{kind} captioner", f"{row.get('captioner_version')} · {models} · prompt {row.get('prompt_version')}")
+    )
     return facts
 
 
 def render_entry(e: GalleryEntry, anchor: str = "") -> str:
     kinds = [k for k, r in (("video", e.video), ("audio", e.audio)) if r and r.get("synthetic")]
-    mark = f' <span class="synthetic">synthetic {" and ".join(kinds)} caption (tiny random model: noise)</span>' if kinds else ""
-    thumbs = "".join(img(jpg, f"item {e.item_id} at {t:.2f} s", cls="thumb", mime="image/jpeg")
-                     .replace("<img ", f'<img title="{t:.2f} s" ', 1) for t, jpg in e.frames)
+    mark = (
+        f' <span class="synthetic">synthetic {" and ".join(kinds)} caption (tiny random model: noise)</span>'
+        if kinds
+        else ""
+    )
+    thumbs = "".join(
+        img(jpg, f"item {e.item_id} at {t:.2f} s", cls="thumb", mime="image/jpeg").replace(
+            "<img ", f'<img title="{t:.2f} s" ', 1
+        )
+        for t, jpg in e.frames
+    )
     facts = [("title", e.title or "")] + _caption_facts("video", e.video) + _caption_facts("audio", e.audio)
     facts += list(e.extra.items())
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
-    return (f'<div class="item" id="{esc(anchor or "item-" + str(e.item_id))}"><h3>item {esc(e.item_id)}{mark}</h3>'
-            f'<div class="frames">{thumbs}</div><p class="note">{esc(e.frame_note)}</p><dl>{dl}</dl></div>\n')
+    return (
+        f'<div class="item" id="{esc(anchor or "item-" + str(e.item_id))}"><h3>item {esc(e.item_id)}{mark}</h3>'
+        f'<div class="frames">{thumbs}</div><p class="note">{esc(e.frame_note)}</p><dl>{dl}</dl></div>\n'
+    )
 
 
-def render_gallery(entries: list[GalleryEntry], title: str = "captionrec caption gallery", notes: Iterable[str] = (),
-                   groups: Iterable[tuple[str, list[GalleryEntry]]] = ()) -> str:
+def render_gallery(
+    entries: list[GalleryEntry],
+    title: str = "captionrec caption gallery",
+    notes: Iterable[str] = (),
+    groups: Iterable[tuple[str, list[GalleryEntry]]] = (),
+) -> str:
     """One self-contained HTML page (thumbnails inlined as data URIs): the entries, then each group (a heading
     and its entries, e.g. the items a caption feature wins / loses most; see captionrec.analysis)."""
     groups = list(groups)

@@ -8,7 +8,7 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
 
@@ -29,16 +29,28 @@ class GridTracker:
         from captionrec.tracking import tracking_spec
 
         spec = tracking_spec(cfg)  # absolute tracking URI / artifact location, git commit
-        self.cfg, self.store, self.grid_key, self.git_commit = cfg, store, grid_key, spec.tags.get("git_commit", "unknown")
+        self.cfg, self.store, self.grid_key, self.git_commit = (
+            cfg,
+            store,
+            grid_key,
+            spec.tags.get("git_commit", "unknown"),
+        )
         self.tracking_uri = spec.tracking_uri
         mlflow.set_tracking_uri(spec.tracking_uri)
         self.client = MlflowClient(spec.tracking_uri)
         exp = self.client.get_experiment_by_name(spec.experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            spec.experiment, artifact_location=spec.artifact_location)
-        found = self.client.search_runs([self.experiment_id], f"tags.`{C.TAG_GRID_KEY}` = '{grid_key}'",
-                                        order_by=["attributes.start_time DESC"], max_results=1)
-        self.parent_id: Optional[str] = found[0].info.run_id if found else None
+        self.experiment_id = (
+            exp.experiment_id
+            if exp
+            else self.client.create_experiment(spec.experiment, artifact_location=spec.artifact_location)
+        )
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{C.TAG_GRID_KEY}` = '{grid_key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        self.parent_id: str | None = found[0].info.run_id if found else None
 
     @property
     def has_parent(self) -> bool:
@@ -74,8 +86,15 @@ class GridTracker:
         if self.parent_id:
             self.client.update_run(self.parent_id, status="RUNNING")
             return self.parent_id
-        tags = {C.TAG_KIND: C.GRID_RUN, C.TAG_GRID_KEY: self.grid_key, "git_commit": self.git_commit, **self.input_tags()}
-        run = self.client.create_run(self.experiment_id, run_name=f"{self.cfg.experiment.name}-{self.grid_key[:8]}", tags=tags)
+        tags = {
+            C.TAG_KIND: C.GRID_RUN,
+            C.TAG_GRID_KEY: self.grid_key,
+            "git_commit": self.git_commit,
+            **self.input_tags(),
+        }
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"{self.cfg.experiment.name}-{self.grid_key[:8]}", tags=tags
+        )
         self.parent_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -97,10 +116,19 @@ class GridTracker:
 
             from captionrec.config.loader import flatten
 
-            tags = {C.TAG_KIND: C.CHILD_RUN, C.TAG_CHILD_KEY: child.key, "mlflow.parentRunId": self.parent_id,
-                    "git_commit": self.git_commit, **self.input_tags()}
-            run_id = self.client.create_run(self.experiment_id, run_name=f"{child.model}-{child.features}", tags=tags).info.run_id
-            params = [Param(f"train.{k}", ("" if v is None else str(v))[:6000]) for k, v in flatten(child.cfg.train).items()]
+            tags = {
+                C.TAG_KIND: C.CHILD_RUN,
+                C.TAG_CHILD_KEY: child.key,
+                "mlflow.parentRunId": self.parent_id,
+                "git_commit": self.git_commit,
+                **self.input_tags(),
+            }
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=f"{child.model}-{child.features}", tags=tags
+            ).info.run_id
+            params = [
+                Param(f"train.{k}", ("" if v is None else str(v))[:6000]) for k, v in flatten(child.cfg.train).items()
+            ]
             for i in range(0, len(params), 100):
                 self.client.log_batch(run_id, params=params[i : i + 100])
         self.client.set_tag(run_id, C.TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
@@ -108,8 +136,9 @@ class GridTracker:
         self.client.set_terminated(run_id, status="FAILED")
         return run_id
 
-    def save_plan(self, entries: list[dict[str, Any]], skipped: Optional[list[dict[str, str]]] = None,
-                  finished: bool = True) -> None:
+    def save_plan(
+        self, entries: list[dict[str, Any]], skipped: list[dict[str, str]] | None = None, finished: bool = True
+    ) -> None:
         """grid/plan.json on the parent (every child and skipped feature set) and the parent's status."""
         plan = {"grid_key": self.grid_key, "children": entries, "skipped": skipped or []}
         with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,6 @@ warm test cases per feature set; gains: relative gains with their bootstrap inte
 from __future__ import annotations
 
 import io
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -52,8 +51,14 @@ def bars(table: pd.DataFrame, metric: str) -> bytes:
     x = np.arange(len(feats))
     for i, model in enumerate(models):
         sub = table[table["model"] == model].set_index("features").reindex(feats)
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, sub[f"{name}_mean"], width, yerr=sub[f"{name}_std"],
-               capsize=3, label=model)
+        ax.bar(
+            x + (i - (len(models) - 1) / 2) * width,
+            sub[f"{name}_mean"],
+            width,
+            yerr=sub[f"{name}_std"],
+            capsize=3,
+            label=model,
+        )
     for base in C.BASELINES:
         col = f"{base}_{name}_mean"
         if col in table and table[col].notna().any():
@@ -106,7 +111,7 @@ def cold_warm(frame: pd.DataFrame, order: list[str], metric: str) -> bytes:
     return _png(fig)
 
 
-def gains(frame: pd.DataFrame, metric: str) -> Optional[bytes]:
+def gains(frame: pd.DataFrame, metric: str) -> bytes | None:
     """Relative gain per comparison and model with its interval (rows without an interval are left out)."""
     sub = frame[(frame["metric"] == metric) & frame["gain_lo"].notna()]
     if sub.empty:

@@ -7,7 +7,7 @@ import base64
 import html
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
@@ -64,8 +64,14 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str = "",
-               row_classes: Optional[Sequence[str]] = None, left: int = 2, left_last: bool = False) -> str:
+def html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    table_id: str = "",
+    row_classes: Sequence[str] | None = None,
+    left: int = 2,
+    left_last: bool = False,
+) -> str:
     """`left`: the first columns are left-aligned (names), and the last one with `left_last`; cells are escaped."""
     ident = f' id="{esc(table_id)}"' if table_id else ""
 
@@ -90,5 +96,7 @@ def img(data: bytes, alt: str, cls: str = "plot", mime: str = "image/png") -> st
 
 
 def page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style></head>\n<body>\n<h1>{esc(title)}</h1>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head>\n<body>\n<h1>{esc(title)}</h1>\n{body}\n</body></html>\n"
+    )

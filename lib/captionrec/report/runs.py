@@ -17,7 +17,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,9 +50,9 @@ class RunSet:
     experiment_id: str
     runs: pd.DataFrame  # RUN_COLUMNS, one row per child key (finished, or the newest failed attempt)
     windows: pd.DataFrame  # run_id, series, metric, window, value (finished runs only)
-    parent: Optional[dict[str, Any]] = None  # run_id, name, tags
+    parent: dict[str, Any] | None = None  # run_id, name, tags
     plan: dict[str, Any] = field(default_factory=dict)  # the parent's grid/plan.json (empty without a parent)
-    _cases: dict[str, Optional[pd.DataFrame]] = field(default_factory=dict, repr=False)
+    _cases: dict[str, pd.DataFrame | None] = field(default_factory=dict, repr=False)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -62,7 +62,7 @@ class RunSet:
     def failed(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] != FINISHED]
 
-    def cases(self, run_id: str) -> Optional[pd.DataFrame]:
+    def cases(self, run_id: str) -> pd.DataFrame | None:
         """Every window's cases artifact of a run (contracts.CASE_COLUMNS), or None when it has none."""
         if run_id not in self._cases:
             self._cases[run_id] = _download_cases(self.tracking_uri, run_id)
@@ -91,19 +91,29 @@ def _search(experiment_id: str, filter_string: str) -> pd.DataFrame:
     return df if len(df) else pd.DataFrame(columns=["run_id", "status", "start_time"])
 
 
-def find_parent(client, experiment_id: str, parent_run_id: Optional[str]) -> dict[str, Any]:
+def find_parent(client, experiment_id: str, parent_run_id: str | None) -> dict[str, Any]:
     """The given grid run, or the newest grid run of the experiment."""
     if parent_run_id:
         run = client.get_run(parent_run_id)
     else:
-        runs = client.search_runs([experiment_id], f"tags.`{C.TAG_KIND}` = '{C.GRID_RUN}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+        runs = client.search_runs(
+            [experiment_id],
+            f"tags.`{C.TAG_KIND}` = '{C.GRID_RUN}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         if not runs:
-            raise RunsNotFound("no grid run in the experiment; run `captionrec experiment` first "
-                               "(or set report.filter to read other runs)")
+            raise RunsNotFound(
+                "no grid run in the experiment; run `captionrec experiment` first "
+                "(or set report.filter to read other runs)"
+            )
         run = runs[0]
-    return {"run_id": run.info.run_id, "name": run.info.run_name, "tags": dict(run.data.tags),
-            "experiment_id": run.info.experiment_id}
+    return {
+        "run_id": run.info.run_id,
+        "name": run.info.run_name,
+        "tags": dict(run.data.tags),
+        "experiment_id": run.info.experiment_id,
+    }
 
 
 def read_plan(client, run_id: str) -> dict[str, Any]:
@@ -120,20 +130,29 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
 
 def normalize_runs(df: pd.DataFrame) -> pd.DataFrame:
     """search_runs' frame -> RUN_COLUMNS (params train.features / train.model / train.seed, grid tags)."""
-    out = pd.DataFrame({
-        "run_id": _col(df, "run_id"), "status": _col(df, "status"),
-        "features": _col(df, "params.train.features"), "model": _col(df, "params.train.model"),
-        "seed": pd.to_numeric(_col(df, "params.train.seed"), errors="coerce"),
-        "child_key": _col(df, f"tags.{C.TAG_CHILD_KEY}"), "run_name": _col(df, "tags.mlflow.runName"),
-        "start_time": _col(df, "start_time"), "error": _col(df, f"tags.{C.TAG_ERROR}"),
-    })
+    out = pd.DataFrame(
+        {
+            "run_id": _col(df, "run_id"),
+            "status": _col(df, "status"),
+            "features": _col(df, "params.train.features"),
+            "model": _col(df, "params.train.model"),
+            "seed": pd.to_numeric(_col(df, "params.train.seed"), errors="coerce"),
+            "child_key": _col(df, f"tags.{C.TAG_CHILD_KEY}"),
+            "run_name": _col(df, "tags.mlflow.runName"),
+            "start_time": _col(df, "start_time"),
+            "error": _col(df, f"tags.{C.TAG_ERROR}"),
+        }
+    )
     out["error"] = out["error"].fillna("").astype(str)
     kind = _col(df, f"tags.{C.TAG_KIND}")
     out = out[(kind != C.GRID_RUN).to_numpy()]
     missing = out["features"].isna() | out["model"].isna()
     if missing.any():
-        log.warning("ignoring %d run(s) without train.features / train.model params: %s",
-                    int(missing.sum()), ", ".join(out.loc[missing, "run_id"]))
+        log.warning(
+            "ignoring %d run(s) without train.features / train.model params: %s",
+            int(missing.sum()),
+            ", ".join(out.loc[missing, "run_id"]),
+        )
     return out[~missing].reset_index(drop=True)
 
 
@@ -167,12 +186,17 @@ def _available(df: pd.DataFrame) -> set[tuple[str, str]]:
     out = set()
     for col in (c for c in df.columns if c.startswith("metrics.test_")):
         for run_id in df.loc[df[col].notna(), "run_id"]:
-            out.add((run_id, col[len("metrics."):]))
+            out.add((run_id, col[len("metrics.") :]))
     return out
 
 
-def read_runs(tracking_uri: str, experiment: str, metrics: tuple[str, ...], parent_run_id: Optional[str] = None,
-              filter_string: Optional[str] = None) -> RunSet:
+def read_runs(
+    tracking_uri: str,
+    experiment: str,
+    metrics: tuple[str, ...],
+    parent_run_id: str | None = None,
+    filter_string: str | None = None,
+) -> RunSet:
     """The runs of a grid (its children and the runs it reused), or of a search filter."""
     client = _client(tracking_uri)
     exp_id = _experiment_id(client, experiment)
@@ -184,7 +208,9 @@ def read_runs(tracking_uri: str, experiment: str, metrics: tuple[str, ...], pare
         exp_id = parent["experiment_id"]
         plan = read_plan(client, parent["run_id"])
         df = _search(exp_id, f"tags.mlflow.parentRunId = '{parent['run_id']}'")
-        reused = sorted({c["run_id"] for c in plan.get("children", []) if c.get("status") == "reused" and c.get("run_id")})
+        reused = sorted(
+            {c["run_id"] for c in plan.get("children", []) if c.get("status") == "reused" and c.get("run_id")}
+        )
         if reused:
             quoted = ", ".join(f"'{r}'" for r in reused)
             df = pd.concat([df, _search(exp_id, f"attributes.run_id IN ({quoted})")], ignore_index=True)
@@ -196,7 +222,7 @@ def read_runs(tracking_uri: str, experiment: str, metrics: tuple[str, ...], pare
     return RunSet(tracking_uri=tracking_uri, experiment_id=exp_id, runs=runs, windows=windows, parent=parent, plan=plan)
 
 
-def _download_cases(tracking_uri: str, run_id: str) -> Optional[pd.DataFrame]:
+def _download_cases(tracking_uri: str, run_id: str) -> pd.DataFrame | None:
     client = _client(tracking_uri)
     names = [a.path for a in client.list_artifacts(run_id, "cases") if a.path.endswith(".parquet")]
     if not names:

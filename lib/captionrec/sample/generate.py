@@ -36,16 +36,17 @@ import tempfile
 import time
 import wave
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from captionrec.sample.topics import (
     GENERIC_TITLES,
-    TOPICS,
     TOPIC_NAMES,
+    TOPICS,
     audio_bed_graph,
     topic_words_in,
     video_graph,
@@ -60,8 +61,16 @@ VIDEOS_DIR = "videos"
 MANIFEST_FILE = "manifest.json"
 README_FILE = "README.md"
 
-REASON_CODES = ("empty_file", "corrupt", "not_a_video", "no_video_stream", "missing_file", "unknown_item",
-                "malformed_row", "duplicate_interaction")
+REASON_CODES = (
+    "empty_file",
+    "corrupt",
+    "not_a_video",
+    "no_video_stream",
+    "missing_file",
+    "unknown_item",
+    "malformed_row",
+    "duplicate_interaction",
+)
 # One planted item per media-level reason, in this order.
 BAD_MEDIA_REASONS = ("empty_file", "corrupt", "not_a_video", "no_video_stream", "missing_file")
 
@@ -69,7 +78,11 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 DEFAULT_START = "2023-06-05"  # a Monday, UTC
 # (width, height), weight: landscape 16:9 and vertical 9:16.
 SIZES: tuple[tuple[tuple[int, int], float], ...] = (
-    ((320, 180), 0.35), ((256, 144), 0.20), ((180, 320), 0.30), ((144, 256), 0.15))
+    ((320, 180), 0.35),
+    ((256, 144), 0.20),
+    ((180, 320), 0.30),
+    ((144, 256), 0.15),
+)
 FPS_CHOICES: tuple[tuple[int, float], ...] = ((15, 0.55), (24, 0.15), (25, 0.15), (30, 0.15))
 # (sample_rate, channels, aac bitrate kbit/s), weight.
 AUDIO_FORMATS: tuple[tuple[tuple[int, int, int], float], ...] = (((22050, 1, 24), 0.8), ((44100, 2, 48), 0.2))
@@ -185,21 +198,34 @@ def plan_dataset(
     """Decide every item, user, interaction and planted bad input from `seed` (no files written)."""
     if n_items < 2 or n_users < 1 or weeks < 2:
         raise ValueError("need n_items >= 2, n_users >= 1, weeks >= 2")
-    params = dict(n_items=n_items, n_users=n_users, weeks=weeks, n_no_audio=n_no_audio, start_date=start_date,
-                  mean_interactions_per_user=mean_interactions_per_user, favourite_share=favourite_share,
-                  title_topic_share=title_topic_share, cold_share=cold_share, duration_range=list(duration_range),
-                  n_duplicates=n_duplicates, n_unknown_item_rows=n_unknown_item_rows)
-    start = datetime.strptime(start_date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    params = dict(
+        n_items=n_items,
+        n_users=n_users,
+        weeks=weeks,
+        n_no_audio=n_no_audio,
+        start_date=start_date,
+        mean_interactions_per_user=mean_interactions_per_user,
+        favourite_share=favourite_share,
+        title_topic_share=title_topic_share,
+        cold_share=cold_share,
+        duration_range=list(duration_range),
+        n_duplicates=n_duplicates,
+        n_unknown_item_rows=n_unknown_item_rows,
+    )
+    start = datetime.strptime(start_date, "%Y-%m-%d").replace(tzinfo=UTC)
     start_ms = int(start.timestamp()) * 1000
     end_ms = start_ms + weeks * WEEK_MS - 1
     total = n_items + len(BAD_MEDIA_REASONS)
-    items, bad_ids = _plan_items(seed, n_items, total, weeks, n_no_audio, title_topic_share, cold_share,
-                                 duration_range, start_ms)
-    users, base = _plan_interactions(seed, items, n_users, mean_interactions_per_user, favourite_share,
-                                     start_ms, end_ms)
+    items, bad_ids = _plan_items(
+        seed, n_items, total, weeks, n_no_audio, title_topic_share, cold_share, duration_range, start_ms
+    )
+    users, base = _plan_interactions(
+        seed, items, n_users, mean_interactions_per_user, favourite_share, start_ms, end_ms
+    )
     rb = _rng(seed, "bad-rows")
-    pairs_lines, bad_inputs, counts = _plant_pair_rows(rb, base, items, total, n_users, start_ms, end_ms,
-                                                       n_unknown_item_rows, n_duplicates)
+    pairs_lines, bad_inputs, counts = _plant_pair_rows(
+        rb, base, items, total, n_users, start_ms, end_ms, n_unknown_item_rows, n_duplicates
+    )
     title_lines = _title_lines(rb, items, bad_inputs)
     bad_inputs += _media_bad_inputs(bad_ids)
     bad_inputs.sort(key=lambda b: (REASON_CODES.index(b["reason"]), b["source"], b.get("line", 0), b["key"]))
@@ -223,14 +249,33 @@ def plan_dataset(
         "video_files": sum(1 for i in items if bad_ids.get(i) != "missing_file"),
         "clean_video_files": len(clean_set),
     }
-    return Plan(seed=seed, params=params, start_ms=start_ms, end_ms=end_ms, weeks=weeks, items=items, users=users,
-                pairs_lines=pairs_lines, titles_lines=title_lines, bad_inputs=bad_inputs, expected=expected,
-                interactions=base)
+    return Plan(
+        seed=seed,
+        params=params,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        weeks=weeks,
+        items=items,
+        users=users,
+        pairs_lines=pairs_lines,
+        titles_lines=title_lines,
+        bad_inputs=bad_inputs,
+        expected=expected,
+        interactions=base,
+    )
 
 
-def _plan_items(seed: int, n_items: int, total: int, weeks: int, n_no_audio: int, title_topic_share: float,
-                cold_share: float, duration_range: tuple[float, float], start_ms: int
-                ) -> tuple[dict[int, ItemPlan], dict[int, str]]:
+def _plan_items(
+    seed: int,
+    n_items: int,
+    total: int,
+    weeks: int,
+    n_no_audio: int,
+    title_topic_share: float,
+    cold_share: float,
+    duration_range: tuple[float, float],
+    start_ms: int,
+) -> tuple[dict[int, ItemPlan], dict[int, str]]:
     """Items: ids, clean/bad, topic (balanced round-robin), title, media format, speech; and the bad media ids."""
     r = _rng(seed, "items")
     ids = list(range(1, total + 1))
@@ -246,8 +291,20 @@ def _plan_items(seed: int, n_items: int, total: int, weeks: int, n_no_audio: int
     release_week = {iid: 0 for iid in ids}
     for k, iid in enumerate(cold_order):
         release_week[iid] = 1 + k % (weeks - 1)  # every later week gets some new items
-    items = {iid: _plan_item(seed, iid, topic_of[iid], iid in reveal, bad_ids.get(iid), iid not in no_audio,
-                             release_week[iid], start_ms, duration_range) for iid in sorted(ids)}
+    items = {
+        iid: _plan_item(
+            seed,
+            iid,
+            topic_of[iid],
+            iid in reveal,
+            bad_ids.get(iid),
+            iid not in no_audio,
+            release_week[iid],
+            start_ms,
+            duration_range,
+        )
+        for iid in sorted(ids)
+    }
     # small plans still get at least one vertical clean clip
     if not any(items[i].height > items[i].width for i in clean_ids):
         it = items[clean_ids[0]]
@@ -256,8 +313,17 @@ def _plan_items(seed: int, n_items: int, total: int, weeks: int, n_no_audio: int
     return items, bad_ids
 
 
-def _plan_item(seed: int, iid: int, topic_name: str, reveals: bool, reason: str | None, may_have_audio: bool,
-               release_week: int, start_ms: int, duration_range: tuple[float, float]) -> ItemPlan:
+def _plan_item(
+    seed: int,
+    iid: int,
+    topic_name: str,
+    reveals: bool,
+    reason: str | None,
+    may_have_audio: bool,
+    release_week: int,
+    start_ms: int,
+    duration_range: tuple[float, float],
+) -> ItemPlan:
     ri = _rng(seed, f"item:{iid}")
     topic = next(t for t in TOPICS if t.name == topic_name)
     n = ri.randint(2, 99)
@@ -276,23 +342,41 @@ def _plan_item(seed: int, iid: int, topic_name: str, reveals: bool, reason: str 
     af = audio_bed_graph(topic.name, sr, ri)
     audio = may_have_audio and reason not in ("empty_file", "not_a_video", "missing_file")
     return ItemPlan(
-        item_id=iid, topic=topic.name, split="bad" if reason else "clean", bad_reason=reason, title=title,
+        item_id=iid,
+        topic=topic.name,
+        split="bad" if reason else "clean",
+        bad_reason=reason,
+        title=title,
         title_reveals_topic=bool(topic_words_in(title, topic.name)),
         release_week=release_week,
         release_ms=start_ms + release_week * WEEK_MS + ri.randint(0, 2 * 24 * 3600 * 1000),
-        width=w, height=h, fps=fps, duration_s=dur, has_audio=audio,
-        sample_rate=sr if audio else None, channels=ch if audio else None,
+        width=w,
+        height=h,
+        fps=fps,
+        duration_s=dur,
+        has_audio=audio,
+        sample_rate=sr if audio else None,
+        channels=ch if audio else None,
         speech=speech if audio else None,
         speech_topic_words=topic_words_in(speech, topic.name) if audio else [],
-        voice=voice if audio else None, speech_rate_wpm=wpm if audio else None,
-        speech_pitch=pitch if audio else None, speech_delay_s=delay if audio else None,
-        video_filter=vf, audio_bed_filter=af if audio else None,
+        voice=voice if audio else None,
+        speech_rate_wpm=wpm if audio else None,
+        speech_pitch=pitch if audio else None,
+        speech_delay_s=delay if audio else None,
+        video_filter=vf,
+        audio_bed_filter=af if audio else None,
     )
 
 
-def _plan_interactions(seed: int, items: dict[int, ItemPlan], n_users: int, mean_per_user: float,
-                       favourite_share: float, start_ms: int, end_ms: int
-                       ) -> tuple[dict[int, dict[str, Any]], list[tuple[int, int, int]]]:
+def _plan_interactions(
+    seed: int,
+    items: dict[int, ItemPlan],
+    n_users: int,
+    mean_per_user: float,
+    favourite_share: float,
+    start_ms: int,
+    end_ms: int,
+) -> tuple[dict[int, dict[str, Any]], list[tuple[int, int, int]]]:
     """Users with favourite topics and their (user, item, ts) interactions, sorted by user then time; counts each
     item's interactions and first week on the item plans."""
     ru = _rng(seed, "users")
@@ -325,7 +409,7 @@ def _plan_interactions(seed: int, items: dict[int, ItemPlan], n_users: int, mean
             base.append((uid, iid, t))
         users[uid] = {"favourite_topics": favs, "n_interactions": len(seen)}
     base.sort(key=lambda r: (r[0], r[2], r[1]))  # by user, then time (MicroLens order)
-    for uid, iid, t in base:
+    for _uid, iid, t in base:
         it = items[iid]
         it.n_interactions += 1
         wk = (t - start_ms) // WEEK_MS
@@ -333,24 +417,54 @@ def _plan_interactions(seed: int, items: dict[int, ItemPlan], n_users: int, mean
     return users, base
 
 
-def _plant_pair_rows(rb: random.Random, base: list[tuple[int, int, int]], items: dict[int, ItemPlan], total: int,
-                     n_users: int, start_ms: int, end_ms: int, n_unknown_item_rows: int, n_duplicates: int
-                     ) -> tuple[list[str], list[dict[str, Any]], dict[str, int]]:
+def _plant_pair_rows(
+    rb: random.Random,
+    base: list[tuple[int, int, int]],
+    items: dict[int, ItemPlan],
+    total: int,
+    n_users: int,
+    start_ms: int,
+    end_ms: int,
+    n_unknown_item_rows: int,
+    n_duplicates: int,
+) -> tuple[list[str], list[dict[str, Any]], dict[str, int]]:
     """The pairs file's lines with planted bad rows (unknown item, duplicates, malformed), their records with final
     line numbers, and how many of each were planted."""
     entries: list[tuple[str, dict[str, Any]]] = [(f"{u},{i},{t}", {}) for u, i, t in base]
     unknown_id = total + 1000 + rb.randint(0, 899)
     for _ in range(n_unknown_item_rows):
         u, t = rb.randint(1, n_users), rb.randint(start_ms, end_ms)
-        entries.insert(rb.randint(0, len(entries)), (f"{u},{unknown_id},{t}", {
-            "source": "pairs", "reason": "unknown_item", "user_id": str(u), "item_id": str(unknown_id),
-            "ts_ms": t, "detail": "item id is in neither the titles file nor videos/"}))
+        entries.insert(
+            rb.randint(0, len(entries)),
+            (
+                f"{u},{unknown_id},{t}",
+                {
+                    "source": "pairs",
+                    "reason": "unknown_item",
+                    "user_id": str(u),
+                    "item_id": str(unknown_id),
+                    "ts_ms": t,
+                    "detail": "item id is in neither the titles file nor videos/",
+                },
+            ),
+        )
     dup_pool = [row for row in base if items[row[1]].split == "clean"]
     for u, i, t in rb.sample(dup_pool, min(n_duplicates, len(dup_pool))):
         first = next(k for k, (line, _m) in enumerate(entries) if line == f"{u},{i},{t}")
-        entries.insert(rb.randint(first + 1, len(entries)), (f"{u},{i},{t}", {
-            "source": "pairs", "reason": "duplicate_interaction", "user_id": str(u), "item_id": str(i),
-            "ts_ms": t, "detail": "exact copy of an earlier row"}))
+        entries.insert(
+            rb.randint(first + 1, len(entries)),
+            (
+                f"{u},{i},{t}",
+                {
+                    "source": "pairs",
+                    "reason": "duplicate_interaction",
+                    "user_id": str(u),
+                    "item_id": str(i),
+                    "ts_ms": t,
+                    "detail": "exact copy of an earlier row",
+                },
+            ),
+        )
     u0, i0 = base[0][0], base[0][1]
     malformed = [
         (f"{u0},{i0},yesterday", "non-numeric timestamp"),
@@ -358,8 +472,9 @@ def _plant_pair_rows(rb: random.Random, base: list[tuple[int, int, int]], items:
         ("garbage line: export interrupted, retrying", "not a user,item,timestamp row"),
     ]
     for raw, why in malformed:
-        entries.insert(rb.randint(1, len(entries)), (raw, {"source": "pairs", "reason": "malformed_row",
-                                                          "detail": why}))
+        entries.insert(
+            rb.randint(1, len(entries)), (raw, {"source": "pairs", "reason": "malformed_row", "detail": why})
+        )
     bad_inputs: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
     for k, (line, meta) in enumerate(entries):
@@ -383,8 +498,16 @@ def _title_lines(rb: random.Random, items: dict[int, ItemPlan], bad_inputs: list
     pos = rb.randint(1, len(title_lines))
     bad_title = _csv_line(["", "orphan title, no id"])
     title_lines.insert(pos, bad_title)
-    bad_inputs.append({"source": "titles", "reason": "malformed_row", "line": pos + 1, "raw": bad_title,
-                       "detail": "empty id", "key": f"line:{pos + 1}"})
+    bad_inputs.append(
+        {
+            "source": "titles",
+            "reason": "malformed_row",
+            "line": pos + 1,
+            "raw": bad_title,
+            "detail": "empty id",
+            "key": f"line:{pos + 1}",
+        }
+    )
     return title_lines
 
 
@@ -398,8 +521,16 @@ def _media_bad_inputs(bad_ids: dict[int, str]) -> list[dict[str, Any]]:
             "no_video_stream": "valid MP4 holding only an AAC audio track",
             "missing_file": "listed in the titles file and in interactions, no file in videos/",
         }[reason]
-        out.append({"source": "videos", "reason": reason, "item_id": str(iid),
-                    "path": f"{VIDEOS_DIR}/{iid}.mp4", "detail": detail, "key": str(iid)})
+        out.append(
+            {
+                "source": "videos",
+                "reason": reason,
+                "item_id": str(iid),
+                "path": f"{VIDEOS_DIR}/{iid}.mp4",
+                "detail": detail,
+                "key": str(iid),
+            }
+        )
     return out
 
 
@@ -414,10 +545,20 @@ def _manifest(plan: Plan) -> dict[str, Any]:
         "format": MANIFEST_FORMAT,
         "seed": plan.seed,
         "params": plan.params,
-        "layout": {"videos_dir": VIDEOS_DIR, "pairs_file": PAIRS_FILE, "pairs_header": ["user", "item", "timestamp"],
-                   "titles_file": TITLES_FILE, "titles_header": None, "timestamp_unit": "ms"},
-        "time": {"start_ms": plan.start_ms, "end_ms": plan.end_ms, "weeks": plan.weeks,
-                 "week_starts_ms": [plan.start_ms + w * WEEK_MS for w in range(plan.weeks)]},
+        "layout": {
+            "videos_dir": VIDEOS_DIR,
+            "pairs_file": PAIRS_FILE,
+            "pairs_header": ["user", "item", "timestamp"],
+            "titles_file": TITLES_FILE,
+            "titles_header": None,
+            "timestamp_unit": "ms",
+        },
+        "time": {
+            "start_ms": plan.start_ms,
+            "end_ms": plan.end_ms,
+            "weeks": plan.weeks,
+            "week_starts_ms": [plan.start_ms + w * WEEK_MS for w in range(plan.weeks)],
+        },
         "reason_codes": list(REASON_CODES),
         "topics": {t.name: {"words": list(t.words), "visual": t.visual, "sound": t.sound} for t in TOPICS},
         "clean_items": [str(i) for i in clean],
@@ -437,7 +578,7 @@ def _readme(plan: Plan, manifest: dict[str, Any]) -> str:
     clean = [it for it in items.values() if it.split == "clean"]
     per_topic = Counter(it.topic for it in clean)
     exp = plan.expected
-    start = datetime.fromtimestamp(plan.start_ms / 1000, tz=timezone.utc).date()
+    start = datetime.fromtimestamp(plan.start_ms / 1000, tz=UTC).date()
     n_topics = len({it.topic for it in items.values()})
     base_share = sum(len(u["favourite_topics"]) for u in plan.users.values()) / max(1, len(plan.users)) / n_topics
     lines = [
@@ -468,7 +609,7 @@ def _readme(plan: Plan, manifest: dict[str, Any]) -> str:
         "Each item has one topic. Its speech says a sentence with words of the topic (a real ASR recovers them), "
         "its sound bed and its picture differ by topic, and only ~"
         f"{round(100 * plan.params['title_topic_share'])}% of titles name the topic (the rest are generic, "
-        "\"you won't believe this #42\"). Topic words are unique across topics.",
+        '"you won\'t believe this #42"). Topic words are unique across topics.',
         "",
         "| topic | clean items | picture | sound bed | example words |",
         "|---|---|---|---|---|",
@@ -496,8 +637,11 @@ def _readme(plan: Plan, manifest: dict[str, Any]) -> str:
     ]
     for b in plan.bad_inputs:
         where = b.get("path") or f"line {b['line']}"
-        lines.append(f"| {b['source']} | `{b['reason']}` | {where} | {b['detail']} (`{b['raw']}`) |"
-                     if "raw" in b else f"| {b['source']} | `{b['reason']}` | {where} | {b['detail']} |")
+        lines.append(
+            f"| {b['source']} | `{b['reason']}` | {where} | {b['detail']} (`{b['raw']}`) |"
+            if "raw" in b
+            else f"| {b['source']} | `{b['reason']}` | {where} | {b['detail']} |"
+        )
     lines += [
         "",
         "Interactions naming the bad media items are otherwise valid rows (their item is in the titles file): "
@@ -523,7 +667,8 @@ def _find_espeak(candidate: str | None = None) -> str:
     if exe is None:
         raise SampleGenerationError(
             f"espeak-ng not found ({candidate or 'espeak-ng on PATH'}): the sample's speech needs it. "
-            "Install it with `apt-get install espeak-ng`.")
+            "Install it with `apt-get install espeak-ng`."
+        )
     return exe
 
 
@@ -540,16 +685,27 @@ def _wav_seconds(path: Path) -> float:
         return w.getnframes() / float(w.getframerate())
 
 
-_BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",
-             "-map_chapters", "-1"]
+_BITEXACT = [
+    "-fflags",
+    "+bitexact",
+    "-flags:v",
+    "+bitexact",
+    "-flags:a",
+    "+bitexact",
+    "-map_metadata",
+    "-1",
+    "-map_chapters",
+    "-1",
+]
 
 
 def _video_kbps(it: ItemPlan) -> int:
     return max(32, round(56 * it.width * it.height / (320 * 180)))
 
 
-def _render(it: ItemPlan, out: Path, ffmpeg: str, espeak: str, tmp: Path, *, audio_only: bool = False,
-            faststart: bool = True) -> dict[str, Any]:
+def _render(
+    it: ItemPlan, out: Path, ffmpeg: str, espeak: str, tmp: Path, *, audio_only: bool = False, faststart: bool = True
+) -> dict[str, Any]:
     """Render one clip (one espeak call, one ffmpeg call). Returns timing and warnings."""
     t0 = time.perf_counter()
     warnings: list[str] = []
@@ -558,8 +714,22 @@ def _render(it: ItemPlan, out: Path, ffmpeg: str, espeak: str, tmp: Path, *, aud
     if it.has_audio:
         assert it.speech is not None and it.sample_rate is not None and it.speech_delay_s is not None
         wav = tmp / f"{it.item_id}.wav"
-        subprocess.run([espeak, "-v", str(it.voice), "-s", str(it.speech_rate_wpm), "-p", str(it.speech_pitch),
-                        "-w", str(wav), it.speech], check=True, capture_output=True)
+        subprocess.run(
+            [
+                espeak,
+                "-v",
+                str(it.voice),
+                "-s",
+                str(it.speech_rate_wpm),
+                "-p",
+                str(it.speech_pitch),
+                "-w",
+                str(wav),
+                it.speech,
+            ],
+            check=True,
+            capture_output=True,
+        )
         room = it.duration_s - it.speech_delay_s - 0.2
         speech_s = _wav_seconds(wav)
         tempo = ""
@@ -569,8 +739,9 @@ def _render(it: ItemPlan, out: Path, ffmpeg: str, espeak: str, tmp: Path, *, aud
             warnings.append(f"item {it.item_id}: speech {speech_s:.2f}s > room {room:.2f}s, atempo {factor:.2f}")
         cmd += ["-i", str(wav)]
         delay_ms = int(round(it.speech_delay_s * 1000))
-        graph.append(f"[0:a]aresample={it.sample_rate},aformat=channel_layouts=mono,{tempo}"
-                     f"adelay={delay_ms}:all=1,apad[sp]")
+        graph.append(
+            f"[0:a]aresample={it.sample_rate},aformat=channel_layouts=mono,{tempo}adelay={delay_ms}:all=1,apad[sp]"
+        )
         graph.append(f"{it.audio_bed_filter}[bed]")
         graph.append("[sp][bed]amix=inputs=2:duration=first:normalize=0[a]")
     if not audio_only:
@@ -578,20 +749,38 @@ def _render(it: ItemPlan, out: Path, ffmpeg: str, espeak: str, tmp: Path, *, aud
     cmd += ["-filter_complex", ";".join(graph), "-filter_complex_threads", "1"]
     if not audio_only:
         kbps = _video_kbps(it)
-        cmd += ["-map", "[v]", "-c:v", "libx264", "-preset", "medium", "-crf", "30", "-maxrate", f"{kbps}k",
-                "-bufsize", f"{2 * kbps}k", "-g", str(2 * it.fps), "-pix_fmt", "yuv420p", "-threads", "1"]
+        cmd += [
+            "-map",
+            "[v]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "medium",
+            "-crf",
+            "30",
+            "-maxrate",
+            f"{kbps}k",
+            "-bufsize",
+            f"{2 * kbps}k",
+            "-g",
+            str(2 * it.fps),
+            "-pix_fmt",
+            "yuv420p",
+            "-threads",
+            "1",
+        ]
     if it.has_audio:
         akbps = next(k for (sr, ch, k), _w in AUDIO_FORMATS if (sr, ch) == (it.sample_rate, it.channels))
-        cmd += ["-map", "[a]", "-c:a", "aac", "-b:a", f"{akbps}k", "-ar", str(it.sample_rate),
-                "-ac", str(it.channels)]
+        cmd += ["-map", "[a]", "-c:a", "aac", "-b:a", f"{akbps}k", "-ar", str(it.sample_rate), "-ac", str(it.channels)]
     cmd += ["-t", f"{it.duration_s:.1f}", *_BITEXACT]
     if faststart:
         cmd += ["-movflags", "+faststart"]
     cmd += [str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:
-        raise SampleGenerationError(f"ffmpeg failed for item {it.item_id} (rc={proc.returncode}): "
-                                    f"{proc.stderr.strip()[-2000:]}")
+        raise SampleGenerationError(
+            f"ffmpeg failed for item {it.item_id} (rc={proc.returncode}): {proc.stderr.strip()[-2000:]}"
+        )
     return {"item_id": it.item_id, "seconds": time.perf_counter() - t0, "warnings": warnings}
 
 
@@ -622,11 +811,14 @@ def _render_item(it: ItemPlan, videos: Path, ffmpeg: str, espeak: str, tmp: Path
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     ours = (out_dir / MANIFEST_FILE).exists()
-    others = [p for p in out_dir.iterdir() if p.name not in (VIDEOS_DIR, PAIRS_FILE, TITLES_FILE, MANIFEST_FILE,
-                                                             README_FILE)]
+    others = [
+        p for p in out_dir.iterdir() if p.name not in (VIDEOS_DIR, PAIRS_FILE, TITLES_FILE, MANIFEST_FILE, README_FILE)
+    ]
     if any(out_dir.iterdir()) and not ours and not overwrite:
-        raise SampleGenerationError(f"{out_dir} is not empty and holds no {MANIFEST_FILE}: refusing to write there "
-                                    "(pass overwrite=True / --overwrite)")
+        raise SampleGenerationError(
+            f"{out_dir} is not empty and holds no {MANIFEST_FILE}: refusing to write there "
+            "(pass overwrite=True / --overwrite)"
+        )
     if others and not overwrite:
         raise SampleGenerationError(f"{out_dir} holds files the generator did not write: {[p.name for p in others]}")
     videos = out_dir / VIDEOS_DIR
@@ -669,8 +861,9 @@ def generate(
     if render:
         espeak = _find_espeak(espeak_exe)
         ffmpeg = ffmpeg_exe or _find_ffmpeg()
-    plan = plan_dataset(seed, n_items, n_users, weeks=weeks, n_no_audio=n_no_audio, duration_range=duration_range,
-                        **plan_kwargs)
+    plan = plan_dataset(
+        seed, n_items, n_users, weeks=weeks, n_no_audio=n_no_audio, duration_range=duration_range, **plan_kwargs
+    )
     videos = _prepare_out_dir(out, overwrite)
     manifest = _manifest(plan)
     (out / PAIRS_FILE).write_text("user,item,timestamp\n" + "\n".join(plan.pairs_lines) + "\n", encoding="utf-8")
@@ -684,8 +877,10 @@ def generate(
         t1 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="captionrec-sample-") as td:
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                futures = [pool.submit(_render_item, it, videos, ffmpeg, espeak, Path(td))
-                           for _iid, it in sorted(plan.items.items())]
+                futures = [
+                    pool.submit(_render_item, it, videos, ffmpeg, espeak, Path(td))
+                    for _iid, it in sorted(plan.items.items())
+                ]
                 for f in futures:
                     warnings += f.result()["warnings"]
         render_s = time.perf_counter() - t1
@@ -730,9 +925,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-render", action="store_true", help="CSVs + manifest only, no videos")
     args = ap.parse_args(list(argv) if argv is not None else None)
     try:
-        summary = generate(args.out, seed=args.seed, n_items=args.items, n_users=args.users, weeks=args.weeks,
-                           n_no_audio=args.no_audio, workers=args.workers, overwrite=args.overwrite,
-                           render=not args.no_render)
+        summary = generate(
+            args.out,
+            seed=args.seed,
+            n_items=args.items,
+            n_users=args.users,
+            weeks=args.weeks,
+            n_no_audio=args.no_audio,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            render=not args.no_render,
+        )
     except SampleGenerationError as e:
         print(f"captionrec sample: error: {e}", file=sys.stderr)
         return 2

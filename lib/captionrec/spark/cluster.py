@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -108,7 +108,7 @@ class ExecutorSlots:
         return min(by_cpu, by_gpu)
 
 
-def conf_value(spark: "SparkSession", key: str) -> Optional[str]:
+def conf_value(spark: "SparkSession", key: str) -> str | None:
     try:
         return spark.sparkContext.getConf().get(key, None)
     except Exception:  # noqa: BLE001 - managed sessions may hide keys
@@ -138,7 +138,7 @@ def registered_executors(spark: "SparkSession") -> list[ExecutorSlots]:
     return out
 
 
-def configured_executor(spark: "SparkSession") -> Optional[ExecutorSlots]:
+def configured_executor(spark: "SparkSession") -> ExecutorSlots | None:
     """The executor shape the conf promises (`spark.executor.cores`, `spark.executor.resource.gpu.amount`,
     or `local-cluster[n,cores,mem]`), or None when the conf leaves the cores to the cluster manager."""
     master = spark.sparkContext.master
@@ -170,9 +170,14 @@ def wait_for_executors(spark: "SparkSession", timeout_s: float = 60.0, poll_s: f
 
 
 def _fits_message(
-    what: str, task_cpus: int, task_gpus: float, execs: list[ExecutorSlots], source: str,
-    cpus_key: str, gpus_key: str,
-) -> Optional[str]:
+    what: str,
+    task_cpus: int,
+    task_gpus: float,
+    execs: list[ExecutorSlots],
+    source: str,
+    cpus_key: str,
+    gpus_key: str,
+) -> str | None:
     best_cores = max(e.cores for e in execs)
     best_gpus = max(e.gpus for e in execs)
     if task_cpus > best_cores:
@@ -207,8 +212,8 @@ def check_task_fits(
     cpus_key: str = "spark.task.cpus",
     gpus_key: str = "spark.task.resource.gpu.amount",
     concurrent: int = 1,
-    executor_cores: Optional[int] = None,
-    executor_gpus: Optional[int] = None,
+    executor_cores: int | None = None,
+    executor_gpus: int | None = None,
     wait_s: float = 60.0,
     warn_unknown: bool = True,
 ) -> list[ExecutorSlots]:
@@ -232,12 +237,17 @@ def check_task_fits(
             conf_exec = configured_executor(spark)
             if conf_exec is None:
                 say = log.warning if warn_unknown else log.debug
-                say("no executor registered within %.0f s and spark.executor.cores is unset: cannot check that %s "
-                    "(%d CPUs, %g GPUs per task) fit", wait_s, what, task_cpus, task_gpus)
+                say(
+                    "no executor registered within %.0f s and spark.executor.cores is unset: cannot check that %s "
+                    "(%d CPUs, %g GPUs per task) fit",
+                    wait_s,
+                    what,
+                    task_cpus,
+                    task_gpus,
+                )
                 return []
             execs = [conf_exec]
-            source = (f"spark.executor.cores={conf_exec.cores}, "
-                      f"spark.executor.resource.gpu.amount={conf_exec.gpus}")
+            source = f"spark.executor.cores={conf_exec.cores}, spark.executor.resource.gpu.amount={conf_exec.gpus}"
     problem = _fits_message(what, task_cpus, task_gpus, execs, source, cpus_key, gpus_key)
     if problem:
         raise ClusterConfigError(problem)
@@ -270,5 +280,4 @@ def check_session(spark: "SparkSession", wait_s: float = 0.0) -> list[ExecutorSl
     its executors. Called by `get_spark` for cluster masters; cheap (no wait by default)."""
     cpus = int(conf_value(spark, "spark.task.cpus") or 1)
     gpus = float(conf_value(spark, "spark.task.resource.gpu.amount") or 0)
-    return check_task_fits(spark, cpus, gpus, what="the session's default tasks", wait_s=wait_s,
-                           warn_unknown=False)
+    return check_task_fits(spark, cpus, gpus, what="the session's default tasks", wait_s=wait_s, warn_unknown=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Optional, TypeVar
+from typing import TypeVar
 
 K = TypeVar("K")
 
@@ -27,7 +27,7 @@ class CommitPacer:
         if every < 0 or seconds < 0 or first < 1:
             raise ValueError("commit bounds must be >= 0 (0: no bound) and the first chunk >= 1")
         self.every, self.seconds, self.first = every, seconds, first
-        self.rate: Optional[float] = None  # items per second over the chunks so far
+        self.rate: float | None = None  # items per second over the chunks so far
         self._items, self._elapsed = 0, 0.0
 
     def size(self, remaining: int) -> int:
@@ -52,6 +52,6 @@ class CommitPacer:
         while start < len(keys):
             n = self.size(len(keys) - start)
             t0 = time.perf_counter()
-            yield list(keys[start:start + n])
+            yield list(keys[start : start + n])
             self.done(n, time.perf_counter() - t0)
             start += n

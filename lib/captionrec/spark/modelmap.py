@@ -78,17 +78,24 @@ def stage_gpu(spark: "SparkSession", gpu: "GpuConfig", stage: str) -> StageGpu:
     Raises `spark.cluster.ClusterConfigError` when the profile's tasks can never be scheduled."""
     from captionrec.spark.cluster import check_profile_fits
 
-    profile = profile_for(spark, gpu.enabled, gpu.task_amount, task_cpus=gpu.task_cpus,
-                          executor_gpus=gpu.executor_amount)
-    # a profile no executor can hold would leave the stage waiting forever: an error that names the settings
-    check_profile_fits(spark, profile, what=f"{stage} GPU tasks", cpus_key=f"{stage}.gpu.task_cpus",
-                       gpus_key=f"{stage}.gpu.task_amount")
-    scheduled = gpu.enabled and (
-        (profile is not None and gpu.task_amount > 0) or session_schedules_gpus(spark)
+    profile = profile_for(
+        spark, gpu.enabled, gpu.task_amount, task_cpus=gpu.task_cpus, executor_gpus=gpu.executor_amount
     )
+    # a profile no executor can hold would leave the stage waiting forever: an error that names the settings
+    check_profile_fits(
+        spark,
+        profile,
+        what=f"{stage} GPU tasks",
+        cpus_key=f"{stage}.gpu.task_cpus",
+        gpus_key=f"{stage}.gpu.task_amount",
+    )
+    scheduled = gpu.enabled and ((profile is not None and gpu.task_amount > 0) or session_schedules_gpus(spark))
     if gpu.enabled and not scheduled:
-        log.info("%s.gpu.enabled on master %s without GPU scheduling: tasks use this machine's first GPU",
-                 stage, spark.sparkContext.master)
+        log.info(
+            "%s.gpu.enabled on master %s without GPU scheduling: tasks use this machine's first GPU",
+            stage,
+            spark.sparkContext.master,
+        )
     return StageGpu(profile, DeviceRule(stage, gpu.enabled, scheduled, gpu.on_missing_cuda))
 
 
@@ -160,8 +167,9 @@ def _release_rows(stage: str | None) -> Callable[[Rows], Iterator[list[dict[str,
     return partition
 
 
-def release_models(spark: "SparkSession", gpu: StageGpu, stage: str | None = None,
-                   tasks: int | None = None) -> dict[int, list[str]]:
+def release_models(
+    spark: "SparkSession", gpu: StageGpu, stage: str | None = None, tasks: int | None = None
+) -> dict[int, list[str]]:
     """Driver side, after a stage's write: release `stage`'s models (default: the stage of `gpu.rule`) in the
     Python workers a small job reaches. The job runs under the stage's ResourceProfile (its tasks share the
     stage's Python worker pool) with `tasks` tasks (default: twice the default parallelism). Returns

@@ -45,8 +45,9 @@ _LOCK = threading.RLock()
 _RELEASED: list[str] = []  # `<key>@<device>` of every model released in this process, in order (observability)
 
 
-def cached_model(key: str, factory: Callable[[], T], device: str = "cpu", evict: str | None = None,
-                 stage: str | None = None) -> T:
+def cached_model(
+    key: str, factory: Callable[[], T], device: str = "cpu", evict: str | None = None, stage: str | None = None
+) -> T:
     """The worker-process singleton for (`key`, `device`), built with `factory` on first use.
 
     `evict`: a group name; before a new model of that group is loaded on a CUDA device, the group's other models
@@ -101,8 +102,9 @@ def model_cache_state() -> dict[str, Any]:
 
 
 def _evict(group: str, device: str) -> None:
-    _release(lambda e: e.group == group and e.device == device,
-             f"of group {group} from {device} before loading another")
+    _release(
+        lambda e: e.group == group and e.device == device, f"of group {group} from {device} before loading another"
+    )
 
 
 def clear_model_cache() -> None:
@@ -149,7 +151,10 @@ class DeviceRule:
 
 
 def choose_device(
-    rule: DeviceRule, addresses: Sequence[str], cuda_available: bool, device_count: int,
+    rule: DeviceRule,
+    addresses: Sequence[str],
+    cuda_available: bool,
+    device_count: int,
     visible_devices: str | None,
 ) -> str:
     """The torch device of a task (pure: the caller passes what Spark, torch and the environment report).
@@ -211,8 +216,13 @@ def task_device(rule: DeviceRule | None = None) -> str:
     import torch
 
     available = torch.cuda.is_available()
-    return choose_device(rule, task_gpu_addresses(), available, torch.cuda.device_count() if available else 0,
-                         os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return choose_device(
+        rule,
+        task_gpu_addresses(),
+        available,
+        torch.cuda.device_count() if available else 0,
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
 
 
 def limit_torch_threads(n: int) -> None:
@@ -265,8 +275,9 @@ def profile_for(spark, enabled: bool, task_gpus: float, task_cpus: int = 1, exec
     if not enabled:
         return None
     if not supports_stage_scheduling(spark):
-        log.info("master %s has no stage-level scheduling; running without a GPU ResourceProfile",
-                 spark.sparkContext.master)
+        log.info(
+            "master %s has no stage-level scheduling; running without a GPU ResourceProfile", spark.sparkContext.master
+        )
         return None
     return gpu_resource_profile(task_gpus, task_cpus=task_cpus, executor_gpus=executor_gpus)
 
@@ -284,7 +295,9 @@ def arrow_batch(rows: list[dict[str, Any]], schema: "pa.Schema") -> "pa.RecordBa
     for row in rows:
         extra = set(row) - names
         if extra:
-            raise KeyError(f"row has column(s) {sorted(extra)} that the output schema does not declare ({schema.names})")
+            raise KeyError(
+                f"row has column(s) {sorted(extra)} that the output schema does not declare ({schema.names})"
+            )
     return pa.RecordBatch.from_pylist(rows, schema=schema)
 
 

@@ -46,7 +46,7 @@ class DeltaUnavailableError(RuntimeError):
 
 
 def resolve_backend(spark: "SparkSession", backend: str) -> str:
-    """"auto" -> "delta-spark" when the session has Delta configured (or is Databricks), else "delta-rs"."""
+    """ "auto" -> "delta-spark" when the session has Delta configured (or is Databricks), else "delta-rs"."""
     if backend not in BACKENDS:
         raise ValueError(f"storage.backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":

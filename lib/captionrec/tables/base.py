@@ -1,6 +1,6 @@
 """The table-store interface shared by both Delta backends, and the helpers both use.
 
-Semantics every backend keeps (the contract tests in tests/test_tables.py check them):
+Semantics every backend keeps (the contract tests in tests/tables/test_tables.py check them):
 - every write is one driver-side commit and returns the table's new version;
 - `upsert` / `insert_missing` MERGE on `keys`; the source is deduplicated on the keys first and the
   LAST row per key (in the DataFrame's order, i.e. the order `collect()` returns) wins; rows with a
@@ -27,9 +27,9 @@ import random
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # pyspark is imported lazily: nothing here needs it at import time
     from pyspark.sql import DataFrame, SparkSession
@@ -152,8 +152,15 @@ class TableStore(ABC):
                         f"Raise storage.commit_retries or keep concurrent jobs off the same table"
                     ) from exc
                 delay = self.retry_backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                log.warning("%s on %r conflicted with a concurrent commit (attempt %d of %d): %s; retrying in %.2f s",
-                            op, name, attempt, attempts, str(exc).splitlines()[0][:200], delay)
+                log.warning(
+                    "%s on %r conflicted with a concurrent commit (attempt %d of %d): %s; retrying in %.2f s",
+                    op,
+                    name,
+                    attempt,
+                    attempts,
+                    str(exc).splitlines()[0][:200],
+                    delay,
+                )
                 sleep(delay)
         raise AssertionError("unreachable")
 
@@ -325,7 +332,7 @@ def _intish(v: Any) -> Any:
 def history_entry(
     version: int, timestamp_ms: int | None, operation: str | None, params: Mapping | None, metrics: Mapping | None
 ) -> dict:
-    ts = None if timestamp_ms is None else _dt.datetime.fromtimestamp(int(timestamp_ms) / 1000, tz=_dt.timezone.utc)
+    ts = None if timestamp_ms is None else _dt.datetime.fromtimestamp(int(timestamp_ms) / 1000, tz=_dt.UTC)
     return {
         "version": int(version),
         "timestamp": ts,

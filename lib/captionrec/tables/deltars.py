@@ -19,7 +19,8 @@ Delta Spark writes them), and Arrow view/large/fixed-size types map to their pla
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from captionrec.tables.base import (
@@ -167,7 +168,11 @@ class DeltaRsStore(TableStore):
         dt = self._open(name, without_files=True)
         return [
             history_entry(
-                h["version"], h.get("timestamp"), h.get("operation"), h.get("operationParameters"), h.get("operationMetrics")
+                h["version"],
+                h.get("timestamp"),
+                h.get("operation"),
+                h.get("operationParameters"),
+                h.get("operationMetrics"),
             )
             for h in dt.history(limit)
         ]
@@ -215,8 +220,11 @@ class DeltaRsStore(TableStore):
             dt = self._open(name)
             opt = dt.optimize
             m = opt.z_order(list(zorder_by)) if zorder_by else opt.compact()
-            return {"files_removed": int(m.get("numFilesRemoved", 0)), "files_added": int(m.get("numFilesAdded", 0)),
-                    "version": dt.version()}
+            return {
+                "files_removed": int(m.get("numFilesRemoved", 0)),
+                "files_added": int(m.get("numFilesAdded", 0)),
+                "version": dt.version(),
+            }
 
         return self.with_retries(name, "OPTIMIZE", attempt)
 
@@ -282,8 +290,9 @@ class DeltaRsStore(TableStore):
 
                 target = pa.schema(self._open(name, without_files=True).schema().to_arrow())
                 if set(src.column_names) != set(target.names):
-                    raise ValueError(f"columns don't match table {name!r}: {sorted(src.column_names)} vs "
-                                     f"{sorted(target.names)}")
+                    raise ValueError(
+                        f"columns don't match table {name!r}: {sorted(src.column_names)} vs {sorted(target.names)}"
+                    )
                 src = normalize_arrow(src.select(target.names).cast(target))
             return self._merge_arrow_once(name, src, keys, update)
 

@@ -16,7 +16,8 @@ as a MERGE into the winner's table. OPTIMIZE is Delta's `optimize().executeCompa
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from captionrec.tables.base import (
     MergeResult,
@@ -154,8 +155,11 @@ class DeltaSparkStore(TableStore):
             opt = self._table(name).optimize()
             out = opt.executeZOrderBy(*zorder_by) if zorder_by else opt.executeCompaction()
             metrics = out.first()["metrics"]
-            return {"files_removed": int(metrics["numFilesRemoved"]), "files_added": int(metrics["numFilesAdded"]),
-                    "version": self.version(name)}
+            return {
+                "files_removed": int(metrics["numFilesRemoved"]),
+                "files_added": int(metrics["numFilesAdded"]),
+                "version": self.version(name),
+            }
 
         return self.with_retries(name, "OPTIMIZE", attempt)
 
@@ -221,11 +225,20 @@ class DeltaSparkStore(TableStore):
 # Delta's commit-conflict exceptions (JVM class names / Spark error conditions), and what an exclusive
 # create reports when a concurrent writer created the table first.
 _CONFLICT_NAMES = (
-    "io.delta.exceptions.Concurrent", "ConcurrentModificationException", "MetadataChangedException",
-    "ProtocolChangedException", "DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
+    "io.delta.exceptions.Concurrent",
+    "ConcurrentModificationException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+    "DELTA_CONCURRENT_",
+    "DELTA_METADATA_CHANGED",
+    "DELTA_PROTOCOL_CHANGED",
 )
-_EXISTS_CONDITIONS = ("DELTA_PATH_EXISTS", "PATH_ALREADY_EXISTS", "TABLE_OR_VIEW_ALREADY_EXISTS",
-                      "DELTA_TABLE_ALREADY_EXISTS")
+_EXISTS_CONDITIONS = (
+    "DELTA_PATH_EXISTS",
+    "PATH_ALREADY_EXISTS",
+    "TABLE_OR_VIEW_ALREADY_EXISTS",
+    "DELTA_TABLE_ALREADY_EXISTS",
+)
 
 
 def is_delta_conflict(exc: BaseException) -> bool:
@@ -234,10 +247,16 @@ def is_delta_conflict(exc: BaseException) -> bool:
         from delta.exceptions import base as delta_base
 
         conflict_types = tuple(
-            getattr(delta_base, n) for n in (
-                "DeltaConcurrentModificationException", "ConcurrentWriteException", "MetadataChangedException",
-                "ProtocolChangedException", "ConcurrentAppendException", "ConcurrentDeleteReadException",
-                "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
+            getattr(delta_base, n)
+            for n in (
+                "DeltaConcurrentModificationException",
+                "ConcurrentWriteException",
+                "MetadataChangedException",
+                "ProtocolChangedException",
+                "ConcurrentAppendException",
+                "ConcurrentDeleteReadException",
+                "ConcurrentDeleteDeleteException",
+                "ConcurrentTransactionException",
             )
         )
         if isinstance(exc, conflict_types):

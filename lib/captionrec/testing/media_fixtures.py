@@ -181,9 +181,7 @@ def make_media_suite(out_dir: str | os.PathLike) -> dict[str, Path]:
     s["vfr"] = make_clip(d / "vfr.mp4", duration_s=3.0, fps=30, vfr=True, audio=None)
     s["bframes"] = make_clip(d / "bframes.mp4", duration_s=4.0, preset="veryfast", keyint=25, audio=None)
     s["gop1s"] = make_clip(d / "gop1s.mp4", duration_s=12.0, preset="veryfast", keyint=25, audio=None)
-    s["open_gop"] = make_clip(
-        d / "open_gop.avi", duration_s=4.0, video_codec="mpeg4", bframes=2, keyint=25, audio=None
-    )
+    s["open_gop"] = make_clip(d / "open_gop.avi", duration_s=4.0, video_codec="mpeg4", bframes=2, keyint=25, audio=None)
     s["open_gop_h264"] = make_clip(
         d / "open_gop_h264.mkv", duration_s=6.0, preset="veryfast", keyint=25, open_gop=True, audio=None
     )
@@ -193,15 +191,30 @@ def make_media_suite(out_dir: str | os.PathLike) -> dict[str, Path]:
     run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1", str(cover)])
     s["audio_cover_art"] = d / "audio_cover_art.mp3"
     run_ffmpeg(
-        ["-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-i", str(cover), "-map", "0", "-map", "1",
-         "-c:a", "libmp3lame", "-c:v", "png", "-disposition:v", "attached_pic", str(s["audio_cover_art"])]
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=2",
+            "-i",
+            str(cover),
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-c:a",
+            "libmp3lame",
+            "-c:v",
+            "png",
+            "-disposition:v",
+            "attached_pic",
+            str(s["audio_cover_art"]),
+        ]
     )
     s["silent"] = make_clip(d / "silent.mp4", duration_s=2.0, audio="silence")
     s["quiet"] = make_clip(d / "quiet.mp4", duration_s=2.0, audio_volume=0.0005)
     s["rotated"] = make_clip(d / "rotated.mp4", duration_s=1.0, fps=10, rotation=90, audio=None)
-    s["long"] = make_clip(
-        d / "long.mp4", duration_s=600.0, size=(64, 36), fps=10, keyint=300, audio_duration_s=40.0
-    )
+    s["long"] = make_clip(d / "long.mp4", duration_s=600.0, size=(64, 36), fps=10, keyint=300, audio_duration_s=40.0)
     s["raw_h264"] = d / "raw.h264"
     run_ffmpeg(["-i", str(s["no_audio"]), "-c:v", "copy", "-f", "h264", str(s["raw_h264"])])
     s["zero_byte"] = make_zero_byte(d / "zero_byte.mp4")

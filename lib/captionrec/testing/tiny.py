@@ -23,7 +23,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
 
 from captionrec.inference.hf_compat import OMNI_MIN_TRANSFORMERS, has_omni
 from captionrec.inference.refs import TINY_MARKER, TINY_MODELS
@@ -75,13 +74,17 @@ def builders() -> dict[str, Callable[[str | os.PathLike], Path]]:
     """`tiny:<name>` -> its builder (every name of `TINY_MODELS`)."""
     from captionrec.testing import tiny_captioning, tiny_features, tiny_omni
 
-    out = {**tiny_captioning.BUILDERS, "qwen2_5_omni": tiny_omni.build_qwen2_5_omni,
-           "text": tiny_features.build_text, "videomae": tiny_features.build_videomae}
+    out = {
+        **tiny_captioning.BUILDERS,
+        "qwen2_5_omni": tiny_omni.build_qwen2_5_omni,
+        "text": tiny_features.build_text,
+        "videomae": tiny_features.build_videomae,
+    }
     assert set(out) == set(TINY_MODELS), sorted(set(out) ^ set(TINY_MODELS))
     return out
 
 
-def build_all(out: str | os.PathLike, only: Optional[Sequence[str]] = None) -> dict[str, Path]:
+def build_all(out: str | os.PathLike, only: Sequence[str] | None = None) -> dict[str, Path]:
     """Build (or find already built) the tiny models `only` (default: all) under `out`; name -> folder."""
     table = builders()
     names = list(only or table)
@@ -93,16 +96,20 @@ def build_all(out: str | os.PathLike, only: Optional[Sequence[str]] = None) -> d
         names.remove("qwen2_5_omni")
         import transformers
 
-        log.warning("tiny model qwen2_5_omni not built: transformers %s has no Qwen2.5-Omni (needs >= %s); "
-                    "the av caption kind cannot run in this environment", transformers.__version__,
-                    ".".join(map(str, OMNI_MIN_TRANSFORMERS)))
+        log.warning(
+            "tiny model qwen2_5_omni not built: transformers %s has no Qwen2.5-Omni (needs >= %s); "
+            "the av caption kind cannot run in this environment",
+            transformers.__version__,
+            ".".join(map(str, OMNI_MIN_TRANSFORMERS)),
+        )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return {name: Path(table[name](out)) for name in names}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="captionrec tiny-models", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="captionrec tiny-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="models/tiny")
     p.add_argument("--only", default="", help=f"comma list of {','.join(TINY_MODELS)} (default all)")
     args = p.parse_args(list(argv) if argv is not None else None)

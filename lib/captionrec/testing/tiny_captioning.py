@@ -40,11 +40,42 @@ AST_DIR = TINY_MODELS["ast"]
 
 # Readable AudioSet-style labels (a subset of the 527 AudioSet classes, in AudioSet's spelling).
 AUDIOSET_LABELS: tuple[str, ...] = (
-    "Speech", "Male speech, man speaking", "Female speech, woman speaking", "Child speech, kid speaking",
-    "Conversation", "Narration, monologue", "Laughter", "Applause", "Crowd", "Singing", "Music",
-    "Musical instrument", "Guitar", "Piano", "Drum", "Electronic music", "Pop music", "Hip hop music",
-    "Vehicle", "Car", "Engine", "Siren", "Dog", "Cat", "Bird", "Animal", "Water", "Rain", "Wind",
-    "Silence", "Sine wave", "Beep, bleep", "Whistling", "Footsteps", "Typing", "Clapping",
+    "Speech",
+    "Male speech, man speaking",
+    "Female speech, woman speaking",
+    "Child speech, kid speaking",
+    "Conversation",
+    "Narration, monologue",
+    "Laughter",
+    "Applause",
+    "Crowd",
+    "Singing",
+    "Music",
+    "Musical instrument",
+    "Guitar",
+    "Piano",
+    "Drum",
+    "Electronic music",
+    "Pop music",
+    "Hip hop music",
+    "Vehicle",
+    "Car",
+    "Engine",
+    "Siren",
+    "Dog",
+    "Cat",
+    "Bird",
+    "Animal",
+    "Water",
+    "Rain",
+    "Wind",
+    "Silence",
+    "Sine wave",
+    "Beep, bleep",
+    "Whistling",
+    "Footsteps",
+    "Typing",
+    "Clapping",
 )
 
 _CORPUS = (
@@ -102,9 +133,16 @@ def _train_bpe(special_tokens: list[str], vocab_size: int = 512):
 # ------------------------------------------------------------------------------------------------------- Qwen
 
 QWEN_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
-    "<|audio_bos|>", "<|audio_eos|>", "<|AUDIO|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+    "<|AUDIO|>",
 ]
 
 # Qwen2.5-VL-Instruct's chat template (as shipped with the real checkpoints).
@@ -190,22 +228,34 @@ def build_qwen2_5_vl(out_dir: str | os.PathLike) -> Path:
         if is_v5():  # the text settings nest in text_config, M-RoPE in rope_parameters
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as ImProc
 
-            text = {"text_config": dict(
-                _qwen_text_kwargs(tok),
-                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-            )}
+            text = {
+                "text_config": dict(
+                    _qwen_text_kwargs(tok),
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+                )
+            }
         else:  # 4.5x (Databricks ML runtimes): flat text settings, M-RoPE in rope_scaling; the numpy/PIL processor
             from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor as ImProc
 
-            text = {k: v for k, v in _qwen_text_kwargs(tok).items() if k not in ("tie_word_embeddings", "initializer_range")}
+            text = {
+                k: v for k, v in _qwen_text_kwargs(tok).items() if k not in ("tie_word_embeddings", "initializer_range")
+            }
             text.update(rope_theta=1000000.0, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
         ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
         cfg = Qwen2_5_VLConfig(
             **text,
             vision_config=dict(
-                depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                fullatt_block_indexes=[1], tokens_per_second=2,
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                window_size=112,
+                fullatt_block_indexes=[1],
+                tokens_per_second=2,
             ),
             image_token_id=ids["<|image_pad|>"],
             video_token_id=ids["<|video_pad|>"],
@@ -234,10 +284,19 @@ def _save_vl_processor_config(d: Path) -> None:
     video = {
         "video_processor_type": "Qwen2VLVideoProcessor",
         "processor_class": "Qwen2_5_VLProcessor",
-        "do_resize": True, "do_rescale": True, "do_normalize": True, "do_convert_rgb": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "rescale_factor": 0.00392156862745098, "resample": 3,
-        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "rescale_factor": 0.00392156862745098,
+        "resample": 3,
+        "min_pixels": 3136,
+        "max_pixels": 12845056,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
         "size": {"shortest_edge": 3136, "longest_edge": 12845056},
     }
     (d / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
@@ -257,8 +316,13 @@ def build_qwen2_audio(out_dir: str | os.PathLike) -> Path:
         tok = _qwen_tokenizer(QWEN_AUDIO_CHAT_TEMPLATE)
         cfg = Qwen2AudioConfig(
             audio_config=dict(
-                model_type="qwen2_audio_encoder", d_model=32, encoder_layers=2, encoder_attention_heads=2,
-                encoder_ffn_dim=64, num_mel_bins=128, max_source_positions=1500,
+                model_type="qwen2_audio_encoder",
+                d_model=32,
+                encoder_layers=2,
+                encoder_attention_heads=2,
+                encoder_ffn_dim=64,
+                num_mel_bins=128,
+                max_source_positions=1500,
             ),
             text_config=dict(_qwen_text_kwargs(tok), model_type="qwen2"),
             audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"),
@@ -279,8 +343,15 @@ def build_qwen2_audio(out_dir: str | os.PathLike) -> Path:
 
 # English-only Whisper special tokens, in Whisper's order (text tokens come first: faster-whisper decodes ids < eot).
 WHISPER_SPECIALS = [
-    "<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
-    "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>",
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
 ]
 WHISPER_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
 
@@ -296,7 +367,10 @@ def _whisper_tokenizer():
     )
     tok = WhisperTokenizerFast(
         tokenizer_object=bpe,
-        unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
         extra_special_tokens={},
     )
     return tok
@@ -327,10 +401,21 @@ def build_whisper_ct2(out_dir: str | os.PathLike) -> Path:
         eot, sot, notimestamps = vid("<|endoftext|>"), vid("<|startoftranscript|>"), vid("<|notimestamps|>")
         assert eot == len(tok) - len(WHISPER_SPECIALS) - WHISPER_TIMESTAMPS, "text tokens must precede <|endoftext|>"
         cfg = WhisperConfig(
-            vocab_size=len(tok), num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-            max_source_positions=1500, max_target_positions=448,
-            bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, decoder_start_token_id=sot,
+            vocab_size=len(tok),
+            num_mel_bins=80,
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_source_positions=1500,
+            max_target_positions=448,
+            bos_token_id=eot,
+            eos_token_id=eot,
+            pad_token_id=eot,
+            decoder_start_token_id=sot,
             begin_suppress_tokens=[vid(" "), eot] if vid(" ") is not None else [eot],
             suppress_tokens=[],
         )
@@ -347,9 +432,9 @@ def build_whisper_ct2(out_dir: str | os.PathLike) -> Path:
             tok.save_pretrained(hf)
             fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000)
             fe.save_pretrained(hf)
-            _Converter(
-                hf, copy_files=["tokenizer.json", "preprocessor_config.json"], load_as_float16=False
-            ).convert(str(d), quantization=None, force=True)
+            _Converter(hf, copy_files=["tokenizer.json", "preprocessor_config.json"], load_as_float16=False).convert(
+                str(d), quantization=None, force=True
+            )
 
     return build_once(Path(out_dir) / WHISPER_CT2_DIR, "whisper-ct2", build)
 
@@ -368,15 +453,25 @@ def build_ast(out_dir: str | os.PathLike) -> Path:
 
         id2label = dict(enumerate(AUDIOSET_LABELS))
         cfg = ASTConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            num_mel_bins=128, max_length=1024, patch_size=16, frequency_stride=10, time_stride=10,
-            id2label=id2label, label2id={v: k for k, v in id2label.items()},
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_mel_bins=128,
+            max_length=1024,
+            patch_size=16,
+            frequency_stride=10,
+            time_stride=10,
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
             problem_type="multi_label_classification",
         )
         _seed()
         ASTForAudioClassification(cfg).eval().save_pretrained(d)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # 128 mel bins at 16 kHz leave one filter empty (as the real AST)
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # 128 mel bins at 16 kHz leave one filter empty (as the real AST)
             ASTFeatureExtractor(num_mel_bins=128, max_length=1024, sampling_rate=16000).save_pretrained(d)
 
     return build_once(Path(out_dir) / AST_DIR, "ast", build)

@@ -21,7 +21,6 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 from captionrec.inference.refs import TINY_MARKER, TINY_MODELS
 from captionrec.testing.tiny import build_once
@@ -75,7 +74,11 @@ def _wordpiece_tokenizer():
     tok.decoder = decoders.WordPiece()
     return BertTokenizerFast(
         tokenizer_object=tok,
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
         model_max_length=128,
     )
 
@@ -97,8 +100,13 @@ def build_text(out_dir: str | Path) -> Path:
         tokenizer = _wordpiece_tokenizer()
         torch.manual_seed(0)
         config = BertConfig(
-            vocab_size=len(tokenizer), hidden_size=TEXT_DIM, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=128, type_vocab_size=2,
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_DIM,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            type_vocab_size=2,
             pad_token_id=tokenizer.pad_token_id,
         )
         BertModel(config).eval().save_pretrained(hf_dir)
@@ -123,8 +131,14 @@ def build_videomae(out_dir: str | Path) -> Path:
 
         torch.manual_seed(0)
         config = VideoMAEConfig(
-            image_size=VIDEOMAE_SIZE, patch_size=16, num_frames=VIDEOMAE_FRAMES, tubelet_size=2,
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            image_size=VIDEOMAE_SIZE,
+            patch_size=16,
+            num_frames=VIDEOMAE_FRAMES,
+            tubelet_size=2,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
             use_mean_pooling=True,
         )
         VideoMAEModel(config).eval().save_pretrained(tmp)
@@ -156,9 +170,12 @@ def build_all(out_dir: str | Path, kinds: Sequence[str] = ("text", "videomae", "
     return {k: build(k, out_dir) for k in kinds}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m captionrec.testing.tiny_features", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m captionrec.testing.tiny_features",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", required=True, help="parent folder; models go to <out>/text, <out>/videomae, <out>/ast")
     p.add_argument("--kinds", default="text,videomae,ast")
     args = p.parse_args(argv)

@@ -26,8 +26,16 @@ from captionrec.testing.tiny_captioning import _seed, _set_generation, _train_bp
 OMNI_DIR = TINY_MODELS["qwen2_5_omni"]
 
 OMNI_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-    "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+    "<|IMAGE|>",
+    "<|VIDEO|>",
+    "<|vision_bos|>",
+    "<|vision_eos|>",
 ]
 
 # Qwen2.5-Omni's chat template (as shipped with the real checkpoints).
@@ -58,11 +66,18 @@ def _omni_tokenizer():
 
     tok = Qwen2TokenizerFast(
         tokenizer_object=_train_bpe(OMNI_SPECIALS, vocab_size=512),
-        unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         extra_special_tokens={
-            "image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
-            "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
-            "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+            "image_token": "<|IMAGE|>",
+            "audio_token": "<|AUDIO|>",
+            "video_token": "<|VIDEO|>",
+            "vision_bos_token": "<|vision_bos|>",
+            "vision_eos_token": "<|vision_eos|>",
+            "audio_bos_token": "<|audio_bos|>",
+            "audio_eos_token": "<|audio_eos|>",
         },
         model_max_length=32768,
     )
@@ -75,21 +90,49 @@ def _omni_config(tok):
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in OMNI_SPECIALS}
     special = dict(
-        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"], video_token_index=ids["<|VIDEO|>"],
-        audio_start_token_id=ids["<|audio_bos|>"], audio_end_token_id=ids["<|audio_eos|>"],
-        vision_start_token_id=ids["<|vision_bos|>"], vision_end_token_id=ids["<|vision_eos|>"],
+        audio_token_index=ids["<|AUDIO|>"],
+        image_token_index=ids["<|IMAGE|>"],
+        video_token_index=ids["<|VIDEO|>"],
+        audio_start_token_id=ids["<|audio_bos|>"],
+        audio_end_token_id=ids["<|audio_eos|>"],
+        vision_start_token_id=ids["<|vision_bos|>"],
+        vision_end_token_id=ids["<|vision_eos|>"],
     )
     thinker = dict(
         text_config=dict(
-            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=32768, initializer_range=0.2,
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            initializer_range=0.2,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
         ),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                           fullatt_block_indexes=[1], patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
-        audio_config=dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
-                          num_mel_bins=128, output_dim=64, n_window=100),
-        pad_token_id=ids["<|endoftext|>"], initializer_range=0.2, **special,
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            fullatt_block_indexes=[1],
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        audio_config=dict(
+            d_model=32,
+            encoder_layers=2,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            num_mel_bins=128,
+            output_dim=64,
+            n_window=100,
+        ),
+        pad_token_id=ids["<|endoftext|>"],
+        initializer_range=0.2,
+        **special,
     )
     # The talker and token2wav keep their default configs (never built: enable_audio_output is false).
     return Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
@@ -100,14 +143,32 @@ def _preprocessor_config() -> dict:
     return {
         "processor_class": "Qwen2_5OmniProcessor",
         "image_processor_type": "Qwen2VLImageProcessor",
-        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-        "image_mean": _IMAGE_MEAN, "image_std": _IMAGE_STD, "rescale_factor": 0.00392156862745098, "resample": 3,
-        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": _IMAGE_MEAN,
+        "image_std": _IMAGE_STD,
+        "rescale_factor": 0.00392156862745098,
+        "resample": 3,
+        "min_pixels": 3136,
+        "max_pixels": 12845056,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
         "size": {"shortest_edge": 3136, "longest_edge": 12845056},
         "feature_extractor_type": "WhisperFeatureExtractor",
-        "feature_size": 128, "sampling_rate": 16000, "hop_length": 160, "n_fft": 400, "chunk_length": 300,
-        "n_samples": 4800000, "nb_max_frames": 30000, "padding_side": "right", "padding_value": 0.0,
-        "return_attention_mask": True, "dither": 0.0,
+        "feature_size": 128,
+        "sampling_rate": 16000,
+        "hop_length": 160,
+        "n_fft": 400,
+        "chunk_length": 300,
+        "n_samples": 4800000,
+        "nb_max_frames": 30000,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "return_attention_mask": True,
+        "dither": 0.0,
     }
 
 

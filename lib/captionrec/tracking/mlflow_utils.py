@@ -15,7 +15,7 @@ import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from captionrec.config import flatten
 from captionrec.contracts import metric_name
@@ -29,7 +29,7 @@ def metric_key(name: str) -> str:
     return metric_name(name)
 
 
-def git_commit(path: Optional[str | Path] = None) -> str:
+def git_commit(path: str | Path | None = None) -> str:
     """HEAD of the repository holding `path` (default: this package), or 'unknown'."""
     where = Path(path) if path else Path(__file__).resolve().parent
     try:
@@ -45,11 +45,11 @@ def _absolute_uri(uri: str) -> str:
     """sqlite:///relative.db -> sqlite:////abs/relative.db, so child processes in other cwds find it."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
-def _absolute_location(loc: Optional[str]) -> Optional[str]:
+def _absolute_location(loc: str | None) -> str | None:
     if loc is None or "://" in loc or loc.startswith("dbfs:"):
         return loc
     return Path(loc).resolve().as_uri()
@@ -61,19 +61,24 @@ class TrackingSpec:
 
     tracking_uri: str
     experiment: str
-    artifact_location: Optional[str] = None
-    run_name: Optional[str] = None
+    artifact_location: str | None = None
+    run_name: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     log_model: bool = True
     enabled: bool = True
-    parent_run_id: Optional[str] = None  # create the run as a child (nested) run of this one
-    registry_uri: Optional[str] = None  # e.g. databricks-uc (Unity Catalog)
-    registered_model: Optional[str] = None  # log_model also registers a version of this model
+    parent_run_id: str | None = None  # create the run as a child (nested) run of this one
+    registry_uri: str | None = None  # e.g. databricks-uc (Unity Catalog)
+    registered_model: str | None = None  # log_model also registers a version of this model
 
 
-def tracking_spec(cfg: Any, tags: Optional[dict[str, Any]] = None, extra_params: Optional[dict[str, Any]] = None,
-                  run_name: Optional[str] = None, parent_run_id: Optional[str] = None) -> TrackingSpec:
+def tracking_spec(
+    cfg: Any,
+    tags: dict[str, Any] | None = None,
+    extra_params: dict[str, Any] | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+) -> TrackingSpec:
     """From the root Config: flattened config as params (+ extras), the git commit + given tags."""
     params = {k: "" if v is None else str(v) for k, v in flatten(cfg).items()}
     params.update({k: str(v) for k, v in (extra_params or {}).items()})
@@ -97,10 +102,10 @@ def tracking_spec(cfg: Any, tags: Optional[dict[str, Any]] = None, extra_params:
 class RunLogger:
     """Rank 0: an MLflow run; other ranks (or a disabled spec): no-ops. Use as a context manager."""
 
-    def __init__(self, spec: Optional[TrackingSpec], rank: int = 0):
+    def __init__(self, spec: TrackingSpec | None, rank: int = 0):
         self.active = spec is not None and spec.enabled and rank == 0
         self.spec = spec
-        self.run_id: Optional[str] = None
+        self.run_id: str | None = None
         self.nan_metrics: set[str] = set()
         self._client = None
 
@@ -109,7 +114,11 @@ class RunLogger:
         if spec.parent_run_id:  # a child run lives in its parent's experiment
             return client.get_run(spec.parent_run_id).info.experiment_id
         exp = client.get_experiment_by_name(spec.experiment)
-        return exp.experiment_id if exp else client.create_experiment(spec.experiment, artifact_location=spec.artifact_location)
+        return (
+            exp.experiment_id
+            if exp
+            else client.create_experiment(spec.experiment, artifact_location=spec.artifact_location)
+        )
 
     def __enter__(self) -> "RunLogger":
         if not self.active:
@@ -205,6 +214,12 @@ class RunLogger:
             mlflow.set_registry_uri(self.spec.registry_uri)
         # nested: the caller may hold an active run (e.g. the experiment grid's parent run, in this process)
         with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-            mlflow.pytorch.log_model(model, name=name, signature=signature, input_example=example_input,
-                                     pip_requirements=[torch_req], serialization_format="pickle",
-                                     registered_model_name=self.spec.registered_model)
+            mlflow.pytorch.log_model(
+                model,
+                name=name,
+                signature=signature,
+                input_example=example_input,
+                pip_requirements=[torch_req],
+                serialization_format="pickle",
+                registered_model_name=self.spec.registered_model,
+            )

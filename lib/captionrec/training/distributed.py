@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,6 +114,7 @@ def _run_and_keep_rank0(fn: Callable[..., Any], out_path: str, *args: Any) -> An
 
 def check_gpu_settings(spark: Any, num_processes: int, local_mode: bool) -> None:
     """The Spark settings a GPU run needs, checked before any process starts (errors say what to set)."""
+
     def conf(key: str) -> str:
         try:
             return spark.conf.get(key) or ""
@@ -121,19 +123,25 @@ def check_gpu_settings(spark: Any, num_processes: int, local_mode: bool) -> None
 
     if local_mode:
         if not torch.cuda.is_available():
-            raise RuntimeError("train.use_gpu=true with train.local_mode=true but the driver has no CUDA; "
-                               "set train.use_gpu=false or run on a GPU driver")
+            raise RuntimeError(
+                "train.use_gpu=true with train.local_mode=true but the driver has no CUDA; "
+                "set train.use_gpu=false or run on a GPU driver"
+            )
         have = conf("spark.driver.resource.gpu.amount")
         if not have or int(float(have)) < num_processes:
-            raise RuntimeError(f"train.use_gpu=true, local_mode=true, num_processes={num_processes}: set "
-                               f"spark.driver.resource.gpu.amount >= {num_processes} (got {have or 'unset'}) and its "
-                               f"discoveryScript, one GPU per process")
+            raise RuntimeError(
+                f"train.use_gpu=true, local_mode=true, num_processes={num_processes}: set "
+                f"spark.driver.resource.gpu.amount >= {num_processes} (got {have or 'unset'}) and its "
+                f"discoveryScript, one GPU per process"
+            )
         return
     amount = conf("spark.task.resource.gpu.amount")
     if not amount or float(amount) < 1 or float(amount) != int(float(amount)):
-        raise RuntimeError(f"train.use_gpu=true with train.local_mode=false needs one whole GPU per training task: "
-                           f"set spark.task.resource.gpu.amount=1 (got {amount or 'unset'}) and "
-                           f"spark.executor.resource.gpu.amount / its discoveryScript")
+        raise RuntimeError(
+            f"train.use_gpu=true with train.local_mode=false needs one whole GPU per training task: "
+            f"set spark.task.resource.gpu.amount=1 (got {amount or 'unset'}) and "
+            f"spark.executor.resource.gpu.amount / its discoveryScript"
+        )
 
 
 def check_barrier_fits(spark: Any, num_processes: int, use_gpu: bool) -> None:
@@ -144,11 +152,19 @@ def check_barrier_fits(spark: Any, num_processes: int, use_gpu: bool) -> None:
     cpus = int(conf_value(spark, "spark.task.cpus") or 1)
     gpus = float(conf_value(spark, "spark.task.resource.gpu.amount") or 0)
     gpus = max(1.0, gpus) if use_gpu else 0.0  # a GPU rank holds one whole GPU
-    check_task_fits(spark, cpus, gpus, what="the training tasks (TorchDistributor barrier)",
-                    cpus_key="spark.task.cpus", concurrent=num_processes)
+    check_task_fits(
+        spark,
+        cpus,
+        gpus,
+        what="the training tasks (TorchDistributor barrier)",
+        cpus_key="spark.task.cpus",
+        concurrent=num_processes,
+    )
 
 
-def launch(fn: Callable[..., Any], *args: Any, num_processes: int = 1, local_mode: bool = True, use_gpu: bool = False) -> Any:
+def launch(
+    fn: Callable[..., Any], *args: Any, num_processes: int = 1, local_mode: bool = True, use_gpu: bool = False
+) -> Any:
     """Run `fn(*args)` on every rank; return rank 0's result.
 
     num_processes == 1 (and CPU): in this process, no distributor, no process group.

@@ -11,7 +11,7 @@ together; rank 0 logs them as the run's cases artifact).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ def rank_cases(
     rows: dict[str, np.ndarray],
     *,
     exclude_seen: bool,
-    candidates: Optional[torch.Tensor],
-    popularity: Optional[np.ndarray],
+    candidates: torch.Tensor | None,
+    popularity: np.ndarray | None,
     device: torch.device,
     batch_size: int = 512,
 ) -> tuple[dict[str, np.ndarray], int]:
@@ -62,7 +62,9 @@ def rank_cases(
             if pop is not None:
                 out["rank_popularity"].append(catalogue.rank_fixed(pop, targets, seen).cpu().numpy())
     cases = {
-        "user_idx": rows["user_idx"][idx], "chunk": rows["chunk"][idx], "target": rows["target"][idx],
+        "user_idx": rows["user_idx"][idx],
+        "chunk": rows["chunk"][idx],
+        "target": rows["target"][idx],
         "cold": rows["cold"][idx],
     }
     for k, parts in out.items():
@@ -84,8 +86,8 @@ def evaluate_cases(
     *,
     ks,
     exclude_seen: bool,
-    candidates: Optional[torch.Tensor],
-    popularity: Optional[np.ndarray],
+    candidates: torch.Tensor | None,
+    popularity: np.ndarray | None,
     device: torch.device,
     world: int,
     seed: int,
@@ -96,8 +98,15 @@ def evaluate_cases(
     Returns {'metrics': model metrics (+ 'repeat_dropped'), 'baselines': {'random': ..., 'popularity': ...}
     (when `popularity` is given), 'cases': all cases sorted by (user_idx, chunk)}. Every rank must call it.
     """
-    local, dropped = rank_cases(model, rows, exclude_seen=exclude_seen, candidates=candidates,
-                                popularity=popularity, device=device, batch_size=batch_size)
+    local, dropped = rank_cases(
+        model,
+        rows,
+        exclude_seen=exclude_seen,
+        candidates=candidates,
+        popularity=popularity,
+        device=device,
+        batch_size=batch_size,
+    )
     local["dropped"] = np.array([dropped], dtype=np.int64)
     cases = all_gather_arrays(local, world)
     dropped_total = int(cases.pop("dropped").sum())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ def _filesystem(files: Sequence[str]):
     return fs, [pafs.FileSystem.from_uri(u)[1] for u in uris]
 
 
-def _list_to_matrix(column, width: Optional[int] = None) -> np.ndarray:
+def _list_to_matrix(column, width: int | None = None) -> np.ndarray:
     """A list<int> column -> (rows, width) int64, right-padded with 0 (width: the longest list)."""
     import pyarrow as pa
 
@@ -172,9 +172,7 @@ def shard_rows(rows: dict[str, np.ndarray], rank: int, world: int) -> dict[str, 
     return {k: v[rank::world] for k, v in rows.items()}
 
 
-def _pyarrow_batches(
-    rows: dict[str, np.ndarray], batch_size: int, seed: int
-) -> Iterator[dict[str, torch.Tensor]]:
+def _pyarrow_batches(rows: dict[str, np.ndarray], batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
     n = len(rows["seq"])
     if n == 0:
         raise ValueError("no training rows for this window")
@@ -189,7 +187,9 @@ def _pyarrow_batches(
             yield {k: v[idx] for k, v in cols.items()}  # seq (B, L + 1), user_idx and new_targets (B,)
 
 
-def _petastorm_batches(converter, rank: int, world: int, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def _petastorm_batches(
+    converter, rank: int, world: int, batch_size: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
     with converter.make_torch_dataloader(
         batch_size=batch_size,
         num_epochs=None,

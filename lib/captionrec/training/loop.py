@@ -19,8 +19,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,10 +51,10 @@ class TrainJob:
     steps: dict[tuple[int, int], int]  # (window, training role) -> optimiser steps per epoch, equal on every rank
     item_first_ms: np.ndarray  # (N + 1,) int64: first interaction of each item (candidate filter)
     counts: dict[int, dict[str, np.ndarray]]  # window -> {"fit", "prior"}: (N + 1,) interactions per item
-    features: Optional[np.ndarray] = None  # (N + 1, F) float32
-    feature_mask: Optional[np.ndarray] = None  # (N + 1,) bool
+    features: np.ndarray | None = None  # (N + 1, F) float32
+    feature_mask: np.ndarray | None = None  # (N + 1,) bool
     tracking: Any = None  # captionrec.tracking.TrackingSpec or None
-    item_ids: Optional[list[str]] = None  # item_idx - 1 -> item_id, logged with the model
+    item_ids: list[str] | None = None  # item_idx - 1 -> item_id, logged with the model
     stats: dict[str, float] = field(default_factory=dict)  # run-level data counts (no step)
     window_stats: dict[int, dict[str, float]] = field(default_factory=dict)  # per window (step = window)
 
@@ -75,7 +76,7 @@ class LossStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor], generator: Optional[torch.Generator] = None):
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
         return self.model.calculate_loss(batch, generator)
 
 
@@ -91,12 +92,26 @@ def make_model(job: TrainJob, known: np.ndarray) -> Recommender:
     feats = None if job.features is None else torch.from_numpy(np.asarray(job.features, dtype=np.float32))
     mask = None if job.feature_mask is None else torch.from_numpy(np.asarray(job.feature_mask, dtype=bool))
     item_repr = ItemRepresentation(
-        job.num_items, cfg.dim, cfg.item_repr, features=feats, feature_mask=mask, hidden=cfg.feature_hidden,
-        dropout=cfg.dropout, known=torch.from_numpy(np.asarray(known, dtype=bool)), id_dropout=cfg.id_dropout,
+        job.num_items,
+        cfg.dim,
+        cfg.item_repr,
+        features=feats,
+        feature_mask=mask,
+        hidden=cfg.feature_hidden,
+        dropout=cfg.dropout,
+        known=torch.from_numpy(np.asarray(known, dtype=bool)),
+        id_dropout=cfg.id_dropout,
     )
     return build_model(
-        cfg.model, item_repr, num_users=job.num_users, max_seq_len=cfg.max_seq_len, dim=cfg.dim,
-        layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout, user_id_in_tower=cfg.user_id_in_tower,
+        cfg.model,
+        item_repr,
+        num_users=job.num_users,
+        max_seq_len=cfg.max_seq_len,
+        dim=cfg.dim,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        user_id_in_tower=cfg.user_id_in_tower,
         sasrec_norm=cfg.sasrec_norm,
     )
 
@@ -104,8 +119,15 @@ def make_model(job: TrainJob, known: np.ndarray) -> Recommender:
 def make_objective(cfg: TrainConfig, counts: np.ndarray) -> NextItemObjective:
     neg = cfg.negatives
     c = torch.from_numpy(np.asarray(counts, dtype=np.int64))
-    return NextItemObjective(c > 0, c, mode=neg.mode, num_uniform=neg.num_uniform, temperature=cfg.temperature,
-                             logq=neg.logq, mask_user_items=neg.mask_user_items)
+    return NextItemObjective(
+        c > 0,
+        c,
+        mode=neg.mode,
+        num_uniform=neg.num_uniform,
+        temperature=cfg.temperature,
+        logq=neg.logq,
+        mask_user_items=neg.mask_user_items,
+    )
 
 
 def candidate_mask(item_first_ms: np.ndarray, until_ms: int) -> torch.Tensor:
@@ -137,8 +159,12 @@ def _one_epoch(step_module, opt, batches, steps: int, ctx: Context, gen, timing:
 
 
 def train_model(
-    job: TrainJob, window: Window, role: int, epochs: int, ctx: Context,
-    after_epoch: Optional[Callable[[int, Recommender], bool]] = None,
+    job: TrainJob,
+    window: Window,
+    role: int,
+    epochs: int,
+    ctx: Context,
+    after_epoch: Callable[[int, Recommender], bool] | None = None,
 ) -> tuple[Recommender, dict[str, float]]:
     """A fresh model trained on the (window, role) rows for up to `epochs` epochs.
 
@@ -192,17 +218,35 @@ class EpochSelector:
 
     def __call__(self, epoch: int, model: Recommender) -> bool:
         cfg, k = self.job.cfg, self.window.index
-        res = evaluate_cases(model, self.rows, ks=cfg.ks, exclude_seen=cfg.exclude_seen, candidates=self.candidates,
-                             popularity=None, device=self.ctx.device, world=self.ctx.world, seed=cfg.seed,
-                             batch_size=cfg.eval_batch_size)
+        res = evaluate_cases(
+            model,
+            self.rows,
+            ks=cfg.ks,
+            exclude_seen=cfg.exclude_seen,
+            candidates=self.candidates,
+            popularity=None,
+            device=self.ctx.device,
+            world=self.ctx.world,
+            seed=cfg.seed,
+            batch_size=cfg.eval_batch_size,
+        )
         score = res["metrics"].get(self.metric, math.nan)
-        self.ctx.logger.log_metrics({f"valid_{self.metric}_w{k}": score,
-                                     f"valid_hr@10_w{k}": res["metrics"].get("hr@10", math.nan),
-                                     f"elapsed_seconds_w{k}": time.perf_counter() - self.t0,
-                                     f"elapsed_cpu_seconds_w{k}": time.process_time() - self.c0}, step=epoch)
+        self.ctx.logger.log_metrics(
+            {
+                f"valid_{self.metric}_w{k}": score,
+                f"valid_hr@10_w{k}": res["metrics"].get("hr@10", math.nan),
+                f"elapsed_seconds_w{k}": time.perf_counter() - self.t0,
+                f"elapsed_cpu_seconds_w{k}": time.process_time() - self.c0,
+            },
+            step=epoch,
+        )
         # NaN (no validation case) or select_best_epoch=false: keep the latest epoch.
         if not cfg.select_best_epoch or self.best_state is None or math.isnan(score) or score > self.best:
-            self.best_epoch, self.best_state, self.best_metrics = epoch, copy.deepcopy(model.state_dict()), res["metrics"]
+            self.best_epoch, self.best_state, self.best_metrics = (
+                epoch,
+                copy.deepcopy(model.state_dict()),
+                res["metrics"],
+            )
             self.best = score if not math.isnan(score) else self.best
             self.since_best = 0
         else:
@@ -224,9 +268,15 @@ def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
     else:
         model.load_state_dict(selector.best_state)
     res = evaluate_cases(
-        model, test, ks=cfg.ks, exclude_seen=cfg.exclude_seen,
+        model,
+        test,
+        ks=cfg.ks,
+        exclude_seen=cfg.exclude_seen,
         candidates=None if window.is_loo else candidate_mask(job.item_first_ms, window.test_end_ms),
-        popularity=job.counts[k]["prior"], device=ctx.device, world=ctx.world, seed=cfg.seed + 7919 * k,
+        popularity=job.counts[k]["prior"],
+        device=ctx.device,
+        world=ctx.world,
+        seed=cfg.seed + 7919 * k,
         batch_size=cfg.eval_batch_size,
     )
     warnings_ = warn_k_share(res["cases"]["candidates"], cfg.ks, f"window {k} test: ", cfg.warn_k_share)
@@ -261,7 +311,7 @@ def _log_model(job: TrainJob, model: Recommender, logger) -> None:
     logger.log_model(scorer, example)
 
 
-def run_rank(job: TrainJob) -> Optional[dict[str, Any]]:
+def run_rank(job: TrainJob) -> dict[str, Any] | None:
     """The per-rank entry point (TorchDistributor target, or called directly with one process)."""
     from captionrec.tracking import RunLogger
 

@@ -13,12 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from captionrec.contracts import BASELINES, CASE_COLUMNS, cases_artifact
+from captionrec.contracts import CASE_COLUMNS, cases_artifact
 from captionrec.evaluation.metrics import mean_std
 
 COUNTS = ("cases", "users", "cold_cases", "cold_users", "repeat_dropped")
-PER_WINDOW = ("best_epoch", "train_epochs", "epochs_selected", "train_seconds", "select_seconds",
-              "train_sequences_per_s", "train_targets_per_s")
+PER_WINDOW = (
+    "best_epoch",
+    "train_epochs",
+    "epochs_selected",
+    "train_seconds",
+    "select_seconds",
+    "train_sequences_per_s",
+    "train_targets_per_s",
+)
 
 
 def _is_count(name: str) -> bool:
@@ -60,12 +67,20 @@ def cases_table(window: int, cases: dict[str, np.ndarray]):
     import pyarrow as pa
 
     n = len(cases["rank"])
-    cols = {"window": np.full(n, window, dtype=np.int64), **{k: np.asarray(v, dtype=np.int64) for k, v in cases.items()}}
+    cols = {
+        "window": np.full(n, window, dtype=np.int64),
+        **{k: np.asarray(v, dtype=np.int64) for k, v in cases.items()},
+    }
     return pa.table({c: cols[c] for c in CASE_COLUMNS})
 
 
-def log_run_results(logger, stats: dict[str, float], window_stats: dict[int, dict[str, float]],
-                    results: list[dict[str, Any]], summary: dict[str, float]) -> None:
+def log_run_results(
+    logger,
+    stats: dict[str, float],
+    window_stats: dict[int, dict[str, float]],
+    results: list[dict[str, Any]],
+    summary: dict[str, float],
+) -> None:
     """Everything the contract names, through a RunLogger (a no-op on ranks other than 0)."""
     logger.log_metrics(stats)
     for k, st in sorted(window_stats.items()):
@@ -79,4 +94,3 @@ def log_run_results(logger, stats: dict[str, float], window_stats: dict[int, dic
     logger.log_metrics(summary)
     if warnings_:
         logger.set_tags({"warning.k_share": " | ".join(warnings_)[:5000]})
-

@@ -34,7 +34,7 @@ def make_interactions(
     start: str = "2024-01-01",
 ) -> Synthetic:
     rng = np.random.default_rng(seed)
-    start_ms = int(dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+    start_ms = int(dt.datetime.fromisoformat(start).replace(tzinfo=dt.UTC).timestamp() * 1000)
     span = days * DAY_MS
     topic = np.arange(n_items) % n_topics
     # a third of the items exist from the start, the rest are released uniformly over the period
@@ -59,7 +59,9 @@ def make_interactions(
             rows.append((f"u{u:05d}", f"i{i:05d}", start_ms + int(t)))
     df = pd.DataFrame(rows, columns=["user_id", "item_id", "ts_ms"])
     df["ts"] = pd.to_datetime(df["ts_ms"], unit="ms", utc=True)
-    items = pd.DataFrame({"item_id": [f"i{i:05d}" for i in range(n_items)], "topic": topic, "release_ms": start_ms + release})
+    items = pd.DataFrame(
+        {"item_id": [f"i{i:05d}" for i in range(n_items)], "topic": topic, "release_ms": start_ms + release}
+    )
     return Synthetic(df[["user_id", "item_id", "ts", "ts_ms"]], items, start_ms)
 
 
@@ -79,14 +81,18 @@ def noise_features(items: pd.DataFrame, dim: int = 16, seed: int = 2) -> np.ndar
     return rng.normal(0.0, 1.0, (len(items), dim)).astype(np.float32)
 
 
-def feature_rows(items: pd.DataFrame, vectors: np.ndarray, feature_set: str, model_id: str = "synthetic-v1") -> pd.DataFrame:
+def feature_rows(
+    items: pd.DataFrame, vectors: np.ndarray, feature_set: str, model_id: str = "synthetic-v1"
+) -> pd.DataFrame:
     """item_features-shaped rows (item_id, feature_set, model_id, dim, vector, source_version, created_at)."""
-    return pd.DataFrame({
-        "item_id": items["item_id"].to_numpy(),
-        "feature_set": feature_set,
-        "model_id": model_id,
-        "dim": vectors.shape[1],
-        "vector": [v.astype(np.float32).tolist() for v in vectors],
-        "source_version": "synthetic",
-        "created_at": pd.Timestamp("2024-03-01", tz="UTC"),
-    })
+    return pd.DataFrame(
+        {
+            "item_id": items["item_id"].to_numpy(),
+            "feature_set": feature_set,
+            "model_id": model_id,
+            "dim": vectors.shape[1],
+            "vector": [v.astype(np.float32).tolist() for v in vectors],
+            "source_version": "synthetic",
+            "created_at": pd.Timestamp("2024-03-01", tz="UTC"),
+        }
+    )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Optional
 
 from captionrec.contracts import ROLE_FIT as FIT
 from captionrec.contracts import ROLE_NAMES
@@ -47,7 +46,7 @@ class Window:
     def as_dict(self) -> dict:
         if self.is_loo:
             return {"window": self.index, "protocol": "loo"}
-        iso = lambda ms: dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).isoformat()  # noqa: E731
+        iso = lambda ms: dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()  # noqa: E731
         return {
             "window": self.index,
             "valid_start": iso(self.valid_start_ms),
@@ -63,7 +62,7 @@ def loo_window() -> Window:
 def _to_ms(value: str) -> int:
     t = dt.datetime.fromisoformat(value)
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
+        t = t.replace(tzinfo=dt.UTC)
     return int(t.timestamp() * 1000)
 
 
@@ -72,7 +71,7 @@ def rolling_windows(
     max_ts_ms: int,
     num_windows: int,
     window_days: int = 7,
-    start: Optional[str] = None,
+    start: str | None = None,
 ) -> list[Window]:
     """The windows of the rolling protocol.
 

@@ -72,9 +72,7 @@ def _apply(plan: CaptionPlan, models: Any, rows: Iterator[dict[str, Any]]) -> It
         yield out
 
 
-def caption_items(
-    items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu", partitions: int | None = None
-) -> "DataFrame":
+def caption_items(items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu", partitions: int | None = None) -> "DataFrame":
     """items (item_id, video_path, has_audio, media_fingerprint) -> captions rows for `plan` (lazy).
 
     `partitions` (default `plan.cfg.partitions`; 0 keeps the input's) is how many tasks share the items.
@@ -88,8 +86,15 @@ def caption_items(
     n = plan.cfg.partitions if partitions is None else partitions
     if n > 0:
         df = df.repartition(n)
-    transform = model_map(partial(load_models, plan), partial(_apply, plan), C.schema(C.CAPTIONS),
-                          key=plan.cache_key, gpu=gpu, torch_threads=plan.cfg.torch_threads, evict="caption")
+    transform = model_map(
+        partial(load_models, plan),
+        partial(_apply, plan),
+        C.schema(C.CAPTIONS),
+        key=plan.cache_key,
+        gpu=gpu,
+        torch_threads=plan.cfg.torch_threads,
+        evict="caption",
+    )
     return transform(df)
 
 
@@ -102,9 +107,13 @@ def previous_rows(captions: "DataFrame" | None, pending: "DataFrame", plan: Capt
     if captions is None:
         return None
     mine = captions.where((F.col("kind") == plan.kind) & (F.col("captioner_version") == plan.version))
-    rows = mine.join(pending.select("item_id"), "item_id", "left_semi").select(
-        "item_id", F.col("status").alias("_s"), F.col("reason").alias("_r"), F.col("media_fingerprint").alias("_f")
-    ).collect()
+    rows = (
+        mine.join(pending.select("item_id"), "item_id", "left_semi")
+        .select(
+            "item_id", F.col("status").alias("_s"), F.col("reason").alias("_r"), F.col("media_fingerprint").alias("_f")
+        )
+        .collect()
+    )
     if not rows:
         return None
     return pending.sparkSession.createDataFrame(rows, "item_id string, _s string, _r string, _f string")
@@ -116,8 +125,12 @@ def drop_unchanged(result: "DataFrame", previous: "DataFrame" | None) -> "DataFr
 
     if previous is None:
         return result
-    same = (F.col("status").eqNullSafe(F.col("_s")) & F.col("reason").eqNullSafe(F.col("_r"))
-            & F.col("media_fingerprint").eqNullSafe(F.col("_f")) & (F.col("status") != C.OK))
+    same = (
+        F.col("status").eqNullSafe(F.col("_s"))
+        & F.col("reason").eqNullSafe(F.col("_r"))
+        & F.col("media_fingerprint").eqNullSafe(F.col("_f"))
+        & (F.col("status") != C.OK)
+    )
     return result.join(F.broadcast(previous), "item_id", "left").where(~same).drop("_s", "_r", "_f")
 
 

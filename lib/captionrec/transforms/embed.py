@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
 from captionrec.config.embed import EmbedConfig
@@ -55,12 +55,12 @@ def family_settings(cfg: EmbedConfig, family: str) -> dict[str, Any]:
     return {"window_s": a.window_s, "chunk_s": a.chunk_s, "min_chunk_s": a.min_chunk_s, "pooling": a.pooling}
 
 
-def _first_present(df: "DataFrame", names: Sequence[str]) -> Optional[str]:
+def _first_present(df: "DataFrame", names: Sequence[str]) -> str | None:
     cols = {c.lower(): c for c in df.columns}
     return next((cols[n] for n in names if n in cols), None)
 
 
-def select_captions(captions: "DataFrame", caption_version: Optional[str] = None) -> "DataFrame":
+def select_captions(captions: "DataFrame", caption_version: str | None = None) -> "DataFrame":
     """Per (item_id, kind) one caption row: the latest usable one (status ok, non-blank text), else the latest
     row of any status (its reason explains why there is no vector).
 
@@ -88,12 +88,19 @@ def select_captions(captions: "DataFrame", caption_version: Optional[str] = None
     return (
         captions.withColumn("_rank", F.row_number().over(Window.partitionBy("item_id", "kind").orderBy(*order)))
         .where(F.col("_rank") == 1)
-        .select("item_id", "kind", "captioner_version", F.trim(F.col("text")).alias("text"), ok.alias("ok"),
-                status.alias("status"), detail.alias("detail"))
+        .select(
+            "item_id",
+            "kind",
+            "captioner_version",
+            F.trim(F.col("text")).alias("text"),
+            ok.alias("ok"),
+            status.alias("status"),
+            detail.alias("detail"),
+        )
     )
 
 
-def _caption_state(items: "DataFrame", captions: Optional["DataFrame"], cfg: EmbedConfig) -> "DataFrame":
+def _caption_state(items: "DataFrame", captions: "DataFrame" | None, cfg: EmbedConfig) -> "DataFrame":
     """Items with, per caption kind k, columns k_version, k_text (null unless usable), k_why (why there is no
     usable caption: `caption_<reason>`, the item's probe reason, no_audio_stream, no_caption; null when usable)
     and k_detail."""
@@ -101,14 +108,17 @@ def _caption_state(items: "DataFrame", captions: Optional["DataFrame"], cfg: Emb
 
     spark = items.sparkSession
     if captions is None:
-        captions = spark.createDataFrame([], "item_id string, kind string, captioner_version string, text string, "
-                                             "status string")
+        captions = spark.createDataFrame(
+            [], "item_id string, kind string, captioner_version string, text string, status string"
+        )
     caps = select_captions(captions, cfg.caption_version)
     fields = ("captioner_version", "text", "ok", "status", "detail")
-    by_kind = caps.groupBy("item_id").agg(*[
-        F.first(F.when(F.col("kind") == k, F.struct(*fields)), ignorenulls=True).alias(f"_{k}")
-        for k in C.CAPTION_KINDS
-    ])
+    by_kind = caps.groupBy("item_id").agg(
+        *[
+            F.first(F.when(F.col("kind") == k, F.struct(*fields)), ignorenulls=True).alias(f"_{k}")
+            for k in C.CAPTION_KINDS
+        ]
+    )
     df = items.join(by_kind, "item_id", "left")
     probe = probe_status(items)
     has_audio = F.col("has_audio") if "has_audio" in items.columns else F.lit(None).cast("boolean")
@@ -117,15 +127,19 @@ def _caption_state(items: "DataFrame", captions: Optional["DataFrame"], cfg: Emb
         fallback = F.when(probe != C.OK, probe)
         if k == "audio":
             fallback = fallback.when(has_audio == F.lit(False), F.lit(C.NO_AUDIO_STREAM))
-        why = (F.when(usable, F.lit(None).cast("string"))
-               .when(F.col(f"_{k}.status").isNull(), fallback.otherwise(F.lit("no_caption")))
-               .otherwise(F.concat(F.lit("caption_"), F.col(f"_{k}.status"))))
-        df = df.withColumns({
-            f"{k}_version": F.col(f"_{k}.captioner_version"),
-            f"{k}_why": why,
-            f"{k}_text": F.when(usable, F.col(f"_{k}.text")),
-            f"{k}_detail": F.col(f"_{k}.detail"),
-        })
+        why = (
+            F.when(usable, F.lit(None).cast("string"))
+            .when(F.col(f"_{k}.status").isNull(), fallback.otherwise(F.lit("no_caption")))
+            .otherwise(F.concat(F.lit("caption_"), F.col(f"_{k}.status")))
+        )
+        df = df.withColumns(
+            {
+                f"{k}_version": F.col(f"_{k}.captioner_version"),
+                f"{k}_why": why,
+                f"{k}_text": F.when(usable, F.col(f"_{k}.text")),
+                f"{k}_detail": F.col(f"_{k}.detail"),
+            }
+        )
     return df
 
 
@@ -146,20 +160,26 @@ def _caption_source(fs: str, kinds: Sequence[str], cfg: EmbedConfig) -> tuple["C
         for u in usable[1:]:
             all_ok = all_ok & u
         text = F.when(all_ok, F.format_string(fmt, *[F.col(f"{k}_text") for k in kinds])).otherwise(
-            F.coalesce(*[F.col(f"{k}_text") for k in kinds]))
+            F.coalesce(*[F.col(f"{k}_text") for k in kinds])
+        )
         whys = [F.col(f"{k}_why") for k in kinds]
         reason = F.coalesce(*whys) if cfg.text.av_require_both else F.when(text.isNull(), whys[0])
-        version = F.concat_ws("+", *[F.coalesce(F.when(u, F.col(f"{k}_version")), F.lit("-"))
-                                     for k, u in zip(kinds, usable)])
+        version = F.concat_ws(
+            "+", *[F.coalesce(F.when(u, F.col(f"{k}_version")), F.lit("-")) for k, u in zip(kinds, usable)]
+        )
     detail = F.lit(None).cast("string")
     for k, u in reversed(list(zip(kinds, usable))):
         detail = F.when(~u, F.col(f"{k}_detail")).otherwise(detail)
-    return F.concat(version, F.lit(":"), F.coalesce(sha16(F.when(reason.isNull(), text)), F.lit("none"))), \
-        text, reason, detail
+    return (
+        F.concat(version, F.lit(":"), F.coalesce(sha16(F.when(reason.isNull(), text)), F.lit("none"))),
+        text,
+        reason,
+        detail,
+    )
 
 
 def text_sources(
-    items: "DataFrame", captions: Optional["DataFrame"], feature_sets: Sequence[str], model_id: str, cfg: EmbedConfig
+    items: "DataFrame", captions: "DataFrame" | None, feature_sets: Sequence[str], model_id: str, cfg: EmbedConfig
 ) -> "DataFrame":
     """Items (+ captions) -> one row per (item, text feature set):
     (item_id, feature_set, model_id, source_version, text, reason, detail); `reason` null = embed `text`.
@@ -184,13 +204,22 @@ def text_sources(
             text, reason, detail = F.col("title"), F.when(blank(F.col("title")), F.lit("no_title")), F.lit(None)
         else:
             version, text, reason, detail = _caption_source(fs, C.CAPTION_SOURCES[fs], cfg)
-        structs.append(F.struct(
-            F.lit(fs).alias("feature_set"), F.concat(version, F.lit(tag)).alias("source_version"),
-            F.when(reason.isNull(), text).alias("text"), reason.alias("reason"),
-            F.when(reason.isNotNull(), detail).cast("string").alias("detail"),
-        ))
+        structs.append(
+            F.struct(
+                F.lit(fs).alias("feature_set"),
+                F.concat(version, F.lit(tag)).alias("source_version"),
+                F.when(reason.isNull(), text).alias("text"),
+                reason.alias("reason"),
+                F.when(reason.isNotNull(), detail).cast("string").alias("detail"),
+            )
+        )
     return df.select("item_id", F.explode(F.array(*structs)).alias("s")).select(
-        "item_id", "s.feature_set", F.lit(model_id).alias("model_id"), "s.source_version", "s.text", "s.reason",
+        "item_id",
+        "s.feature_set",
+        F.lit(model_id).alias("model_id"),
+        "s.source_version",
+        "s.text",
+        "s.reason",
         "s.detail",
     )
 
@@ -218,14 +247,17 @@ def media_sources(items: "DataFrame", feature_set: str, model_id: str, settings:
         reason = reason.when(probe != C.OK, probe)
     fingerprint = media_fingerprint(items, C.MEDIA_FINGERPRINT_COLUMNS[:2])  # size:mtime
     return items.select(
-        "item_id", F.lit(feature_set).alias("feature_set"), F.lit(model_id).alias("model_id"),
+        "item_id",
+        F.lit(feature_set).alias("feature_set"),
+        F.lit(model_id).alias("model_id"),
         F.concat(fingerprint, F.lit("@" + settings_tag(settings))).alias("source_version"),
-        F.col("video_path").alias("path"), reason.alias("reason"),
+        F.col("video_path").alias("path"),
+        reason.alias("reason"),
         F.when(reason.isNotNull(), probe_detail).alias("detail"),
     )
 
 
-def plan_sources(src: "DataFrame", existing: Optional["DataFrame"], failed: Optional["DataFrame"]) -> "DataFrame":
+def plan_sources(src: "DataFrame", existing: "DataFrame" | None, failed: "DataFrame" | None) -> "DataFrame":
     """Add `state` to source rows: "not_applicable" (the item has no video by design: an interaction-only
     dataset; no error row), "missing" (a reason, no input to embed), "done" (a vector for this source_version
     exists), "failed" (this source_version failed for a permanent reason; pass `failed=None` to retry) or
@@ -233,8 +265,9 @@ def plan_sources(src: "DataFrame", existing: Optional["DataFrame"], failed: Opti
     from pyspark.sql import functions as F
 
     df = src
-    state = (F.when(F.col("reason").isin(*sorted(C.NOT_APPLICABLE_STATUSES)), F.lit("not_applicable"))
-             .when(F.col("reason").isNotNull(), F.lit("missing")))
+    state = F.when(F.col("reason").isin(*sorted(C.NOT_APPLICABLE_STATUSES)), F.lit("not_applicable")).when(
+        F.col("reason").isNotNull(), F.lit("missing")
+    )
     for name, table in (("_done", existing), ("_failed", failed)):
         if table is not None:
             df = df.join(table.select(*VERSION_KEYS).distinct().withColumn(name, F.lit(True)), VERSION_KEYS, "left")
@@ -242,7 +275,7 @@ def plan_sources(src: "DataFrame", existing: Optional["DataFrame"], failed: Opti
     return df.withColumn("state", state.otherwise(F.lit("todo"))).drop("_done", "_failed")
 
 
-def permanent_failures(errors: Optional["DataFrame"]) -> Optional["DataFrame"]:
+def permanent_failures(errors: "DataFrame" | None) -> "DataFrame" | None:
     """The feature_errors rows a re-run skips: permanent reasons only (transient ones, such as oom, decode_error
     and embed_error, are retried by the next run), as in the caption stage."""
     from pyspark.sql import functions as F
@@ -250,7 +283,7 @@ def permanent_failures(errors: Optional["DataFrame"]) -> Optional["DataFrame"]:
     return None if errors is None else errors.where(F.col("reason").isin(*sorted(C.PERMANENT_REASONS)))
 
 
-def check_dims(new: "DataFrame", existing: Optional["DataFrame"] = None) -> dict[tuple[str, str], int]:
+def check_dims(new: "DataFrame", existing: "DataFrame" | None = None) -> dict[tuple[str, str], int]:
     """One dim per (feature_set, model_id) over new and existing vectors, and len(vector) == dim for new ones.
 
     Reads only the `dim` column of `existing`. Returns {(feature_set, model_id): dim}; raises
@@ -288,8 +321,10 @@ def to_item_features(results: "DataFrame") -> "DataFrame":
     from pyspark.sql import types as T
 
     return results.where(F.col("reason").isNull() & F.col("vector").isNotNull()).select(
-        *C.KEYS[C.ITEM_FEATURES], F.col("dim").cast("int").alias("dim"),
-        F.col("vector").cast(T.ArrayType(T.FloatType())).alias("vector"), "source_version",
+        *C.KEYS[C.ITEM_FEATURES],
+        F.col("dim").cast("int").alias("dim"),
+        F.col("vector").cast(T.ArrayType(T.FloatType())).alias("vector"),
+        "source_version",
         F.current_timestamp().alias("created_at"),
     )
 
@@ -299,6 +334,8 @@ def to_feature_errors(rows: "DataFrame") -> "DataFrame":
     from pyspark.sql import functions as F
 
     return rows.where(F.col("reason").isNotNull()).select(
-        *VERSION_KEYS, "reason", F.substring(F.col("detail"), 1, _DETAIL_MAX).alias("detail"),
+        *VERSION_KEYS,
+        "reason",
+        F.substring(F.col("detail"), 1, _DETAIL_MAX).alias("detail"),
         F.current_timestamp().alias("seen_at"),
     )

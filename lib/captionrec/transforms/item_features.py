@@ -4,8 +4,9 @@ item index (a Spark read of `item_features`, then numpy)."""
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,9 @@ class ItemFeatures:
     missing: int = 0  # items without a full vector
 
 
-def _collect_set(item_features: "DataFrame", item_index: "DataFrame", fs: str, model_id: Optional[str]) -> tuple[str, list]:
+def _collect_set(
+    item_features: "DataFrame", item_index: "DataFrame", fs: str, model_id: str | None
+) -> tuple[str, list]:
     """(chosen model_id, rows (item_idx, vector)) of one feature set: the given model, else the newest."""
     from pyspark.sql import functions as F
 
@@ -76,7 +79,7 @@ def item_feature_matrix(
     item_index: "DataFrame",
     feature_sets: Sequence[str],
     num_items: int,
-    model_id: Optional[str] = None,
+    model_id: str | None = None,
 ) -> ItemFeatures:
     """Collect the vectors of `feature_sets` for the indexed items to the driver.
 
@@ -101,4 +104,6 @@ def item_feature_matrix(
     mask = np.logical_and.reduce(masks)
     mask[0] = False
     matrix[~mask] = 0.0
-    return ItemFeatures(matrix=matrix, mask=mask, model_ids=model_ids, dims=dims, missing=int(num_items - mask[1:].sum()))
+    return ItemFeatures(
+        matrix=matrix, mask=mask, model_ids=model_ids, dims=dims, missing=int(num_items - mask[1:].sum())
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec.contracts import TRAIN_BATCH_COLUMNS
 
@@ -26,7 +26,7 @@ def is_local_master(master: str) -> bool:
     return (master or "").startswith("local")
 
 
-def cache_dir_for(master: str, configured: Optional[str], spark_setting: Optional[str]) -> str:
+def cache_dir_for(master: str, configured: str | None, spark_setting: str | None) -> str:
     """The petastorm cache dir: `train.petastorm_cache_dir`, else Spark's petastorm setting, else (local
     masters only) a new temp folder. A cluster without either is an error: never driver-local disk."""
     if configured:
@@ -42,7 +42,7 @@ def cache_dir_for(master: str, configured: Optional[str], spark_setting: Optiona
     return "file://" + tempfile.mkdtemp(prefix="captionrec-petastorm-")
 
 
-def resolve_cache_dir(spark: "SparkSession", cache_dir: Optional[str]) -> str:
+def resolve_cache_dir(spark: "SparkSession", cache_dir: str | None) -> str:
     try:
         setting = spark.conf.get(PETASTORM_CACHE_CONF)
     except Exception:  # the key is unset: Spark raises for an unknown key without a default
@@ -55,7 +55,7 @@ def petastorm_converters(
     parts: Mapping[tuple[int, int], Sequence[str]],
     keys: Sequence[tuple[int, int]],
     world: int,
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
 ) -> dict[tuple[int, int], Any]:
     """One petastorm converter per (window, training role) over its materialised training inputs
     (`transforms.train_inputs`: files Spark wrote, never the table's own), >= `world` files each."""

@@ -27,7 +27,7 @@ user sees the history as it was at t_k).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -59,7 +59,11 @@ def build_item_index(interactions: "DataFrame") -> "DataFrame":
     from pyspark.sql import functions as F
 
     first = interactions.groupBy("item_id").agg(F.min("ts_ms").alias("first_ts_ms"))
-    return _numbered(interactions, "item_id", "item_idx").join(first, "item_id").select("item_id", "item_idx", "first_ts_ms")
+    return (
+        _numbered(interactions, "item_id", "item_idx")
+        .join(first, "item_id")
+        .select("item_id", "item_idx", "first_ts_ms")
+    )
 
 
 def build_user_index(interactions: "DataFrame") -> "DataFrame":
@@ -133,9 +137,16 @@ def _eval_cases(rows: "DataFrame", test_targets: str, test_history: str) -> "Dat
     cases = hist.where(F.col("role").isin(VALID, TEST))
     if test_history == "frozen":  # test cases see the history at t_k (everything before the test week)
         at_tk = _histories(rows, (FIT, VALID)).withColumnRenamed("items", "_at_tk")
-        cases = cases.join(at_tk, ["window", "user_idx"], "left").withColumn(
-            "seen", F.when(F.col("role") == TEST, F.coalesce("_at_tk", F.array().cast("array<int>"))).otherwise(F.col("seen"))
-        ).drop("_at_tk")
+        cases = (
+            cases.join(at_tk, ["window", "user_idx"], "left")
+            .withColumn(
+                "seen",
+                F.when(F.col("role") == TEST, F.coalesce("_at_tk", F.array().cast("array<int>"))).otherwise(
+                    F.col("seen")
+                ),
+            )
+            .drop("_at_tk")
+        )
     elif test_history != "rolling":
         raise ValueError(f"test_history {test_history!r} is not one of {TEST_HISTORIES}")
     cases = cases.where(F.size("seen") > 0)
@@ -147,7 +158,12 @@ def _eval_cases(rows: "DataFrame", test_targets: str, test_history: str) -> "Dat
         raise ValueError(f"test_targets {test_targets!r} is not all | first")
     # cold: no interaction in the phase's training data (validation: fit; test: everything before t_k)
     fit_items = rows.where(F.col("role") == FIT).select("window", "item_idx").distinct().withColumn("_fit", F.lit(1))
-    prior = rows.where(F.col("role").isin(FIT, VALID)).select("window", "item_idx").distinct().withColumn("_prior", F.lit(1))
+    prior = (
+        rows.where(F.col("role").isin(FIT, VALID))
+        .select("window", "item_idx")
+        .distinct()
+        .withColumn("_prior", F.lit(1))
+    )
     cases = cases.join(fit_items, ["window", "item_idx"], "left").join(prior, ["window", "item_idx"], "left")
     trained = F.when(F.col("role") == VALID, F.col("_fit")).otherwise(F.col("_prior"))
     return cases.withColumn("cold", F.when(trained.isNull(), 1).otherwise(0).cast("int"))
@@ -161,7 +177,7 @@ def build_sequences(
     test_targets: str = "all",
     test_history: str = "rolling",
     refit: bool = False,
-    stride: Optional[int] = None,
+    stride: int | None = None,
 ) -> "DataFrame":
     """split interactions (user_id, item_id, ts_ms, window, role) -> the sequences table (see module doc).
 
@@ -218,7 +234,9 @@ def sequence_stats(sequences: "DataFrame") -> list[dict]:
     return [{k: int(v or 0) for k, v in r.asDict().items()} for r in rows]
 
 
-def item_counts(split: "DataFrame", item_index: "DataFrame", windows: list[int], num_items: int) -> dict[int, dict[str, np.ndarray]]:
+def item_counts(
+    split: "DataFrame", item_index: "DataFrame", windows: list[int], num_items: int
+) -> dict[int, dict[str, np.ndarray]]:
     """Per window: interactions per item (N + 1,) int64 in the fit data (`fit`) and before t_k (`prior`).
 
     They are the popularity baseline of the validation and the test cases, the training items of each
@@ -233,7 +251,9 @@ def item_counts(split: "DataFrame", item_index: "DataFrame", windows: list[int],
         .agg(F.sum(F.when(F.col("role") == FIT, 1).otherwise(0)).alias("fit"), F.count("*").alias("prior"))
         .collect()
     )
-    out = {int(w): {"fit": np.zeros(num_items + 1, np.int64), "prior": np.zeros(num_items + 1, np.int64)} for w in windows}
+    out = {
+        int(w): {"fit": np.zeros(num_items + 1, np.int64), "prior": np.zeros(num_items + 1, np.int64)} for w in windows
+    }
     for r in got:
         counts = out.get(int(r["window"]))
         if counts is not None:

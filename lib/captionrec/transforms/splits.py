@@ -7,7 +7,7 @@ Order within a user is (ts_ms, item_id), so equal timestamps split deterministic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from captionrec.training.windows import FIT, TEST, VALID, Window, loo_window, rolling_windows
 
@@ -60,7 +60,7 @@ def split_interactions(
     protocol: str,
     num_windows: int = 3,
     window_days: int = 7,
-    start: Optional[str] = None,
+    start: str | None = None,
 ) -> tuple["DataFrame", list[Window]]:
     """All windows of a protocol as one DataFrame (+ the window bounds; LOO has one window without bounds)."""
     from functools import reduce
@@ -90,10 +90,16 @@ def split_report(split: "DataFrame") -> list[dict]:
     cold = (
         test.join(fit_items, ["window", "item_id"], "left")
         .groupBy("window")
-        .agg(F.count("*").alias("test_items"), F.sum(F.when(F.col("_fit").isNull(), 1).otherwise(0)).alias("cold_test_items"))
+        .agg(
+            F.count("*").alias("test_items"),
+            F.sum(F.when(F.col("_fit").isNull(), 1).otherwise(0)).alias("cold_test_items"),
+        )
     )
     counts = split.groupBy("window").agg(
-        *[F.sum(F.when(F.col("role") == r, 1).otherwise(0)).alias(n) for r, n in ((FIT, "fit"), (VALID, "valid"), (TEST, "test"))],
+        *[
+            F.sum(F.when(F.col("role") == r, 1).otherwise(0)).alias(n)
+            for r, n in ((FIT, "fit"), (VALID, "valid"), (TEST, "test"))
+        ],
         F.max(F.when(F.col("role") == FIT, F.col("ts_ms"))).alias("max_fit_ts_ms"),
     )
     rows = counts.join(cold, "window", "left").orderBy("window").collect()

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from captionrec.paths import has_scheme, join
 from captionrec.transforms.petastorm import is_local_master
@@ -47,7 +47,7 @@ MANIFEST = "_manifest"
 COLUMNS = ("user_idx", "chunk", "seq", "new_targets", "target", "cold", "repeat", "seen")
 
 
-def inputs_dir_for(master: str, configured: Optional[str], storage: "StorageConfig") -> str:
+def inputs_dir_for(master: str, configured: str | None, storage: "StorageConfig") -> str:
     """Where training inputs are materialised (see the module docstring for the order)."""
     import os
 
@@ -103,7 +103,7 @@ def _committed(spark: "SparkSession", pattern: str) -> list[str]:
     return [] if statuses is None else sorted(str(st.getPath().toString()) for st in statuses)
 
 
-def read_manifest(spark: "SparkSession", folder: str) -> Optional[dict]:
+def read_manifest(spark: "SparkSession", folder: str) -> dict | None:
     """The folder's manifest, or None when there is none or it is incomplete (a killed write)."""
     files = _committed(spark, join(folder, MANIFEST, "part-*"))  # a part file appears only once Spark commits it
     if not files:
@@ -133,7 +133,7 @@ def _relative_parts(files: Sequence[str], data: str) -> dict[tuple[int, int], li
         at = f.find(marker)
         if at < 0:
             raise RuntimeError(f"Spark listed {f!r}, which is not under the data folder {data!r} it just wrote")
-        rel = f[at + 1:]
+        rel = f[at + 1 :]
         keys = dict(seg.split("=", 1) for seg in rel.split("/") if "=" in seg)
         out.setdefault((int(keys["window"]), int(keys["role"])), []).append(rel)
     return {k: sorted(v) for k, v in out.items()}
@@ -149,18 +149,27 @@ def materialise(sequences: "DataFrame", inputs_dir: str, identity: Mapping[str, 
     found = read_manifest(spark, folder)
     if found is not None:
         if found.get("identity") != identity:
-            raise RuntimeError(f"training inputs at {folder} were written for another identity (a key collision): "
-                               f"remove that folder")
+            raise RuntimeError(
+                f"training inputs at {folder} were written for another identity (a key collision): remove that folder"
+            )
         log.info("training inputs: reusing %s", folder)
         return TrainInputs(folder, key, _parts_from_manifest(folder, found), True, time.perf_counter() - t0)
 
     data = f"data-{uuid.uuid4().hex[:12]}"
-    (sequences.select("window", "role", *COLUMNS)
-     .repartition("window", "role")
-     .write.partitionBy("window", "role").mode("errorifexists").parquet(join(folder, data)))
+    (
+        sequences.select("window", "role", *COLUMNS)
+        .repartition("window", "role")
+        .write.partitionBy("window", "role")
+        .mode("errorifexists")
+        .parquet(join(folder, data))
+    )
     rel = _relative_parts(spark.read.parquet(join(folder, data)).inputFiles(), data)
     manifest = {
-        "key": key, "identity": identity, "layout": LAYOUT, "data": data, "complete": True,
+        "key": key,
+        "identity": identity,
+        "layout": LAYOUT,
+        "data": data,
+        "complete": True,
         "parts": [{"window": w, "role": r, "files": files} for (w, r), files in sorted(rel.items())],
     }
     _write_manifest(spark, folder, manifest)
@@ -194,7 +203,7 @@ def make_source(
     identity: Mapping[str, Any],
     loader: str = "auto",
     world: int = 1,
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
 ) -> "SequenceSource":
     """Driver side: materialise (or reuse) the training inputs and describe them for the ranks.
 
@@ -207,8 +216,9 @@ def make_source(
     inputs = materialise(sequences, inputs_dir, identity)
     if not inputs.parts:
         raise ValueError("the sequences table has no rows (nothing to train on)")
-    source = SequenceSource(loader=kind, parts=inputs.parts, folder=inputs.folder, reused=inputs.reused,
-                            seconds=inputs.seconds)
+    source = SequenceSource(
+        loader=kind, parts=inputs.parts, folder=inputs.folder, reused=inputs.reused, seconds=inputs.seconds
+    )
     if kind == "petastorm":
         from captionrec.transforms.petastorm import petastorm_converters
 

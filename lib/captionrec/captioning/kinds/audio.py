@@ -55,14 +55,27 @@ def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[
     """The settings that define the audio captioner (batch sizes, dtype and attention kernels are speed only)."""
     a = cfg.audio
     s = {
-        "kind": NAME, "asr_model": a.asr_model, "asr_beam_size": a.asr_beam_size, "vad": a.vad,
-        "language": a.language, "min_asr_confidence": a.min_asr_confidence, "tagger_model": a.tagger_model,
-        "top_k": a.top_k, "fusion": a.fusion, "window_s": a.window_s, "silence_dbfs": a.silence_dbfs,
+        "kind": NAME,
+        "asr_model": a.asr_model,
+        "asr_beam_size": a.asr_beam_size,
+        "vad": a.vad,
+        "language": a.language,
+        "min_asr_confidence": a.min_asr_confidence,
+        "tagger_model": a.tagger_model,
+        "top_k": a.top_k,
+        "fusion": a.fusion,
+        "window_s": a.window_s,
+        "silence_dbfs": a.silence_dbfs,
         "sample_rate": SAMPLE_RATE,
     }
     if a.fusion == "llm":
-        s.update(llm_model=a.llm_model, llm_max_new_tokens=a.llm_max_new_tokens, prompt_version=a.prompt_version,
-                 prompt_sha=prompt_sha(prompt), decoding="greedy")
+        s.update(
+            llm_model=a.llm_model,
+            llm_max_new_tokens=a.llm_max_new_tokens,
+            prompt_version=a.prompt_version,
+            prompt_sha=prompt_sha(prompt),
+            decoding="greedy",
+        )
     return s
 
 
@@ -72,15 +85,30 @@ def load(plan: CaptionPlan, device: str = "cpu") -> Models:
 
     cfg, refs, a = plan.cfg, plan.model_map, plan.cfg.audio
     local = cfg.local_files_only
-    asr = Transcriber(plan.model_path("asr"), device=device, compute_type=a.asr_compute_type, vad=a.vad,
-                      language=a.language, beam_size=a.asr_beam_size, cpu_threads=max(0, cfg.torch_threads),
-                      local_files_only=local, model_id=refs["asr"])
-    tagger = SoundTagger(plan.model_path("tagger"), device=device, top_k=a.top_k, local_files_only=local,
-                         model_id=refs["tagger"])
+    asr = Transcriber(
+        plan.model_path("asr"),
+        device=device,
+        compute_type=a.asr_compute_type,
+        vad=a.vad,
+        language=a.language,
+        beam_size=a.asr_beam_size,
+        cpu_threads=max(0, cfg.torch_threads),
+        local_files_only=local,
+        model_id=refs["asr"],
+    )
+    tagger = SoundTagger(
+        plan.model_path("tagger"), device=device, top_k=a.top_k, local_files_only=local, model_id=refs["tagger"]
+    )
     llm = None
     if a.fusion == "llm":
-        llm = AudioCaptioner(plan.model_path("llm"), device=device, dtype=a.dtype, attn=a.attn_implementation,
-                             local_files_only=local, model_id=refs["llm"])
+        llm = AudioCaptioner(
+            plan.model_path("llm"),
+            device=device,
+            dtype=a.dtype,
+            attn=a.attn_implementation,
+            local_files_only=local,
+            model_id=refs["llm"],
+        )
     runners = {"asr": BatchRunner(1), "llm": BatchRunner(a.batch_size)}  # faster-whisper: one clip a call
     return Models(AudioRoles(asr, tagger, llm), device, BatchRunner(a.batch_size), runners)
 
@@ -111,8 +139,9 @@ class _AudioBatch:
 
     def rows(self) -> list[dict[str, Any]]:
         self.step(self.models.step("asr"), self.transcribe, "asr")
-        self.step(self.models.step("tags"), lambda idx: self.roles.tagger.tag([self.decoded[i].data for i in idx]),
-                  "tags")
+        self.step(
+            self.models.step("tags"), lambda idx: self.roles.tagger.tag([self.decoded[i].data for i in idx]), "tags"
+        )
         if self.a.fusion == "llm":
             self.step(self.models.step("llm"), self.write_llm, "text")
         else:
@@ -155,30 +184,48 @@ class _AudioBatch:
     def write_llm(self, idx: list[int]) -> list[str]:
         from captionrec.captioning.audio import render_audio_prompt
 
-        prompts = [render_audio_prompt(self.plan.prompt, self.state[i]["asr"].text, self.state[i]["tags"],
-                                       speech_unclear=self.unclear(self.state[i])) for i in idx]
-        return self.roles.llm.caption([self.decoded[i].data for i in idx], prompts,
-                                      max_new_tokens=self.a.llm_max_new_tokens)
+        prompts = [
+            render_audio_prompt(
+                self.plan.prompt,
+                self.state[i]["asr"].text,
+                self.state[i]["tags"],
+                speech_unclear=self.unclear(self.state[i]),
+            )
+            for i in idx
+        ]
+        return self.roles.llm.caption(
+            [self.decoded[i].data for i in idx], prompts, max_new_tokens=self.a.llm_max_new_tokens
+        )
 
     def speech(self, s: dict[str, Any]) -> dict[str, Any]:
         tr = s.get("asr")
         if tr is None:
             return {}
         unclear = self.unclear(s)
-        return {"transcript": tr.text, "language": tr.language, "asr_confidence": tr.confidence,
-                "low_confidence": unclear or not tr.language_known,
-                "transcript_reason": C.LOW_CONFIDENCE if unclear else None}
+        return {
+            "transcript": tr.text,
+            "language": tr.language,
+            "asr_confidence": tr.confidence,
+            "low_confidence": unclear or not tr.language_known,
+            "transcript_reason": C.LOW_CONFIDENCE if unclear else None,
+        }
 
     def fail(self, i: int, exc: BaseException) -> None:
         d, s = self.decoded[i], self.state.pop(i)
-        self.out[i] = caption_row(self.plan, d.item, self.models, **d.base(s["model_s"]), **self.speech(s),
-                                  **failure(exc))
+        self.out[i] = caption_row(
+            self.plan, d.item, self.models, **d.base(s["model_s"]), **self.speech(s), **failure(exc)
+        )
 
     def finish(self, i: int) -> None:
         d, s = self.decoded[i], self.state.pop(i)
         self.out[i] = caption_row(
-            self.plan, d.item, self.models, **d.base(s["model_s"]), **self.speech(s),
-            sound_tags=[{"label": t.label, "score": float(t.score)} for t in s["tags"]], model_s=s["model_s"],
+            self.plan,
+            d.item,
+            self.models,
+            **d.base(s["model_s"]),
+            **self.speech(s),
+            sound_tags=[{"label": t.label, "score": float(t.score)} for t in s["tags"]],
+            model_s=s["model_s"],
             **text_or_empty(s["text"]),
         )
 

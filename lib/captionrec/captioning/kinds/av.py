@@ -46,8 +46,16 @@ def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[
     """The settings that define the av captioner (what its version hashes)."""
     v = cfg.av
     return one_model_settings(
-        NAME, v, prompt, num_frames=v.num_frames, window_s=v.window_s, max_pixels=v.max_pixels,
-        max_new_tokens=v.max_new_tokens, without_audio=v.without_audio, sample_rate=SAMPLE_RATE, frames_input="images",
+        NAME,
+        v,
+        prompt,
+        num_frames=v.num_frames,
+        window_s=v.window_s,
+        max_pixels=v.max_pixels,
+        max_new_tokens=v.max_new_tokens,
+        without_audio=v.without_audio,
+        sample_rate=SAMPLE_RATE,
+        frames_input="images",
     )
 
 
@@ -88,8 +96,12 @@ def caption(plan: CaptionPlan, models: Models, decoded: list[Decoded]) -> list[d
     v = plan.cfg.av
 
     def call(batch: list[Decoded]) -> list[Any]:
-        return models.model.caption([d.data.frames.frames for d in batch], [d.data.audio for d in batch],
-                                    plan.prompt, max_new_tokens=v.max_new_tokens)
+        return models.model.caption(
+            [d.data.frames.frames for d in batch],
+            [d.data.audio for d in batch],
+            plan.prompt,
+            max_new_tokens=v.max_new_tokens,
+        )
 
     return single_model_batch(plan, models, decoded, call, lambda d: frame_columns(d.data.frames))
 

@@ -39,8 +39,16 @@ def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[
     """The settings that define the video captioner (what its version hashes)."""
     v = cfg.video
     return one_model_settings(
-        NAME, v, prompt, num_frames=None if v.fps else v.num_frames, fps=v.fps, max_frames=v.max_frames,
-        window_s=v.window_s, max_pixels=v.max_pixels, max_new_tokens=v.max_new_tokens, frames_input=v.frames_input,
+        NAME,
+        v,
+        prompt,
+        num_frames=None if v.fps else v.num_frames,
+        fps=v.fps,
+        max_frames=v.max_frames,
+        window_s=v.window_s,
+        max_pixels=v.max_pixels,
+        max_new_tokens=v.max_new_tokens,
+        frames_input=v.frames_input,
     )
 
 
@@ -72,8 +80,12 @@ def caption(plan: CaptionPlan, models: Models, decoded: list[Decoded]) -> list[d
         return sample.num_frames / span if span and span > 0 else 2.0
 
     def call(batch: list[Decoded]) -> list[Any]:
-        return models.model.caption([d.data.frames for d in batch], plan.prompt, max_new_tokens=v.max_new_tokens,
-                                    fps=[fps_of(d.data) for d in batch])
+        return models.model.caption(
+            [d.data.frames for d in batch],
+            plan.prompt,
+            max_new_tokens=v.max_new_tokens,
+            fps=[fps_of(d.data) for d in batch],
+        )
 
     return single_model_batch(plan, models, decoded, call, lambda d: frame_columns(d.data))
 

@@ -52,7 +52,8 @@ def setup(cfg: CaptionConfig) -> Setup:
     """The video kind's prompt and model, plus the summary prompt (combine: summary)."""
     seg = cfg.video.segments
     return video.setup(cfg)._replace(
-        summary_prompt=load_prompt(seg.summary_prompt_file) if seg.combine == "summary" else "")
+        summary_prompt=load_prompt(seg.summary_prompt_file) if seg.combine == "summary" else ""
+    )
 
 
 def settings(cfg: CaptionConfig, prompt: str, summary_prompt: str = "") -> dict[str, Any]:
@@ -63,11 +64,19 @@ def segments_settings(video: dict[str, Any], seg: SegmentsConfig, summary_prompt
     """The versioned settings of `video_full`: the video captioner's (minus its `window_s`) + the windowing and
     combination settings."""
     s = {k: v for k, v in video.items() if k != "window_s"}
-    s.update(kind=C.VIDEO_FULL, seg_window_s=seg.window_s, seg_stride_s=seg.stride_s, seg_max_windows=seg.max_windows,
-             combine=seg.combine)
+    s.update(
+        kind=C.VIDEO_FULL,
+        seg_window_s=seg.window_s,
+        seg_stride_s=seg.stride_s,
+        seg_max_windows=seg.max_windows,
+        combine=seg.combine,
+    )
     if seg.combine == "summary":
-        s.update(summary_prompt_version=seg.summary_prompt_version, summary_max_new_tokens=seg.summary_max_new_tokens,
-                 summary_prompt_sha=prompt_sha(summary_prompt))
+        s.update(
+            summary_prompt_version=seg.summary_prompt_version,
+            summary_max_new_tokens=seg.summary_max_new_tokens,
+            summary_prompt_sha=prompt_sha(summary_prompt),
+        )
     return s
 
 
@@ -92,7 +101,7 @@ def summarize(vlm: Any, prompt: str, max_new_tokens: int) -> str:
     enc = enc.to(vlm.device)
     with torch.inference_mode():
         out = vlm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)  # (1, L + new)
-    new = out[:, enc["input_ids"].shape[1]:]
+    new = out[:, enc["input_ids"].shape[1] :]
     return vlm.tokenizer.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)[0].strip()
 
 
@@ -107,8 +116,15 @@ class _ItemWindows:
         self.decode_errors = 0
 
     def entry(self, w: Any, **values: Any) -> dict[str, Any]:
-        e = {"index": w.index, "start_s": w.start_s, "end_s": w.end_s, "text": None, "reason": None, "error": None,
-             "frames_used": None}
+        e = {
+            "index": w.index,
+            "start_s": w.start_s,
+            "end_s": w.end_s,
+            "text": None,
+            "reason": None,
+            "error": None,
+            "frames_used": None,
+        }
         e.update(values)
         return e
 
@@ -139,8 +155,9 @@ class _ItemWindows:
     def _caption_batch(self, batch: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         fps = [s.num_frames / w.length_s if w.length_s > 0 else 2.0 for w, s in batch]
-        results = self.models.model.caption([s.frames for _, s in batch], self.plan.prompt,
-                                          max_new_tokens=self.v.max_new_tokens, fps=fps)
+        results = self.models.model.caption(
+            [s.frames for _, s in batch], self.plan.prompt, max_new_tokens=self.v.max_new_tokens, fps=fps
+        )
         self.model_s += time.perf_counter() - t0
         out = []
         for (w, s), res in zip(batch, results):
@@ -160,15 +177,21 @@ def combine(plan: CaptionPlan, models: Models, segments: list[dict[str, Any]]) -
         first = next((s for s in segments if s.get("reason")), None)
         if first is None:
             return {"reason": C.DECODE_ERROR, "error": "no window planned"}, 0.0
-        return {"reason": first["reason"], "error": f"no window captioned; window {first['index']}: {first['error']}"}, 0.0
+        return {
+            "reason": first["reason"],
+            "error": f"no window captioned; window {first['index']}: {first['error']}",
+        }, 0.0
     seg = plan.cfg.video.segments
     if seg.combine == "concat":
         return {"text": " ".join(s["text"] for s in ok)}, 0.0
     t0 = time.perf_counter()
     prompt = plan.summary_prompt.replace("{segments}", timed_lines(ok))
     try:
-        text = models.runner.run([prompt], lambda ps: [summarize(models.model, p, seg.summary_max_new_tokens)
-                                                        for p in ps], lambda p, exc: exc)[0]
+        text = models.runner.run(
+            [prompt],
+            lambda ps: [summarize(models.model, p, seg.summary_max_new_tokens) for p in ps],
+            lambda p, exc: exc,
+        )[0]
     except Exception as exc:  # noqa: BLE001 - recorded on the item
         text = exc
     spent = time.perf_counter() - t0
@@ -195,16 +218,34 @@ def caption_item(plan: CaptionPlan, models: Models, item: dict[str, Any]) -> dic
             work.run(windowed)
     except Exception as exc:  # noqa: BLE001 - the file as a whole (missing, corrupt, no video): the item's reason
         total = time.perf_counter() - t0
-        return caption_row(plan, item, models, decode_s=total - work.model_s, model_s=work.model_s, total_s=total,
-                           segments=work.segments or None, **failure(exc))
+        return caption_row(
+            plan,
+            item,
+            models,
+            decode_s=total - work.model_s,
+            model_s=work.model_s,
+            total_s=total,
+            segments=work.segments or None,
+            **failure(exc),
+        )
     result, summary_s = combine(plan, models, work.segments)
     model_s = work.model_s + summary_s
     total = time.perf_counter() - t0
     return caption_row(
-        plan, item, models, **result, segments=work.segments, windows_used=len(wplan.windows),
-        truncated=wplan.truncated, covered_s=round(wplan.covered_s, 3),
-        frames_used=sum(int(s["frames_used"] or 0) for s in work.segments), frame_times_s=work.frame_times,
-        decode_s=total - model_s, model_s=model_s, total_s=total, decode_errors=work.decode_errors,
+        plan,
+        item,
+        models,
+        **result,
+        segments=work.segments,
+        windows_used=len(wplan.windows),
+        truncated=wplan.truncated,
+        covered_s=round(wplan.covered_s, 3),
+        frames_used=sum(int(s["frames_used"] or 0) for s in work.segments),
+        frame_times_s=work.frame_times,
+        decode_s=total - model_s,
+        model_s=model_s,
+        total_s=total,
+        decode_errors=work.decode_errors,
     )
 
 
