@@ -9,7 +9,7 @@ Keys of this section may drop the `recommend.` prefix on the command line of its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from captionrec.config.common import GpuConfig
 from captionrec.contracts import CAPTION_SOURCES
@@ -20,8 +20,8 @@ class RecommendConfig:
     # The model: an MLflow run id whose logged model is served, or `latest` (from_grid): the newest grid's
     # configuration with the best mean validation metric (never a test metric), refit on every interaction.
     # run_id wins when both are set (conf/local.yaml sets from_grid: latest, `run_id=<id>` on the command line).
-    run_id: Optional[str] = None
-    from_grid: Optional[str] = "latest"
+    run_id: str | None = None
+    from_grid: str | None = "latest"
     # The validation metric the grid choice ranks by (mean over windows and seeds of valid_<metric>).
     select_metric: str = "ndcg@10"
     # The production refit: train overrides on top of the chosen child's config (num_processes=1 fits 2 cores).
@@ -35,7 +35,7 @@ class RecommendConfig:
     force_promote: bool = False
     # Active users: an interaction in the `active_days` before `now` (null: the newest interaction's time).
     active_days: int = 30
-    now: Optional[str] = None
+    now: str | None = None
     k: int = 100
     # exact: full scores over the servable items; ann: the serving package's ItemIndex (FAISS by catalogue size),
     # built once on the driver, logged on the served run (ann_index/<catalogue digest>), loaded by the workers.
@@ -57,8 +57,9 @@ class RecommendConfig:
 
     def __post_init__(self) -> None:
         if not (self.run_id or self.from_grid):
-            raise ValueError("recommend needs a model: recommend.run_id=<run id> or recommend.from_grid=latest "
-                             "(or a grid run id)")
+            raise ValueError(
+                "recommend needs a model: recommend.run_id=<run id> or recommend.from_grid=latest (or a grid run id)"
+            )
         if self.k < 1 or self.similar_k < 1 or self.batch_size < 1 or self.similar_batch_size < 1:
             raise ValueError("recommend.k, similar_k, batch_size and similar_batch_size must be >= 1")
         if self.active_days < 1:

@@ -128,8 +128,9 @@ def _ids_of(positions: np.ndarray, item_ids: Sequence[Any], int_ids: bool) -> np
     return table[positions]
 
 
-def exact_topk(queries: np.ndarray, vectors: np.ndarray, item_ids: Sequence[Any], k: int,
-               block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(
+    queries: np.ndarray, vectors: np.ndarray, item_ids: Sequence[Any], k: int, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """The exact reference: top-k inner products of each query over all vectors (numpy, in query blocks).
 
     Returns (ids (m, k), scores (m, k) float32) like `ItemIndex.search`, best first; ties go to the lower
@@ -139,8 +140,9 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, item_ids: Sequence[Any]
     return _ids_of(pos, item_ids, is_int_ids(item_ids)), scores
 
 
-def exact_topk_positions(queries: np.ndarray, vectors: np.ndarray, k: int,
-                         block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk_positions(
+    queries: np.ndarray, vectors: np.ndarray, k: int, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """`exact_topk` with catalogue positions (int64, -1 padding) instead of ids."""
     q, v = _as_f32(queries, "queries"), _as_f32(vectors, "vectors")
     m, n = q.shape[0], v.shape[0]
@@ -232,8 +234,14 @@ def _calibrate_ef(index: Any, v: np.ndarray, seed: int, params: dict[str, Any]) 
         ef *= 2
     index.hnsw.efSearch = ef
     if recall < CALIBRATION_RECALL:
-        log.warning("HNSW (%s) reaches recall@%d %.4f on proxy queries at efSearch %d, under %.2f: prefer ivf",
-                    params["metric"], k, recall, ef, CALIBRATION_RECALL)
+        log.warning(
+            "HNSW (%s) reaches recall@%d %.4f on proxy queries at efSearch %d, under %.2f: prefer ivf",
+            params["metric"],
+            k,
+            recall,
+            ef,
+            CALIBRATION_RECALL,
+        )
     return {"efSearch": ef, "calibration_recall": round(recall, 4), "calibration_ok": recall >= CALIBRATION_RECALL}
 
 
@@ -255,8 +263,16 @@ def _ivf_nprobe(nprobe: int, nlist: int, k: int, n: int) -> int:
 class ItemIndex:
     """An inner-product index over item vectors and the item id of every row (see the module docstring)."""
 
-    def __init__(self, index: Any, item_ids: Sequence[Any], kind: str, dim: int,
-                 params: dict[str, Any] | None = None, seed: int = 0, device: Any = "auto"):
+    def __init__(
+        self,
+        index: Any,
+        item_ids: Sequence[Any],
+        kind: str,
+        dim: int,
+        params: dict[str, Any] | None = None,
+        seed: int = 0,
+        device: Any = "auto",
+    ):
         self._index = index  # a CPU faiss index; `_search_index` may be its GPU copy
         self._int_ids = is_int_ids(item_ids)
         self.item_ids = plain_ids(item_ids)
@@ -268,8 +284,15 @@ class ItemIndex:
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
-    def build(cls, vectors: np.ndarray, item_ids: Sequence[Any], kind: str = "auto", seed: int = 0,
-              params: dict[str, Any] | None = None, device: Any = "auto") -> "ItemIndex":
+    def build(
+        cls,
+        vectors: np.ndarray,
+        item_ids: Sequence[Any],
+        kind: str = "auto",
+        seed: int = 0,
+        params: dict[str, Any] | None = None,
+        device: Any = "auto",
+    ) -> "ItemIndex":
         """vectors (n, d) float32, row i = item_ids[i]; kind "auto" (by n) or one of KINDS; device: see the
         module docstring ("auto", a GPU ordinal, "cpu")."""
         v = _as_f32(vectors, "vectors")
@@ -282,8 +305,15 @@ class ItemIndex:
             raise ValueError(f"index kind {kind!r} is not 'auto' or one of {KINDS}")
         p = {**_default_params(chosen, v.shape[0]), **(params or {})}
         index = _build_faiss(chosen, v, seed, p)
-        log.info("item index: %s over %d items (d=%d, requested %r; auto: exact below %d items, else ivf) %s",
-                 chosen, v.shape[0], v.shape[1], kind, EXACT_MAX_ITEMS, p)
+        log.info(
+            "item index: %s over %d items (d=%d, requested %r; auto: exact below %d items, else ivf) %s",
+            chosen,
+            v.shape[0],
+            v.shape[1],
+            kind,
+            EXACT_MAX_ITEMS,
+            p,
+        )
         return cls(index, item_ids, chosen, v.shape[1], p, seed, device)
 
     def __len__(self) -> int:
@@ -291,9 +321,15 @@ class ItemIndex:
 
     def describe(self) -> dict[str, Any]:
         """What was built (for logging): kind, size, device, parameters and the auto thresholds."""
-        return {"kind": self.kind, "n_items": len(self), "dim": self.dim, "device": self.device,
-                "params": self.params, "seed": self.seed,
-                "thresholds": {"exact_below": EXACT_MAX_ITEMS, "hnsw_below": HNSW_MAX_ITEMS}}
+        return {
+            "kind": self.kind,
+            "n_items": len(self),
+            "dim": self.dim,
+            "device": self.device,
+            "params": self.params,
+            "seed": self.seed,
+            "thresholds": {"exact_below": EXACT_MAX_ITEMS, "hnsw_below": HNSW_MAX_ITEMS},
+        }
 
     # -- searching ---------------------------------------------------------------------------
     def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,15 +384,17 @@ class ItemIndex:
         import faiss
 
         d = Path(directory)
-        return cls._restore(faiss.read_index(str(d / INDEX_FILE)), json.loads((d / ID_MAP_FILE).read_text()),
-                            str(d), device)
+        return cls._restore(
+            faiss.read_index(str(d / INDEX_FILE)), json.loads((d / ID_MAP_FILE).read_text()), str(d), device
+        )
 
     @classmethod
     def _restore(cls, index: Any, meta: dict[str, Any], where: str, device: Any) -> "ItemIndex":
         if index.ntotal != len(meta["item_ids"]):
             raise ValueError(f"{where}: index holds {index.ntotal} vectors, the id map {len(meta['item_ids'])} ids")
-        return cls(index, meta["item_ids"], meta["kind"], int(meta["dim"]), meta.get("params"), meta.get("seed", 0),
-                   device)
+        return cls(
+            index, meta["item_ids"], meta["kind"], int(meta["dim"]), meta.get("params"), meta.get("seed", 0), device
+        )
 
     def to_bytes(self) -> bytes:
         """The CPU index and its id map in one blob (`from_bytes`): what a Spark broadcast carries."""

@@ -94,9 +94,17 @@ def _package_copy(where: Path) -> Path:
     return dest
 
 
-def log_recommender(model: Any, item_ids: Sequence[Any], *, feature_set: str, model_name: str, history_len: int,
-                    index: Any = None, artifact_path: str = "recommender",
-                    registered_model_name: str | None = None) -> str:
+def log_recommender(
+    model: Any,
+    item_ids: Sequence[Any],
+    *,
+    feature_set: str,
+    model_name: str,
+    history_len: int,
+    index: Any = None,
+    artifact_path: str = "recommender",
+    registered_model_name: str | None = None,
+) -> str:
     """Log `model` (a trained Recommender) as a pyfunc in the active MLflow run; returns the model URI.
 
     `index` (an ItemIndex over the same item ids, in the same order) makes the pyfunc retrieve through it.
@@ -112,9 +120,14 @@ def log_recommender(model: Any, item_ids: Sequence[Any], *, feature_set: str, mo
     if index is not None and list(index.item_ids) != ids:
         raise ValueError("the index's item ids are not the model's catalogue (same ids, same order)")
     int_ids = is_int_ids(ids)
-    meta = {"item_ids": plain_ids(ids), "int_ids": int_ids,
-            "feature_set": feature_set, "model_name": model_name, "history_len": int(history_len),
-            "retrieval": "exact" if index is None else f"ann:{index.kind}"}
+    meta = {
+        "item_ids": plain_ids(ids),
+        "int_ids": int_ids,
+        "feature_set": feature_set,
+        "model_name": model_name,
+        "history_len": int(history_len),
+        "retrieval": "exact" if index is None else f"ann:{index.kind}",
+    }
     example = pd.DataFrame({"history": [meta["item_ids"][: min(3, len(ids))]], "k": [min(DEFAULT_K, len(ids))]})
     with tempfile.TemporaryDirectory(prefix="captionrec-pyfunc-") as tmp:
         artifacts = {"model": str(Path(tmp) / "model.pt"), "meta": str(Path(tmp) / "meta.json")}
@@ -129,11 +142,23 @@ def log_recommender(model: Any, item_ids: Sequence[Any], *, feature_set: str, mo
         if index is not None:
             artifacts["index"] = str(index.save(Path(tmp) / "index"))
         info = mlflow.pyfunc.log_model(
-            name=artifact_path, python_model=RecommenderModel(), artifacts=artifacts, signature=_signature(int_ids),
-            input_example=example, pip_requirements=_pip_requirements(),
-            code_paths=[str(_package_copy(Path(tmp) / "code"))], registered_model_name=registered_model_name)
-    log.info("logged recommender %s (%s, %s, %d items, retrieval %s)", info.model_uri, model_name, feature_set,
-             len(ids), meta["retrieval"])
+            name=artifact_path,
+            python_model=RecommenderModel(),
+            artifacts=artifacts,
+            signature=_signature(int_ids),
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+            code_paths=[str(_package_copy(Path(tmp) / "code"))],
+            registered_model_name=registered_model_name,
+        )
+    log.info(
+        "logged recommender %s (%s, %s, %d items, retrieval %s)",
+        info.model_uri,
+        model_name,
+        feature_set,
+        len(ids),
+        meta["retrieval"],
+    )
     return info.model_uri
 
 
@@ -214,8 +239,11 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
             if not seen[r]:  # nothing the model knows: no ranking to give
                 ids.append([]), out.append([])
                 continue
-            keep = [(int(i), float(v)) for i, v in zip(top_i[r], top_s[r])
-                    if i > 0 and int(i) not in seen[r] and math.isfinite(v)][: ks[r]]
+            keep = [
+                (int(i), float(v))
+                for i, v in zip(top_i[r], top_s[r])
+                if i > 0 and int(i) not in seen[r] and math.isfinite(v)
+            ][: ks[r]]
             ids.append([self.item_ids[i - 1] for i, _ in keep])
             out.append([v for _, v in keep])
         return ids, out
@@ -230,8 +258,9 @@ def _k(value: Any) -> int:
     return k
 
 
-def register_recommender(model_uri: str, name: str, *, metric_name: str | None = None,
-                         value: float | None = None) -> str:
+def register_recommender(
+    model_uri: str, name: str, *, metric_name: str | None = None, value: float | None = None
+) -> str:
     """Register `model_uri` as a new version of `name` (the registry set by mlflow.set_registry_uri);
     with a metric, record it as the version's tags. Returns the version (a string)."""
     import mlflow
@@ -259,8 +288,15 @@ def _champion(client: Any, name: str, alias: str) -> Any | None:
         return None
 
 
-def promote_if_better(model_name: str, version: str, metric_name: str, value: float, alias: str = "champion",
-                      greater_is_better: bool = True, force: bool = False) -> dict[str, Any]:
+def promote_if_better(
+    model_name: str,
+    version: str,
+    metric_name: str,
+    value: float,
+    alias: str = "champion",
+    greater_is_better: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
     """Record `value` on the version, then point `alias` at it only if it beats the champion's recorded value.
 
     Rule: no champion yet -> promote; the champion has no value for the same metric -> keep it (not
@@ -292,8 +328,10 @@ def promote_if_better(model_name: str, version: str, metric_name: str, value: fl
     elif force and champ is not None and before_version != version:
         promoted, forced = True, True
         was = f"{before:.6g}" if before is not None else f"no recorded {metric_name}"
-        reason = (f"forced (force_promote): {alias} re-baselined from v{before_version} ({was}) to v{version} "
-                  f"with {metric_name} {value:.6g}")
+        reason = (
+            f"forced (force_promote): {alias} re-baselined from v{before_version} ({was}) to v{version} "
+            f"with {metric_name} {value:.6g}"
+        )
         log.warning("promote %s: %s", model_name, reason)
     elif champ is None:
         promoted, reason = True, f"no {alias} yet"
@@ -308,6 +346,15 @@ def promote_if_better(model_name: str, version: str, metric_name: str, value: fl
     if promoted:
         client.set_registered_model_alias(model_name, alias, version)
     log.info("promote %s v%s: %s (%s)", model_name, version, "yes" if promoted else "no", reason)
-    return {"promoted": promoted, "forced": forced, "reason": reason, "new": value, "champion_before": before,
-            "champion_version_before": before_version, "version": version, "metric": metric_name,
-            "alias": alias, "rule": rule}
+    return {
+        "promoted": promoted,
+        "forced": forced,
+        "reason": reason,
+        "new": value,
+        "champion_before": before,
+        "champion_version_before": before_version,
+        "version": version,
+        "metric": metric_name,
+        "alias": alias,
+        "rule": rule,
+    }

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,8 +30,13 @@ SCORED_ROWS = "recommend_rows"  # what a scoring task returns: one row per user,
 def scored_schema():
     import pyarrow as pa
 
-    return pa.schema([pa.field("user_id", pa.string(), False), pa.field("item_ids", pa.list_(pa.string())),
-                      pa.field("scores", pa.list_(pa.float32()))])
+    return pa.schema(
+        [
+            pa.field("user_id", pa.string(), False),
+            pa.field("item_ids", pa.list_(pa.string())),
+            pa.field("scores", pa.list_(pa.float32())),
+        ]
+    )
 
 
 @dataclass
@@ -56,8 +61,9 @@ def feature_stats(raw: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def standardised(ids: Sequence[str], current: dict[str, dict[str, np.ndarray]],
-                 stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def standardised(
+    ids: Sequence[str], current: dict[str, dict[str, np.ndarray]], stats: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
     """(M, F) features of `ids` from the current vectors of every set, standardised with the training statistics,
     and the mask of items that have a finite vector in every set."""
     blocks, masks = [], []
@@ -77,8 +83,12 @@ def standardised(ids: Sequence[str], current: dict[str, dict[str, np.ndarray]],
     return features, mask
 
 
-def build_catalogue(model: Any, index_ids: Sequence[str], current: Optional[dict[str, dict[str, np.ndarray]]] = None,
-                    stats: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None) -> Catalogue:
+def build_catalogue(
+    model: Any,
+    index_ids: Sequence[str],
+    current: dict[str, dict[str, np.ndarray]] | None = None,
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Catalogue:
     """Every item the model can serve and its vector.
 
     model: a `captionrec.models.Recommender`; index_ids: its item index (item_idx - 1 -> item_id). ID-only
@@ -126,7 +136,7 @@ class ScorerSpec:
     item_ids: list[str]
     retrieval: str = "exact"
     k: int = 100
-    index_uri: Optional[str] = None  # retrieval=ann: the driver's ItemIndex over `vectors` (an MLflow artifact URI)
+    index_uri: str | None = None  # retrieval=ann: the driver's ItemIndex over `vectors` (an MLflow artifact URI)
 
 
 def load_recommender(model_uri: str, tracking_uri: str, device: str = "cpu") -> Any:
@@ -150,8 +160,7 @@ def catalogue_digest(item_ids: Sequence[str], vectors: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def catalogue_index(run_id: str, item_ids: Sequence[str], vectors: np.ndarray,
-                    tracking_uri: str) -> dict[str, Any]:
+def catalogue_index(run_id: str, item_ids: Sequence[str], vectors: np.ndarray, tracking_uri: str) -> dict[str, Any]:
     """retrieval=ann on the driver: the ItemIndex over the catalogue, built once and logged on the served run at
     ann_index/<digest of ids and vectors> (a catalogue logged already is reused, not rebuilt). Returns what was
     built (ItemIndex.describe()), `artifact_uri` (what the workers load), `built` and `seconds`."""
@@ -191,18 +200,24 @@ def construct_scorer(spec: ScorerSpec, device: str) -> dict[str, Any]:
 
     if spec.retrieval == "ann" and not spec.index_uri:
         raise ValueError("retrieval=ann: the scorer loads the driver's index (ScorerSpec.index_uri), none given")
-    out = {"model": load_recommender(spec.model_uri, spec.tracking_uri, device), "device": device,
-           "vectors": torch.from_numpy(spec.vectors).to(device), "index": None}
+    out = {
+        "model": load_recommender(spec.model_uri, spec.tracking_uri, device),
+        "device": device,
+        "vectors": torch.from_numpy(spec.vectors).to(device),
+        "index": None,
+    }
     if spec.retrieval == "ann":
         out["index"] = load_index(spec.index_uri, spec.tracking_uri, device)
         if len(out["index"]) != len(spec.item_ids):
-            raise ValueError(f"index {spec.index_uri} holds {len(out['index'])} items, the catalogue "
-                             f"{len(spec.item_ids)}")
+            raise ValueError(
+                f"index {spec.index_uri} holds {len(out['index'])} items, the catalogue {len(spec.item_ids)}"
+            )
     return out
 
 
-def top_k(scores: Any, seen: list[list[int]], k: int,
-          candidates: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def top_k(
+    scores: Any, seen: list[list[int]], k: int, candidates: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the k best positions (-1 padded) and scores, seen positions excluded. `scores`: (B, M) over every
     catalogue position (numpy, or a torch tensor on any device: the top k is taken there), or with `candidates`
     (B, C) the positions (ANN, -1 padded) the (B, C) scores belong to."""
@@ -236,7 +251,7 @@ def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, 
     hist = torch.zeros((len(batch), L), dtype=torch.long)
     for i, r in enumerate(batch):
         if r["hist"]:
-            hist[i, L - len(r["hist"]):] = torch.as_tensor(r["hist"], dtype=torch.long)
+            hist[i, L - len(r["hist"]) :] = torch.as_tensor(r["hist"], dtype=torch.long)
     seen = [list(r["seen"] or []) for r in batch]
     with torch.no_grad():
         users = model.user_states(hist.to(device))
@@ -248,13 +263,19 @@ def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, 
             sub = torch.gather(users @ state["vectors"].T, 1, torch.from_numpy(np.maximum(cand, 0)).to(device))
             pos, val = top_k(sub.float(), seen, spec.k, candidates=cand)
     ids = spec.item_ids  # a user none of whose items the model knows has no state: no recommendations
-    return [{"user_id": r["user_id"], "item_ids": [ids[p] for p in pos[i] if p >= 0] if r["hist"] else [],
-             "scores": [float(v) for p, v in zip(pos[i], val[i]) if p >= 0] if r["hist"] else []}
-            for i, r in enumerate(batch)]
+    return [
+        {
+            "user_id": r["user_id"],
+            "item_ids": [ids[p] for p in pos[i] if p >= 0] if r["hist"] else [],
+            "scores": [float(v) for p, v in zip(pos[i], val[i]) if p >= 0] if r["hist"] else [],
+        }
+        for i, r in enumerate(batch)
+    ]
 
 
-def apply_scorer(spec: ScorerSpec, batch_size: int, state: dict[str, Any],
-                 rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def apply_scorer(
+    spec: ScorerSpec, batch_size: int, state: dict[str, Any], rows: Iterator[dict[str, Any]]
+) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     for row in rows:
         batch.append(row)
@@ -272,18 +293,35 @@ def score_users(users: "DataFrame", spec: ScorerSpec, gpu: "StageGpu", batch_siz
 
     from captionrec.spark.modelmap import model_map
 
-    transform = model_map(partial(construct_scorer, spec), partial(apply_scorer, spec, batch_size), scored_schema(),
-                          key=key, gpu=gpu, stage="recommend")
+    transform = model_map(
+        partial(construct_scorer, spec),
+        partial(apply_scorer, spec, batch_size),
+        scored_schema(),
+        key=key,
+        gpu=gpu,
+        stage="recommend",
+    )
     ranks = F.sequence(F.lit(1), F.lit(spec.k))
-    return (transform(users)
-            .select("user_id", "item_ids", "scores", F.explode(ranks).alias("rank"))
-            .select("user_id", F.col("rank").cast("int").alias("rank"),
-                    F.get(F.col("item_ids"), F.col("rank") - 1).alias("item_id"),
-                    F.get(F.col("scores"), F.col("rank") - 1).cast("float").alias("score")))
+    return (
+        transform(users)
+        .select("user_id", "item_ids", "scores", F.explode(ranks).alias("rank"))
+        .select(
+            "user_id",
+            F.col("rank").cast("int").alias("rank"),
+            F.get(F.col("item_ids"), F.col("rank") - 1).alias("item_id"),
+            F.get(F.col("scores"), F.col("rank") - 1).cast("float").alias("score"),
+        )
+    )
 
 
-def user_inputs(interactions: "DataFrame", users: "DataFrame", index_ids: Sequence[str], catalogue_ids: Sequence[str],
-                max_seq_len: int, partitions: int = 0) -> "DataFrame":
+def user_inputs(
+    interactions: "DataFrame",
+    users: "DataFrame",
+    index_ids: Sequence[str],
+    catalogue_ids: Sequence[str],
+    max_seq_len: int,
+    partitions: int = 0,
+) -> "DataFrame":
     """(user_id, hist, seen) of the given users: hist = the newest `max_seq_len` items the model indexes (its item
     indices, oldest first; other items are left out of the history), seen = every catalogue position the user
     interacted with."""
@@ -292,10 +330,15 @@ def user_inputs(interactions: "DataFrame", users: "DataFrame", index_ids: Sequen
     spark = interactions.sparkSession
     idx = spark.createDataFrame([(i, n + 1) for n, i in enumerate(index_ids)], "item_id string, item_idx int")
     pos = spark.createDataFrame([(i, n) for n, i in enumerate(catalogue_ids)], "item_id string, pos int")
-    rows = (interactions.join(F.broadcast(users.select("user_id")), "user_id")
-            .join(F.broadcast(idx), "item_id", "left").join(F.broadcast(pos), "item_id", "left"))
-    ordered = F.transform(F.array_sort(F.collect_list(F.when(
-        F.col("item_idx").isNotNull(), F.struct("ts_ms", "item_id", "item_idx")))), lambda s: s["item_idx"])
+    rows = (
+        interactions.join(F.broadcast(users.select("user_id")), "user_id")
+        .join(F.broadcast(idx), "item_id", "left")
+        .join(F.broadcast(pos), "item_id", "left")
+    )
+    ordered = F.transform(
+        F.array_sort(F.collect_list(F.when(F.col("item_idx").isNotNull(), F.struct("ts_ms", "item_id", "item_idx")))),
+        lambda s: s["item_idx"],
+    )
     out = rows.groupBy("user_id").agg(ordered.alias("all_hist"), F.array_distinct(F.collect_list("pos")).alias("seen"))
     start = F.greatest(F.lit(1), F.size("all_hist") - F.lit(max_seq_len - 1))
     out = out.select("user_id", F.slice("all_hist", start, F.lit(max_seq_len)).alias("hist"), "seen")
@@ -305,8 +348,9 @@ def user_inputs(interactions: "DataFrame", users: "DataFrame", index_ids: Sequen
 # ------------------------------------------------------------------------------------ similar items
 
 
-def cosine_top_k(queries: np.ndarray, query_ids: Sequence[str], vectors: np.ndarray, ids: Sequence[str], k: int,
-                 block: int = 2048) -> list[tuple[str, int, Optional[str], Optional[float]]]:
+def cosine_top_k(
+    queries: np.ndarray, query_ids: Sequence[str], vectors: np.ndarray, ids: Sequence[str], k: int, block: int = 2048
+) -> list[tuple[str, int, str | None, float | None]]:
     """(item_id, rank, neighbor_id, score) rows: each query's top k cosine neighbours among `vectors`, itself left
     out; ranks 1..k, neighbor null past the available items."""
     import torch
@@ -316,25 +360,27 @@ def cosine_top_k(queries: np.ndarray, query_ids: Sequence[str], vectors: np.ndar
         return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     v, where = unit(vectors), {i: n for n, i in enumerate(ids)}
-    out: list[tuple[str, int, Optional[str], Optional[float]]] = []
+    out: list[tuple[str, int, str | None, float | None]] = []
     q_all = unit(queries)
     for start in range(0, len(query_ids), block):
-        q = q_all[start:start + block]
+        q = q_all[start : start + block]
         sims = q @ v.T
-        for r, item in enumerate(query_ids[start:start + block]):
+        for r, item in enumerate(query_ids[start : start + block]):
             if item in where:
                 sims[r, where[item]] = float("-inf")
         val, pos = torch.topk(sims, min(k, sims.shape[1]), dim=1)
-        for r, item in enumerate(query_ids[start:start + block]):
+        for r, item in enumerate(query_ids[start : start + block]):
             for rank in range(1, k + 1):
                 ok = rank <= val.shape[1] and not torch.isinf(val[r, rank - 1])
-                out.append((item, rank, ids[int(pos[r, rank - 1])] if ok else None,
-                            float(val[r, rank - 1]) if ok else None))
+                out.append(
+                    (item, rank, ids[int(pos[r, rank - 1])] if ok else None, float(val[r, rank - 1]) if ok else None)
+                )
     return out
 
 
-def similar_rows(vectors: dict[str, np.ndarray], changed: set[str], previous_kth: dict[str, float], k: int,
-                 block: int = 2048) -> tuple[list, int]:
+def similar_rows(
+    vectors: dict[str, np.ndarray], changed: set[str], previous_kth: dict[str, float], k: int, block: int = 2048
+) -> tuple[list, int]:
     """Rows (item_id, rank, neighbor_id, score) to (re)write for one feature set, and how many items they cover.
 
     changed: items new or re-embedded since the last run (everything on the first run: previous_kth empty);
@@ -346,8 +392,14 @@ def similar_rows(vectors: dict[str, np.ndarray], changed: set[str], previous_kth
     others = [i for i in ids if i not in redo]
     if redo and others:
         ch = sorted(redo)
-        sims = cosine_top_k(np.asarray([vectors[i] for i in others], dtype=np.float32), others,
-                            np.asarray([vectors[i] for i in ch], dtype=np.float32), ch, 1, block)
+        sims = cosine_top_k(
+            np.asarray([vectors[i] for i in others], dtype=np.float32),
+            others,
+            np.asarray([vectors[i] for i in ch], dtype=np.float32),
+            ch,
+            1,
+            block,
+        )
         redo |= {item for item, _, nb, s in sims if nb is not None and s > previous_kth[item]}
     query = sorted(redo)
     if not query:

@@ -18,18 +18,43 @@ from captionrec import contracts as C
 from captionrec.config import load_config
 from captionrec.training.synthetic import feature_rows, make_interactions, topic_features
 
-SMALL = ["train.dim=32", "train.max_seq_len=10", "train.layers=1", "train.heads=2", "train.batch_size=64",
-         "train.lr=0.01", "train.dropout=0.1", "train.split.num_windows=1", "train.eval_batch_size=256",
-         "train.torch_threads=1", "train.num_processes=1", "train.epochs=6", "train.model=two_tower",
-         "train.features=mllm_av", "experiment.train_overrides=[]"]
+SMALL = [
+    "train.dim=32",
+    "train.max_seq_len=10",
+    "train.layers=1",
+    "train.heads=2",
+    "train.batch_size=64",
+    "train.lr=0.01",
+    "train.dropout=0.1",
+    "train.split.num_windows=1",
+    "train.eval_batch_size=256",
+    "train.torch_threads=1",
+    "train.num_processes=1",
+    "train.epochs=6",
+    "train.model=two_tower",
+    "train.features=mllm_av",
+    "experiment.train_overrides=[]",
+]
 
 
 def _cfg(tmp, *overrides):
-    return load_config("local", [
-        f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db", f"tracking.artifact_location={tmp}/mlartifacts",
-        "tracking.experiment=recommend-tests", f"train.inputs_dir={tmp}/train_inputs", f"storage.root={tmp}/lake",
-        "storage.backend=delta-rs", "recommend.k=20", "recommend.active_days=1000", "recommend.similar_k=5",
-        "recommend.refit_overrides=[num_processes=1,log_model=true]", *SMALL, *overrides])
+    return load_config(
+        "local",
+        [
+            f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db",
+            f"tracking.artifact_location={tmp}/mlartifacts",
+            "tracking.experiment=recommend-tests",
+            f"train.inputs_dir={tmp}/train_inputs",
+            f"storage.root={tmp}/lake",
+            "storage.backend=delta-rs",
+            "recommend.k=20",
+            "recommend.active_days=1000",
+            "recommend.similar_k=5",
+            "recommend.refit_overrides=[num_processes=1,log_model=true]",
+            *SMALL,
+            *overrides,
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------ pure parts
@@ -62,10 +87,17 @@ def test_choice_ranks_by_validation_never_test(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("choice", artifact_location=str(tmp_path / "art"))
     _grid(client, exp, [("sasrec", "id", "1", [0.30, 0.30], 0.9)])
-    grid = _grid(client, exp, [
-        ("sasrec", "id", "1", [0.20, 0.22], 0.90), ("sasrec", "id", "2", [0.21, 0.20], 0.95),
-        ("two_tower", "mllm_av", "1", [0.25, 0.27], 0.10), ("two_tower", "mllm_av", "2", [0.26, 0.24], 0.12),
-        ("sasrec", "title", "1", [0.40, 0.00], 0.50)])  # mean 0.20: a single good window doesn't win
+    grid = _grid(
+        client,
+        exp,
+        [
+            ("sasrec", "id", "1", [0.20, 0.22], 0.90),
+            ("sasrec", "id", "2", [0.21, 0.20], 0.95),
+            ("two_tower", "mllm_av", "1", [0.25, 0.27], 0.10),
+            ("two_tower", "mllm_av", "2", [0.26, 0.24], 0.12),
+            ("sasrec", "title", "1", [0.40, 0.00], 0.50),
+        ],
+    )  # mean 0.20: a single good window doesn't win
     assert newest_grid(client, "choice").info.run_id == grid
     choice = choose_configuration(client, grid)
     assert (choice["model"], choice["features"]) == ("two_tower", "mllm_av")
@@ -99,8 +131,9 @@ def test_ann_scorer_loads_the_drivers_index_never_builds_one():
     raised before any model is loaded (no per-worker rebuild)."""
     from captionrec.transforms.recommend import ScorerSpec, construct_scorer
 
-    spec = ScorerSpec("runs:/nope/model", "sqlite:///nowhere.db", np.zeros((3, 4), np.float32), ["a", "b", "c"],
-                      retrieval="ann", k=2)
+    spec = ScorerSpec(
+        "runs:/nope/model", "sqlite:///nowhere.db", np.zeros((3, 4), np.float32), ["a", "b", "c"], retrieval="ann", k=2
+    )
     with pytest.raises(ValueError, match="index_uri"):
         construct_scorer(spec, "cpu")
 
@@ -143,8 +176,10 @@ def world(spark, tmp_path_factory):
     cfg = _cfg(tmp)
     store = open_store(spark, cfg.storage)
     store.overwrite(C.INTERACTIONS, spark.createDataFrame(syn.interactions))
-    items = pd.concat([syn.items, pd.DataFrame({"item_id": [f"n{i:03d}" for i in range(3)], "topic": NEW_TOPIC,
-                                                "release_ms": 0})], ignore_index=True)
+    items = pd.concat(
+        [syn.items, pd.DataFrame({"item_id": [f"n{i:03d}" for i in range(3)], "topic": NEW_TOPIC, "release_ms": 0})],
+        ignore_index=True,
+    )
     vecs = topic_features(items, dim=16, noise=0.2)
     store.overwrite(C.ITEM_FEATURES, spark.createDataFrame(feature_rows(items[:60], vecs[:60], "mllm_av")))
     run_id = train_stage.run(cfg, spark, store)["run_id"]
@@ -184,8 +219,9 @@ def test_recommend_incremental_end_to_end(spark, world):
 
     # new interactions of two users -> only their rows are rewritten
     last = syn.interactions["ts_ms"].max()
-    extra = pd.DataFrame({"user_id": ["u00003", "u00007"], "item_id": ["i00000", "i00001"],
-                          "ts_ms": [last + 1000, last + 2000]})
+    extra = pd.DataFrame(
+        {"user_id": ["u00003", "u00007"], "item_id": ["i00000", "i00001"], "ts_ms": [last + 1000, last + 2000]}
+    )
     extra["ts"] = pd.to_datetime(extra["ts_ms"], unit="ms", utc=True)
     store.append(C.INTERACTIONS, spark.createDataFrame(extra[["user_id", "item_id", "ts", "ts_ms"]]))
     s3 = recommend.run(cfg, spark, store)
@@ -264,17 +300,30 @@ def test_ann_retrieval_matches_exact(spark, world):
     from captionrec.pipeline import recommend
 
     store, tmp = world["store"], world["tmp"]
-    cfg = _cfg(tmp, f"recommend.run_id={world['run_id']}", "recommend.recommendations_table=recs_ann",
-               "recommend.retrieval=ann", "recommend.write_block_rows=500")
+    cfg = _cfg(
+        tmp,
+        f"recommend.run_id={world['run_id']}",
+        "recommend.recommendations_table=recs_ann",
+        "recommend.retrieval=ann",
+        "recommend.write_block_rows=500",
+    )
     blocked = recommend.run(cfg, spark, store)
     assert blocked["commits"] > 1 and store.version("recs_ann") == blocked["commits"] - 1
     ann = store.read("recs_ann").toPandas().sort_values(["user_id", "rank"])
-    exact = recommend.run(dataclasses.replace(cfg, recommend=dataclasses.replace(
-        cfg.recommend, retrieval="exact", recommendations_table="recs_exact", write_block_rows=0)), spark, store)
+    exact = recommend.run(
+        dataclasses.replace(
+            cfg,
+            recommend=dataclasses.replace(
+                cfg.recommend, retrieval="exact", recommendations_table="recs_exact", write_block_rows=0
+            ),
+        ),
+        spark,
+        store,
+    )
     assert exact["users_written"] == ann["user_id"].nunique() and exact["commits"] == 1
     assert len(ann) == blocked["rows_written"] and not ann.duplicated(["user_id", "rank"]).any()
     ex = store.read("recs_exact").toPandas().sort_values(["user_id", "rank"])
-    assert (ann["item_id"].fillna("").tolist() == ex["item_id"].fillna("").tolist())
+    assert ann["item_id"].fillna("").tolist() == ex["item_id"].fillna("").tolist()
 
     # the index was built once on the driver and logged on the served run; the workers loaded it from there
     import mlflow
@@ -286,8 +335,13 @@ def test_ann_retrieval_matches_exact(spark, world):
     index = ItemIndex.load(mlflow.artifacts.download_artifacts(built["artifact_uri"]))
     assert index.kind == built["kind"] == "exact" and len(index) == built["n_items"]
     assert set(ann["item_id"].dropna()) <= set(index.item_ids)
-    again = recommend.run(dataclasses.replace(cfg, recommend=dataclasses.replace(
-        cfg.recommend, recommendations_table="recs_ann2", write_block_rows=0)), spark, store)
+    again = recommend.run(
+        dataclasses.replace(
+            cfg, recommend=dataclasses.replace(cfg.recommend, recommendations_table="recs_ann2", write_block_rows=0)
+        ),
+        spark,
+        store,
+    )
     assert again["ann_index"] == {"artifact_uri": built["artifact_uri"], "built": False, "seconds": 0.0}
     ann2 = store.read("recs_ann2").toPandas().sort_values(["user_id", "rank"])
     assert ann2["item_id"].fillna("").tolist() == ann["item_id"].fillna("").tolist()

@@ -86,7 +86,12 @@ def test_ann_recall_at_100_against_exact(kind, tmp_path):
 
 def test_index_kind_by_size_padding_and_string_ids():
     assert [choose_kind(n) for n in (1_000, 49_999, 50_000, 200_000, 5_000_000)] == [
-        "exact", "exact", "ivf", "ivf", "ivf"]
+        "exact",
+        "exact",
+        "ivf",
+        "ivf",
+        "ivf",
+    ]
     vectors, queries = _catalogue(5, d=4)
     index = ItemIndex.build(vectors, [7, 8, 9, 10, 11])
     assert index.kind == "exact" and index.describe()["thresholds"] == {"exact_below": 50_000, "hnsw_below": 0}
@@ -116,8 +121,8 @@ def _train_recommender():
     histories = [list(g.sort_values("ts_ms")["item_id"]) for _, g in syn.interactions.groupby("user_id")]
     rows = np.zeros((len(histories), L + 1), dtype=np.int64)
     for r, h in enumerate(histories):
-        tail = [idx[i] for i in h][-(L + 1):]
-        rows[r, -len(tail):] = tail
+        tail = [idx[i] for i in h][-(L + 1) :]
+        rows[r, -len(tail) :] = tail
     torch.manual_seed(0)
     model = SASRec(ItemRepresentation(len(item_ids), 32, "id"), max_seq_len=L, dim=32, layers=1, heads=2, dropout=0.0)
     model.set_objective(NextItemObjective(torch.ones(len(item_ids) + 1, dtype=torch.bool), mode="full"))
@@ -156,7 +161,7 @@ def _reference(model, item_ids, history, k):
     idx = {item: i + 1 for i, item in enumerate(item_ids)}
     seq = [idx[i] for i in history][-L:]
     hist = torch.zeros((1, L), dtype=torch.long)
-    hist[0, -len(seq):] = torch.tensor(seq)
+    hist[0, -len(seq) :] = torch.tensor(seq)
     with torch.no_grad():
         scores = model.score_all(hist)[0]
     scores[[idx[i] for i in history]] = float("-inf")
@@ -177,8 +182,15 @@ def logged(registry):
     hnsw = ItemIndex.build(vectors, item_ids, kind="hnsw")
     with mlflow.start_run(experiment_id=registry["experiment"]) as run:
         exact_uri = log_recommender(model, item_ids, feature_set="id", model_name="sasrec", history_len=L)
-        ann_uri = log_recommender(model, item_ids, feature_set="id", model_name="sasrec", history_len=L,
-                                  index=hnsw, artifact_path="recommender_ann")
+        ann_uri = log_recommender(
+            model,
+            item_ids,
+            feature_set="id",
+            model_name="sasrec",
+            history_len=L,
+            index=hnsw,
+            artifact_path="recommender_ann",
+        )
         info = hnsw.log_artifact("ann_index")
     assert info["kind"] == "hnsw" and info["n_items"] == len(item_ids)
     return {"exact": exact_uri, "ann": ann_uri, "run_id": run.info.run_id}
@@ -285,21 +297,43 @@ def test_http_round_trip_through_the_champion(registry, logged, tmp_path):
     version = register_recommender(logged["exact"], name)
     assert promote_if_better(name, version, "val_ndcg_10", 0.2)["promoted"]
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry["uri"], "MLFLOW_REGISTRY_URI": registry["uri"],
-           "OMP_NUM_THREADS": "1", "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry["uri"],
+        "MLFLOW_REGISTRY_URI": registry["uri"],
+        "OMP_NUM_THREADS": "1",
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+    }
     # (the venv's bin first: mlflow starts `uvicorn` from PATH)
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
-           "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        f"models:/{name}@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
     server_log = tmp_path / "server.log"  # a file, not a pipe: nobody reads a pipe while waiting for /ping
     with open(server_log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         _wait_for_ping(proc, f"http://127.0.0.1:{port}/ping", 120, server_log)
         history = registry["histories"][0]
         body = json.dumps({"dataframe_records": [{"history": history, "k": 5}]}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             predictions = json.loads(resp.read())["predictions"]
     finally:
@@ -340,9 +374,14 @@ def test_logged_model_loads_where_captionrec_is_not_installed(registry, logged, 
     assert not [d for d, _, _ in os.walk(code) if d.endswith("__pycache__")]
     history = registry["histories"][0]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", _NO_CAPTIONREC, registry["uri"], logged["exact"],
-                           json.dumps(history)], cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_CAPTIONREC, registry["uri"], logged["exact"], json.dumps(history)],
+        cwd=tmp_path,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert f"{os.sep}code{os.sep}captionrec{os.sep}" in got["captionrec"]  # imported from the model's code/
