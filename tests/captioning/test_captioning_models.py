@@ -162,40 +162,12 @@ def test_transcriber_tiny_random_whisper(tiny_models):
 
 
 def _speech_clip(path: Path, text: str) -> Path:
-    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
-    if espeak is None:
-        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
-    from captionrec.testing.media_fixtures import run_ffmpeg
+    from captionrec.testing.media_fixtures import make_spoken_clip
 
-    wav = path.with_suffix(".wav")
-    subprocess.run([espeak, "-w", str(wav), "-s", "150", text], check=True, capture_output=True)
-    run_ffmpeg(
-        [
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x90:rate=25:duration=10",
-            "-i",
-            str(wav),
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-shortest",
-            str(path),
-        ]
-    )
-    return path
+    clip = make_spoken_clip(path, text)
+    if clip is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+    return clip
 
 
 def test_real_whisper_tiny_en_transcribes_spoken_clip(tmp_path):

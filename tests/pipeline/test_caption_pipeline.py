@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,40 +92,9 @@ def _items_df(spark, paths: dict[str, str | None]):
 
 
 def _spoken_clip(path: Path, text: str = SPOKEN, voice: str = "en") -> Path | None:
-    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
-    if espeak is None:
-        return None
-    from captionrec.testing.media_fixtures import run_ffmpeg
+    from captionrec.testing.media_fixtures import make_spoken_clip
 
-    wav = path.with_suffix(".wav")
-    subprocess.run([espeak, "-v", voice, "-w", str(wav), "-s", "150", text], check=True, capture_output=True)
-    run_ffmpeg(
-        [
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x90:rate=25:duration=10",
-            "-i",
-            str(wav),
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-shortest",
-            str(path),
-        ]
-    )
-    return path
+    return make_spoken_clip(path, text, voice)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ Everything is tiny and fast: the whole :func:`make_media_suite` (including a 10-
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ __all__ = [
     "make_clip",
     "make_media_suite",
     "make_not_a_video",
+    "make_spoken_clip",
     "make_truncated",
     "make_zero_byte",
     "run_ffmpeg",
@@ -114,6 +116,45 @@ def make_clip(
     run_ffmpeg([*args, str(tmp)])
     run_ffmpeg(["-display_rotation", str(rotation), "-i", str(tmp), "-c", "copy", str(path)])
     tmp.unlink()
+    return path
+
+
+def make_spoken_clip(path: str | os.PathLike, text: str, voice: str | None = None) -> Path | None:
+    """A 10 s test-pattern video whose soundtrack is `text` spoken by espeak-ng (`voice`: an espeak voice, None: its
+    default), AAC in MP4; None when espeak-ng is not installed (the caller skips or leaves the clip out)."""
+    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
+    if espeak is None:
+        return None
+    path = Path(path)
+    wav = path.with_suffix(".wav")
+    voice_args = ["-v", voice] if voice else []
+    subprocess.run([espeak, *voice_args, "-w", str(wav), "-s", "150", text], check=True, capture_output=True)
+    run_ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=25:duration=10",
+            "-i",
+            str(wav),
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-shortest",
+            str(path),
+        ]
+    )
     return path
 
 
