@@ -185,6 +185,18 @@ WHISPER_LARGE_V3 = dict(
     max_target_positions=448,
     vocab_size=51866,
 )
+# The Whisper-large-v3-sized audio encoder that Qwen2-Audio and Qwen2.5-Omni's thinker carry.
+WHISPER_ENCODER = {
+    k: WHISPER_LARGE_V3[k]
+    for k in (
+        "d_model",
+        "encoder_layers",
+        "encoder_attention_heads",
+        "encoder_ffn_dim",
+        "num_mel_bins",
+        "max_source_positions",
+    )
+}
 CHECKPOINTS: dict[str, dict[str, Any]] = {
     # Qwen/Qwen2.5-VL-3B-Instruct (tied embeddings)
     "Qwen2.5-VL-3B-Instruct": dict(
@@ -195,17 +207,7 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
     "Qwen2-Audio-7B-Instruct": dict(
         arch="qwen2_audio",
         config=dict(
-            audio_config={
-                k: WHISPER_LARGE_V3[k]
-                for k in (
-                    "d_model",
-                    "encoder_layers",
-                    "encoder_attention_heads",
-                    "encoder_ffn_dim",
-                    "num_mel_bins",
-                    "max_source_positions",
-                )
-            },
+            audio_config=WHISPER_ENCODER,
             text_config=dict(
                 hidden_size=4096,
                 intermediate_size=11008,
@@ -223,20 +225,7 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
         config=dict(
             thinker_config=dict(
                 tie_word_embeddings=False,
-                audio_config={
-                    **{
-                        k: WHISPER_LARGE_V3[k]
-                        for k in (
-                            "d_model",
-                            "encoder_layers",
-                            "encoder_attention_heads",
-                            "encoder_ffn_dim",
-                            "num_mel_bins",
-                            "max_source_positions",
-                        )
-                    },
-                    "output_dim": 2048,
-                },
+                audio_config={**WHISPER_ENCODER, "output_dim": 2048},
                 vision_config=QWEN25_VISION,
                 text_config={**QWEN25_3B_TEXT, "tie_word_embeddings": False},
             )
