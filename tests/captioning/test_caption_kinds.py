@@ -4,14 +4,12 @@ line: here this test module) runs through the caption stage on local Spark into 
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from captionrec import contracts as C
@@ -34,6 +32,7 @@ from captionrec.config.caption import (
     VideoCaptionConfig,
 )
 from captionrec.inference.models import Models
+from stage_fixtures import items_df
 
 BUILT_IN = tuple(KINDS)  # collected before any test registers a kind
 
@@ -219,12 +218,6 @@ def toy_caption(plan: CaptionPlan, models: Models, decoded: list[Decoded]) -> li
 
 TOY_KIND = CaptionKind(TOY, toy_setup, toy_settings, toy_load, toy_decode, toy_caption, lambda cfg: 2)
 
-ITEMS_SCHEMA = (
-    "item_id string, title string, video_path string, duration_s double, width int, height int, fps double, "
-    "has_audio boolean, video_codec string, audio_codec string, size_bytes long, probe_status string, "
-    "ingested_at timestamp"
-)
-
 
 def test_a_registered_kind_runs_through_the_caption_stage_into_the_captions_table(spark, clips, tmp_path):
     from captionrec.config import load_config
@@ -233,27 +226,6 @@ def test_a_registered_kind_runs_through_the_caption_stage_into_the_captions_tabl
     from captionrec.tables import open_store
 
     paths = {"tone": clips["tone"], "no_track": clips["no_track"], "gone": str(tmp_path / "gone.mp4")}
-    now = dt.datetime.now(dt.UTC)
-    items = pd.DataFrame(
-        [
-            dict(
-                item_id=k,
-                title=k,
-                video_path=p,
-                duration_s=None,
-                width=None,
-                height=None,
-                fps=None,
-                has_audio=None,
-                video_codec=None,
-                audio_codec=None,
-                size_bytes=None,
-                probe_status="ok",
-                ingested_at=now,
-            )
-            for k, p in paths.items()
-        ]
-    )
     # the toy kind is named in the config, like a built-in one (`caption.kinds=[probe_meta]`)
     loaded = load_config("local", [f"caption.kinds=[{TOY}]"]).caption
     cfg = Config(
@@ -262,7 +234,7 @@ def test_a_registered_kind_runs_through_the_caption_stage_into_the_captions_tabl
     )
     assert cfg.caption.run_kinds == (TOY,)
     store = open_store(spark, cfg.storage)
-    store.upsert(C.ITEMS, spark.createDataFrame(items, schema=ITEMS_SCHEMA), keys=["item_id"])
+    store.upsert(C.ITEMS, items_df(spark, paths), keys=["item_id"])
     with pytest.raises(ValueError, match=rf"unknown kind\(s\) \['{TOY}'\]; registered: video, audio, av, video_full$"):
         stage.run(cfg, spark, store)  # not registered yet: the stage stops before it captions anything
     assert not store.exists(C.CAPTIONS) or store.read(C.CAPTIONS).count() == 0

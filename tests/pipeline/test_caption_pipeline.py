@@ -4,7 +4,6 @@ The Spark-free core (`captionrec.captioning.core`) is exercised here too, throug
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 from dataclasses import replace
@@ -18,18 +17,13 @@ from captionrec.captioning.plan import captioner_settings, captioner_version, ch
 from captionrec.config.caption import AudioCaptionConfig, CaptionConfig, VideoCaptionConfig
 from captionrec.config.schema import Config, StorageConfig
 from captionrec.pipeline import caption as pc
+from stage_fixtures import items_df
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_DIR = Path(os.environ.get("CAPTIONREC_TINY_DIR", REPO / "models" / "tiny"))  # built by the tiny_dir fixture
 SPOKEN = "Welcome to the cooking show. Today we bake a chocolate cake with strawberries."
 SPOKEN_DE = ("de", "Willkommen zur Kochshow. Heute backen wir einen Schokoladenkuchen mit Erdbeeren.")
 MIN_CONFIDENCE = CaptionConfig().audio.min_asr_confidence
-
-ITEMS_SCHEMA = (
-    "item_id string, title string, video_path string, duration_s double, width int, height int, fps double, "
-    "has_audio boolean, video_codec string, audio_codec string, size_bytes long, probe_status string, "
-    "ingested_at timestamp"
-)
 
 # case -> (video status, video reason, audio status, audio reason)
 EXPECTED = {
@@ -68,29 +62,6 @@ def _caption_cfg(**kw) -> CaptionConfig:
     return replace(base, **kw)
 
 
-def _items_df(spark, paths: dict[str, str | None]):
-    now = dt.datetime.now(dt.UTC)
-    rows = [
-        dict(
-            item_id=k,
-            title=k,
-            video_path=v,
-            duration_s=None,
-            width=None,
-            height=None,
-            fps=None,
-            has_audio=None,
-            video_codec=None,
-            audio_codec=None,
-            size_bytes=None,
-            probe_status="ok",
-            ingested_at=now,
-        )
-        for k, v in paths.items()
-    ]
-    return spark.createDataFrame(pd.DataFrame(rows), schema=ITEMS_SCHEMA)
-
-
 def _spoken_clip(path: Path, text: str = SPOKEN, voice: str = "en") -> Path | None:
     from captionrec.testing.media_fixtures import make_spoken_clip
 
@@ -115,7 +86,7 @@ def stage(spark, tmp_path_factory, tiny_dir):
         suite["spoken_de"] = str(_spoken_clip(root / "media" / "spoken_de.mp4", SPOKEN_DE[1], SPOKEN_DE[0]))
     cfg = Config(storage=StorageConfig(backend="delta-rs", root=str(root / "lake")), caption=_caption_cfg())
     store = open_store(spark, cfg.storage)
-    store.upsert("items", _items_df(spark, suite), keys=["item_id"])
+    store.upsert("items", items_df(spark, suite), keys=["item_id"])
     summary = pc.run(cfg, spark, store)
     return {"cfg": cfg, "store": store, "suite": suite, "summary": summary, "root": root}
 
