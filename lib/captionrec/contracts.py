@@ -415,6 +415,11 @@ CAPTION_SOURCES: dict[str, tuple[str, ...]] = {
 #   item_index.json          item_idx - 1 -> item_id
 
 BASELINES: tuple[str, ...] = ("random", "popularity")
+# Cold baselines (issue 20), logged the same way (test_<name>_<metric>, rank_<name> in the cases artifact) beside the
+# two above and shown by the report's `cold` section: content kNN over the run's feature vectors (feature runs
+# only), popularity in the 7 days before t_k (rolling windows only), random with the new items first.
+COLD_BASELINES: tuple[str, ...] = ("knn", "recent_popularity", "random_new")
+RECENT_POPULARITY_DAYS = 7  # recent_popularity counts the interactions of these days before t_k
 CASE_COLUMNS: tuple[str, ...] = (
     "window",
     "user_idx",
@@ -426,6 +431,8 @@ CASE_COLUMNS: tuple[str, ...] = (
     "rank_popularity",
     "candidates",
 )
+# Cases-artifact columns written when the run ranked that baseline (runs before issue 20 have none of them).
+OPTIONAL_CASE_COLUMNS: tuple[str, ...] = tuple(f"rank_{b}" for b in COLD_BASELINES)
 
 
 def metric_name(name: str) -> str:

@@ -168,7 +168,8 @@ def prepare(
     )
     written = persist(seqs)
     stats = sequence_stats(written)
-    counts = item_counts(split, item_index, [w.index for w in windows], num_items)
+    recent_before = {w.index: w.test_start_ms for w in windows if not w.is_loo}  # recent popularity's cutoff: t_k
+    counts = item_counts(split, item_index, [w.index for w in windows], num_items, recent_before)
     n_interactions = interactions.count()
     for df in (split, item_index, interactions):
         df.unpersist()

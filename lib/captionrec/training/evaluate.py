@@ -1,12 +1,12 @@
-"""Evaluating a recommender on the cases of one window and role, beside two baselines on the same cases.
+"""Evaluating a recommender on the cases of one window and role, beside training-free baselines on the same cases.
 
-Per case: the target's rank under the model (full ranking over the candidates by the model's scores,
-`user_states` . `item_vectors`, which is what `score_all` computes), under a
-popularity scorer (interactions before the phase's cutoff: most popular first, ties against the target)
-and under a random scorer (a uniformly random order of the same candidates: rank ~ U{1..C}, drawn from
-a generator seeded by the window, so every run on the same cases gets the same random ranks). The cases
-of every rank are gathered, so every process holds all of them (per-user means need a user's cases
-together; rank 0 logs them as the run's cases artifact).
+Per case: the target's rank (full ranking over the candidates by the model's scores, `user_states` .
+`item_vectors`, which is what `score_all` computes), and, when the caller gives the counts before the phase's
+cutoff, its rank under each baseline of `captionrec.evaluation.baselines` (popularity, recent popularity,
+content kNN over the run's feature vectors, random, random among new items first), ranked with the model's
+candidate mask and seen items. The cases of every rank are gathered, so every process holds all of them
+(per-user means need a user's cases together; rank 0 logs them as the run's cases artifact); the random
+baselines are drawn on the gathered cases from a generator seeded by the window.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from captionrec.evaluation.baselines import BaselineScorer, random_new_ranks, random_ranks
 from captionrec.evaluation.metrics import summarize_ranks
 from captionrec.evaluation.ranking import Catalogue
 from captionrec.training.distributed import all_gather_arrays
 
-BASELINES = ("random", "popularity")
-CASE_KEYS = ("user_idx", "chunk", "target", "cold", "rank", "rank_popularity", "candidates")
+__all__ = ["CASE_KEYS", "evaluate_cases", "random_ranks", "rank_cases"]
+
+CASE_KEYS = ("user_idx", "chunk", "target", "cold", "rank", "candidates")  # + each ranked baseline's rank_<name>
+_RANDOM_NEW = ("new_offset", "new_group")  # per case, for the random_new draw after gathering
 
 
 @torch.no_grad()
@@ -31,11 +34,12 @@ def rank_cases(
     *,
     exclude_seen: bool,
     candidates: torch.Tensor | None,
-    popularity: np.ndarray | None,
+    baselines: BaselineScorer | None,
     device: torch.device,
     batch_size: int = 512,
 ) -> tuple[dict[str, np.ndarray], int]:
-    """This process's cases -> (per-case arrays CASE_KEYS, repeat cases dropped).
+    """This process's cases -> (per-case arrays: CASE_KEYS, and with `baselines` rank_<name> per ranked
+    baseline + new_offset / new_group; repeat cases dropped).
 
     With exclude_seen, a case's history items are not ranked, and a repeat target (already in the history)
     is not a next-item case: it is dropped and counted.
@@ -46,21 +50,22 @@ def rank_cases(
     if exclude_seen:
         keep &= rows["repeat"] == 0
     idx = np.nonzero(keep)[0]
-    out: dict[str, list] = {k: [] for k in ("rank", "candidates", "rank_popularity")}
+    out: dict[str, list] = {"rank": [], "candidates": []}
     if len(idx):
         catalogue = Catalogue.of(model.item_vectors(), candidates)  # once for all batches
-        pop = None if popularity is None else torch.as_tensor(popularity, dtype=torch.float64, device=device)
         for i in range(0, len(idx), batch_size):
             b = idx[i : i + batch_size]
             targets = torch.from_numpy(rows["target"][b]).to(device)  # (B,)
             users = torch.from_numpy(rows["user_idx"][b]).to(device)  # (B,)
             seen = torch.from_numpy(rows["seen"][b]).to(device) if exclude_seen else None  # (B, S)
-            states = model.user_states(torch.from_numpy(rows["seq"][b, :-1]).to(device), users)  # (B, D)
+            history = torch.from_numpy(rows["seq"][b, :-1]).to(device)  # (B, L)
+            states = model.user_states(history, users)  # (B, D)
             ranks, n_cand = catalogue.rank(states, targets, seen)  # raises on NaN / inf
             out["rank"].append(ranks.cpu().numpy())
             out["candidates"].append(n_cand.cpu().numpy())
-            if pop is not None:
-                out["rank_popularity"].append(catalogue.rank_fixed(pop, targets, seen).cpu().numpy())
+            if baselines is not None:
+                for k, v in baselines.rank(catalogue, history, targets, seen).items():
+                    out.setdefault(k, []).append(v.cpu().numpy())
     cases = {
         "user_idx": rows["user_idx"][idx],
         "chunk": rows["chunk"][idx],
@@ -68,16 +73,13 @@ def rank_cases(
         "cold": rows["cold"][idx],
     }
     for k, parts in out.items():
-        cases[k] = np.concatenate(parts) if parts else np.zeros(len(idx) if k != "rank_popularity" else 0, np.int64)
-    if popularity is None:
-        cases["rank_popularity"] = np.zeros(len(idx), np.int64)
-    return {k: np.asarray(cases[k], dtype=np.int64) for k in CASE_KEYS}, int(n - len(idx))
-
-
-def random_ranks(candidates: np.ndarray, seed: int) -> np.ndarray:
-    """The target's rank under a uniformly random order of each case's C candidates: U{1..C}."""
-    u = np.random.default_rng(seed).random(len(candidates))
-    return 1 + np.floor(u * np.maximum(candidates, 1)).astype(np.int64)
+        cases[k] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    if baselines is not None and not len(idx):  # every rank gathers the same keys
+        for name in ("popularity", "recent_popularity", "knn"):
+            if name in baselines.names:
+                cases[f"rank_{name}"] = np.zeros(0, np.int64)
+        cases.update({k: np.zeros(0, np.int64) for k in _RANDOM_NEW})
+    return {k: np.asarray(v, dtype=np.int64) for k, v in cases.items()}, int(n - len(idx))
 
 
 def evaluate_cases(
@@ -92,18 +94,35 @@ def evaluate_cases(
     world: int,
     seed: int,
     batch_size: int = 512,
+    recent: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    feature_mask: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Rank this process's cases, gather every process's cases, and summarise.
 
-    Returns {'metrics': model metrics (+ 'repeat_dropped'), 'baselines': {'random': ..., 'popularity': ...}
-    (when `popularity` is given), 'cases': all cases sorted by (user_idx, chunk)}. Every rank must call it.
+    popularity: (N + 1,) interactions per item before the phase's cutoff; None ranks no baseline. With it:
+    recent, (N + 1,) interactions in the RECENT_DAYS before the cutoff (None: no recent_popularity), and
+    features / feature_mask, the run's item vectors (None: no knn).
+    Returns {'metrics': model metrics (+ 'repeat_dropped'), 'baselines': {name: metrics} (when `popularity`
+    is given: random, popularity, random_new, [recent_popularity], [knn]), 'cases': all cases sorted by
+    (user_idx, chunk), with rank_<name> per baseline}. Every rank must call it.
     """
+    scorer = None
+    if popularity is not None:
+        scorer = BaselineScorer.prepare(
+            popularity,
+            recent=recent,
+            features=features,
+            feature_mask=feature_mask,
+            candidates=candidates,
+            device=device,
+        )
     local, dropped = rank_cases(
         model,
         rows,
         exclude_seen=exclude_seen,
         candidates=candidates,
-        popularity=popularity,
+        baselines=scorer,
         device=device,
         batch_size=batch_size,
     )
@@ -115,9 +134,10 @@ def evaluate_cases(
     metrics = summarize_ranks(cases["rank"], ks, cases["user_idx"], cases["cold"])
     metrics["repeat_dropped"] = float(dropped_total)
     out: dict[str, Any] = {"metrics": metrics, "cases": cases}
-    if popularity is not None:
+    if scorer is not None:
         cases["rank_random"] = random_ranks(cases["candidates"], seed)
+        cases["rank_random_new"] = random_new_ranks(cases.pop("new_offset"), cases.pop("new_group"), seed)
         out["baselines"] = {
-            name: summarize_ranks(cases[f"rank_{name}"], ks, cases["user_idx"], cases["cold"]) for name in BASELINES
+            name: summarize_ranks(cases[f"rank_{name}"], ks, cases["user_idx"], cases["cold"]) for name in scorer.names
         }
     return out

@@ -6,8 +6,9 @@ Per window (the paper's protocol, issue 10):
    early). Only items of the fit data have their own id rows and are negatives.
 2. Retrain (`train.retrain`, default on): a fresh model trains on every interaction before t_k (refit
    rows) for the chosen number of epochs; its training items are everything before t_k.
-3. Test: the model ranks the test cases (full ranking over the catalogue); a random and a popularity
-   scorer rank the same cases. Cold = the target had no interaction before t_k.
+3. Test: the model ranks the test cases (full ranking over the catalogue); the training-free baselines
+   (`captionrec.evaluation.baselines`: random, popularity, recent popularity, random-new, content kNN) rank
+   the same cases with the same candidates. Cold = the target had no interaction before t_k.
 The model only ever touches the declared interface (`calculate_loss`, `score_all`); rank 0 logs to MLflow
 (names: `captionrec.contracts`, "MLflow run contract").
 """
@@ -278,6 +279,9 @@ def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
         world=ctx.world,
         seed=cfg.seed + 7919 * k,
         batch_size=cfg.eval_batch_size,
+        recent=None if window.is_loo else job.counts[k]["recent"],  # the 7 days before t_k (baselines.RECENT_DAYS)
+        features=job.features,  # the content kNN baseline's vectors (None in an ID-only run)
+        feature_mask=job.feature_mask,
     )
     warnings_ = warn_k_share(res["cases"]["candidates"], cfg.ks, f"window {k} test: ", cfg.warn_k_share)
     secs = timing["seconds"]

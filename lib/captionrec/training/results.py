@@ -1,10 +1,11 @@
 """A train run's results -> the MLflow run contract (`captionrec.contracts`, "MLflow run contract").
 
-Per window k (step = k): `test_<metric>` (the model), `test_random_<metric>` / `test_popularity_<metric>`
-(the baselines on the same cases), `valid_<metric>` (the chosen epoch), counts (`test_cases`,
+Per window k (step = k): `test_<metric>` (the model), `test_<baseline>_<metric>` for each baseline ranked
+on the same cases (contracts.BASELINES and COLD_BASELINES: random, popularity, random_new, recent_popularity,
+knn where the run has feature vectors), `valid_<metric>` (the chosen epoch), counts (`test_cases`,
 `test_cold_cases`, ...) and training numbers (`best_epoch`, `train_epochs`, ...); one artifact
-`cases/test_w<k>.parquet` (contracts.CASE_COLUMNS). Over windows (no step): `test_<metric>_mean` / `_std`
-and the same for each baseline.
+`cases/test_w<k>.parquet` (contracts.CASE_COLUMNS + the OPTIONAL_CASE_COLUMNS the run ranked). Over windows
+(no step): `test_<metric>_mean` / `_std` and the same for each baseline.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from captionrec.contracts import CASE_COLUMNS, cases_artifact
+from captionrec.contracts import CASE_COLUMNS, OPTIONAL_CASE_COLUMNS, cases_artifact
 from captionrec.evaluation.metrics import mean_std
 
 COUNTS = ("cases", "users", "cold_cases", "cold_users", "repeat_dropped")
@@ -63,7 +64,7 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def cases_table(window: int, cases: dict[str, np.ndarray]):
-    """One window's cases as an Arrow table with contracts.CASE_COLUMNS."""
+    """One window's cases as an Arrow table: contracts.CASE_COLUMNS, then the OPTIONAL_CASE_COLUMNS it has."""
     import pyarrow as pa
 
     n = len(cases["rank"])
@@ -71,7 +72,8 @@ def cases_table(window: int, cases: dict[str, np.ndarray]):
         "window": np.full(n, window, dtype=np.int64),
         **{k: np.asarray(v, dtype=np.int64) for k, v in cases.items()},
     }
-    return pa.table({c: cols[c] for c in CASE_COLUMNS})
+    names = [*CASE_COLUMNS, *(c for c in OPTIONAL_CASE_COLUMNS if c in cols)]
+    return pa.table({c: cols[c] for c in names})
 
 
 def log_run_results(

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from captionrec.contracts import TRAIN_SEQUENCES, columns
-from captionrec.training.windows import FIT, REFIT, TEST, VALID
+from captionrec.contracts import RECENT_POPULARITY_DAYS, TRAIN_SEQUENCES, columns
+from captionrec.training.windows import DAY_MS, FIT, REFIT, TEST, VALID
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -235,28 +235,43 @@ def sequence_stats(sequences: "DataFrame") -> list[dict]:
 
 
 def item_counts(
-    split: "DataFrame", item_index: "DataFrame", windows: list[int], num_items: int
+    split: "DataFrame",
+    item_index: "DataFrame",
+    windows: list[int],
+    num_items: int,
+    recent_before: dict[int, int] | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Per window: interactions per item (N + 1,) int64 in the fit data (`fit`) and before t_k (`prior`).
+    """Per window: interactions per item (N + 1,) int64 in the fit data (`fit`) and before t_k (`prior`), and
+    for each window of `recent_before` (window -> t_k in ms) in the RECENT_POPULARITY_DAYS before t_k (`recent`).
 
-    They are the popularity baseline of the validation and the test cases, the training items of each
+    They are the popularity baselines of the test cases (`prior`, `recent`), the training items of each
     phase (count > 0) and the in-batch negatives' sampling distribution. One Spark action.
     """
     from pyspark.sql import functions as F
 
+    recent_before = recent_before or {}
+    ts, in_recent = F.col("ts_ms"), F.lit(False)
+    for w, cutoff in recent_before.items():
+        since = cutoff - RECENT_POPULARITY_DAYS * DAY_MS
+        in_recent = in_recent | ((F.col("window") == int(w)) & (ts >= since) & (ts < cutoff))
     got = (
         split.join(item_index.select("item_id", "item_idx"), "item_id")
         .where(F.col("role").isin(FIT, VALID))
         .groupBy("window", "item_idx")
-        .agg(F.sum(F.when(F.col("role") == FIT, 1).otherwise(0)).alias("fit"), F.count("*").alias("prior"))
+        .agg(
+            F.sum(F.when(F.col("role") == FIT, 1).otherwise(0)).alias("fit"),
+            F.count("*").alias("prior"),
+            F.sum(F.when(in_recent, 1).otherwise(0)).alias("recent"),
+        )
         .collect()
     )
-    out = {
-        int(w): {"fit": np.zeros(num_items + 1, np.int64), "prior": np.zeros(num_items + 1, np.int64)} for w in windows
-    }
+    out = {}
+    for w in windows:
+        keys = ("fit", "prior", "recent") if w in recent_before else ("fit", "prior")
+        out[int(w)] = {key: np.zeros(num_items + 1, np.int64) for key in keys}
     for r in got:
         counts = out.get(int(r["window"]))
         if counts is not None:
-            counts["fit"][r["item_idx"]] = r["fit"]
-            counts["prior"][r["item_idx"]] = r["prior"]
+            for key in counts:
+                counts[key][r["item_idx"]] = r[key]
     return out
