@@ -457,6 +457,13 @@ CHILD_RUN = "child"
 TAG_GRID_KEY = "captionrec.grid_key"  # hash of the grid's child keys: a re-run of the same grid finds its parent
 TAG_CHILD_KEY = "captionrec.child_key"  # hash of the effective train config + input table locations/versions
 TAG_ERROR = "captionrec.error"  # a failed child's error (the traceback is the artifact ERROR_ARTIFACT)
+# Equal tuning (experiment.tuning): every trial and every seed of a chosen configuration is a child run tagged with
+# its row ("<model> <features>"), trial number, the trial's values (JSON) and whether the row chose it
+# ("true" / "false"; the grid's plan.json is authoritative when a run is reused by grids that chose differently).
+TAG_ROW = "captionrec.row"
+TAG_TRIAL = "captionrec.trial"
+TAG_TRIAL_VALUES = "captionrec.trial_values"
+TAG_TRIAL_CHOSEN = "captionrec.trial_chosen"
 ERROR_ARTIFACT = "error.txt"
 PLAN_ARTIFACT = "grid/plan.json"  # on the parent: every child (ran / reused / failed) and every skipped feature set
 REPORT_ARTIFACTS = "report"  # on the parent: the report's files

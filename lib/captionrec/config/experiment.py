@@ -45,6 +45,29 @@ def _check_feature_set(name: str, key: str) -> None:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    # Trials per (feature set, model) row, the same for every row (1: no tuning, the train config as given).
+    # Trial 0 is always the train config itself; trials 1.. are distinct points of the space below, drawn with
+    # `seed` (random search; rows with the same space get the same points). Trials run on the first seed and
+    # are chosen by the mean over windows of valid_<metric> (epochs chosen by validation inside each trial).
+    budget: int = 4
+    seed: int = 0
+    metric: str = "ndcg@10"
+    # The search space (values per train key); id_dropout is searched only for id+feature (fusion) rows.
+    lr: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    dropout: tuple[float, ...] = (0.1, 0.2, 0.4)
+    temperature: tuple[float, ...] = (0.05, 0.1, 0.5, 1.0)
+    id_dropout: tuple[float, ...] = (0.0, 0.1, 0.3)
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ValueError(f"experiment.tuning.budget must be >= 1, got {self.budget}")
+        for key in ("lr", "dropout", "temperature", "id_dropout"):
+            if not getattr(self, key):
+                raise ValueError(f"experiment.tuning.{key} is empty")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     # Children: every feature set x model x seed (a feature set may be a '+' fusion).
     feature_sets: tuple[str, ...] = PAPER_FEATURE_SETS
@@ -59,6 +82,8 @@ class ExperimentConfig:
     # After every child is recorded, the stage fails (the job exits non-zero, `captionrec.pipeline.StageFailed`)
     # when more than this many children failed; the summary and the error name them. 0: any failure fails it.
     max_failed: int = 0
+    # Equal tuning of every (feature set, model) row on the validation weeks (captionrec.training.tuning).
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def __post_init__(self) -> None:
         for key, values in (("feature_sets", self.feature_sets), ("models", self.models), ("seeds", self.seeds)):
@@ -113,6 +138,7 @@ class ReportConfig:
         "grounding",
         "audio_classes",
         "win_loss",
+        "tuning",
         "runs",
         "not_run",
     )

@@ -11,6 +11,7 @@ from captionrec import contracts as C
 from captionrec.report.render import esc, page
 from captionrec.report.runs import RunSet, read_runs
 from captionrec.report.sections import ReportContext, Section, build_sections
+from captionrec.report.tuning import tuning_section  # noqa: F401 - registers the "tuning" section
 
 GALLERY_FILE = "gallery.html"
 

@@ -3,7 +3,9 @@
 A grid is a parent run (tag captionrec.kind=grid) with one child run per (feature set, model, seed); see
 `captionrec.contracts` for the run contract. Per child key the newest FINISHED run counts; a key whose
 attempts all failed shows its newest failed attempt (with its error). Runs a grid reused from an earlier
-grid (same config and input table versions) are listed in the parent's plan artifact and read too.
+grid (same config and input table versions) are listed in the parent's plan artifact and read too. Tuning
+trials their row did not choose (`experiment.tuning`) are left out (`drop_unchosen`): every table, interval
+and plot reads the chosen configuration's runs only.
 
 Per-window values come from the metric histories (`test_<metric>` at step = window; the baselines
 `test_random_<metric>` / `test_popularity_<metric>` beside them), never from the `_mean` summaries, so
@@ -63,7 +65,8 @@ class RunSet:
         return self.runs[self.runs["status"] != FINISHED]
 
     def cases(self, run_id: str) -> pd.DataFrame | None:
-        """Every window's cases artifact of a run (contracts.CASE_COLUMNS), or None when it has none."""
+        """Every window's cases artifact of a run (contracts.CASE_COLUMNS + the OPTIONAL_CASE_COLUMNS it has), or
+        None when it has none."""
         if run_id not in self._cases:
             self._cases[run_id] = _download_cases(self.tracking_uri, run_id)
         return self._cases[run_id]
@@ -190,6 +193,20 @@ def _available(df: pd.DataFrame) -> set[tuple[str, str]]:
     return out
 
 
+def drop_unchosen(df: pd.DataFrame, plan: dict[str, Any]) -> pd.DataFrame:
+    """search_runs' frame without the tuning trials their row did not choose (experiment.tuning): by the grid's
+    plan when there is one (a run reused by several grids may be chosen in one and not in another), else by
+    the run's tag captionrec.trial_chosen."""
+    if plan.get("children"):
+        unchosen = {c["run_id"] for c in plan["children"] if c.get("chosen") is False and c.get("run_id")}
+        keep = ~df["run_id"].isin(unchosen)
+    else:
+        keep = _col(df, f"tags.{C.TAG_TRIAL_CHOSEN}") != "false"
+    if (~keep).any():
+        log.info("leaving out %d tuning trial run(s) their row did not choose", int((~keep).sum()))
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
 def read_runs(
     tracking_uri: str,
     experiment: str,
@@ -214,6 +231,7 @@ def read_runs(
         if reused:
             quoted = ", ".join(f"'{r}'" for r in reused)
             df = pd.concat([df, _search(exp_id, f"attributes.run_id IN ({quoted})")], ignore_index=True)
+    df = drop_unchosen(df, plan)
     runs = latest_per_child(normalize_runs(df))
     if runs.empty:
         where = f"filter {filter_string!r}" if filter_string else f"grid run {parent['run_id']}"
@@ -235,4 +253,5 @@ def _download_cases(tracking_uri: str, run_id: str) -> pd.DataFrame | None:
     missing = [c for c in C.CASE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"cases artifact of run {run_id} lacks column(s) {missing} (contracts.CASE_COLUMNS)")
-    return df[list(C.CASE_COLUMNS)].astype({"window": np.int64, "user_idx": np.int64, "chunk": np.int64})
+    keep = [*C.CASE_COLUMNS, *(c for c in C.OPTIONAL_CASE_COLUMNS if c in df.columns)]  # + the cold baselines ranked
+    return df[keep].astype({"window": np.int64, "user_idx": np.int64, "chunk": np.int64})
