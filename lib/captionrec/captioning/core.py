@@ -9,6 +9,7 @@ it captions a batch is its module's (`plan.spec`, from `captioning.kinds.KINDS`)
 batch i is on the model (`batching.prefetch_batches`); every model call goes through a `BatchRunner` (a batch
 that runs out of memory is halved, a failing item is recorded alone). An item that fails gets a row with its
 reason; the status follows `contracts.status_of` (ok / skipped for a permanent reason / error for a transient one).
+On CUDA each batch's model step is timed on the device (`inference.cost.model_call`, the stage's GPU-seconds).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from captionrec.captioning.common import NOISE_NOTE, CaptionPlan
 from captionrec.captioning.kinds import get_kind
 from captionrec.inference.batching import prefetch_batches
+from captionrec.inference.cost import model_call
 from captionrec.inference.models import Models
 
 log = logging.getLogger(__name__)
@@ -55,4 +57,6 @@ def caption_rows(
         rows, spec.batch_size(plan.cfg), lambda item: spec.decode(plan, item), threads=1, ahead=ahead
     )
     for decoded in decoded_batches:
-        yield spec.caption(plan, models, decoded)
+        with model_call(models.device):  # device time of the batch's model calls (cost accounting; CUDA only)
+            out = spec.caption(plan, models, decoded)
+        yield out

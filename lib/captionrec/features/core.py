@@ -9,7 +9,8 @@ Output rows are `contracts.EMBED_ROWS`: a vector (dim, vector) or a reason (+ de
 never a vector: a bad file gets its media reason, an encoder failure `embed_error` (or `oom`), an all-zero or
 non-finite vector `zero_vector` / `non_finite_vector`. Media is decoded on `decode_threads` threads while the
 previous batch is on the encoder (`batching.prefetch_batches`); every encoder call goes through a `BatchRunner`
-(OOM halving, a failing item alone), the same policy as the caption core.
+(OOM halving, a failing item alone), the same policy as the caption core; on CUDA each encoder call is timed on
+the device (`inference.cost.model_call`, the stage's GPU-seconds).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from captionrec import contracts as C
 from captionrec.config.embed import EmbedConfig
 from captionrec.inference.batching import BatchRunner, error_reason, error_text, prefetch_batches
+from captionrec.inference.cost import model_call
 from captionrec.inference.models import Models  # the one loaded-models shape (model: the encoder)
 from captionrec.inference.refs import ResolvedModel
 
@@ -200,6 +202,10 @@ def embed_rows(
     load = payload_loader(spec, models)
     threads = spec.cfg.decode_threads if threads is None else threads
 
+    def encode(inputs: list) -> np.ndarray:
+        with model_call(models.device):  # device time of the encoder call (cost accounting; CUDA only)
+            return models.model.encode(inputs)
+
     def decode(row: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
         try:
             return row, load(row["payload"]), None
@@ -208,4 +214,4 @@ def embed_rows(
             return row, None, result(row, reason=reason, detail=f"{type(exc).__name__}: {exc}")
 
     for batch in prefetch_batches(rows, spec.call_size, decode, threads=threads, ahead=ahead and spec.family != "text"):
-        yield encode_batch(batch, models.model.encode, models.runner)
+        yield encode_batch(batch, encode, models.runner)

@@ -9,7 +9,9 @@ Per kind (video, audio, av; video_full when `caption.video.segments.enabled`; ea
               load / decode / caption (`captioning.core`)
     write     one MERGE on the key per commit chunk (`spark.commits.CommitPacer`: every `commit_every` items and
               about every `commit_seconds`), so a run killed mid-kind keeps its finished chunks
-    summary   counts per status, inserted/updated rows, commits, seconds
+    summary   counts per status, inserted/updated rows, commits, seconds; `cost` per kind and for the stage
+              (`tracking.cost`: wall / CPU / GPU seconds, per 1,000 items, peak memory; the workers' share
+              measured in the model-map's tasks, `spark.modelmap.CostMeter`)
 
 Statuses (`contracts.status_of`): `ok` (text is a caption), `skipped` (a permanent reason such as missing_file,
 corrupt, no_audio_stream, silent, empty_output: not retried until the item's fingerprint changes) and `error` (a
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from captionrec.config.schema import Config
-    from captionrec.spark.modelmap import StageGpu
+    from captionrec.spark.modelmap import CostMeter, StageGpu
     from captionrec.tables import TableStore
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,15 @@ def arrow_batch_rows(spark: "SparkSession", n: int) -> Iterator[None]:
 
 
 def caption_kind(
-    spark: "SparkSession", store: "TableStore", items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu"
+    spark: "SparkSession",
+    store: "TableStore",
+    items: "DataFrame",
+    plan: CaptionPlan,
+    gpu: "StageGpu",
+    meter: "CostMeter" | None = None,
 ) -> dict[str, Any]:
-    """Caption one kind's pending items, one MERGE per commit chunk; the kind's summary."""
+    """Caption one kind's pending items, one MERGE per commit chunk; the kind's summary. `meter`: the model-map's
+    workers add their cost to it."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -108,7 +116,8 @@ def caption_kind(
     for chunk in CommitPacer(cfg.commit_every, cfg.commit_seconds, first).chunks(ids):
         part = pending if len(chunk) == len(ids) else pending.where(F.col("item_id").isin(chunk))
         n_part = min(cfg.partitions, len(chunk)) if cfg.partitions > 0 else 0
-        result = caption_items(part, plan, gpu, partitions=n_part).localCheckpoint(eager=True)  # models run here
+        result = caption_items(part, plan, gpu, partitions=n_part, meter=meter)
+        result = result.localCheckpoint(eager=True)  # the models run here
         counts = outcome_counts(result, plan.spec.counts)  # per status; a kind's flags (video_full: truncated)
         for key, n in counts.items():
             where = info if key in plan.spec.counts else info["statuses"]
@@ -130,24 +139,30 @@ def run(
 ) -> dict[str, Any]:
     """Caption every pending item of every configured kind (`kinds`, default `caption.run_kinds`: any kind
     registered in `captioning.kinds.KINDS` may be named); MERGE into `captions`; return a summary."""
-    from captionrec.spark.modelmap import release_models, stage_gpu
+    from captionrec.inference.cost import merge
+    from captionrec.spark.modelmap import CostMeter, release_models, stage_gpu
+    from captionrec.tracking.cost import StageClock, group_cost, stage_cost
 
     ccfg = cfg.caption
     t_start = time.perf_counter()
+    stage_clock, workers = StageClock(spark), {}
     upgrade_table(store, spark)
     items, not_applicable = applicable_items(store.read(C.ITEMS))
     gpu = stage_gpu(spark, ccfg.gpu, "caption")
     summary: dict[str, Any] = {"table": C.CAPTIONS, "kinds": {}, "not_applicable": not_applicable}
     synthetic: dict[str, dict[str, str]] = {}
     for kind in check_kinds(ccfg.run_kinds if kinds is None else kinds):
-        t0 = time.perf_counter()
+        clock, meter = StageClock(spark), CostMeter(spark)
         plan = plan_kind(ccfg, kind)
         if plan.synthetic:
             synthetic[kind] = plan.synthetic_models
             log.warning("%s: %s uses tiny random model(s) %s", NOISE_NOTE, kind, plan.synthetic_models)
         with arrow_batch_rows(spark, ccfg.items_per_batch):
-            info = caption_kind(spark, store, items, plan, gpu)
-        info["seconds"] = round(time.perf_counter() - t0, 2)
+            info = caption_kind(spark, store, items, plan, gpu, meter)
+        spent = meter.value
+        info["cost"] = group_cost(spent.get(kind), clock.stop())
+        info["seconds"] = round(info["cost"]["wall_seconds"], 2)
+        merge(workers, spent)
         summary["kinds"][kind] = info
         log.info("caption %s: %s", kind, info)
     # the stage's models leave the Python workers (a shared job cluster runs embed's models next)
@@ -160,5 +175,33 @@ def run(
         summary["note"] = (
             f"{NOISE_NOTE}(s) {named}; set caption.video.model / caption.audio.* / caption.av.model to real models"
         )
+    summary["cost"] = stage_cost(stage_clock.stop(), workers)
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
     return summary
+
+
+_KIND_KEYS = {"captioner_version", "pending", "retried", "inserted", "updated", "unchanged_errors", "statuses"}
+_KIND_KEYS |= {"commits", "seconds", "cost"}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The console's one screen: per kind its counts and cost per 1,000 items, then the stage's cost."""
+    from captionrec.tracking.cost import per_1k_line, total_line
+
+    lines = [f"caption done in {s.get('seconds', 0):.0f} s: table {s['table']} version {s.get('table_version')}"]
+    for kind, k in s["kinds"].items():
+        statuses = ", ".join(f"{st}={n}" for st, n in sorted(k["statuses"].items())) or "nothing run"
+        flags = "".join(f", {f}={k[f]}" for f in k if f not in _KIND_KEYS)  # a kind's counts (video_full: truncated)
+        lines.append(
+            f"  {kind} ({k['captioner_version']}): {k['pending']} pending ({k['retried']} retried), {k['inserted']} "
+            f"inserted, {k['updated']} updated, {k['unchanged_errors']} unchanged errors, {k['commits']} commit(s); "
+            f"{statuses}{flags}"
+        )
+        if "cost" in k:
+            lines.append(f"    {per_1k_line(k['cost'])}")
+    lines.append(f"  not applicable: {s.get('not_applicable', 0)}; models released: {s.get('models_released', 0)}")
+    if "cost" in s:
+        lines.append(f"  {total_line(s['cost'])}")
+    if s.get("note"):
+        lines.append(f"  note: {s['note']}")
+    return "\n".join(lines)

@@ -16,6 +16,8 @@ Read top to bottom in `run`:
               version failed for a permanent reason; `embed.retry_failed` retries those too) / todo. Transient
               failures (oom, decode_error, embed_error) are retried by every run, as in the caption stage.
     embed     per encoder family, the one model-map (`spark.modelmap`) over `features.core.embed_rows`
+    cost      `cost` (wall / CPU / GPU seconds, per 1,000 items, peak memory: `tracking.cost`) for the stage and
+              `cost_per_feature_set`; the workers' share measured in the model-map's tasks (`CostMeter`)
     write     one MERGE into item_features per commit chunk (every `commit_every` items, about every
               `commit_seconds`), then the failures: new (key, source_version, reason) rows of feature_errors; a
               key's error row is removed once the key has a vector
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 
     from captionrec.config import Config
     from captionrec.config.embed import EmbedConfig
-    from captionrec.spark.modelmap import StageGpu
+    from captionrec.spark.modelmap import CostMeter, StageGpu
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,20 @@ def sources(
     return out
 
 
+def _row_feature_set(row: dict[str, Any]) -> str:
+    return row["feature_set"]
+
+
 def embed_todo(
-    todo: "DataFrame", specs: dict[str, EncoderSpec], counts: dict[str, int], gpu: "StageGpu", cfg: "EmbedConfig"
+    todo: "DataFrame",
+    specs: dict[str, EncoderSpec],
+    counts: dict[str, int],
+    gpu: "StageGpu",
+    cfg: "EmbedConfig",
+    meter: "CostMeter" | None = None,
 ) -> "DataFrame" | None:
-    """Rows to embed -> EMBED_ROWS: one model-map per encoder family, spread over `cfg.partitions` tasks."""
+    """Rows to embed -> EMBED_ROWS: one model-map per encoder family, spread over `cfg.partitions` tasks.
+    `meter`: the workers add their cost to it, per feature set (a batch's time shared by its rows)."""
     from pyspark.sql import functions as F
 
     from captionrec.spark.modelmap import model_map
@@ -114,6 +126,8 @@ def embed_todo(
             key=spec.cache_key,
             gpu=gpu,
             torch_threads=cfg.torch_threads,
+            meter=meter,
+            group=_row_feature_set,
         )
         outputs.append(transform(rows))
     if not outputs:
@@ -190,8 +204,10 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
     """Embed what changed; MERGE vectors into item_features and failures into feature_errors."""
     from pyspark.sql import functions as F
 
-    from captionrec.spark.modelmap import release_models, stage_gpu
+    from captionrec.spark.modelmap import CostMeter, release_models, stage_gpu
+    from captionrec.tracking.cost import StageClock
 
+    clock = StageClock(spark)
     ecfg = cfg.embed
     if not store.exists(C.ITEMS):
         raise MissingInputError(f"table 'items' not found at {store.location(C.ITEMS)}: run `captionrec ingest` first")
@@ -212,9 +228,10 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
     gpu = stage_gpu(spark, ecfg.gpu, "embed")
     todo = planned.where(F.col("state") == "todo")
     totals = {"inserted": 0, "updated": 0, "commits": 0}
+    meter = CostMeter(spark)
     embedded, worker_errors, outcome = [], [], {}
     for part in _chunks(todo, sum(counts.values()), ecfg):
-        results = embed_todo(part, specs, counts, gpu, ecfg).localCheckpoint(eager=True)  # the model work runs here
+        results = embed_todo(part, specs, counts, gpu, ecfg, meter).localCheckpoint(eager=True)  # the models run here
         chunk_outcome = {
             (r["feature_set"], r["reason"]): r["count"]
             for r in results.groupBy("feature_set", "reason").count().collect()
@@ -247,4 +264,39 @@ def run(cfg: "Config", spark: "SparkSession", store: Any) -> dict[str, Any]:
         ok_keys = e if ok_keys is None else ok_keys.unionByName(e)
     recorded, resolved = write_errors(spark, store, errors, read[C.FEATURE_ERRORS], ok_keys)
     summary.update(totals, errors_recorded=recorded, errors_resolved=resolved)
+    summary.update(cost_summary(clock.stop(), meter.value))
     return summary
+
+
+def cost_summary(driver: dict[str, Any], workers: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """`cost` (the stage) and `cost_per_feature_set`: each feature set's workers plus its share (by items) of the
+    driver's wall and CPU (the families run in one Spark job per commit chunk)."""
+    from captionrec.tracking.cost import group_cost, stage_cost
+
+    items = sum(w.get("items", 0.0) for w in workers.values())
+    per_set = {fs: group_cost(w, driver, w.get("items", 0.0) / items) for fs, w in sorted(workers.items()) if items}
+    return {"cost": stage_cost(driver, workers), "cost_per_feature_set": per_set}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The console's one screen: what was embedded and failed, per feature set its cost per 1,000 items, then
+    the stage's cost."""
+    from captionrec.tracking.cost import per_1k_line, total_line
+
+    lines = [f"embed done in {s.get('seconds', 0):.0f} s: models {s['models']}"]
+    lines.append(
+        f"  to embed: {s['to_embed'] or 'nothing'}; up to date: {s['up_to_date']}; skipped (failed before): "
+        f"{s['skipped_failed']}"
+    )
+    for key in ("embedded", "failed", "missing_inputs", "not_applicable", "dims"):
+        if s.get(key):
+            lines.append(f"  {key}: {s[key]}")
+    lines.append(
+        f"  item_features: {s['inserted']} inserted, {s['updated']} updated, {s['commits']} commit(s); "
+        f"feature_errors: {s['errors_recorded']} recorded, {s['errors_resolved']} resolved"
+    )
+    for fs, cost in (s.get("cost_per_feature_set") or {}).items():
+        lines.append(f"  {fs}: {per_1k_line(cost)}")
+    if "cost" in s:
+        lines.append(f"  {total_line(s['cost'])}")
+    return "\n".join(lines)

@@ -15,6 +15,9 @@ An item whose video is bad stays in `items` (its title and interactions are stil
 `probe_status` = the reason; later stages caption only `probe_status = 'ok'`. Items of an interaction-only
 dataset (no videos) have probe_status `no_video_expected` and no quarantine row.
 
+The summary's `cost` (`tracking.cost.StageClock`): wall and CPU seconds (this process and, where /proc shows it,
+the driver JVM, which runs the executors in local mode) and peak RSS.
+
 Incremental and idempotent: only new or changed video files (path / size / mtime) are probed; an empty
 change writes no commit.
 """
@@ -92,6 +95,9 @@ def plan_items(
 
 
 def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
+    from captionrec.tracking.cost import StageClock, stage_cost
+
+    clock = StageClock(spark)
     d = cfg.data
     src = open_source(spark, d)  # raises before any write when a path is missing or can't be checked
     log.info(
@@ -136,6 +142,7 @@ def run(cfg: Config, spark: SparkSession, store) -> dict[str, Any]:
     }
     for df in cached:
         df.unpersist()
+    summary["cost"] = stage_cost(clock.stop())  # wall / driver CPU (+ JVM where readable) / peak RSS
     return summary
 
 

@@ -21,16 +21,24 @@ of another stage in its worker (references dropped, gc, `torch.cuda.empty_cache(
 when its partition is empty; and after a stage's write the driver runs `release_models`, a small job under the
 stage's profile that releases the stage's models in the workers it reaches. A worker that neither job reaches
 keeps its models until the next model-map task it runs or Spark's idle-worker cleanup ends it (about a minute).
+
+Cost (`CostMeter`, optional): each task measures its model load and, per group of output rows (a caption kind, a
+feature set), its wall, CPU and GPU seconds, items and peak memory (`inference.cost.TaskMeter`), and adds them to
+a Spark accumulator the driver reads after the action (`meter.value`). Accumulator updates made in a transform are
+applied once per successful task attempt: the stages compute each model-map once (localCheckpoint), but a task
+that Spark retries is counted again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from captionrec.inference.cost import TaskMeter, merge
 from captionrec.spark.udf import (
     DeviceRule,
     cached_model,
@@ -62,6 +70,28 @@ class StageGpu:
 
     profile: Any  # pyspark ResourceProfile or None
     rule: DeviceRule
+
+
+class _CostParam:
+    """Accumulator param of `CostMeter`: {group: {metric: value}} merged with `inference.cost.merge`."""
+
+    def zero(self, value: Any) -> dict:
+        return {}
+
+    def addInPlace(self, a: dict, b: dict) -> dict:  # noqa: N802 - pyspark's AccumulatorParam name
+        return merge(a, b)
+
+
+class CostMeter:
+    """Driver side: the accumulator a model-map's tasks add their cost to (`model_map(..., meter=...)`);
+    `value` after the action: {group: {metric: value}} (see `captionrec.inference.cost`)."""
+
+    def __init__(self, spark: "SparkSession"):
+        self.acc = spark.sparkContext.accumulator({}, _CostParam())
+
+    @property
+    def value(self) -> dict[str, dict[str, float]]:
+        return {g: dict(v) for g, v in self.acc.value.items()}
 
 
 def session_schedules_gpus(spark: "SparkSession") -> bool:
@@ -129,6 +159,8 @@ def model_map(
     torch_threads: int | None = None,
     evict: str | None = None,
     stage: str | None = None,
+    meter: CostMeter | None = None,
+    group: Callable[[dict[str, Any]], str] | None = None,
 ) -> Callable[["DataFrame"], "DataFrame"]:
     """The DataFrame -> DataFrame transform that runs `apply(construct(device), rows)` in every partition.
 
@@ -136,9 +168,11 @@ def model_map(
     the group's other models before loading these (one caption kind at a time in GPU memory).
     `torch_threads`: intra-op threads per worker (None: the task's CPUs; 0: torch's default).
     `stage` (default: the stage of `gpu.rule`): the models' stage; every task first releases other stages' models.
+    `meter`: add each task's cost to it, per `group(output row)` (default: every row in group `key`).
     """
     rule = gpu.rule
     owner = stage or rule.stage
+    acc = meter.acc if meter is not None else None
 
     def partition(rows: Rows) -> Iterator[list[dict[str, Any]]]:
         release_other_stages(owner)  # the previous stage's models leave this worker, rows or not
@@ -148,8 +182,25 @@ def model_map(
         limit_torch_threads(_torch_threads(torch_threads))
         _quiet_transformers()
         device = task_device(rule)
-        models = cached_model(key, lambda: construct(device), device=device, evict=evict, stage=owner)
-        yield from apply(models, chain([first], rows))
+        if acc is None:
+            models = cached_model(key, lambda: construct(device), device=device, evict=evict, stage=owner)
+            yield from apply(models, chain([first], rows))
+            return
+        task, load = TaskMeter(device, key, group), []
+
+        def timed_construct() -> Any:
+            t0, c0 = time.perf_counter(), time.process_time()
+            built = construct(device)
+            load.append((time.perf_counter() - t0, time.process_time() - c0))
+            return built
+
+        models = cached_model(key, timed_construct, device=device, evict=evict, stage=owner)
+        if load:
+            task.loaded(*load[0])
+        for out in apply(models, chain([first], rows)):
+            task.batch(out)
+            yield out
+        acc.add(task.finish())
 
     def transform(df: "DataFrame") -> "DataFrame":
         return map_rows(df, partition, schema, profile=gpu.profile)

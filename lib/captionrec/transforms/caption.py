@@ -24,7 +24,7 @@ from captionrec.captioning.core import caption_rows, load_models
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from captionrec.spark.modelmap import StageGpu
+    from captionrec.spark.modelmap import CostMeter, StageGpu
 
 ITEM_COLUMNS = ("item_id", "video_path", "has_audio", "media_fingerprint")  # what a worker reads of an item
 
@@ -72,10 +72,21 @@ def _apply(plan: CaptionPlan, models: Any, rows: Iterator[dict[str, Any]]) -> It
         yield out
 
 
-def caption_items(items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu", partitions: int | None = None) -> "DataFrame":
+def _row_kind(row: dict[str, Any]) -> str:
+    return row["kind"]
+
+
+def caption_items(
+    items: "DataFrame",
+    plan: CaptionPlan,
+    gpu: "StageGpu",
+    partitions: int | None = None,
+    meter: "CostMeter" | None = None,
+) -> "DataFrame":
     """items (item_id, video_path, has_audio, media_fingerprint) -> captions rows for `plan` (lazy).
 
     `partitions` (default `plan.cfg.partitions`; 0 keeps the input's) is how many tasks share the items.
+    `meter`: the workers add their cost to it, per kind (`spark.modelmap.CostMeter`).
     """
     from pyspark.sql import functions as F
 
@@ -94,6 +105,8 @@ def caption_items(items: "DataFrame", plan: CaptionPlan, gpu: "StageGpu", partit
         gpu=gpu,
         torch_threads=plan.cfg.torch_threads,
         evict="caption",
+        meter=meter,
+        group=_row_kind,
     )
     return transform(df)
 
