@@ -133,6 +133,7 @@ class ReportConfig:
         "summary",
         "table",
         "gains",
+        "cost",
         "plots",
         "quality",
         "grounding",
