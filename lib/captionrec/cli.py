@@ -38,6 +38,7 @@ import yaml
 
 from captionrec.config import Config, ConfigError, load_config, to_plain
 from captionrec.pipeline import StageFailed
+from captionrec.tracking.cost import log_stage_run
 
 log = logging.getLogger("captionrec")
 
@@ -292,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(exc.exit_code) from None
         print_summary(summary, as_json=args.json, file=out)
         log_config_to_runs(cfg, name, summary, effective)
+        if name in ("ingest", "caption", "embed"):  # their cost as an MLflow stage run (train logs on its own run)
+            log_stage_run(cfg, name, summary)
     return 0
 
 

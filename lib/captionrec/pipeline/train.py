@@ -324,6 +324,9 @@ def run(
 
     parent_run_id: log the run as a child (nested) run of that MLflow run; tags: extra run tags.
     """
+    from captionrec.tracking.cost import StageClock, log_run_cost, stage_cost
+
+    clock = StageClock(spark)  # the run's cost: wall, CPU (the training processes included), peak RSS
     t = cfg.train
     t0 = time.perf_counter()
     # The versions read here are the data trained on (a writer committing meanwhile changes neither).
@@ -345,7 +348,11 @@ def run(
     )
     run_tags.update(tags or {})
     out = train_prepared(cfg, prepared, run_tags, parent_run_id=parent_run_id)
-    return summary_of(out, prepared, t_prep)
+    summary, cost = summary_of(out, prepared, t_prep), stage_cost(clock.stop())
+    summary["cost"] = {k: v for k, v in cost.items() if k.endswith("_seconds")}  # volatile keys; memory: MLflow
+    if summary.get("run_id") and cfg.tracking.tracking_uri:
+        log_run_cost(cfg.tracking.tracking_uri, summary["run_id"], cost)
+    return summary
 
 
 def _rounded(metrics: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
