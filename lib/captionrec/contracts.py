@@ -420,6 +420,7 @@ BASELINES: tuple[str, ...] = ("random", "popularity")
 # only), popularity in the 7 days before t_k (rolling windows only), random with the new items first.
 COLD_BASELINES: tuple[str, ...] = ("knn", "recent_popularity", "random_new")
 RECENT_POPULARITY_DAYS = 7  # recent_popularity counts the interactions of these days before t_k
+ID_NO_COLD = "ID cannot score cold items"  # the report's cold cells of ID-only rows (cold items share one vector)
 CASE_COLUMNS: tuple[str, ...] = (
     "window",
     "user_idx",

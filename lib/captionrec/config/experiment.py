@@ -133,6 +133,7 @@ class ReportConfig:
         "summary",
         "table",
         "gains",
+        "cold",
         "cost",
         "plots",
         "quality",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from captionrec import contracts as C
+from captionrec.report.cold import cold_section  # noqa: F401 - registers the "cold" section
 from captionrec.report.cost import cost_section  # noqa: F401 - registers the "cost" section
 from captionrec.report.render import esc, page
 from captionrec.report.runs import RunSet, read_runs

@@ -91,7 +91,8 @@ def gains(
     confidence: float,
     seed: int,
 ) -> list[Gain]:
-    """Every comparison x model x metric; a comparison that cannot be computed carries a note saying why."""
+    """Every comparison x model x metric; a comparison that cannot be computed carries a note saying why. A cold
+    metric against (or of) the ID-only feature set is not a comparison: ID cannot score cold items."""
     done = runs[runs["status"] == "FINISHED"]
     out: list[Gain] = []
     for comp in comparisons:
@@ -100,6 +101,8 @@ def gains(
             fa = done[(done["features"] == feature) & (done["model"] == model)]["run_id"].tolist()
             fb = done[(done["features"] == baseline) & (done["model"] == model)]["run_id"].tolist()
             for metric in metrics:
+                if metric.startswith("cold_") and "id" in (feature, baseline):  # C.ID_NO_COLD: not a comparison
+                    continue
                 g = Gain(comp, feature, baseline, model, metric, feature_runs=len(fa), baseline_runs=len(fb))
                 out.append(g)
                 if not fa or not fb:

@@ -141,7 +141,8 @@ def table(ctx: ReportContext) -> Section | None:
     rows = []
     for r in t.to_dict("records"):
         row = [r["features"], r["model"], r["runs"], r["windows"]]
-        row += [pm(r[f"{C.metric_name(m)}_mean"], r[f"{C.metric_name(m)}_std"]) for m in metrics]
+        cells = [pm(r[f"{C.metric_name(m)}_mean"], r[f"{C.metric_name(m)}_std"]) for m in metrics]
+        row += [C.ID_NO_COLD if r["features"] == "id" and m.startswith("cold_") else c for m, c in zip(metrics, cells)]
         row += [num(r[f"{b}_{C.metric_name(m)}_mean"]) for b in C.BASELINES[::-1] for m in metrics]
         rows.append(row)
     intro = (
