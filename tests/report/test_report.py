@@ -62,7 +62,7 @@ def test_table_recomputed_from_logged_per_window_metrics(grid, written):
     assert len(table) == len(groups) == 12
     for row in table.itertuples():
         ids = groups[(row.features, row.model)]
-        assert row.runs == len(ids) == 2 and row.windows == len(WINDOWS)
+        assert row.runs == row.seeds == len(ids) == 2 and row.windows == len(WINDOWS)
         for key in ("hr_10", "ndcg_10", "cold_hr_10", "popularity_hr_10", "random_ndcg_10"):
             values = [v for r in ids for v in _history(client, r, f"test_{key}").values()]
             assert len(values) == 2 * len(WINDOWS)
@@ -122,30 +122,62 @@ def test_gains_recomputed_from_cases(written):
         assert row["gain"] == pytest.approx(rel, rel=1e-9) and row["diff"] == pytest.approx(diff, abs=1e-12)
         assert row["gain_lo"] < row["gain"] < row["gain_hi"] and row["significant"]  # a planted, large effect
         assert row["cases"] == 3 * 300 if metric != "cold_hr@10" else row["cases"] < 300
+    # identical ranks seed by seed: a zero difference; the interval still holds the seeds' spread (each side's
+    # seeds are resampled independently: a seed number does not make two feature sets' runs one model)
     same = g[(g["comparison"] == "mllm_audio vs audio_raw") & (g["metric"] == "hr@10")]
-    assert (same["diff"] == 0).all() and (same["diff_lo"] == 0).all() and not same["significant"].any()
+    assert (same["diff"] == 0).all() and (same["diff_lo"] < 0).all() and (same["diff_hi"] > 0).all()
+    assert not same["significant"].any() and not same["holm_significant"].any()
+    assert (same["verdict"] == "no difference shown").all() and (same["feature_seed_std"] > 0).all()
     missing = g[g["comparison"] == "mllm_av vs title"]
     assert missing["note"].str.contains("no finished run of mllm_av").all() and missing["gain"].isna().all()
+    assert missing["p_holm"].isna().all() and (missing["verdict"].fillna("") == "").all()
 
 
-def test_bootstrap_interval_matches_the_normal_approximation():
-    """Paired, stratified: for a large sample the 95% interval of a difference of means is ~ +-1.96 se."""
+def test_holm_over_the_summarys_comparisons(written):
+    """Holm's family is exactly the gains with an interval (the rows of the summary's table); adjusted p-values
+    recomputed here from each gain's difference and standard error; corrected interval and verdict agree."""
+    from statistics import NormalDist
+
+    _, ctx, files = written
+    g = pd.read_csv(files.tables["gains"])
+    fam = g[g["cases"] > 0].reset_index(drop=True)
+    assert fam["p_holm"].notna().all() and g.loc[g["cases"] == 0, "p_holm"].isna().all()
+    m = len(fam)
+    assert m == 4 * 2 * 3  # 4 comparisons with runs x 2 models x 3 metrics
+    p = np.array([2 * (1 - NormalDist().cdf(abs(d) / s)) if s > 0 else 1.0 for d, s in zip(fam["diff"], fam["diff_se"])])
+    order = np.argsort(p, kind="stable")
+    adjusted = np.maximum.accumulate(np.minimum(1, (m - np.arange(m)) * p[order]))
+    assert fam["p_holm"].to_numpy()[order] == pytest.approx(adjusted, abs=1e-9)
+    assert (fam["holm_significant"] == (fam["p_holm"] < 0.05)).all()
+    excludes = (fam["holm_lo"] > 0) | (fam["holm_hi"] < 0)
+    assert (excludes == fam["holm_significant"]).all()
+    assert (fam["holm_lo"] <= fam["diff_lo"]).all() and (fam["holm_hi"] >= fam["diff_hi"]).all()  # wider than 95%
+    md = files.markdown.read_text()
+    summary = md[md.index("## Summary") : md.index("## Results")]
+    assert f"after Holm's correction over the {m} comparisons below" in summary
+    assert summary.count("| no difference shown |") + summary.count("| higher |") + summary.count("| lower |") == m
+    assert "Not tested: id+mllm_av vs id (sasrec): no finished run of id+mllm_av" in summary
+
+
+def test_case_level_bootstrap_matches_the_normal_approximation():
+    """The case-level bootstrap (kept for one-case-per-user data): paired, stratified; for a large sample the 95%
+    interval of a difference of means is ~ +-1.96 se."""
     rng = np.random.default_rng(5)
     n = 4000
     b = (rng.random(n) < 0.2).astype(float)
     a = np.where(rng.random(n) < 0.1, 1.0 - b, b)  # a flips 10% of b's outcomes: paired, correlated
     strata = np.repeat([0, 1], n // 2)
-    out = bootstrap.paired_bootstrap(a, b, strata, samples=2000, seed=1)
+    out = bootstrap.case_bootstrap(a, b, strata, samples=2000, seed=1)
     d = a - b
     se = np.sqrt(sum(d[strata == s].var(ddof=1) / (n // 2) for s in (0, 1))) / 2
     assert out["diff"] == pytest.approx(np.mean([d[strata == s].mean() for s in (0, 1)]))
     assert (out["diff_hi"] - out["diff_lo"]) == pytest.approx(2 * 1.96 * se, rel=0.1)
     assert out["rel"] == pytest.approx(out["a"] / out["b"] - 1)
     # identical sides: a zero-width interval at 0; a shift by a constant: the same shift everywhere
-    same = bootstrap.paired_bootstrap(b, b, strata, samples=200)
+    same = bootstrap.case_bootstrap(b, b, strata, samples=200)
     assert same["diff_lo"] == same["diff_hi"] == 0.0
     with pytest.raises(ValueError, match="no cases"):
-        bootstrap.paired_bootstrap(np.array([]), np.array([]), np.array([]))
+        bootstrap.case_bootstrap(np.array([]), np.array([]), np.array([]))
 
 
 def test_case_values_and_metric_names():
@@ -168,7 +200,8 @@ def test_report_files_html_md_and_plots(written):
     md = files.markdown.read_text()
     assert "| mllm_video | sasrec |" in md and "±" in md
     assert "Captions come from tiny random models" in md
-    assert "Differences larger than their interval: mllm_video vs videomae (sasrec, hr@10)" in md
+    assert "| mllm_video vs videomae | sasrec | HR@10 | +0.1867 (+130.2%) | [+0." in md and "| higher |" in md
+    assert "**seeds per row**: 2 (every row)" in md and "| feature set | model | seeds | windows |" in md
 
 
 def test_filter_mode_and_missing_runs(grid, tmp_path):

@@ -25,7 +25,7 @@ import pandas as pd
 
 from captionrec import contracts as C
 from captionrec.evaluation.bootstrap import KEYS as CASE_KEYS
-from captionrec.evaluation.bootstrap import paired_bootstrap, paired_cases
+from captionrec.evaluation.bootstrap import cluster_bootstrap, paired_cases
 from captionrec.evaluation.metrics import case_values
 
 log = logging.getLogger(__name__)
@@ -213,10 +213,11 @@ def class_gains(
                         "note": "",
                     }
                     if len(paired):
-                        bs = paired_bootstrap(
+                        bs = cluster_bootstrap(
                             paired["a"].to_numpy(),
                             paired["b"].to_numpy(),
                             paired["window"].to_numpy(),
+                            paired["user_idx"].to_numpy(),
                             samples,
                             confidence,
                             seed,

@@ -5,11 +5,13 @@
   `target_ranks`;
 - `metrics` (numpy): HR@k / nDCG@k / MRR from ranks (`case_values`, `rank_metrics`, `summarize_ranks`: per
   case, per user, cold), `mean_std`, `parse_metric`, the large-k warning (`warn_k_share`, `KShareWarning`);
-- `bootstrap` (numpy / pandas): cases of two sides paired by (window, user_idx, chunk) (`paired_cases`) and
-  the stratified paired bootstrap of their difference and relative gain (`paired_bootstrap`).
+- `bootstrap` (numpy / pandas): cases of two sides paired by (window, user_idx, chunk), their targets checked
+  (`paired_runs`, `paired_cases`, `PairingError`), the user-level paired bootstrap of their difference and
+  relative gain with seeds resampled too (`cluster_bootstrap`), Holm's correction (`holm`), and the case-level
+  bootstrap kept for one-case-per-user data (`case_bootstrap`).
 
 ```python
-from captionrec.evaluation import Catalogue, summarize_ranks, paired_bootstrap
+from captionrec.evaluation import Catalogue, summarize_ranks, cluster_bootstrap
 ranks, n_candidates = Catalogue.of(item_vecs).rank(user_vecs, targets, seen)
 summarize_ranks(ranks.numpy(), ks=(10,), users=users, cold=cold)  # {"hr@10": ..., "user_hr@10": ..., ...}
 ```
@@ -46,7 +48,18 @@ _MODULES = {
         "summarize_ranks",
         "warn_k_share",
     ),
-    "bootstrap": ("KEYS", "paired_bootstrap", "paired_cases", "subset_mask"),
+    "bootstrap": (
+        "KEYS",
+        "Paired",
+        "PairingError",
+        "case_bootstrap",
+        "check_pairing",
+        "cluster_bootstrap",
+        "holm",
+        "paired_cases",
+        "paired_runs",
+        "subset_mask",
+    ),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_HOME)

@@ -6,8 +6,11 @@ Table: a row's value for a metric is the mean (and sample std) of that metric ov
 of the row's runs (the runs differ by seed), from the per-window values the runs logged.
 
 Gains: "A vs B" pairs the test cases of A's runs and B's runs with the same model by (window, user_idx,
-chunk) and bootstraps them (`captionrec.evaluation.bootstrap`: the statistic is the one the table shows, the
-mean over windows of each window's mean over cases; relative gain = A / B - 1).
+chunk), checking that both tested the same targets, and bootstraps them by user
+(`captionrec.evaluation.bootstrap.cluster_bootstrap`: users resampled with all their cases, each side's seeds
+resampled too; the statistic is the one the table shows, the mean over windows of each window's mean over
+cases; relative gain = A / B - 1). Holm's correction runs over every gain with an interval (the family the
+report's summary lists): `holm_lo` / `holm_hi` / `holm_significant` / `verdict`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from captionrec import contracts as C
-from captionrec.evaluation.bootstrap import paired_bootstrap, paired_cases, subset_mask
+from captionrec.evaluation.bootstrap import cluster_bootstrap, holm, paired_runs, subset_mask
 from captionrec.evaluation.metrics import case_values, mean_std
 
 
@@ -72,13 +75,25 @@ class Gain:
     diff_lo: float = math.nan
     diff_hi: float = math.nan
     cases: int = 0
-    feature_runs: int = 0
+    users: int = 0
+    feature_runs: int = 0  # one run per seed
     baseline_runs: int = 0
+    feature_seed_std: float = math.nan  # std over the side's seeds of its statistic (NaN for one seed)
+    baseline_seed_std: float = math.nan
+    diff_se: float = math.nan  # the bootstrap's standard error of diff
+    p: float = math.nan  # two-sided, normal approximation with diff_se
+    p_holm: float = math.nan  # Holm-adjusted over the report's family of gains
+    holm_level: float = math.nan  # the level Holm tests this gain at
+    holm_lo: float = math.nan  # diff's interval at that level (excludes 0 exactly when holm_significant)
+    holm_hi: float = math.nan
+    holm_significant: bool = False
+    verdict: str = ""  # higher / lower / no difference shown (after Holm); "" when not tested
     note: str = ""
 
     @property
     def significant(self) -> bool:
-        """The interval of the difference excludes 0."""
+        """The uncorrected (per-gain) interval of the difference excludes 0; the report's verdicts use
+        `holm_significant`."""
         return bool(self.cases) and (self.diff_lo > 0 or self.diff_hi < 0)
 
 
@@ -112,25 +127,42 @@ def gains(
                 if any(c is None for c in ca + cb):
                     g.note = "no cases artifact (the train stage logged none)"
                     continue
-                paired = paired_cases(ca, cb, metric)
+                names = ([f"run {r} ({feature})" for r in fa], [f"run {r} ({baseline})" for r in fb])
+                paired = paired_runs(ca, cb, metric, *names)
                 g.cases = len(paired)
                 if not len(paired):
                     g.note = "no paired cases"
                     continue
-                bs = paired_bootstrap(
-                    paired["a"].to_numpy(),
-                    paired["b"].to_numpy(),
-                    paired["window"].to_numpy(),
-                    samples,
-                    confidence,
-                    seed,
-                )
-                g.feature_value, g.baseline_value = bs["a"], bs["b"]
-                g.gain, g.gain_lo, g.gain_hi = bs["rel"], bs["rel_lo"], bs["rel_hi"]
-                g.diff, g.diff_lo, g.diff_hi = bs["diff"], bs["diff_lo"], bs["diff_hi"]
-                if bs["b"] == 0:
-                    g.note = "baseline is 0: no relative gain"
+                keys = paired.keys
+                bs = cluster_bootstrap(paired.a, paired.b, keys["window"], keys["user_idx"], samples, confidence, seed)
+                _fill(g, bs)
+    correct(out, 1 - confidence)
     return out
+
+
+def _fill(g: Gain, bs: dict[str, float]) -> None:
+    g.users = int(bs["users"])
+    g.feature_value, g.baseline_value = bs["a"], bs["b"]
+    g.gain, g.gain_lo, g.gain_hi = bs["rel"], bs["rel_lo"], bs["rel_hi"]
+    g.diff, g.diff_lo, g.diff_hi, g.diff_se = bs["diff"], bs["diff_lo"], bs["diff_hi"], bs["diff_se"]
+    g.feature_seed_std, g.baseline_seed_std = bs["a_seed_std"], bs["b_seed_std"]
+    if bs["b"] == 0:
+        g.note = "baseline is 0: no relative gain"
+
+
+def tested(items: list[Gain]) -> list[Gain]:
+    """The gains Holm's family holds: every one with a difference and a standard error."""
+    return [g for g in items if g.cases and math.isfinite(g.diff) and math.isfinite(g.diff_se)]
+
+
+def correct(items: list[Gain], alpha: float) -> None:
+    """Holm over `tested(items)`, in place: p, p_holm, holm_level, holm_lo / hi, holm_significant, verdict."""
+    family = tested(items)
+    h = holm([g.diff for g in family], [g.diff_se for g in family], alpha)
+    for i, g in enumerate(family):
+        g.p, g.p_holm, g.holm_level = float(h.p[i]), float(h.p_adjusted[i]), float(h.level[i])
+        g.holm_lo, g.holm_hi, g.holm_significant = float(h.lo[i]), float(h.hi[i]), bool(h.reject[i])
+        g.verdict = ("higher" if g.diff > 0 else "lower") if g.holm_significant else "no difference shown"
 
 
 def gains_frame(items: list[Gain]) -> pd.DataFrame:

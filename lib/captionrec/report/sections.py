@@ -111,24 +111,62 @@ def summary(ctx: ReportContext) -> Section:
         )
     if not has_cases:
         notes.append("The runs logged no per-case artifacts: gains have no bootstrap interval.")
-    gains_on = "gains" in c.sections
-    sig = ctx.gains[ctx.gains["significant"]] if gains_on else None
-    if not gains_on or not ctx.gains["gain_lo"].notna().any():
-        verdict = "no intervals computed"
-    else:
-        verdict = (
-            "; ".join(
-                f"{g.comparison} ({g.model}, {g.metric}): {pct(g.gain)} {interval(g.gain_lo, g.gain_hi)}"
-                for g in sig.itertuples()
+    t = ctx.table
+    if len(t):
+        facts.append(("seeds per row", _seed_fact(t)))
+        if (t["seeds"] == 1).any():
+            notes.append(
+                "Rows with one seed: their intervals hold no seed-to-seed variation (only which users were tested)."
             )
-            or "none"
-        )
     md = "".join(f"- **{k}**: {v}\n" for k, v in facts) + "".join(f"\n> {n}\n" for n in notes)
-    md += f"\nDifferences larger than their interval: {verdict}.\n"
     html = "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
     html += "".join(f'<p class="warn">{esc(n)}</p>' for n in notes)
-    html += f"<p>Differences larger than their interval: {esc(verdict)}.</p>"
-    return Section("summary", "Summary", md, html)
+    tmd, thtml = _verdicts(ctx) if "gains" in c.sections else ("\nNo comparisons (the gains section is off).\n", "")
+    return Section("summary", "Summary", md + tmd, html + thtml)
+
+
+def _seed_fact(t: pd.DataFrame) -> str:
+    """'2 (every row)' or '1-3 (see the table's seeds column)'."""
+    lo, hi = int(t["seeds"].min()), int(t["seeds"].max())
+    return f"{lo} (every row)" if lo == hi else f"{lo}-{hi} (the table's seeds column has each row's)"
+
+
+def _verdicts(ctx: ReportContext) -> tuple[str, str]:
+    """The summary's comparisons table: every gain Holm's family holds, with its corrected interval and verdict."""
+    g, c = ctx.gains, ctx.config
+    fam = g[g["p_holm"].notna()] if len(g) else g
+    if fam.empty:
+        text = "No comparison has an interval (no paired cases artifacts)."
+        return f"\n{text}\n", f"<p>{esc(text)}</p>"
+    alpha = 1 - c.confidence
+    shown = sum(fam["holm_significant"])
+    intro = (
+        f"Differences larger than their interval, after Holm's correction over the {len(fam)} comparisons "
+        f"below (family-wise error {alpha:g}): {shown} of {len(fam)}. Gain: feature set - baseline in the metric "
+        f"(relative gain in brackets); corrected interval: the difference's interval at the level Holm tests it "
+        f"at (user-level bootstrap standard error, normal quantile); it excludes 0 exactly when the verdict is "
+        f"higher / lower."
+    )
+    header = ["comparison", "model", "metric", "gain", "corrected interval", "verdict"]
+    rows = [
+        [
+            r.comparison,
+            r.model,
+            _metric_label(r.metric),
+            f"{r.diff:+.4f} ({pct(r.gain)})",
+            interval(r.holm_lo, r.holm_hi, as_pct=False, digits=4),
+            r.verdict,
+        ]
+        for r in fam.itertuples()
+    ]
+    classes = ["sig" if r.holm_significant else "" for r in fam.itertuples()]
+    untested = sorted({f"{r.comparison} ({r.model}): {r.note}" for r in g.itertuples() if pd.isna(r.p_holm)})
+    md = f"\n{intro}\n\n{md_table(header, rows)}"
+    html = f"<p>{esc(intro)}</p>" + html_table(header, rows, "verdicts", classes, left=3, left_last=True)
+    if untested:
+        md += "\nNot tested: " + "; ".join(untested) + ".\n"
+        html += f'<p class="note">Not tested: {esc("; ".join(untested))}.</p>'
+    return md, html
 
 
 @section("table")
@@ -136,18 +174,18 @@ def table(ctx: ReportContext) -> Section | None:
     t, metrics = ctx.table, ctx.config.metrics
     if t.empty:
         return None
-    header = ["feature set", "model", "runs", "windows"] + [_metric_label(m) for m in metrics]
+    header = ["feature set", "model", "seeds", "windows"] + [_metric_label(m) for m in metrics]
     header += [f"{b} {_metric_label(m)}" for b in C.BASELINES[::-1] for m in metrics]
     rows = []
     for r in t.to_dict("records"):
-        row = [r["features"], r["model"], r["runs"], r["windows"]]
+        row = [r["features"], r["model"], r["seeds"], r["windows"]]
         cells = [pm(r[f"{C.metric_name(m)}_mean"], r[f"{C.metric_name(m)}_std"]) for m in metrics]
         row += [C.ID_NO_COLD if r["features"] == "id" and m.startswith("cold_") else c for m, c in zip(metrics, cells)]
         row += [num(r[f"{b}_{C.metric_name(m)}_mean"]) for b in C.BASELINES[::-1] for m in metrics]
         rows.append(row)
     intro = (
-        "Mean ± sample std over windows (and seeds) of each row's finished runs; the baselines score the "
-        "same test cases (random scorer, popularity before the window)."
+        "Mean ± sample std over windows (and seeds) of each row's finished runs (seeds: how many, one run "
+        "each); the baselines score the same test cases (random scorer, popularity before the window)."
     )
     return Section(
         "table",
@@ -172,7 +210,10 @@ def gains(ctx: ReportContext) -> Section | None:
         "baseline",
         "relative gain",
         f"{int(c.confidence * 100)}% interval",
-        "paired cases",
+        "Holm",
+        "seeds",
+        "seed std",
+        "users / cases",
         "note",
     ]
     rows, classes, seen = [], [], set()
@@ -181,7 +222,7 @@ def gains(ctx: ReportContext) -> Section | None:
             if (r.comparison, r.model) in seen:
                 continue
             seen.add((r.comparison, r.model))
-            rows.append([r.comparison, r.model, "all", "—", "—", "—", "—", 0, r.note])
+            rows.append([r.comparison, r.model, "all", "—", "—", "—", "—", "—", "—", "—", 0, r.note])
         else:
             rows.append(
                 [
@@ -192,15 +233,21 @@ def gains(ctx: ReportContext) -> Section | None:
                     num(r.baseline_value),
                     pct(r.gain),
                     interval(r.gain_lo, r.gain_hi),
-                    r.cases,
+                    r.verdict or "—",
+                    f"{r.feature_runs} / {r.baseline_runs}",
+                    f"{num(r.feature_seed_std)} / {num(r.baseline_seed_std)}",
+                    f"{r.users} / {r.cases}",
                     r.note,
                 ]
             )
-        classes.append("sig" if r.significant else "")
+        classes.append("sig" if r.holm_significant else "")
     intro = (
-        f"Relative gain of each caption feature over its baseline feature, paired by test case (window, "
-        f"user, chunk); {c.bootstrap_samples} bootstrap draws stratified by window. Green rows: the "
-        f"interval of the difference excludes 0."
+        f"Relative gain of each caption feature over its baseline feature on the same test cases (paired by "
+        f"window, user and chunk; both sides' targets checked equal). Interval: {c.bootstrap_samples} draws of a "
+        f"user-level bootstrap (users resampled with all of their cases in every window, the same users for both "
+        f"sides; each side's seeds resampled too), per gain, not corrected. Holm: the verdict after Holm's "
+        f"correction over every gain below (the summary's table). Seeds: runs of the feature / baseline row; seed "
+        f"std: the std over a side's seeds of its value (— for one seed). Green rows: the Holm verdict excludes 0."
     )
     figures = {}
     for m in c.metrics[:1]:
@@ -510,9 +557,9 @@ def audio_class_section(ctx: ReportContext) -> Section | None:
         parts.append(
             (
                 f"Gains per audio class (HR@{k})",
-                "Paired by test case, stratified bootstrap as in the gains "
-                "table; green rows: the interval of the difference excludes 0. Does the audio caption help "
-                "most where the audio carries the content (speech, music)?",
+                "Paired by test case, user-level bootstrap as in the gains table, per gain and not "
+                "corrected for the number of classes (exploratory); green rows: that interval of the difference "
+                "excludes 0. Does the audio caption help most where the audio carries the content (speech, music)?",
                 _frame(shown, gcols, "audio_class_gains", classes, left=3),
             )
         )
