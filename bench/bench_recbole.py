@@ -838,9 +838,10 @@ def _case_values(runs: list[dict], variant: str) -> "object":
 
 def paired(systems: dict, a: str = "sasrec", b: str = RECBOLE, samples: int = 2000, seed: int = 0) -> dict:
     """`a` - `b` on the same test cases (paired by user): each case's HR@10 / nDCG@10 averaged over each system's
-    seeds, a 95% percentile interval from resampling the cases (`captionrec.evaluation.bootstrap.paired_bootstrap`).
+    seeds, a 95% percentile interval from resampling the cases (`captionrec.evaluation.bootstrap.case_bootstrap`:
+    one case per user here, so case-level is user-level).
     The interval covers which users happen to be test cases, not seed-to-seed variation beyond the seeds run."""
-    from captionrec.evaluation.bootstrap import paired_bootstrap
+    from captionrec.evaluation.bootstrap import case_bootstrap
 
     sa, sb = systems.get(a), systems.get(b)
     if not sa or not sb:
@@ -864,7 +865,7 @@ def paired(systems: dict, a: str = "sasrec", b: str = RECBOLE, samples: int = 20
                 f"{wrong['target_a'].iloc[0]} vs {wrong['target_b'].iloc[0]}"
             )
         for m in ("hr", "ndcg"):
-            bs = paired_bootstrap(
+            bs = case_bootstrap(
                 both[f"{m}_a"].to_numpy(), both[f"{m}_b"].to_numpy(), [0] * len(both), samples=samples, seed=seed
             )
             out[f"{v}_{m}@10"] = {
