@@ -38,12 +38,14 @@ def tuned_grid(tmp_path_factory):
     for fs, (budget, chosen, points) in ROWS.items():
         for t, values in enumerate(points):
             for seed in (1, 2) if t == chosen else (1,):
-                rid = log_child(client, exp_id, pid, fs, "sasrec", seed, key=f"{fs}/t{t}/s{seed}")
+                status = "FAILED" if (fs, t) == ("id", 0) else "FINISHED"  # a failed trial stays in the report
+                key = f"{fs}/t{t}/s{seed}"
+                rid = log_child(client, exp_id, pid, fs, "sasrec", seed, status, "RuntimeError: x", key)
                 client.set_tag(rid, C.TAG_TRIAL_CHOSEN, "true" if t == chosen else "false")
                 ids[(fs, t, seed)] = rid
                 children.append(
                     {"features": fs, "model": "sasrec", "seed": seed, "trial": t, "values": values, "run_id": rid,
-                     "status": "ran", "chosen": t == chosen}
+                     "status": "ran" if status == "FINISHED" else "failed", "chosen": t == chosen}
                 )
         tuning[f"sasrec {fs}"] = {
             "model": "sasrec", "features": fs, "budget": budget, "finished": budget, "metric": "valid_ndcg_10",
@@ -62,10 +64,12 @@ def test_report_reads_only_the_chosen_trials_and_shows_the_choice(tuned_grid):
     uri, pid, ids = tuned_grid
     rs = read_runs(uri, "tuning-report", ("hr@10",), parent_run_id=pid)
     chosen = {ids[("id", 1, 1)], ids[("id", 1, 2)], ids[("title", 0, 1)], ids[("title", 0, 2)]}
-    assert set(rs.runs["run_id"]) == chosen  # the unchosen trials (id t0, title t1) are left out
+    failed = {ids[("id", 0, 1)]}  # a failed trial is listed as a failure, not dropped
+    assert set(rs.runs["run_id"]) == chosen | failed  # the unchosen finished trial (title t1) is left out
+    assert set(rs.finished["run_id"]) == chosen and set(rs.failed["run_id"]) == failed
     assert set(rs.windows["run_id"]) == chosen
     filtered = read_runs(uri, "tuning-report", ("hr@10",), filter_string="params.`train.model` = 'sasrec'")
-    assert set(filtered.runs["run_id"]) == chosen  # without a plan: by the trial_chosen tag
+    assert set(filtered.runs["run_id"]) == chosen | failed  # without a plan: by the trial_chosen tag
     cfg = ReportConfig(sections=("tuning",))
     s = tuning_section(ReportContext(cfg, rs, ["id", "title"]))
     assert "the same budget of 2 trials" in s.markdown and "no test number was read" in s.markdown

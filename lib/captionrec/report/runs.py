@@ -194,14 +194,18 @@ def _available(df: pd.DataFrame) -> set[tuple[str, str]]:
 
 
 def drop_unchosen(df: pd.DataFrame, plan: dict[str, Any]) -> pd.DataFrame:
-    """search_runs' frame without the tuning trials their row did not choose (experiment.tuning): by the grid's
-    plan when there is one (a run reused by several grids may be chosen in one and not in another), else by
-    the run's tag captionrec.trial_chosen."""
+    """search_runs' frame without the finished tuning trials their row did not choose (experiment.tuning): by
+    the grid's plan when there is one (a run reused by several grids may be chosen in one and not in another),
+    else by the run's tag captionrec.trial_chosen. Failed trials stay (the report lists failures)."""
     if plan.get("children"):
-        unchosen = {c["run_id"] for c in plan["children"] if c.get("chosen") is False and c.get("run_id")}
+        unchosen = {
+            c["run_id"]
+            for c in plan["children"]
+            if c.get("chosen") is False and c.get("status") != "failed" and c.get("run_id")
+        }
         keep = ~df["run_id"].isin(unchosen)
     else:
-        keep = _col(df, f"tags.{C.TAG_TRIAL_CHOSEN}") != "false"
+        keep = (_col(df, f"tags.{C.TAG_TRIAL_CHOSEN}") != "false") | (_col(df, "status") != FINISHED)
     if (~keep).any():
         log.info("leaving out %d tuning trial run(s) their row did not choose", int((~keep).sum()))
     return df[keep.to_numpy()].reset_index(drop=True)
