@@ -12,6 +12,15 @@ error (tag captionrec.error + error.txt) and the grid goes on. The parent keeps 
 After every child is recorded, more failed children than `experiment.max_failed` (default 0) fail the stage:
 `run` raises `StageFailed` carrying the summary, whose text and the error name each failed child and its error
 (the CLI prints the summary and exits non-zero, so a Databricks task or spark-submit run fails too).
+
+Equal tuning (`experiment.tuning`, captionrec.training.tuning): every (feature set, model) row first runs
+`budget` trials on the first seed (trial 0: the config as given; then seeded random points over lr, dropout,
+temperature and, for fusion rows, id_dropout; epochs chosen by validation inside each trial as always). The
+row's choice reads only the trials' validation metric histories (`valid_<metric>`, GridTracker.
+validation_score); no test number is read until every row has chosen. The chosen values then run on the other
+seeds. Trials and seeds are ordinary children (keyed, reused, recorded when they fail), tagged with row,
+trial, values and chosen (contracts.TAG_ROW ...); the plan artifact holds each row's tuning and the report
+reads only chosen runs.
 """
 
 from __future__ import annotations
@@ -20,10 +29,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from captionrec import contracts as C
@@ -31,6 +39,7 @@ from captionrec.config.loader import deep_merge, flatten, from_dict, parse_overr
 from captionrec.config.train import TrainConfig
 from captionrec.pipeline import StageFailed
 from captionrec.report.grid import GridTracker
+from captionrec.training import tuning
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -48,23 +57,34 @@ class Child:
     seed: int
     cfg: "Config"
     key: str
+    trial: int = 0
+    values: dict[str, float] = field(default_factory=dict)  # the trial's values of the searched train keys
+
+    @property
+    def row(self) -> str:
+        return f"{self.model} {self.features}"
 
     @property
     def label(self) -> str:
         return f"{self.model} {self.features} seed {self.seed}"
 
 
-def child_train_config(cfg: "Config", features: str, model: str, seed: int) -> TrainConfig:
-    """The train section + experiment.train_overrides + this child's model, features and seed."""
+def child_train_config(
+    cfg: "Config", features: str, model: str, seed: int, values: dict[str, float] | None = None
+) -> TrainConfig:
+    """The train section + experiment.train_overrides + this child's model, features and seed (+ a tuning
+    trial's values of the searched keys)."""
     tree = deep_merge(to_plain(cfg.train), parse_overrides(cfg.experiment.train_overrides))
-    tree.update(model=model, features=features, seed=seed)
+    tree.update(model=model, features=features, seed=seed, **(values or {}))
     return from_dict(TrainConfig, tree, prefix="train")
 
 
 def input_tables(store: "TableStore", train: TrainConfig) -> dict[str, dict[str, Any]]:
     """Location, Delta version and that version's commit time of each table a child reads (the commit time
     tells a table rebuilt at the same location, whose versions start again at 0, from the old one)."""
-    names = [C.INTERACTIONS] + ([C.ITEM_FEATURES] if train.feature_sets else [])
+    from captionrec.pipeline.train import sequence_tables  # interactions (+ items for the catalogue candidates)
+
+    names = sequence_tables(train) + ([C.ITEM_FEATURES] if train.feature_sets else [])
     out = {}
     for n in names:
         last = store.history(n, limit=1)
@@ -91,8 +111,32 @@ def vector_counts(store: "TableStore") -> dict[str, int]:
     }
 
 
+def _child(cfg: "Config", store: "TableStore", fs: str, model: str, seed: int, trial: int, values: dict) -> Child:
+    train = child_train_config(cfg, fs, model, seed, values)
+    key = child_key(train, input_tables(store, train))
+    return Child(fs, model, seed, dataclasses.replace(cfg, train=train), key, trial, dict(values))
+
+
+def row_trials(cfg: "Config", store: "TableStore", fs: str, model: str) -> list[Child]:
+    """The row's `experiment.tuning.budget` trials, all on the first seed (trial 0: the config as given)."""
+    seed = cfg.experiment.seeds[0]
+    base = child_train_config(cfg, fs, model, seed)
+    keys = tuning.searched_keys(base.item_repr)
+    points = tuning.trial_points(cfg.experiment.tuning, {k: getattr(base, k) for k in keys}, base.item_repr)
+    return [_child(cfg, store, fs, model, seed, t, vals) for t, vals in enumerate(points)]
+
+
+def seed_children(cfg: "Config", store: "TableStore", chosen: Child) -> list[Child]:
+    """The chosen trial's values on the other seeds (the first seed's run is the trial itself)."""
+    return [
+        _child(cfg, store, chosen.features, chosen.model, s, chosen.trial, chosen.values)
+        for s in cfg.experiment.seeds[1:]
+    ]
+
+
 def plan_grid(cfg: "Config", store: "TableStore") -> tuple[list[Child], list[dict[str, str]]]:
-    """Children to run (in grid order) and feature sets skipped with their reason."""
+    """The rows' tuning trials (in grid order; each row's trials on the first seed) and feature sets skipped
+    with their reason. The chosen trial's other seeds are planned after the choice (seed_children)."""
     exp = cfg.experiment
     counts = vector_counts(store)
     children, skipped = [], []
@@ -109,10 +153,7 @@ def plan_grid(cfg: "Config", store: "TableStore") -> tuple[list[Child], list[dic
             )
             continue
         for model in exp.models:
-            for seed in exp.seeds:
-                train = child_train_config(cfg, fs, model, seed)
-                key = child_key(train, input_tables(store, train))
-                children.append(Child(fs, model, seed, dataclasses.replace(cfg, train=train), key))
+            children += row_trials(cfg, store, fs, model)
     return children, skipped
 
 
@@ -140,9 +181,8 @@ class SharedSequences:
                 return self.store.read(t.sequences_table)
 
             features = self.store.read(C.ITEM_FEATURES) if t.feature_sets else None
-            inputs = train.pinned_inputs(self.store, {C.INTERACTIONS: self.store.version(C.INTERACTIONS)})
-            interactions = self.store.read(C.INTERACTIONS, version=inputs[C.INTERACTIONS]["version"])
-            self.prepared[key] = train.prepare(cfg, interactions, features, persist, inputs=inputs)
+            interactions, items, inputs = train.read_sequence_inputs(self.store, t)
+            self.prepared[key] = train.prepare(cfg, interactions, features, persist, inputs=inputs, items=items)
         return self.prepared[key]
 
 
@@ -177,103 +217,175 @@ def train_child(
     return train.train_prepared(cfg, prepared, tags, parent_run_id=parent_run_id)["run_id"]
 
 
-def grid_key(children: list[Child]) -> str:
-    return hashlib.sha256(",".join(sorted(c.key for c in children)).encode()).hexdigest()[:16]
+def grid_key(cfg: "Config", trials: list[Child]) -> str:
+    """The trials' keys, the seeds and the selection metric: the same grid finds its parent run again."""
+    exp = cfg.experiment
+    blob = ",".join(sorted(c.key for c in trials)) + f"|seeds={list(exp.seeds)}|metric={exp.tuning.metric}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _progress(i: int, n: int, child: Child, outcome: str, t_start: float, done: int) -> None:
     elapsed = time.perf_counter() - t_start
     rate = done / elapsed * 60 if elapsed > 0 and done else 0.0
     eta = f", ~{(n - i) / rate:.1f} min left" if rate and i < n else ""
-    log.info("[%d/%d] %s: %s (%.2f children/min%s)", i, n, child.label, outcome, rate, eta)
+    log.info("[%d/%d] %s trial %d: %s (%.2f children/min%s)", i, n, child.label, child.trial, outcome, rate, eta)
 
 
-def _run_children(
-    cfg, spark, store, tracker: GridTracker, pending: list[Child], n_total: int, offset: int
-) -> list[dict]:
-    shared = SharedSequences(spark, store)
-    entries, t_start, done = [], time.perf_counter(), 0
-    for j, child in enumerate(pending, start=offset + 1):
+def _entry(c: Child, **more: Any) -> dict[str, Any]:
+    return {
+        "features": c.features,
+        "model": c.model,
+        "seed": c.seed,
+        "trial": c.trial,
+        "values": c.values,
+        "key": c.key,
+        **more,
+    }
+
+
+@dataclass
+class _Grid:
+    """One invocation's state: the tracker, the shared sequences, the progress counter."""
+
+    cfg: "Config"
+    spark: "SparkSession"
+    store: "TableStore"
+    tracker: GridTracker
+    finished: dict[str, str]
+    total: int
+    shared: SharedSequences
+    done: int = 0
+    t_start: float = field(default_factory=time.perf_counter)
+
+    def open(self) -> None:
+        if not self.tracker.opened:
+            params = {f"experiment.{k}": v for k, v in flatten(self.cfg.experiment).items()}
+            self.tracker.open_parent(params=params)
+
+    def entries(self, children: list[Child], saved: list[dict]) -> list[dict]:
+        """Reuse the children with a finished run, train the others (validation score only: no test read)."""
+        metric = self.cfg.experiment.tuning.metric
+        out = []
+        for c in children:
+            if c.key in self.finished:
+                run_id = self.finished[c.key]
+                valid = self.tracker.validation_score(run_id, metric)
+                out.append(_entry(c, status="reused", run_id=run_id, valid=valid))
+                continue
+            self.open()
+            out.append(self.train(c, metric, saved + out))
+        return out
+
+    def train(self, child: Child, metric: str, before: list[dict]) -> dict[str, Any]:
         t0, started_ms = time.perf_counter(), int(time.time() * 1000)
-        entry = {"features": child.features, "model": child.model, "seed": child.seed, "key": child.key}
+        entry = _entry(child)
         try:
             run_id = train_child(
                 child.cfg,
-                spark,
-                store,
-                shared,
-                parent_run_id=tracker.parent_id,
+                self.spark,
+                self.store,
+                self.shared,
+                parent_run_id=self.tracker.parent_id,
                 tags={C.TAG_KIND: C.CHILD_RUN, C.TAG_CHILD_KEY: child.key},
             )
-            metric = tracker.metric(run_id, "test_hr_10_mean")
-            entry.update(status="ran", run_id=run_id, hr_10=metric)
-            outcome = f"finished in {time.perf_counter() - t0:.1f} s, test HR@10 {metric:.4f}"
+            valid = self.tracker.validation_score(run_id, metric)
+            entry.update(status="ran", run_id=run_id, valid=valid)
+            outcome = f"finished in {time.perf_counter() - t0:.1f} s, validation {metric} {valid:.4f}"
         except Exception as exc:  # noqa: BLE001 - recorded as a FAILED child run; the grid goes on
-            run_id = tracker.record_failure(child, exc, traceback.format_exc(), started_ms)
+            run_id = self.tracker.record_failure(child, exc, traceback.format_exc(), started_ms)
             entry.update(status="failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
             outcome = f"FAILED ({type(exc).__name__}: {str(exc)[:200]}), recorded as run {run_id}"
-            if cfg.experiment.stop_on_error:
-                tracker.save_plan(entries + [entry], finished=False)
+            if self.cfg.experiment.stop_on_error:
+                self.tracker.save_plan(before + [entry], finished=False)
                 raise
         entry["seconds"] = round(time.perf_counter() - t0, 1)
-        done += 1
-        entries.append(entry)
-        _progress(j, n_total, child, outcome, t_start, done)
-    return entries
+        self.done += 1
+        _progress(len(before) + 1, self.total, child, outcome, self.t_start, self.done)
+        return entry
+
+
+def choose_rows(cfg: "Config", trials: list[Child], entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per row: its budget, each finished trial's validation score and the chosen trial (tuning.choose over
+    the entries' `valid` scores, GridTracker.validation_score; an entry's test metrics are never looked at)."""
+    by_key = {e["key"]: e for e in entries}
+    out: dict[str, dict[str, Any]] = {}
+    for row in dict.fromkeys(c.row for c in trials):
+        mine = [c for c in trials if c.row == row]
+        scores = {c.trial: by_key[c.key]["valid"] for c in mine if by_key[c.key]["status"] != "failed"}
+        info: dict[str, Any] = {
+            "model": mine[0].model,
+            "features": mine[0].features,
+            "budget": len(mine),
+            "finished": len(scores),
+            "metric": f"valid_{C.metric_name(cfg.experiment.tuning.metric)}",
+            "scores": {str(t): s for t, s in scores.items()},
+            "trial": None,
+            "values": None,
+        }
+        if scores:
+            t = tuning.choose(scores)
+            info.update(trial=t, values=mine[t].values, valid=scores[t], overrides=tuning.overrides(mine[t].values))
+        out[row] = info
+    return out
+
+
+def _mark(entries: list[dict[str, Any]], choices: dict[str, dict[str, Any]]) -> None:
+    for e in entries:
+        e["chosen"] = choices[f"{e['model']} {e['features']}"]["trial"] == e["trial"]
 
 
 def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, Any]:
-    """`captionrec experiment`: plan the grid, reuse finished children, train the rest; returns a summary."""
-    children, skipped = plan_grid(cfg, store)
+    """`captionrec experiment`: plan the rows' trials, reuse finished children, train the rest, choose each
+    row's trial by validation, run its other seeds; returns a summary."""
+    trials, skipped = plan_grid(cfg, store)
     for s in skipped:
         log.warning("skipping feature set %s: %s", s["features"], s["reason"])
-    if not children:
+    if not trials:
         raise ValueError("nothing to run: " + "; ".join(f"{s['features']}: {s['reason']}" for s in skipped))
-    gkey = grid_key(children)
+    exp = cfg.experiment
+    gkey = grid_key(cfg, trials)
     tracker = GridTracker(cfg, store, gkey)
-    finished = tracker.finished_children()
-    reused = [c for c in children if c.key in finished]
-    pending = [c for c in children if c.key not in finished]
+    rows = len({c.row for c in trials})
+    total = len(trials) + rows * (len(exp.seeds) - 1)
+    grid = _Grid(cfg, spark, store, tracker, tracker.finished_children(), total, SharedSequences(spark, store))
     log.info(
-        "grid %s: %d children (%d reused from finished runs, %d to train); %d feature set(s) skipped",
+        "grid %s: %d row(s) x budget %d trial(s) (seed %s), then %d more seed(s) of each choice; %d feature set(s) "
+        "skipped",
         gkey,
-        len(children),
-        len(reused),
-        len(pending),
+        rows,
+        exp.tuning.budget,
+        exp.seeds[0],
+        len(exp.seeds) - 1,
         len(skipped),
     )
-    entries = [
-        {
-            "features": c.features,
-            "model": c.model,
-            "seed": c.seed,
-            "key": c.key,
-            "status": "reused",
-            "run_id": finished[c.key],
-            "hr_10": tracker.metric(finished[c.key], "test_hr_10_mean"),
-        }
-        for c in reused
-    ]
-    if pending or not tracker.has_parent:
-        tracker.open_parent(params={f"experiment.{k}": v for k, v in flatten(cfg.experiment).items()})
-        entries += _run_children(cfg, spark, store, tracker, pending, len(children), len(reused))
-        failed = sum(e["status"] == "failed" for e in entries)
-        tracker.save_plan(entries, skipped=skipped, finished=failed <= cfg.experiment.max_failed)  # else: FAILED
-    order = {c.key: i for i, c in enumerate(children)}
-    entries.sort(key=lambda e: order[e["key"]])
+    entries = grid.entries(trials, [])
+    choices = choose_rows(cfg, trials, entries)  # validation only: nothing above read a test metric
+    chosen = [c for c in trials if choices[c.row]["trial"] == c.trial]
+    entries += grid.entries([s for c in chosen for s in seed_children(cfg, store, c)], entries)
+    _mark(entries, choices)
+    for e in entries:  # test numbers, read only now and only for the chosen configurations' runs
+        if e["chosen"] and e["status"] != "failed":
+            e["hr_10"] = tracker.metric(e["run_id"], "test_hr_10_mean")
+    failed = sum(e["status"] == "failed" for e in entries)
+    if grid.tracker.opened or not tracker.has_parent:
+        grid.open()
+        tracker.tag_trials(entries)
+        tracker.save_plan(entries, skipped=skipped, finished=failed <= exp.max_failed, tuning=choices)  # else FAILED
     count = {s: sum(e["status"] == s for e in entries) for s in ("ran", "reused", "failed")}
     summary = {
         "experiment": cfg.tracking.experiment,
         "parent_run_id": tracker.parent_id,
         "grid_key": gkey,
-        "children": len(children),
+        "children": len(entries),
         **count,
-        "max_failed": cfg.experiment.max_failed,
+        "max_failed": exp.max_failed,
+        "budget": exp.tuning.budget,
+        "tuning": {row: {k: c[k] for k in ("trial", "values", "finished")} for row, c in choices.items()},
         "skipped_feature_sets": {s["features"]: s["reason"] for s in skipped},
         "runs": entries,
         "tracking_uri": tracker.tracking_uri,
     }
-    if count["failed"] > cfg.experiment.max_failed:
+    if count["failed"] > exp.max_failed:
         raise StageFailed(failure_message(summary), summary)
     return summary
 
@@ -299,10 +411,26 @@ def format_summary(s: dict[str, Any]) -> str:
         f"experiment {s['experiment']}: grid run {s['parent_run_id']} ({s['children']} children: "
         f"{s['ran']} trained, {s['reused']} reused, {s['failed']} failed) in {s.get('seconds', 0):.0f} s"
     ]
+    budget = s.get("budget", 1)
+    lines.append(
+        "tuning: budget 1: no tuning (every row runs its train config as given)"
+        if budget == 1
+        else f"tuning: budget {budget} trials per row on the first seed, chosen by validation (* = chosen)"
+    )
     for e in s["runs"][:40]:
-        hr = e.get("hr_10")
-        val = f"HR@10 {hr:.4f}" if isinstance(hr, float) and not math.isnan(hr) else (e.get("error") or "")[:70]
-        lines.append(f"  {e['status']:<7} {e['model']:<9} {e['features']:<14} seed {e['seed']:<4} {val}")
+        hr, valid = e.get("hr_10"), e.get("valid")
+        if e["status"] == "failed":
+            val = (e.get("error") or "")[:70]
+        elif e.get("chosen") and isinstance(hr, float):
+            val = f"test HR@10 {hr:.4f}"
+        else:
+            val = f"valid {valid:.4f}" if isinstance(valid, float) else ""
+        mark = f"t{e.get('trial', 0)}{'*' if e.get('chosen') else ' '}"
+        lines.append(f"  {e['status']:<7} {e['model']:<9} {e['features']:<14} seed {e['seed']:<4} {mark:<4} {val}")
+    for row, t in s.get("tuning", {}).items():
+        if budget > 1:
+            chosen = "no finished trial" if t["trial"] is None else f"trial {t['trial']} {t['values']}"
+            lines.append(f"  chose {row}: {chosen}")
     if len(s["runs"]) > 40:
         lines.append(f"  ... {len(s['runs']) - 40} more")
     for fs, reason in s["skipped_feature_sets"].items():

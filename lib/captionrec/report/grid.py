@@ -51,6 +51,7 @@ class GridTracker:
             max_results=1,
         )
         self.parent_id: str | None = found[0].info.run_id if found else None
+        self.opened = False  # open_parent was called by this invocation (it trains or records something)
 
     @property
     def has_parent(self) -> bool:
@@ -74,6 +75,29 @@ class GridTracker:
     def metric(self, run_id: str, key: str) -> float:
         return float(self.client.get_run(run_id).data.metrics.get(key, math.nan))
 
+    def validation_score(self, run_id: str, metric: str) -> float:
+        """Mean over windows of the run's `valid_<metric>` (step = window; a step logged twice: its latest
+        value), NaN without one. Reads that one metric history and nothing else of the run (no test number)."""
+        name = f"valid_{C.metric_name(metric)}"
+        hist = sorted(self.client.get_metric_history(run_id, name), key=lambda m: (m.step, m.timestamp))
+        last = {m.step: m.value for m in hist}
+        return float(sum(last.values()) / len(last)) if last else math.nan
+
+    def tag_trials(self, entries: list[dict[str, Any]]) -> None:
+        """Row, trial number, values and chosen flag on every finished or failed trial / seed run."""
+        from mlflow.entities import RunTag
+
+        for e in entries:
+            if not e.get("run_id") or "trial" not in e:
+                continue
+            tags = {
+                C.TAG_ROW: f"{e['model']} {e['features']}",
+                C.TAG_TRIAL: str(e["trial"]),
+                C.TAG_TRIAL_VALUES: json.dumps(e.get("values", {}), sort_keys=True),
+                C.TAG_TRIAL_CHOSEN: "true" if e.get("chosen") else "false",
+            }
+            self.client.log_batch(e["run_id"], tags=[RunTag(k, v) for k, v in tags.items()])
+
     def input_tags(self) -> dict[str, str]:
         tags = {"storage_backend": self.store.backend}
         for name in (C.INTERACTIONS, C.ITEM_FEATURES):
@@ -83,6 +107,7 @@ class GridTracker:
 
     def open_parent(self, params: dict[str, Any]) -> str:
         """Reopen the grid's parent run, or create it (tagged with the grid key, git commit, table versions)."""
+        self.opened = True
         if self.parent_id:
             self.client.update_run(self.parent_id, status="RUNNING")
             return self.parent_id
@@ -137,10 +162,15 @@ class GridTracker:
         return run_id
 
     def save_plan(
-        self, entries: list[dict[str, Any]], skipped: list[dict[str, str]] | None = None, finished: bool = True
+        self,
+        entries: list[dict[str, Any]],
+        skipped: list[dict[str, str]] | None = None,
+        finished: bool = True,
+        tuning: dict[str, Any] | None = None,
     ) -> None:
-        """grid/plan.json on the parent (every child and skipped feature set) and the parent's status."""
-        plan = {"grid_key": self.grid_key, "children": entries, "skipped": skipped or []}
+        """grid/plan.json on the parent (every child, skipped feature set and each row's tuning) and the
+        parent's status."""
+        plan = {"grid_key": self.grid_key, "children": entries, "skipped": skipped or [], "tuning": tuning or {}}
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(C.PLAN_ARTIFACT).name
             path.write_text(json.dumps(plan, indent=2, default=str))
