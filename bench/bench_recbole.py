@@ -21,6 +21,16 @@ suits our seen-excluded evaluation but leaves seen items unpenalised where nothi
 excluded: RecBole's protocol) and `seen_excluded` (the user's earlier items are not ranked: our default), both computed by `captionrec.evaluation`
 from each system's own scores; RecBole's own evaluator numbers are kept beside them as a cross-check.
 
+Equal tuning (issue 20): every system gets the same `--budget` trials on the first seed: trial 0 its fixed
+configuration above, then distinct points of RecBole's documented SASRec search space (its SASRec page, "Tuning
+Hyper Parameters": learning_rate, attn/hidden dropout, n_heads, n_layers), drawn with `--tune-seed`; ours search
+the same values under our keys (one dropout for both of RecBole's). A system's trial is chosen by validation
+NDCG@10 at its best epoch (`choose_trial` reads each run's validation curve only, never its test step); the
+chosen trial then runs the other seeds, and only chosen trials are reported. Which of our SASRec variants is
+"ours" in the targets is chosen the same way (`ours_choice`: best validation on the first seed). Per-seed results
+of the chosen trials (ours and RecBole's, RecBole's own evaluator numbers beside ours, checked equal within
+1e-4) go to `--results` (default bench/results/recbole_seeds.json).
+
 RecBole runs in its own pinned environment (`constraints/recbole.txt`, built into `.venv-recbole` on first
 use) as a subprocess of this script; each epoch appends to its curve and checkpoints model + optimizer,
 so an interrupted run resumes where it stopped. Our systems run through the train stage
@@ -60,6 +70,68 @@ OURS = {  # system -> train-stage overrides (besides the shared ones)
 }
 ALL_SYSTEMS = (RECBOLE, *OURS)
 VARIANTS = ("all", "seen_excluded")
+# RecBole's documented SASRec search space (hyper.test on its SASRec model page) and its fixed configuration here.
+RECBOLE_SPACE = {
+    "learning_rate": (0.01, 0.005, 0.001, 0.0005, 0.0001),
+    "attn_dropout_prob": (0.2, 0.5),
+    "hidden_dropout_prob": (0.2, 0.5),
+    "n_heads": (1, 2),
+    "n_layers": (1, 2, 3),
+}
+RECBOLE_BASE = {
+    "learning_rate": 0.001,
+    "attn_dropout_prob": 0.5,
+    "hidden_dropout_prob": 0.5,
+    "n_heads": 2,
+    "n_layers": 2,
+}
+# The same values under our train keys (our SASRec has one dropout), and our fixed configuration (`base` overrides).
+OURS_SPACE = {"lr": RECBOLE_SPACE["learning_rate"], "dropout": (0.2, 0.5), "heads": (1, 2), "layers": (1, 2, 3)}
+OURS_BASE = {"lr": 0.001, "dropout": 0.5, "heads": 2, "layers": 2}
+EVALUATOR_TOLERANCE = 1e-4
+
+
+def trial_points(system: str, budget: int, seed: int) -> list[dict]:
+    """The system's `budget` trials: its fixed configuration first, then seeded random points of its space."""
+    from captionrec.training.tuning import sample_points
+
+    space, base = (RECBOLE_SPACE, RECBOLE_BASE) if system == RECBOLE else (OURS_SPACE, OURS_BASE)
+    return sample_points(space, base, budget, seed)
+
+
+def run_name(system: str, trial: int, seed: int) -> str:
+    """A run's folder: trial 0 keeps the name runs had before tuning (their results stay reusable)."""
+    return f"{system}_t{trial}_s{seed}" if trial else f"{system}_s{seed}"
+
+
+def validation_score(run: dict) -> float:
+    """Validation NDCG@10 of a run's best epoch, from its curve (the only fields read: curve, best_epoch)."""
+    curve, best = run["curve"], run["best_epoch"]
+    return float(curve[best]["valid_ndcg@10"]) if 0 <= best < len(curve) else math.nan
+
+
+def choose_trial(trials: list[dict]) -> dict:
+    """trials: [{"trial", "values", "run"}] of one system on the first seed -> the chosen trial by validation
+    (captionrec.training.tuning.choose; ties: the lower trial). Only each run's curve and best epoch are handed
+    to the scoring: a run's test step is never looked at."""
+    from captionrec.training.tuning import choose
+
+    views = {t["trial"]: {"curve": t["run"]["curve"], "best_epoch": t["run"]["best_epoch"]} for t in trials}
+    scores = {t: validation_score(v) for t, v in views.items()}
+    best = choose(scores)
+    values = next(t["values"] for t in trials if t["trial"] == best)
+    return {"trial": best, "values": values, "valid_ndcg@10": scores[best], "scores": scores, "budget": len(trials)}
+
+
+def check_evaluator(run: dict, tolerance: float = EVALUATOR_TOLERANCE) -> dict:
+    """RecBole's own evaluator numbers beside ours (`all`: nothing excluded, as RecBole ranks) on the same scores;
+    raises when they differ by more than `tolerance`."""
+    own, mine = run["test"]["recbole_evaluator"], run["test"]["all"]
+    pairs = {"hr@10": (own["hit@10"], mine["hr@10"]), "ndcg@10": (own["ndcg@10"], mine["ndcg@10"])}
+    bad = {k: v for k, v in pairs.items() if abs(v[0] - v[1]) > tolerance}
+    if bad:
+        raise ValueError(f"{run['system']} seed {run['seed']}: RecBole's evaluator and ours disagree: {bad}")
+    return {k: {"recbole": a, "ours": b} for k, (a, b) in pairs.items()}
 
 
 def _budget(args) -> dict:
@@ -240,7 +312,7 @@ def baselines(data: Path, draws: int = 20) -> dict[str, dict]:
 # ------------------------------------------------------------------------------ RecBole (its own venv)
 
 
-def recbole_config(args, data_root: Path, run_dir: Path, seed: int) -> dict:
+def recbole_config(args, data_root: Path, run_dir: Path, seed: int, values: dict | None = None) -> dict:
     return {
         "data_path": str(data_root),
         "checkpoint_dir": str(run_dir / "saved"),
@@ -280,6 +352,7 @@ def recbole_config(args, data_root: Path, run_dir: Path, seed: int) -> dict:
         "metrics": ["Hit", "NDCG", "MRR"],
         "topk": [10],
         "valid_metric": "NDCG@10",
+        **(values or {}),  # a tuning trial's point of RECBOLE_SPACE
     }
 
 
@@ -325,10 +398,13 @@ def recbole_worker(args) -> int:
     from recbole.utils import init_seed
 
     torch.set_num_threads(args.threads)
-    run_dir = Path(args.work) / f"{RECBOLE}_s{args.seed}"
+    run_dir = Path(args.work) / run_name(RECBOLE, args.trial, args.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
+    values = json.loads(args.values or "{}")
     config = Config(
-        model="SASRec", dataset=DATASET, config_dict=recbole_config(args, Path(args.work) / "data", run_dir, args.seed)
+        model="SASRec",
+        dataset=DATASET,
+        config_dict=recbole_config(args, Path(args.work) / "data", run_dir, args.seed, values),
     )
     init_seed(args.seed, True)
     t_prep = time.perf_counter()
@@ -404,6 +480,8 @@ def recbole_worker(args) -> int:
             {
                 "system": RECBOLE,
                 "seed": args.seed,
+                "trial": args.trial,
+                "values": values,
                 "threads": args.threads,
                 "prepare_s": prep_s,
                 **st,
@@ -419,7 +497,15 @@ def recbole_worker(args) -> int:
     st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
     _write_json(
         run_dir / "result.json",
-        {"system": RECBOLE, "seed": args.seed, "threads": args.threads, "prepare_s": prep_s, **st},
+        {
+            "system": RECBOLE,
+            "seed": args.seed,
+            "trial": args.trial,
+            "values": values,
+            "threads": args.threads,
+            "prepare_s": prep_s,
+            **st,
+        },
     )
     return 0
 
@@ -575,15 +661,18 @@ def _ours_test(run_id: str, files, data: Path) -> dict:
     return out
 
 
-def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: Path) -> dict:
-    """One of our systems through the train stage (cached per system and seed)."""
+def ours_run(
+    args, system: str, seed: int, spark, store, prepared: dict, data: Path, trial: int = 0, values: dict | None = None
+) -> dict:
+    """One of our systems through the train stage (cached per system, tuning trial and seed)."""
     import mlflow
 
     from captionrec.config import load_config
     from captionrec.pipeline import train as train_stage
 
     work = Path(args.work)
-    res_path = work / f"{system}_s{seed}" / "result.json"
+    res_path = work / run_name(system, trial, seed) / "result.json"
+    point = [f"{k}={v}" for k, v in sorted((values or {}).items())] if trial else []  # trial 0: `base` as it is
     base = [
         f"tracking.tracking_uri=sqlite:///{work}/mlflow.db",
         f"tracking.artifact_location={work}/mlartifacts",
@@ -615,7 +704,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
         if (
             _lib_version(cached.get("code", "")) == _lib_version(code) is not None
             and "cases" in cached["test"]
-            and cached.get("overrides") == cfg_overrides(base, system, cached.get("batch_size"))
+            and cached.get("overrides") == cfg_overrides(base, system, cached.get("batch_size"), point)
         ):
             return cached
         stale = res_path.with_name(f"result.stale-{cached.get('git_commit', 'unknown')[:12]}.json")
@@ -624,7 +713,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
         )
         os.replace(res_path, stale)
     res_path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = load_config("local", [*base, *OURS[system]], stage="train")
+    cfg = load_config("local", [*base, *OURS[system], *point], stage="train")
     key = ",".join(cfg.train.feature_sets) or "id"
     if key not in prepared:
 
@@ -643,7 +732,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
     prep, prep_s = prepared[key]
     files = tuple(prep.sequences.inputFiles())
     batch, per_row = _batch_for_targets(files)
-    cfg = load_config("local", [*base, *OURS[system], f"batch_size={batch}"], stage="train")
+    cfg = load_config("local", [*base, *OURS[system], *point, f"batch_size={batch}"], stage="train")
     t0 = time.perf_counter()
     out = train_stage.train_prepared(cfg, prep)
     wall = time.perf_counter() - t0
@@ -653,6 +742,8 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
     result = {
         "system": system,
         "seed": seed,
+        "trial": trial,
+        "values": values or OURS_BASE,
         "threads": args.threads,
         "prepare_s": prep_s,
         "batch_size": batch,
@@ -664,7 +755,7 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
         "run_id": out["run_id"],
         "train_s": w["select_seconds"],
         "wall_s": wall,
-        "overrides": cfg_overrides(base, system, batch),
+        "overrides": cfg_overrides(base, system, batch, point),
         "git_commit": commit,
         "code": code,
         "base_overrides": _portable(base),
@@ -675,8 +766,8 @@ def ours_run(args, system: str, seed: int, spark, store, prepared: dict, data: P
     return result
 
 
-def cfg_overrides(base: list[str], system: str, batch: int) -> list[str]:
-    return _portable(base) + OURS[system] + [f"batch_size={batch}"]
+def cfg_overrides(base: list[str], system: str, batch: int, point: list[str] | None = None) -> list[str]:
+    return _portable(base) + OURS[system] + (point or []) + [f"batch_size={batch}"]
 
 
 def _portable(base: list[str]) -> list[str]:
@@ -758,13 +849,19 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else math.nan
 
 
+def _tuning(work: Path) -> dict:
+    """system -> its tuning choice (run_all writes tuning.json; a work folder from before tuning: trial 0)."""
+    path = work / "tuning.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def collect(work: Path, seeds: list[int]) -> dict:
-    systems = {}
+    systems, tuning = {}, _tuning(work)
     for system in ALL_SYSTEMS:
-        runs = []
+        runs, trial = [], tuning.get(system, {}).get("trial", 0)
         for seed in seeds:
-            p = work / f"{system}_s{seed}" / "result.json"
-            progress = work / f"{system}_s{seed}" / "progress.json"  # a RecBole run still under way
+            p = work / run_name(system, trial, seed) / "result.json"
+            progress = p.with_name("progress.json")  # a RecBole run still under way
             candidates = [json.loads(f.read_text()) for f in (p, progress) if f.exists()]
             candidates = [c for c in candidates if "test" in c]
             if candidates:  # the one with the longest curve (a resumed run's progress outgrows its old result)
@@ -775,7 +872,8 @@ def collect(work: Path, seeds: list[int]) -> dict:
                 runs.append(run)
         if not runs:
             continue
-        row = {"seeds": [r["seed"] for r in runs], "runs": runs}
+        row = {"seeds": [r["seed"] for r in runs], "runs": runs, "tuning": tuning.get(system, {"trial": 0})}
+        row["valid_ndcg@10"] = validation_score(runs[0])  # the first seed's: what chose the trial
         for v in VARIANTS:
             for m in ("hr@10", "ndcg@10"):
                 row[f"{v}_{m}"] = _mean([r["test"][v][m] for r in runs])
@@ -796,12 +894,21 @@ def collect(work: Path, seeds: list[int]) -> dict:
     return systems
 
 
+def ours_choice(systems: dict) -> str | None:
+    """Which of our SASRec variants stands for "ours": the best validation NDCG@10 of its chosen trial on the
+    first seed (ties: the name first in OURS); None without any."""
+    names = [s for s in OURS if s.startswith("sasrec") and s in systems]
+    return max(names, key=lambda s: (systems[s]["valid_ndcg@10"], -names.index(s))) if names else None
+
+
 def targets(systems: dict) -> dict:
-    rb, ours = systems.get(RECBOLE), systems.get("sasrec")
+    name = ours_choice(systems)
+    rb, ours = systems.get(RECBOLE), systems.get(name) if name else None
     if not rb or not ours:
-        return {"evaluated": False, "why": "needs both recbole_sasrec and sasrec results"}
+        return {"evaluated": False, "why": "needs both recbole_sasrec and a sasrec result"}
     return {
         "evaluated": True,
+        "ours (chosen by validation)": name,
         "recbole_converged": rb["stopped"] == ["patience"],
         "hr@10 >= recbole (all items ranked)": ours["all_hr@10"] >= rb["all_hr@10"],
         "ndcg@10 >= recbole (all items ranked)": ours["all_ndcg@10"] >= rb["all_ndcg@10"],
@@ -901,6 +1008,12 @@ def markdown(report: dict) -> str:
             f"| {name} (baseline) | - | {b['all']['hr@10']:.4f} | {b['all']['ndcg@10']:.4f} | "
             f"{b['seen_excluded']['hr@10']:.4f} | {b['seen_excluded']['ndcg@10']:.4f} | - | - | - | - | - | - | - | - |"
         )
+    lines += ["", f"Tuning: every system had the same budget of {report.get('budget', 1)} trial(s) on the first seed, "
+              "chosen by validation NDCG@10 (no test number read); the table shows the chosen trials:", ""]
+    for name, r in report["systems"].items():
+        tu = r.get("tuning", {})
+        lines.append(f"- {name}: trial {tu.get('trial', 0)} {tu.get('values', '(fixed configuration)')}, validation "
+                     f"NDCG@10 {r['valid_ndcg@10']:.4f}")
     ours = {
         name: [o for o in r["overrides"] if not o.startswith("seed=")]
         for name, r in report["systems"].items()
@@ -913,7 +1026,8 @@ def markdown(report: dict) -> str:
     t = report["targets"]
     lines += [
         "",
-        "Targets (ours = `sasrec`, against `recbole_sasrec`, means over seeds)"
+        f"Targets (ours = `{t.get('ours (chosen by validation)', 'sasrec')}`, the SASRec variant with the best "
+        "validation NDCG@10, against `recbole_sasrec`, means over seeds)"
         + (
             ""
             if not t.get("evaluated") or t.get("recbole_converged")
@@ -946,6 +1060,41 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_seed_results(report: dict, args) -> dict:
+    """The committed results: per system its tuning (budget, every trial's values and validation score, the
+    choice) and per seed of the chosen trial the test numbers (`all` / `seen_excluded`, computed by
+    captionrec.evaluation from the system's scores); RecBole's own evaluator beside ours (check_evaluator),
+    our loop's own test numbers beside the bench's for ours."""
+    out = {
+        "dataset": f"MovieLens-100K (recbole {RECBOLE_VERSION} dataset_example), leave-one-out, full ranking",
+        "budget": args.budget,
+        "tune_seed": args.tune_seed,
+        "search_space": {RECBOLE: RECBOLE_SPACE, "ours": OURS_SPACE},
+        "max_epochs": args.max_epochs,
+        "patience": args.patience,
+        "ours": report["targets"].get("ours (chosen by validation)"),
+        "systems": {},
+    }
+    for name, row in report["systems"].items():
+        seeds = []
+        for r in row["runs"]:
+            entry = {
+                "seed": r["seed"],
+                "best_epoch": r["best_epoch"],
+                "epochs_run": len(r["curve"]),
+                "stopped": r["stopped"],
+                "valid_ndcg@10": validation_score(r),
+                **{f"{v}_{m}": r["test"][v][m] for v in VARIANTS for m in ("hr@10", "ndcg@10")},
+            }
+            if name == RECBOLE:
+                entry["recbole_evaluator_vs_ours"] = check_evaluator(r)
+            elif r.get("own_test"):
+                entry["train_stage_test"] = {k: r["own_test"].get(k) for k in ("hr@10", "ndcg@10")}
+            seeds.append(entry)
+        out["systems"][name] = {"tuning": row["tuning"], "seeds": seeds}
+    return out
+
+
 def write_report(args, seeds: list[int]) -> dict:
     import platform
 
@@ -960,7 +1109,12 @@ def write_report(args, seeds: list[int]) -> dict:
         "baselines": baselines(data) if (data / f"{DATASET}.inter").exists() else {},
         "targets": targets(systems),
         "paired": {s: paired(systems, s, RECBOLE) for s in OURS if s.startswith("sasrec") and s in systems},
+        "budget": args.budget,
+        "tuning": _tuning(work),
     }
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        _write_json(Path(args.results), per_seed_results(report, args))
     _write_json(out / "recbole_bench.json", report)
     (out / "recbole_bench.md").write_text(markdown(report))
     print(markdown(report))
@@ -980,8 +1134,15 @@ def main(argv=None) -> int:
     p.add_argument("--recbole-venv", default=str(REPO / ".venv-recbole"))
     p.add_argument("--ours-extra", default="", help="extra train-stage overrides for our systems, comma-separated")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--budget", type=int, default=4, help="tuning trials per system on the first seed (1: no tuning)")
+    p.add_argument("--tune-seed", type=int, default=0, help="seed of the random search")
+    p.add_argument(
+        "--results", default=str(REPO / "bench" / "results" / "recbole_seeds.json"), help="per-seed results JSON"
+    )
     p.add_argument("--worker", choices=["recbole"], help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--trial", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--values", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.ours_extra = [o for o in args.ours_extra.split(",") if o]
     if args.worker == "recbole":
@@ -1012,7 +1173,41 @@ def _recbole_done(result: Path, budget: dict) -> bool:
     return True
 
 
+def _recbole_run(args, py: Path, work: Path, trial: int, values: dict, seed: int) -> dict:
+    """One RecBole run (trial, seed) in its own environment, unless a finished one covers this budget."""
+    run_dir = work / run_name(RECBOLE, trial, seed)
+    if not _recbole_done(run_dir / "result.json", _budget(args)):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "budget.json", _budget(args))
+        cmd = [
+            str(py),
+            str(Path(__file__).resolve()),
+            "--worker",
+            "recbole",
+            "--seed",
+            str(seed),
+            "--trial",
+            str(trial),
+            "--values",
+            json.dumps(values),
+            "--work",
+            str(work),
+            "--max-epochs",
+            str(args.max_epochs),
+            "--patience",
+            str(args.patience),
+            "--time-budget-h",
+            str(args.time_budget_h),
+            "--threads",
+            str(args.threads),
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
+        subprocess.run(cmd, check=True, env=env, cwd=str(work))  # RecBole writes log_tensorboard/ into its cwd
+    return json.loads((run_dir / "result.json").read_text())
+
+
 def run_all(args, systems: list[str], seeds: list[int]) -> None:
+    """Per system: its trials on the first seed, the choice by validation (tuning.json), the other seeds."""
     # read once, before any run: a commit made while this runs is not the code it runs
     args.commit = _git_commit()
     args.code = _code_version(args.commit)
@@ -1020,42 +1215,26 @@ def run_all(args, systems: list[str], seeds: list[int]) -> None:
     work.mkdir(parents=True, exist_ok=True)
     py = recbole_python(Path(args.recbole_venv))
     data = prepare_data(py, work)
-    ours = [s for s in systems if s in OURS]
-    if ours:
+    spark = store = None
+    if any(s in OURS for s in systems):
         spark, store = _store(work, data)
-        prepared: dict = {}
-        for system in ours:
-            for seed in seeds:
-                print(f"[ours] {system} seed {seed}", flush=True)
-                ours_run(args, system, seed, spark, store, prepared, data)
-    if RECBOLE in systems:
-        for seed in seeds:
-            if _recbole_done(work / f"{RECBOLE}_s{seed}" / "result.json", _budget(args)):
-                continue
-            run_dir = work / f"{RECBOLE}_s{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_dir / "budget.json", _budget(args))
-            cmd = [
-                str(py),
-                str(Path(__file__).resolve()),
-                "--worker",
-                "recbole",
-                "--seed",
-                str(seed),
-                "--work",
-                str(work),
-                "--max-epochs",
-                str(args.max_epochs),
-                "--patience",
-                str(args.patience),
-                "--time-budget-h",
-                str(args.time_budget_h),
-                "--threads",
-                str(args.threads),
-            ]
-            env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
-            subprocess.run(cmd, check=True, env=env, cwd=str(work))  # RecBole writes log_tensorboard/ into its cwd
+    prepared: dict = {}
 
+    def one(system: str, trial: int, values: dict, seed: int) -> dict:
+        print(f"[{system}] trial {trial} {values} seed {seed}", flush=True)
+        if system == RECBOLE:
+            return _recbole_run(args, py, work, trial, values, seed)
+        return ours_run(args, system, seed, spark, store, prepared, data, trial, values)
+
+    tuning = _tuning(work)
+    for system in systems:
+        points = trial_points(system, args.budget, args.tune_seed)
+        trials = [{"trial": t, "values": v, "run": one(system, t, v, seeds[0])} for t, v in enumerate(points)]
+        tuning[system] = choose_trial(trials)
+        _write_json(work / "tuning.json", tuning)
+        print(f"[{system}] chose trial {tuning[system]['trial']} by validation: {tuning[system]}", flush=True)
+        for seed in seeds[1:]:
+            one(system, tuning[system]["trial"], tuning[system]["values"], seed)
 
 if __name__ == "__main__":
     sys.exit(main())
