@@ -133,6 +133,22 @@ def test_gains_recomputed_from_cases(written):
     assert missing["p_holm"].isna().all() and (missing["verdict"].fillna("") == "").all()
 
 
+def test_gains_refuse_runs_that_tested_other_targets():
+    """Issue 20.4: two rows whose cases share (window, user, chunk) but not the target are not comparable: the
+    report stops with an error naming both runs and how many cases differ."""
+    from captionrec.evaluation.bootstrap import PairingError
+    from captionrec.report import compare
+
+    runs = pd.DataFrame(
+        {"run_id": ["a1", "b1"], "status": "FINISHED", "features": ["mllm_video", "videomae"], "model": "sasrec"}
+    )
+    cases = {"a1": run_cases("mllm_video", 1, 0), "b1": run_cases("videomae", 1, 0)}
+    assert compare.gains(["mllm_video vs videomae"], runs, cases.get, ["hr@10"], 100, 0.95, 0)[0].cases == 300
+    cases["b1"].loc[:4, "target"] += 1
+    with pytest.raises(PairingError, match=r"between run a1 \(mllm_video\) and run b1 \(videomae\): 5 of 300"):
+        compare.gains(["mllm_video vs videomae"], runs, cases.get, ["hr@10"], 100, 0.95, 0)
+
+
 def test_holm_over_the_summarys_comparisons(written):
     """Holm's family is exactly the gains with an interval (the rows of the summary's table); adjusted p-values
     recomputed here from each gain's difference and standard error; corrected interval and verdict agree."""
@@ -255,7 +271,7 @@ def test_unknown_section_and_bad_config():
 def test_cli_stages_and_one_screen_summaries():
     from captionrec import cli
 
-    assert cli.PIPELINE["all"] == ("ingest", "caption", "embed", "experiment", "report")
+    assert cli.PIPELINE["all"] == ("ingest", "caption", "embed", "experiment", "recommend", "report")
     assert {"experiment", "report"} <= set(cli.STAGES) and cli._parser().parse_args(["report", "--json"]).json
     text = cli.format_summary(
         {"stage": "ingest", "seconds": 3.2, "items": {"ok": 200, "bad": 5}, "ids": list(range(10))}

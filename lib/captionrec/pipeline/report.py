@@ -108,8 +108,8 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
         []
         if g is None
         else [
-            f"{r.comparison} ({r.model}, {r.metric}): {100 * r.gain:+.1f}% [{100 * r.gain_lo:+.1f}%, {100 * r.gain_hi:+.1f}%]"
-            for r in g[g["significant"]].itertuples()
+            f"{r.comparison} ({r.model}, {r.metric}): {r.diff:+.4f} [{r.holm_lo:+.4f}, {r.holm_hi:+.4f}]"
+            for r in g[g["holm_significant"]].itertuples()
         ]
     )
     return {
@@ -175,7 +175,7 @@ def format_summary(s: dict[str, Any]) -> str:
     verdict = "; ".join(s["significant"]) or "none"
     if not s.get("intervals"):
         verdict = "no intervals computed (the runs logged no cases artifacts)"
-    lines.append(f"differences larger than their interval: {verdict}")
+    lines.append(f"differences larger than their Holm-corrected interval: {verdict}")
     f = s["files"]
     lines.append(f"folder:  {s['out_dir']}   (also {s['latest']})")
     lines += [

@@ -2,7 +2,8 @@
 
 bars: mean +- std of a metric per feature set, one bar per model, the baselines as horizontal lines;
 windows: per-window values, one line per feature set, a panel per model; cold_warm: a metric on cold vs
-warm test cases per feature set; gains: relative gains with their bootstrap intervals.
+warm test cases per feature set; gains: relative gains with their (per-gain) user-level bootstrap intervals,
+green where Holm's correction over the report's comparisons shows a difference.
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ def gains(frame: pd.DataFrame, metric: str) -> bytes | None:
     y = np.arange(len(sub))[::-1]
     g = 100 * sub["gain"].to_numpy()
     err = np.vstack([g - 100 * sub["gain_lo"].to_numpy(), 100 * sub["gain_hi"].to_numpy() - g])
-    for i, sig in enumerate(sub["significant"]):
+    for i, sig in enumerate(sub["holm_significant"]):
         ax.errorbar(g[i], y[i], xerr=err[:, i : i + 1], fmt="o", color="tab:green" if sig else "tab:gray", capsize=3)
     ax.axvline(0, color="0.4", lw=1)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel(f"relative gain in {_label(metric)} (%), paired bootstrap interval")
+    ax.set_xlabel(f"relative gain in {_label(metric)} (%), user-level bootstrap 95% interval (green: Holm verdict)")
     return _png(fig)

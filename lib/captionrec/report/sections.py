@@ -27,6 +27,8 @@ from captionrec.evaluation.metrics import mean_std
 from captionrec.report import compare, plots
 from captionrec.report.render import esc, html_table, img, interval, md_table, num, pct, pm
 from captionrec.report.runs import RunSet
+from captionrec.report.verdicts import metric_label as _metric_label
+from captionrec.report.verdicts import seed_fact, verdicts
 
 
 @dataclass
@@ -78,10 +80,6 @@ def build_sections(ctx: ReportContext, keys: tuple[str, ...]) -> list[Section]:
     return [s for s in (SECTIONS[k](ctx) for k in keys) if s is not None]
 
 
-def _metric_label(metric: str) -> str:
-    return metric.replace("cold_", "cold ").replace("hr", "HR").replace("ndcg", "nDCG")
-
-
 @section("summary")
 def summary(ctx: ReportContext) -> Section:
     rs, c = ctx.runset, ctx.config
@@ -113,7 +111,7 @@ def summary(ctx: ReportContext) -> Section:
         notes.append("The runs logged no per-case artifacts: gains have no bootstrap interval.")
     t = ctx.table
     if len(t):
-        facts.append(("seeds per row", _seed_fact(t)))
+        facts.append(("seeds per row", seed_fact(t)))
         if (t["seeds"] == 1).any():
             notes.append(
                 "Rows with one seed: their intervals hold no seed-to-seed variation (only which users were tested)."
@@ -121,52 +119,8 @@ def summary(ctx: ReportContext) -> Section:
     md = "".join(f"- **{k}**: {v}\n" for k, v in facts) + "".join(f"\n> {n}\n" for n in notes)
     html = "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
     html += "".join(f'<p class="warn">{esc(n)}</p>' for n in notes)
-    tmd, thtml = _verdicts(ctx) if "gains" in c.sections else ("\nNo comparisons (the gains section is off).\n", "")
+    tmd, thtml = verdicts(ctx.gains, c.confidence) if "gains" in c.sections else ("\nNo comparisons (the gains section is off).\n", "")
     return Section("summary", "Summary", md + tmd, html + thtml)
-
-
-def _seed_fact(t: pd.DataFrame) -> str:
-    """'2 (every row)' or '1-3 (see the table's seeds column)'."""
-    lo, hi = int(t["seeds"].min()), int(t["seeds"].max())
-    return f"{lo} (every row)" if lo == hi else f"{lo}-{hi} (the table's seeds column has each row's)"
-
-
-def _verdicts(ctx: ReportContext) -> tuple[str, str]:
-    """The summary's comparisons table: every gain Holm's family holds, with its corrected interval and verdict."""
-    g, c = ctx.gains, ctx.config
-    fam = g[g["p_holm"].notna()] if len(g) else g
-    if fam.empty:
-        text = "No comparison has an interval (no paired cases artifacts)."
-        return f"\n{text}\n", f"<p>{esc(text)}</p>"
-    alpha = 1 - c.confidence
-    shown = sum(fam["holm_significant"])
-    intro = (
-        f"Differences larger than their interval, after Holm's correction over the {len(fam)} comparisons "
-        f"below (family-wise error {alpha:g}): {shown} of {len(fam)}. Gain: feature set - baseline in the metric "
-        f"(relative gain in brackets); corrected interval: the difference's interval at the level Holm tests it "
-        f"at (user-level bootstrap standard error, normal quantile); it excludes 0 exactly when the verdict is "
-        f"higher / lower."
-    )
-    header = ["comparison", "model", "metric", "gain", "corrected interval", "verdict"]
-    rows = [
-        [
-            r.comparison,
-            r.model,
-            _metric_label(r.metric),
-            f"{r.diff:+.4f} ({pct(r.gain)})",
-            interval(r.holm_lo, r.holm_hi, as_pct=False, digits=4),
-            r.verdict,
-        ]
-        for r in fam.itertuples()
-    ]
-    classes = ["sig" if r.holm_significant else "" for r in fam.itertuples()]
-    untested = sorted({f"{r.comparison} ({r.model}): {r.note}" for r in g.itertuples() if pd.isna(r.p_holm)})
-    md = f"\n{intro}\n\n{md_table(header, rows)}"
-    html = f"<p>{esc(intro)}</p>" + html_table(header, rows, "verdicts", classes, left=3, left_last=True)
-    if untested:
-        md += "\nNot tested: " + "; ".join(untested) + ".\n"
-        html += f'<p class="note">Not tested: {esc("; ".join(untested))}.</p>'
-    return md, html
 
 
 @section("table")
