@@ -69,7 +69,7 @@ TARGET_KEYS = {
     "cluster_id",
     "compute_id",
 }
-GPU_STAGES = ("caption", "embed", "train", "experiment")
+GPU_STAGES = ("caption", "embed", "train", "experiment", "recommend")
 
 
 def _bundle() -> dict:
@@ -174,6 +174,7 @@ def test_bundle_root_and_targets():
         "gpu_spark_version",
         "experiment",
         "registered_model",
+        "recommender_model",
         "service_principal",
         "viewers_group",
         "operators_group",
@@ -202,7 +203,15 @@ def test_job_parses_with_the_typed_bundle_models(target):
 
     job = _job(target)
     parsed = Job.from_dict(copy.deepcopy(job))
-    assert [t.task_key for t in parsed.tasks] == ["ingest", "caption", "embed", "train", "experiment", "report"]
+    assert [t.task_key for t in parsed.tasks] == [
+        "ingest",
+        "caption",
+        "embed",
+        "train",
+        "experiment",
+        "recommend",
+        "report",
+    ]
     # the models are strict: a misspelt field is an error, not ignored
     with pytest.raises(ValueError, match="max_concurent_runs"):
         Job.from_dict({**copy.deepcopy(job), "max_concurent_runs": 1})
@@ -281,7 +290,7 @@ def test_admin_settings_parse_with_the_typed_models_and_resolve(target):
 
 
 def test_tasks_share_one_argument_list_and_task_settings():
-    """The six tasks run one argument list (a YAML anchor), whose first item is the task's key: no stage can miss
+    """The seven tasks run one argument list (a YAML anchor), whose first item is the task's key: no stage can miss
     an override another has (issue 19: the experiment task lacked train.num_processes). The wheel task and the GPU
     retries are written once too (anchors merged with `<<:`), so a task names only its place, cluster and timeout."""
     text = (REPO / "resources" / "captionrec_job.yml").read_text()
@@ -289,7 +298,7 @@ def test_tasks_share_one_argument_list_and_task_settings():
     for once in ("package_name:", "whl:", "max_retries: 2", "retry_on_timeout:", "&wheel_task", "&gpu_task"):
         assert text.count(once) == 1, once
     tasks = text[text.index("      tasks:\n") :].split("        - task_key: ")[2:]  # every task after the first
-    assert len(tasks) == 5 and all(len(t.strip().splitlines()) <= 9 for t in tasks)
+    assert len(tasks) == 6 and all(len(t.strip().splitlines()) <= 9 for t in tasks)
     job = _job("dev")
     (first, *rest) = [t["python_wheel_task"] for t in job["tasks"]]
     assert all(t == first for t in rest)
@@ -362,7 +371,7 @@ def test_artifact_build_makes_one_wheel_with_a_new_version_each_time(tmp_path):
 
 
 def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(wheel):
-    from captionrec.cli import _parser
+    from captionrec.cli import STAGES, _parser
     from captionrec.config import load_config
     from captionrec.config.loader import flatten
 
@@ -391,7 +400,7 @@ def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(whee
             assert parsed.profile == "databricks" and parsed.show_config  # the config lands in the driver log
             overrides = parsed.overrides
             assert command in commands, (command, sorted(commands))
-            stage = command if command in ("ingest", "caption", "embed", "train") else None
+            stage = command if command in STAGES else None  # as cli.main picks it
             cfg = load_config("databricks", overrides, stage=stage)  # raises on an unknown key or a bad value
             assert cfg.storage.catalog == variables["catalog"] and cfg.storage.schema == variables["schema"]
             assert cfg.tracking.git_commit == GIT_SHA
@@ -405,6 +414,13 @@ def test_every_task_runs_the_wheels_console_script_with_overrides_that_load(whee
             assert cfg.tracking.registered_model == (
                 f"{variables['catalog']}.{variables['schema']}.{variables['registered_model']}"
             )
+            # the recommend task's served model: <catalog>.<schema>.captionrec_recommender, alias champion
+            assert variables["recommender_model"] == "captionrec_recommender"
+            served = f"{variables['catalog']}.{variables['schema']}.captionrec_recommender"
+            assert cfg.recommend.registered_model == served
+            if command == "recommend":
+                assert cfg.recommend.from_grid == "latest" and cfg.recommend.alias == "champion"
+                assert cfg.recommend.gpu.enabled and cfg.tracking.registry_uri == "databricks-uc"
             # every model path and the petastorm cache follow the target's catalog, schema and volumes
             volumes = f"/Volumes/{variables['catalog']}/{variables['schema']}"
             assert cfg.storage.models_dir == (
@@ -461,7 +477,8 @@ def test_clusters_runtime_access_mode_and_offline_weights():
             ("embed", ["caption"]),
             ("train", ["embed"]),
             ("experiment", ["train"]),
-            ("report", ["experiment"]),
+            ("recommend", ["experiment"]),
+            ("report", ["recommend"]),
         ]
 
 
@@ -723,7 +740,7 @@ def _task_configs(target: str, variables_over: dict | None = None, edit_job=None
     """(task, its cluster's new_cluster, the task's loaded Config) for every task of `target`, as deployed:
     variables with the target's overrides, the job with the target's overrides, job parameters at their defaults.
     `variables_over` / `edit_job(job)`: what-ifs for the tests of the check itself."""
-    from captionrec.cli import _parser
+    from captionrec.cli import STAGES, _parser
     from captionrec.config import load_config
 
     variables = {**_setup_script().bundle_variables(target), **(variables_over or {})}
@@ -737,7 +754,7 @@ def _task_configs(target: str, variables_over: dict | None = None, edit_job=None
         argv = _resolve(task["python_wheel_task"]["parameters"], variables, params, task_key=task["task_key"])
         parsed = _parser().parse_intermixed_args(argv)  # the console script's own parser
         command = parsed.command
-        stage = command if command in ("ingest", "caption", "embed", "train") else None
+        stage = command if command in STAGES else None  # as cli.main picks it
         cfg = load_config(parsed.profile, parsed.overrides, stage=stage)
         out.append((task, clusters[task["job_cluster_key"]], cfg))
     return variables, out
@@ -772,7 +789,7 @@ def _incoherences(target: str, variables_over: dict | None = None, edit_job=None
         if task_gpu > gpus:
             problems.append(f"{where}: spark.task.resource.gpu.amount={task_gpu} > {gpus} GPU(s) per {node}")
         # the stages that attach their own ResourceProfile (1 GPU + task_cpus CPUs per task)
-        section = {"caption": cfg.caption, "embed": cfg.embed}.get(task["task_key"])
+        section = {"caption": cfg.caption, "embed": cfg.embed, "recommend": cfg.recommend}.get(task["task_key"])
         if section is not None and section.gpu.enabled:
             if gpus == 0:
                 problems.append(f"{where}: {task['task_key']}.gpu.enabled on {node}, which has no GPU")
@@ -922,6 +939,10 @@ def _drop_args(job: dict, key: str, prefix: str) -> None:
         (
             dict(edit_job=lambda j: _append_args(j, "embed", "embed.gpu.task_amount=0.3")),
             "dev/embed: embed.gpu.task_amount=0.3 is neither a whole number nor 1/n",
+        ),
+        (
+            dict(edit_job=lambda j: _task(j, "recommend").update(job_cluster_key="cpu")),
+            "dev/recommend: recommend.gpu.enabled on m5d.xlarge, which has no GPU",
         ),
         (
             dict(edit_job=lambda j: _append_args(j, "report", "storage.cache_dir=/Volumes/main/captionrec/cache")),
