@@ -45,6 +45,7 @@ def lake(spark, tmp_path_factory):
     store = open_store(spark, StorageConfig(backend="delta-rs", root=str(root)))
     syn = make_interactions(n_users=150, n_items=80, n_topics=4, days=28, per_user=(6, 10), seed=5)
     store.overwrite(C.INTERACTIONS, spark.createDataFrame(syn.interactions))
+    store.overwrite(C.ITEMS, spark.createDataFrame(syn.items[["item_id"]]))  # train.split.candidates=catalogue
     title = feature_rows(syn.items, topic_features(syn.items, dim=16), "title")
     half = len(syn.items) // 2  # videomae: two vector lengths -> that child fails in the train stage
     bad = pd.concat(

@@ -176,6 +176,7 @@ def world(spark, tmp_path_factory):
     cfg = _cfg(tmp)
     store = open_store(spark, cfg.storage)
     store.overwrite(C.INTERACTIONS, spark.createDataFrame(syn.interactions))
+    store.overwrite(C.ITEMS, spark.createDataFrame(syn.items[["item_id"]]))  # train.split.candidates=catalogue
     items = pd.concat(
         [syn.items, pd.DataFrame({"item_id": [f"n{i:03d}" for i in range(3)], "topic": NEW_TOPIC, "release_ms": 0})],
         ignore_index=True,

@@ -60,6 +60,7 @@ def store(spark, tmp_path_factory, synthetic):
     root = tmp_path_factory.mktemp("lake")
     st = open_store(spark, StorageConfig(backend="delta-rs", root=str(root)))
     st.overwrite("interactions", spark.createDataFrame(synthetic.interactions))
+    st.overwrite("items", spark.createDataFrame(synthetic.items[["item_id"]]))  # split.candidates=catalogue
     feats = feature_rows(synthetic.items, topic_features(synthetic.items, dim=16, noise=0.3), "title")
     noise = feature_rows(synthetic.items, noise_features(synthetic.items, dim=16), "audio_raw")
     st.overwrite("item_features", spark.createDataFrame(feats).unionByName(spark.createDataFrame(noise)))
@@ -76,14 +77,8 @@ def prepared(spark, store, tmp_path_factory):
         store.overwrite("train_sequences", df)
         return store.read("train_sequences")
 
-    inputs = train_stage.pinned_inputs(store, {"interactions": store.version("interactions")})
-    return train_stage.prepare(
-        cfg,
-        store.read("interactions", version=inputs["interactions"]["version"]),
-        store.read("item_features"),
-        persist,
-        inputs=inputs,
-    )
+    interactions, items, inputs = train_stage.read_sequence_inputs(store, cfg.train)
+    return train_stage.prepare(cfg, interactions, store.read("item_features"), persist, inputs=inputs, items=items)
 
 
 def _window_metrics(out, name):
@@ -273,6 +268,7 @@ def test_missing_or_bad_inputs_are_clear_errors(spark, store, tmp_path):
 
     empty = open_store(spark, StorageConfig(backend="delta-rs", root=str(tmp_path / "empty")))
     empty.overwrite("interactions", store.read("interactions"))
+    empty.overwrite("items", store.read("items"))
     with pytest.raises(Exception, match="item_features"):
         train_stage.run(_cfg(tmp_path, "features=title", "num_processes=1"), spark, empty)
     with pytest.raises(ValueError, match="no vectors for feature set 'mllm_av'"):
@@ -400,8 +396,8 @@ def test_sample_title_beats_id_on_cold_items(spark, sample_dir, tmp_path):
         store.overwrite("train_sequences", df)
         return store.read("train_sequences")
 
-    inputs = train_stage.pinned_inputs(store, {"interactions": store.version("interactions")})
-    prepared = train_stage.prepare(cfg, store.read("interactions"), store.read("item_features"), persist, inputs=inputs)
+    interactions, items, inputs = train_stage.read_sequence_inputs(store, cfg.train)
+    prepared = train_stage.prepare(cfg, interactions, store.read("item_features"), persist, inputs=inputs, items=items)
     cold = {}
     for features in ("id", "title"):
         out = train_stage.train_prepared(load_config("local", [*base, f"train.features={features}"]), prepared)

@@ -145,7 +145,7 @@ def _job(sequences, tmp_path, world: int):
         windows=[loo_window()],
         source=source,
         steps={(0, FIT): 4},
-        item_first_ms=np.zeros(N_ITEMS + 1, dtype=np.int64),
+        item_available_ms=np.zeros(N_ITEMS + 1, dtype=np.int64),
         counts={0: {"fit": counts, "prior": counts}},
     )
     return job, source

@@ -64,6 +64,7 @@ def store(spark, tmp_path_factory):
     data = make_interactions(n_users=120, n_items=60, n_topics=4, days=35, per_user=(8, 12), seed=5)
     st = open_store(spark, StorageConfig(backend="delta-rs", root=str(tmp_path_factory.mktemp("lake"))))
     st.overwrite("interactions", spark.createDataFrame(data.interactions))
+    st.overwrite("items", spark.createDataFrame(data.items[["item_id"]]))  # split.candidates=catalogue
     return st
 
 
@@ -74,9 +75,8 @@ def _prepare(cfg, store):
         store.overwrite("train_sequences", df)
         return store.read("train_sequences")
 
-    inputs = train_stage.pinned_inputs(store, {"interactions": store.version("interactions")})
-    interactions = store.read("interactions", version=inputs["interactions"]["version"])
-    return train_stage.prepare(cfg, interactions, None, persist, inputs=inputs)
+    interactions, items, inputs = train_stage.read_sequence_inputs(store, cfg.train)
+    return train_stage.prepare(cfg, interactions, None, persist, inputs=inputs, items=items)
 
 
 def _files(root: Path) -> dict[str, float]:
@@ -185,6 +185,7 @@ def _own_store(spark, store, tmp_path):
 
     own = open_store(spark, StorageConfig(backend="delta-rs", root=str(tmp_path / "own")))
     own.overwrite("interactions", store.read("interactions"))
+    own.overwrite("items", store.read("items"))
     return own
 
 

@@ -291,3 +291,61 @@ def test_overlapping_training_rows_train_every_target_once_with_more_history(spa
     assert n_rows == -(-(n_fit["u1"] - 1) // S)  # ceil((n - 1) / S) rows: L / S times today's
     with pytest.raises(ValueError, match="stride"):
         build_sequences(split, items, users, max_seq_len=L, stride=L + 1)
+
+
+def test_the_catalogue_index_numbers_every_item_of_the_items_table(spark, tk):
+    """split.candidates=catalogue: an item nobody interacted with gets an index (so it can be ranked) and no
+    first interaction; interacted items keep theirs; 1..N by item_id over both tables."""
+    catalogue = spark.createDataFrame([(i,) for i in ["a", "b", "c", "m", "n", "v", "w", "z"]], "item_id string")
+    got = {r["item_id"]: (r["item_idx"], r["first_ts_ms"]) for r in build_item_index(tk, catalogue).collect()}
+    assert [got[i][0] for i in sorted(got)] == list(range(1, 9))
+    assert got["m"][1] is None and got["z"][1] is None  # in the catalogue, never interacted
+    assert got["a"][1] == _day(1) and got["c"][1] == _day(15)
+    assert set(build_item_index(tk).toPandas()["item_id"]) == {"a", "b", "c", "n", "v", "w"}  # interacted only
+
+
+def test_popularity_counts_never_see_the_test_week(spark, tk):
+    """The popularity baseline ranks by `prior` (interactions before t_k): a test-week interaction, even of an
+    item nobody had watched, changes neither it nor the fit counts."""
+    catalogue = spark.createDataFrame([(i,) for i in ["a", "b", "c", "m", "n", "v", "w"]], "item_id string")
+    late = tk.unionByName(_df(spark, [("u3", "m", _day(18)), ("u2", "a", _day(19)), ("u1", "b", _day(20.5))]))
+    counts = []
+    for data in (tk, late):
+        split, _ = split_interactions(data, "rolling", num_windows=1, window_days=7, start="2024-01-15")
+        items = build_item_index(data, catalogue)
+        counts.append(item_counts(split, items, [0], num_items=7)[0])
+    for role in ("fit", "prior"):
+        assert counts[0][role].tolist() == counts[1][role].tolist(), role
+    idx = {r["item_id"]: r["item_idx"] for r in build_item_index(tk, catalogue).collect()}
+    assert counts[1]["prior"][idx["a"]] == 3 and counts[1]["prior"][idx["m"]] == 0
+
+
+def test_feature_statistics_come_from_items_seen_before_tk(spark, tk):
+    """Issue 20.5: the z-score mean / std use only the items seen before t_0 (the first window's test start):
+    changing the vector of an item first seen at or after t_0 leaves every other item's standardised vector
+    as it was. Without that restriction it moves them (the check can fail)."""
+    import numpy as np
+
+    from captionrec.training.candidates import NEVER, seen_before
+    from captionrec.transforms.item_features import item_feature_matrix
+
+    catalogue = spark.createDataFrame([(i,) for i in ["a", "b", "c", "m", "n", "v", "w"]], "item_id string")
+    items = build_item_index(tk, catalogue)
+    indexed = items.orderBy("item_idx").collect()
+    first = np.array([NEVER] + [NEVER if r["first_ts_ms"] is None else r["first_ts_ms"] for r in indexed])
+    before = seen_before(first, _day(14))  # a, b (fit) and v (validation week)
+    idx = {r["item_id"]: r["item_idx"] for r in indexed}
+    assert sorted(i for i, k in idx.items() if before[k]) == ["a", "b", "v"]
+
+    def matrix(c_vector, stats):
+        vecs = {"a": [1.0, 0.0], "b": [3.0, 2.0], "v": [2.0, 7.0], "c": c_vector, "m": [5.0, 5.0], "n": [0.0, 1.0]}
+        rows = [(i, "title", "m1", v) for i, v in vecs.items()]
+        feats = spark.createDataFrame(rows, "item_id string, feature_set string, model_id string, vector array<float>")
+        return item_feature_matrix(feats, items, ["title"], num_items=7, stats_items=stats).matrix
+
+    x, y = matrix([0.0, 0.0], before), matrix([1000.0, -1000.0], before)
+    others = [k for i, k in idx.items() if i != "c"]
+    np.testing.assert_array_equal(x[others], y[others])
+    ref = np.array([[1.0, 0.0], [3.0, 2.0], [2.0, 7.0]])
+    np.testing.assert_allclose(x[idx["m"]], (np.array([5.0, 5.0]) - ref.mean(0)) / ref.std(0), rtol=1e-5)
+    assert not np.allclose(matrix([0.0, 0.0], None)[others], matrix([1000.0, -1000.0], None)[others])

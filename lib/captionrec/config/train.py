@@ -53,6 +53,14 @@ class SplitConfig:
     #   never trained on them; this is today's next-item setting);
     # frozen: the history as it was at t_k, for every test case of the user (a "predict next week" setting).
     test_history: Literal["rolling", "frozen"] = "rolling"
+    # What a rolling window's validation and test cases are ranked among (logged as train.split.candidates):
+    # catalogue: every item of the `items` table (the items table has no source upload time, so every item
+    #   counts as existing from the start); an item nobody watched is a candidate, and what happens in the test
+    #   week never changes the set;
+    # interacted: the items someone interacted with before the phase's end (the rule before issue 20: a new item
+    #   is a candidate only once watched, so the cold distractors are the items watched that week).
+    # Leave-one-out ignores it: it ranks every interacted item, as RecBole does.
+    candidates: Literal["catalogue", "interacted"] = "catalogue"
 
     def __post_init__(self) -> None:
         if self.num_windows < 1:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from captionrec.contracts import INTERACTIONS, ITEM_FEATURES
+from captionrec.contracts import INTERACTIONS, ITEM_FEATURES, ITEMS
 from captionrec.training.windows import FIT, REFIT, ROLE_NAMES, Window
 
 if TYPE_CHECKING:
@@ -48,13 +48,42 @@ class Prepared:
     num_users: int
     num_interactions: int
     item_ids: list[str]  # item_idx - 1 -> item_id
-    item_first_ms: np.ndarray  # (N + 1,)
+    item_first_ms: np.ndarray  # (N + 1,) first interaction of each item (candidates.NEVER for none)
+    item_available_ms: np.ndarray  # (N + 1,) from when each item is a candidate (`split.candidates`)
     counts: dict[int, dict[str, np.ndarray]]  # window -> {"fit", "prior"} interactions per item
     features: "ItemFeatures" | None
     sequence_stats: list[dict]  # per (window, role): rows, cold/repeat cases, items, cold items
     # What the sequences rows were built from: per input table its location, Delta version and commit time
     # (`pinned_inputs`); with the split/sequence settings it keys the training inputs the ranks read.
     inputs: dict[str, dict[str, Any]] | None = None
+    candidates: str = "catalogue"  # the candidate rule the cases are ranked with (`split.candidates`)
+
+
+def uses_catalogue(t: "TrainConfig") -> bool:
+    """Rolling windows rank the `items` table's catalogue (`split.candidates=catalogue`); leave-one-out, and the
+    `interacted` rule, only the interacted items."""
+    return t.split.protocol == "rolling" and t.split.candidates == "catalogue"
+
+
+def sequence_tables(t: "TrainConfig") -> list[str]:
+    """The tables the sequences rows (and the item index) are built from."""
+    return [INTERACTIONS, ITEMS] if uses_catalogue(t) else [INTERACTIONS]
+
+
+def read_sequence_inputs(
+    store: "TableStore", t: "TrainConfig"
+) -> tuple["DataFrame", "DataFrame" | None, dict[str, dict[str, Any]]]:
+    """(interactions, items or None, pinned_inputs) read at one pinned version each, for `prepare`."""
+    versions = {name: store.version(name) for name in sequence_tables(t)}
+    if ITEMS in versions and versions[ITEMS] is None:
+        raise ValueError(
+            f"split.candidates=catalogue ranks every item of the {ITEMS!r} table, which does not exist: run the "
+            f"ingest stage first, or set split.candidates=interacted (the items someone interacted with)"
+        )
+    pinned = pinned_inputs(store, versions)
+    interactions = store.read(INTERACTIONS, version=versions[INTERACTIONS])
+    items = store.read(ITEMS, version=versions[ITEMS]) if ITEMS in versions else None
+    return interactions, items, pinned
 
 
 def pinned_inputs(store: "TableStore", versions: dict[str, int | None]) -> dict[str, dict[str, Any]]:
@@ -99,21 +128,46 @@ def rows_identity(t: "TrainConfig", inputs: dict[str, dict[str, Any]]) -> dict[s
     }
 
 
+def _feature_matrix(
+    t: "TrainConfig", item_features: "DataFrame" | None, item_index: "DataFrame", num_items: int, stats_items
+) -> "ItemFeatures" | None:
+    """The run's item vectors (None for an ID-only run), z-scored with the statistics of `stats_items`."""
+    from captionrec.transforms.item_features import item_feature_matrix
+
+    if not t.feature_sets:
+        return None
+    if item_features is None:
+        raise ValueError(f"features={t.features!r} needs the item_features table; run the embed stage first")
+    features = item_feature_matrix(
+        item_features, item_index, t.feature_sets, num_items, t.feature_model_id, stats_items=stats_items
+    )
+    if features.missing:
+        log.warning(
+            "%d of %d items have no %s vector: they use the learned missing-feature vector",
+            features.missing,
+            num_items,
+            "+".join(t.feature_sets),
+        )
+    return features
+
+
 def prepare(
     cfg: "Config",
     interactions: "DataFrame",
     item_features: "DataFrame" | None,
     persist: Callable[["DataFrame"], "DataFrame"],
     inputs: dict[str, dict[str, Any]] | None = None,
+    items: "DataFrame" | None = None,
 ) -> Prepared:
     """Split, index, build sequences (written through `persist`, which returns the table read back), count
     items per window and collect the feature matrix.
 
-    inputs: `pinned_inputs` of the tables `interactions` was read from (at that version); training needs it
-    to key the materialised training inputs."""
+    inputs: `pinned_inputs` of the tables `interactions` (and `items`) were read from (at that version); training
+    needs it to key the materialised training inputs. items: the `items` table, needed by
+    `split.candidates=catalogue` (every item of it gets an index and is ranked; see `read_sequence_inputs`)."""
     from pyspark.sql import functions as F
 
-    from captionrec.transforms.item_features import item_feature_matrix
+    from captionrec.training.candidates import NEVER, available_from, seen_before
     from captionrec.transforms.sequences import (
         build_item_index,
         build_sequences,
@@ -134,28 +188,21 @@ def prepare(
         interactions, t.split.protocol, t.split.num_windows, t.split.window_days, t.split.start
     )
     split = split.cache()
-    item_index = build_item_index(interactions).cache()
+    if uses_catalogue(t) and items is None:
+        raise ValueError("split.candidates=catalogue needs the items table: pass prepare(..., items=...)")
+    item_index = build_item_index(interactions, items if uses_catalogue(t) else None).cache()
     user_index = build_user_index(interactions)
-    items = item_index.orderBy("item_idx").collect()
-    num_items = len(items)
+    indexed = item_index.orderBy("item_idx").collect()
+    num_items = len(indexed)
     if num_items == 0:
         raise ValueError("interactions are empty: nothing to train on")
-    item_first_ms = np.zeros(num_items + 1, dtype=np.int64)
-    item_first_ms[1:] = [r["first_ts_ms"] for r in items]
+    item_first_ms = np.full(num_items + 1, NEVER, dtype=np.int64)
+    item_first_ms[1:] = [NEVER if r["first_ts_ms"] is None else r["first_ts_ms"] for r in indexed]
+    rule = t.split.candidates if uses_catalogue(t) else "interacted"
+    # z-score statistics of the item vectors: items seen before the first test window only (one set for all)
+    stats_items = seen_before(item_first_ms, None if windows[0].is_loo else windows[0].test_start_ms)
 
-    features = None
-    if t.feature_sets:
-        if item_features is None:
-            raise ValueError(f"features={t.features!r} needs the item_features table; run the embed stage first")
-        features = item_feature_matrix(item_features, item_index, t.feature_sets, num_items, t.feature_model_id)
-        if features.missing:
-            log.warning(
-                "%d of %d items have no %s vector: they use the learned missing-feature vector",
-                features.missing,
-                num_items,
-                "+".join(t.feature_sets),
-            )
-
+    features = _feature_matrix(t, item_features, item_index, num_items, stats_items)
     seqs = build_sequences(
         split,
         item_index,
@@ -180,12 +227,14 @@ def prepare(
         num_items,
         num_users,
         n_interactions,
-        [r["item_id"] for r in items],
+        [r["item_id"] for r in indexed],
         item_first_ms,
+        available_from(rule, item_first_ms),
         counts,
         features,
         stats,
         inputs,
+        rule,
     )
 
 
@@ -252,14 +301,12 @@ def train_prepared(
         world,
         t.petastorm_cache_dir,
     )
-    stats: dict[str, float] = {
-        "n_items": prepared.num_items,
-        "n_users": prepared.num_users,
-        "n_interactions": prepared.num_interactions,
-    }
-    stats.update(train_inputs_seconds=round(source.seconds, 3), train_inputs_reused=float(source.reused))
+    stats: dict[str, float] = dict(n_items=prepared.num_items, n_users=prepared.num_users)
+    stats.update(n_interactions=prepared.num_interactions, train_inputs_seconds=round(source.seconds, 3))
+    stats["train_inputs_reused"] = float(source.reused)
     extra = {
         "train.item_repr": t.item_repr,
+        "train.candidates_resolved": prepared.candidates,
         "train.loader_resolved": source.loader,
         "train.inputs_folder": source.folder,
         "train.steps_per_epoch_resolved": ",".join(f"{k}/{ROLE_NAMES[r]}:{v}" for (k, r), v in sorted(steps.items())),
@@ -287,7 +334,7 @@ def train_prepared(
         windows=prepared.windows,
         source=source,
         steps=steps,
-        item_first_ms=prepared.item_first_ms,
+        item_available_ms=prepared.item_available_ms,
         counts=prepared.counts,
         features=None if feats is None else feats.matrix,
         feature_mask=None if feats is None else feats.mask,
@@ -330,17 +377,17 @@ def run(
     t = cfg.train
     t0 = time.perf_counter()
     # The versions read here are the data trained on (a writer committing meanwhile changes neither).
-    inputs = [INTERACTIONS, *([ITEM_FEATURES] if t.feature_sets else [])]
-    versions = {name: store.version(name) for name in inputs}
-    interactions = store.read(INTERACTIONS, version=versions[INTERACTIONS])
-    sequence_inputs = pinned_inputs(store, {INTERACTIONS: versions[INTERACTIONS]})
+    interactions, items, sequence_inputs = read_sequence_inputs(store, t)
+    versions = {name: entry["version"] for name, entry in sequence_inputs.items()}
+    if t.feature_sets:
+        versions[ITEM_FEATURES] = store.version(ITEM_FEATURES)
     features_df = store.read(ITEM_FEATURES, version=versions[ITEM_FEATURES]) if t.feature_sets else None
 
     def persist(df: "DataFrame") -> "DataFrame":
         store.overwrite(t.sequences_table, df)
         return store.read(t.sequences_table)
 
-    prepared = prepare(cfg, interactions, features_df, persist, inputs=sequence_inputs)
+    prepared = prepare(cfg, interactions, features_df, persist, inputs=sequence_inputs, items=items)
     t_prep = time.perf_counter() - t0
     run_tags = {f"delta_version.{name}": v for name, v in versions.items()}
     run_tags.update(
@@ -383,6 +430,7 @@ def summary_of(out: dict[str, Any], prepared: Prepared, prepare_seconds: float) 
         "run_id": out["run_id"],
         "loader": out["loader"],
         "items": prepared.num_items,
+        "candidates": prepared.candidates,
         "users": prepared.num_users,
         "windows": windows,
         "mean": {

@@ -50,7 +50,7 @@ class TrainJob:
     windows: list[Window]
     source: SequenceSource
     steps: dict[tuple[int, int], int]  # (window, training role) -> optimiser steps per epoch, equal on every rank
-    item_first_ms: np.ndarray  # (N + 1,) int64: first interaction of each item (candidate filter)
+    item_available_ms: np.ndarray  # (N + 1,) int64: from when each item is a candidate (training.candidates)
     counts: dict[int, dict[str, np.ndarray]]  # window -> {"fit", "prior"}: (N + 1,) interactions per item
     features: np.ndarray | None = None  # (N + 1, F) float32
     feature_mask: np.ndarray | None = None  # (N + 1,) bool
@@ -131,9 +131,10 @@ def make_objective(cfg: TrainConfig, counts: np.ndarray) -> NextItemObjective:
     )
 
 
-def candidate_mask(item_first_ms: np.ndarray, until_ms: int) -> torch.Tensor:
-    """(N + 1,) bool: items that had appeared before `until_ms` (items of the future are not ranked)."""
-    m = torch.from_numpy(np.asarray(item_first_ms) < until_ms)
+def candidate_mask(item_available_ms: np.ndarray, until_ms: int) -> torch.Tensor:
+    """(N + 1,) bool: the items available before `until_ms` (`split.candidates`: the whole catalogue, or the
+    items interacted with by then); index 0 (padding) never."""
+    m = torch.from_numpy(np.asarray(item_available_ms) < until_ms)
     m[0] = False
     return m
 
@@ -211,7 +212,7 @@ class EpochSelector:
         self.job, self.window, self.rows, self.ctx = job, window, rows, ctx
         cfg = job.cfg
         self.metric = f"ndcg@{10 if 10 in cfg.ks else cfg.ks[0]}"
-        self.candidates = None if window.is_loo else candidate_mask(job.item_first_ms, window.test_start_ms)
+        self.candidates = None if window.is_loo else candidate_mask(job.item_available_ms, window.test_start_ms)
         self.best, self.best_epoch, self.best_state, self.best_metrics = -math.inf, -1, None, {}
         self.since_best = 0
         self.t0 = time.perf_counter()  # wall and CPU time of the phase (training + validation) per epoch
@@ -273,7 +274,7 @@ def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
         test,
         ks=cfg.ks,
         exclude_seen=cfg.exclude_seen,
-        candidates=None if window.is_loo else candidate_mask(job.item_first_ms, window.test_end_ms),
+        candidates=None if window.is_loo else candidate_mask(job.item_available_ms, window.test_end_ms),
         popularity=job.counts[k]["prior"],
         device=ctx.device,
         world=ctx.world,

@@ -54,14 +54,20 @@ def _numbered(df: "DataFrame", key: str, idx: str) -> "DataFrame":
     return keys.withColumn(idx, F.row_number().over(W.orderBy(key)).cast("int"))
 
 
-def build_item_index(interactions: "DataFrame") -> "DataFrame":
-    """(item_id, item_idx, first_ts_ms): every item that has an interaction, numbered 1..N by item_id."""
+def build_item_index(interactions: "DataFrame", items: "DataFrame | None" = None) -> "DataFrame":
+    """(item_id, item_idx, first_ts_ms) numbered 1..N by item_id: every item that has an interaction, and with
+    `items` (the catalogue, `split.candidates=catalogue`) every item of it too; an item nobody interacted with
+    has first_ts_ms null (it is ranked, a feature model scores it from its vector, an id model with the
+    unknown vector)."""
     from pyspark.sql import functions as F
 
     first = interactions.groupBy("item_id").agg(F.min("ts_ms").alias("first_ts_ms"))
+    keys = interactions.select("item_id")
+    if items is not None:
+        keys = keys.unionByName(items.select("item_id").where(F.col("item_id").isNotNull()))
     return (
-        _numbered(interactions, "item_id", "item_idx")
-        .join(first, "item_id")
+        _numbered(keys, "item_id", "item_idx")
+        .join(first, "item_id", "left")
         .select("item_id", "item_idx", "first_ts_ms")
     )
 
