@@ -100,7 +100,9 @@ def test_grid_runs_skips_fails_and_reruns_nothing(spark, lake, tmp_path, caplog)
     print(experiment.format_summary({**s, "seconds": 0}))
     assert (s["children"], s["ran"], s["reused"], s["failed"]) == (3, 2, 0, 1)
     assert "no vectors for mllm_video" in s["skipped_feature_sets"]["mllm_video"]
-    assert any("[3/3] two_tower videomae seed 1: FAILED" in r.getMessage() for r in caplog.records)
+    assert any("[3/3] two_tower videomae seed 1 trial 0: FAILED" in r.getMessage() for r in caplog.records)
+    assert s["budget"] == 1 and {e["trial"] for e in s["runs"]} == {0}  # conf/local.yaml: budget 1, no tuning
+    assert all(e["chosen"] for e in s["runs"] if e["status"] != "failed")
     client = MlflowClient(cfg.tracking.tracking_uri)
     by = {e["features"]: e for e in s["runs"]}
     for fs in ("id", "title"):
