@@ -185,3 +185,21 @@ def test_pairing_checks_the_targets():
     cold = _cases([5, 6, 7, 8], [1, 1, 1, 1], cold=[1, 0, 0, 0])
     with pytest.raises(PairingError, match="'cold'"):
         paired_runs([a], [cold], "cold_hr@10")
+
+
+def test_pairing_by_join_when_runs_list_cases_differently():
+    """Runs whose cases come in another order, or where one run lacks a case: joined on the keys (only the cases
+    every run has), with the same checks and the same values as the row-by-row path."""
+    a = _cases([5, 6, 7, 8], [1, 20, 3, 4])
+    b = _cases([5, 6, 7, 8], [2, 2, 30, 4])
+    aligned = paired_runs([a], [b], "hr@10")
+    shuffled = paired_runs([a], [b.iloc[[2, 0, 3, 1]]], "hr@10")
+    assert shuffled.keys.equals(aligned.keys) and (shuffled.a == aligned.a).all() and (shuffled.b == aligned.b).all()
+    fewer = paired_runs([a], [b.iloc[[0, 1, 3]]], "hr@10")
+    assert fewer.keys["user_idx"].tolist() == [0, 1, 3] and fewer.b[:, 0].tolist() == [1, 1, 1]
+    wrong = _cases([5, 9, 7, 3], [1, 1, 1, 1]).iloc[::-1]
+    with pytest.raises(PairingError, match=r"'target' between A run 1 and B run 1: 2 of 4 shared cases differ"):
+        paired_runs([a], [wrong], "hr@10")
+    cold = _cases([5, 6, 7, 8], [1, 1, 1, 1], cold=[0, 1, 0, 0]).iloc[[0, 1, 3]]
+    with pytest.raises(PairingError, match=r"'cold' .*1 of 3 shared cases"):
+        paired_runs([a], [cold], "cold_hr@10")

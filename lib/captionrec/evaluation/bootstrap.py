@@ -57,6 +57,15 @@ class Paired:
         return len(self.keys)
 
 
+def _mismatch(col: str, first: str, other: str, n_bad: int, n_shared: int, e: pd.Series, value) -> PairingError:
+    return PairingError(
+        f"cases paired on {tuple(KEYS)} disagree on '{col}' between {first} and {other}: {n_bad} of {n_shared} "
+        f"shared cases differ (e.g. window {e['window']}, user_idx {e['user_idx']}, chunk {e['chunk']}: {col} "
+        f"{e[col]} vs {value}); the runs did not test the same cases (different data, split or sequence settings) "
+        "and cannot be paired"
+    )
+
+
 def check_pairing(frames: list[pd.DataFrame], names: list[str]) -> None:
     """PairingError when runs disagree on the target (or the cold flag) of a case with the same key."""
     cols = [c for c in CHECKED if all(c in f.columns for f in frames)]
@@ -69,12 +78,7 @@ def check_pairing(frames: list[pd.DataFrame], names: list[str]) -> None:
             bad = both[both[col].to_numpy() != both[f"{col}_other"].to_numpy()]
             if len(bad):
                 e = bad.iloc[0]
-                raise PairingError(
-                    f"cases paired on {tuple(KEYS)} disagree on '{col}' between {names[0]} and {name}: "
-                    f"{len(bad)} of {len(both)} shared cases differ (e.g. window {e['window']}, user_idx "
-                    f"{e['user_idx']}, chunk {e['chunk']}: {col} {e[col]} vs {e[f'{col}_other']}); the runs did "
-                    "not test the same cases (different data, split or sequence settings) and cannot be paired"
-                )
+                raise _mismatch(col, names[0], name, len(bad), len(both), e, e[f"{col}_other"])
 
 
 def paired_runs(
@@ -91,6 +95,8 @@ def paired_runs(
     frames = [*side_a, *side_b]
     if not side_a or not side_b:
         raise ValueError("paired_runs: each side needs at least one cases frame")
+    if _aligned(frames):  # the usual case (every run wrote the same split's cases in the same order): no joins
+        return _paired_aligned(frames, len(side_a), metric, [*names_a, *names_b])
     check_pairing(frames, [*names_a, *names_b])
     common = None
     cols = []
@@ -104,6 +110,27 @@ def paired_runs(
     common = common.sort_values(KEYS, kind="stable").reset_index(drop=True)
     values = common[cols].to_numpy(np.float64)
     return Paired(common[KEYS], values[:, : len(side_a)], values[:, len(side_a) :])
+
+
+def _aligned(frames: list[pd.DataFrame]) -> bool:
+    """Every frame holds the same keys in the same order, each key once."""
+    keys = frames[0][KEYS].to_numpy()
+    if any(len(f) != len(keys) or not np.array_equal(f[KEYS].to_numpy(), keys) for f in frames[1:]):
+        return False
+    return not frames[0].duplicated(KEYS).any()
+
+
+def _paired_aligned(frames: list[pd.DataFrame], n_a: int, metric: str, names: list[str]) -> Paired:
+    """paired_runs for aligned frames: the same checks (targets, cold flags) and values, compared row by row."""
+    first = frames[0]
+    for name, df in zip(names[1:], frames[1:]):
+        for col in (c for c in CHECKED if c in first.columns and c in df.columns):
+            bad = np.nonzero(first[col].to_numpy() != df[col].to_numpy())[0]
+            if len(bad):
+                raise _mismatch(col, names[0], name, len(bad), len(first), first.iloc[bad[0]], df[col].iloc[bad[0]])
+    keep = subset_mask(first, metric)
+    values = np.stack([case_values(df["rank"].to_numpy()[keep], metric) for df in frames], axis=1)
+    return Paired(first.loc[keep, KEYS].reset_index(drop=True), values[:, :n_a], values[:, n_a:])
 
 
 def paired_cases(side_a: list[pd.DataFrame], side_b: list[pd.DataFrame], metric: str) -> pd.DataFrame:
