@@ -281,7 +281,7 @@ def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
         seed=cfg.seed + 7919 * k,
         batch_size=cfg.eval_batch_size,
         recent=None if window.is_loo else job.counts[k]["recent"],  # the 7 days before t_k (baselines.RECENT_DAYS)
-        features=job.features,  # the content kNN baseline's vectors (None in an ID-only run)
+        features=job.features if cfg.feature_sets else None,  # the content kNN's vectors: the run's (none for ID)
         feature_mask=job.feature_mask,
     )
     warnings_ = warn_k_share(res["cases"]["candidates"], cfg.ks, f"window {k} test: ", cfg.warn_k_share)
