@@ -136,6 +136,7 @@ class ReportConfig:
         "cold",
         "cost",
         "plots",
+        "served",
         "quality",
         "grounding",
         "audio_classes",

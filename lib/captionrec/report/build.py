@@ -13,6 +13,7 @@ from captionrec.report.cost import cost_section  # noqa: F401 - registers the "c
 from captionrec.report.render import esc, page
 from captionrec.report.runs import RunSet, read_runs
 from captionrec.report.sections import ReportContext, Section, build_sections
+from captionrec.report.served import served_section  # noqa: F401 - registers the "served" section
 from captionrec.report.tuning import tuning_section  # noqa: F401 - registers the "tuning" section
 
 GALLERY_FILE = "gallery.html"
