@@ -1,6 +1,7 @@
 # captionrec — the two commands a newcomer needs:
 #   make demo   # create .venv, install, build tiny offline models, run the whole pipeline on the bundled sample:
-#               # ingest -> caption -> embed -> experiment -> report, then both notebooks
+#               # ingest -> caption -> embed -> experiment -> recommend -> report, then both notebooks, and ends
+#               # with what recommend serves (`captionrec served`: both tables and the registered model)
 #   make test   # create .venv if needed, install, run the test suite, then the pipeline under the Databricks
 #               # runtime's libraries (what CI runs: .ci/run)
 SHELL := /bin/bash
@@ -56,6 +57,9 @@ demo: install tiny-models
 	@echo "  notebooks: reports/notebooks/captions.ipynb, reports/notebooks/experiments.ipynb (executed)"
 	@echo "  config:    reports/configs/all-<UTC time>.yaml (the effective config; --show-config prints it)"
 	@echo "  tables under ./lakehouse (Delta); MLflow runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "  served:    the registered model over HTTP: docs/recommend.md (mlflow models serve + curl)"
+	@echo; echo "What recommend serves (captionrec served):"
+	$(BIN)/captionrec served --log-level WARNING
 
 # What CI runs (.ci/run): the formatter check and the linter, the suite in the main environment (the stage-by-stage
 # spark-submit run on a real standalone cluster included), then the pipeline under the Databricks runtime's libraries

@@ -3,11 +3,13 @@
     captionrec <stage> [--profile local|cluster|databricks] [--conf extra.yaml ...] [key=value ...]
 
 Stages: ingest, caption, embed, train, experiment (the grid of train runs), report, recommend, and all
-(ingest -> caption -> embed -> experiment -> report), plus the helpers
-`sample` (generate a MicroLens-layout sample), `tiny-models` (build tiny random models offline) and
-`config` (print the effective config). Overrides are dotted keys; inside a stage a key of that stage's
-section may drop the prefix (`captionrec train model=sasrec features=title`). Each stage ends with a
-one-screen summary (`--json`: the summary as JSON instead); long Spark steps print a progress line.
+(ingest -> caption -> embed -> experiment -> recommend -> report: recommend refits the grid's best configuration,
+the report then shows the new items it serves), plus the helpers `sample` (generate a MicroLens-layout sample),
+`tiny-models` (build tiny random models offline), `config` (print the effective config) and `served` (print what
+recommend serves: a few rows of `recommendations` and `similar_items`, their row counts, the registered model).
+Overrides are dotted keys; inside a stage a key of that stage's section may drop the prefix (`captionrec train
+model=sasrec features=title`). Each stage ends with a one-screen summary (`--json`: the summary as JSON instead);
+long Spark steps print a progress line.
 The effective config is not printed before a run: it is written to `<report.out_dir>/configs/<command>-<UTC
 time>.yaml` and logged as artifact `config/<stage>.yaml` of the MLflow run a stage logs to (train's run; the grid's
 parent run for experiment and report), and one log line says where (`--show-config` prints it on screen as well).
@@ -43,13 +45,13 @@ from captionrec.tracking.cost import log_stage_run
 log = logging.getLogger("captionrec")
 
 STAGES = ("ingest", "caption", "embed", "train", "experiment", "report", "recommend")
-PIPELINE = {"all": ("ingest", "caption", "embed", "experiment", "report")}
+PIPELINE = {"all": ("ingest", "caption", "embed", "experiment", "recommend", "report")}
 PROGRESS_EVERY_S = 15.0
 
 
 def _parser(prog: str = "captionrec") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=[*STAGES, "all", "config", "sample", "tiny-models"])
+    p.add_argument("command", choices=[*STAGES, "all", "config", "served", "sample", "tiny-models"])
     p.add_argument("--profile", default="local", help="conf/<profile>.yaml (default: local)")
     p.add_argument("--conf", action="append", default=[], metavar="FILE", help="extra YAML merged over the profile")
     p.add_argument("--log-level", default="INFO")
@@ -217,12 +219,17 @@ def log_config_to_runs(cfg: Config, stage: str, summary: dict[str, Any], text: s
 
 
 def _follow(stage: str, cfg: Config, previous: dict[str, Any]) -> Config:
-    """In `all`, the report reads the grid the experiment stage just ran (unless the config names runs)."""
+    """In `all`, the stages after the experiment read the grid it just ran (`previous["parent_run_id"]`), not the
+    newest grid run of the experiment (a re-run of an older grid reuses its older parent run): the report (unless
+    the config names runs) and recommend (from_grid=latest becomes that grid; a configured run_id or grid id wins)."""
     import dataclasses
 
-    rc = cfg.report
-    if stage == "report" and previous.get("parent_run_id") and not (rc.parent_run_id or rc.filter):
-        return dataclasses.replace(cfg, report=dataclasses.replace(rc, parent_run_id=previous["parent_run_id"]))
+    grid = previous.get("parent_run_id")
+    rc, rec = cfg.report, cfg.recommend
+    if stage == "report" and grid and not (rc.parent_run_id or rc.filter):
+        return dataclasses.replace(cfg, report=dataclasses.replace(rc, parent_run_id=grid))
+    if stage == "recommend" and grid and rec.from_grid == "latest" and not rec.run_id:
+        return dataclasses.replace(cfg, recommend=dataclasses.replace(rec, from_grid=grid))
     return cfg
 
 
@@ -260,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(effective)
         return 0
+    if args.command == "served":  # reads only: no config file, no MLflow logging
+        return _served(cfg)
     if args.show_config:  # with --json, stdout carries the summaries only
         print(effective, file=sys.stderr if args.json else sys.stdout, flush=True)
     saved = save_config(cfg, args.command, effective)
@@ -276,13 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = open_store(spark, cfg.storage)
     log.info("tables: backend=%s root=%s catalog=%s", store.backend, cfg.storage.root, cfg.storage.catalog)
     summary: dict[str, Any] = {}
+    grid: dict[str, Any] = {}  # the grid the experiment stage ran (parent_run_id), for the stages after it
     out = sys.stdout
     for name in PIPELINE.get(args.command, (args.command,)):
         # With --json, stdout carries the summaries only: what a stage prints (TorchDistributor echoes its
         # training processes' output to sys.stdout) goes to stderr, so `captionrec train --json | jq` works.
         try:
             with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-                summary = run_stage(name, _follow(name, cfg, summary), spark, store)
+                summary = run_stage(name, _follow(name, cfg, grid), spark, store)
         except StageFailed as exc:  # recorded, summarised, and the job fails (later stages of `all` don't run)
             print_summary(exc.summary, as_json=args.json, file=out)
             log_config_to_runs(cfg, name, exc.summary, effective)
@@ -295,6 +305,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config_to_runs(cfg, name, summary, effective)
         if name in ("ingest", "caption", "embed"):  # their cost as an MLflow stage run (train logs on its own run)
             log_stage_run(cfg, name, summary)
+        if name == "experiment" and summary.get("parent_run_id"):
+            grid = {"parent_run_id": summary["parent_run_id"]}
+    return 0
+
+
+def _served(cfg: Config) -> int:
+    """`captionrec served`: what the recommend stage serves now (captionrec.report.served.show)."""
+    from captionrec.report.served import show
+    from captionrec.spark.session import get_spark
+    from captionrec.tables import open_store
+
+    spark = get_spark(cfg.spark)
+    print(show(cfg, open_store(spark, cfg.storage)), flush=True)
     return 0
 
 
