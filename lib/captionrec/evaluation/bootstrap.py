@@ -152,11 +152,10 @@ def _as_2d(x, n: int, what: str) -> np.ndarray:
 def _side_stats(tot: np.ndarray, n_w: np.ndarray, W: int, K: int) -> np.ndarray:
     """(D, W*K) resampled sums, (D, W) resampled case counts -> (D, K): per seed, the mean over windows (with a
     case in the draw) of each window's mean."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = tot.reshape(len(tot), W, K) / n_w[:, :, None]
     ok = n_w > 0
-    means = np.where(ok[:, :, None], means, 0.0)
-    return means.sum(axis=1) / ok.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(ok[:, :, None], tot.reshape(len(tot), W, K) / n_w[:, :, None], 0.0)
+        return means.sum(axis=1) / ok.sum(axis=1, keepdims=True)
 
 
 def _seed_weights(rng: np.random.Generator, draws: int, k: int) -> np.ndarray:
