@@ -403,6 +403,8 @@ CAPTION_SOURCES: dict[str, tuple[str, ...]] = {
 #                              over windows (no step), for every per-window test_* name above but counts
 #   train_loss_w<k>, refit_loss_w<k>, valid_ndcg_10_w<k>, valid_hr_10_w<k>
 #                              learning curves of window k, step = epoch
+#   progress_<name>            live progress while training (PROGRESS_METRICS; training.progress), step = rank 0's
+#                              global counter of training steps and evaluation blocks
 # NaN is never logged: a metric without cases (e.g. no cold case) is left out and listed in the tag
 # `nan_metrics`. Tags: git_commit, model, features, item_repr, split_protocol, loader,
 # delta_version.<table> (read before training: the versions trained on), warning.k_share (when a cutoff
@@ -434,6 +436,12 @@ CASE_COLUMNS: tuple[str, ...] = (
 )
 # Cases-artifact columns written when the run ranked that baseline (runs before issue 20 have none of them).
 OPTIONAL_CASE_COLUMNS: tuple[str, ...] = tuple(f"rank_{b}" for b in COLD_BASELINES)
+# Live training progress (captionrec.training.progress): progress_phase is the index of the phase in PROGRESS_PHASES.
+PROGRESS_PHASES: tuple[str, ...] = ("fit", "refit", "eval")
+PROGRESS_METRICS: tuple[str, ...] = tuple(
+    f"progress_{n}"
+    for n in ("window", "phase", "epoch", "epochs", "step", "steps", "samples_per_s", "eta_seconds", "elapsed_seconds")
+)
 
 
 def metric_name(name: str) -> str:

@@ -136,6 +136,9 @@ class TrainConfig:
     # Warn (and tag the run) when a cutoff k is at least this share of the median number of candidates a
     # case is ranked among: HR@10 = 1.0 on a 12-item catalogue means nothing.
     warn_k_share: float = 0.2
+    # Rank 0 logs a progress line (window, phase, epoch, step/steps, samples/s, ETA) and the same numbers as MLflow
+    # metrics progress_* at least this often (checked after each training step or evaluation block).
+    progress_every_s: float = 30.0
 
     # -- execution ---------------------------------------------------------------------------
     # 1: run in this process (no distributor); N > 1: TorchDistributor with N processes.
@@ -194,6 +197,8 @@ class TrainConfig:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if not 0.0 < self.warn_k_share <= 1.0:
             raise ValueError(f"warn_k_share must be in (0, 1], got {self.warn_k_share}")
+        if self.progress_every_s <= 0:
+            raise ValueError(f"progress_every_s must be > 0, got {self.progress_every_s}")
 
     @property
     def feature_parts(self) -> tuple[str, ...]:

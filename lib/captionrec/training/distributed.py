@@ -9,13 +9,27 @@ and the process group uses NCCL; nothing is guessed:
   the task's GPU is its only visible device and the process (LOCAL_RANK 0) uses cuda:0.
 A GPU run where CUDA is not available, or where a process has no GPU of its own, is an error naming
 `train.use_gpu` (never a silent CPU run, never two processes on one GPU).
+
+What the ranks log reaches the driver's console as it happens (`training.progress`), which takes two things:
+- each rank process gets a logging handler (`rank_logging`, called by `setup`): a torchrun child starts with
+  none, so its INFO lines went nowhere (Python's last-resort handler shows warnings only);
+- every process between a rank and the console writes unbuffered. Local mode: TorchDistributor runs
+  `torch_run_process_wrapper` -> torchrun -> the ranks with their output on pipes, and the wrapper re-prints
+  the ranks' lines with `print` into a pipe, which Python block-buffers (8 KiB) when stdout is not a terminal:
+  the lines arrived together at the end. `unbuffered_output` puts PYTHONUNBUFFERED=1 into the environment
+  those processes inherit and line-buffers the driver's own stdout, where TorchDistributor echoes the lines,
+  while they run. Barrier mode needs nothing more: Spark starts its Python workers (which run the wrapper)
+  with PYTHONUNBUFFERED=YES, and TorchDistributor streams each line to the driver's log server, which writes
+  it to the driver's stderr and flushes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,11 +62,52 @@ def gpu_device(local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+RANK_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [rank {rank}]: %(message)s"
+
+
+def rank_logging(rank: int, level: int = logging.INFO) -> bool:
+    """Give this process's root logger a stderr handler when it has none (a torchrun child; a process started by
+    the CLI already has one, left as it is). Returns whether it added one."""
+    root = logging.getLogger()
+    if root.handlers:
+        return False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(RANK_LOG_FORMAT.format(rank=rank)))
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("py4j", "urllib3", "filelock", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return True
+
+
+@contextlib.contextmanager
+def unbuffered_output() -> Iterator[None]:
+    """While TorchDistributor runs in local mode: the processes it starts write unbuffered, and the driver's stdout
+    (where it echoes their lines) is line-buffered. Both are restored afterwards."""
+    key, saved = "PYTHONUNBUFFERED", os.environ.get("PYTHONUNBUFFERED")
+    os.environ[key] = "1"
+    stdout = sys.stdout
+    relax = getattr(stdout, "line_buffering", None) is False and hasattr(stdout, "reconfigure")
+    if relax:
+        stdout.reconfigure(line_buffering=True)
+    try:
+        yield
+    finally:
+        if relax:
+            stdout.reconfigure(line_buffering=False)
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
+
+
 def setup(use_gpu: bool, threads: int = 0) -> tuple[int, int, torch.device]:
-    """Join the process group when there is more than one rank; pick this rank's device (and CPU threads)."""
+    """Join the process group when there is more than one rank; pick this rank's device (and CPU threads).
+    A rank process without logging gets a handler (`rank_logging`)."""
     import torch.distributed as dist
 
     rank, world, local_rank = rank_env()
+    rank_logging(rank)
     if use_gpu:
         dev = gpu_device(local_rank)
         torch.cuda.set_device(dev)
@@ -189,7 +244,7 @@ def launch(
     import pickle
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="captionrec-ddp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="captionrec-ddp-") as tmp, unbuffered_output():
         out_path = os.path.join(tmp, "rank0.pickle")
         distributor.run(_run_and_keep_rank0, fn, out_path, *args)
         if not os.path.exists(out_path):

@@ -37,6 +37,7 @@ def rank_cases(
     baselines: BaselineScorer | None,
     device: torch.device,
     batch_size: int = 512,
+    progress: Any = None,  # captionrec.training.progress.Progress: a step per block, inside the caller's phase
 ) -> tuple[dict[str, np.ndarray], int]:
     """This process's cases -> (per-case arrays: CASE_KEYS, and with `baselines` rank_<name> per ranked
     baseline + new_offset / new_group; repeat cases dropped).
@@ -53,6 +54,8 @@ def rank_cases(
     out: dict[str, list] = {"rank": [], "candidates": []}
     if len(idx):
         catalogue = Catalogue.of(model.item_vectors(), candidates)  # once for all batches
+        if progress is not None:
+            progress.expect(-(-len(idx) // batch_size))
         for i in range(0, len(idx), batch_size):
             b = idx[i : i + batch_size]
             targets = torch.from_numpy(rows["target"][b]).to(device)  # (B,)
@@ -66,6 +69,8 @@ def rank_cases(
             if baselines is not None:
                 for k, v in baselines.rank(catalogue, history, targets, seen).items():
                     out.setdefault(k, []).append(v.cpu().numpy())
+            if progress is not None:
+                progress.step(len(b))
     cases = {
         "user_idx": rows["user_idx"][idx],
         "chunk": rows["chunk"][idx],
@@ -97,6 +102,7 @@ def evaluate_cases(
     recent: np.ndarray | None = None,
     features: np.ndarray | None = None,
     feature_mask: np.ndarray | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Rank this process's cases, gather every process's cases, and summarise.
 
@@ -105,7 +111,8 @@ def evaluate_cases(
     features / feature_mask, the run's item vectors (None: no knn).
     Returns {'metrics': model metrics (+ 'repeat_dropped'), 'baselines': {name: metrics} (when `popularity`
     is given: random, popularity, random_new, [recent_popularity], [knn]), 'cases': all cases sorted by
-    (user_idx, chunk), with rank_<name> per baseline}. Every rank must call it.
+    (user_idx, chunk), with rank_<name> per baseline}. Every rank must call it. progress: rank 0's reporter (a
+    step per block of `batch_size` cases of this rank's share), inside a phase the caller opened.
     """
     scorer = None
     if popularity is not None:
@@ -125,6 +132,7 @@ def evaluate_cases(
         baselines=scorer,
         device=device,
         batch_size=batch_size,
+        progress=progress,
     )
     local["dropped"] = np.array([dropped], dtype=np.int64)
     cases = all_gather_arrays(local, world)

@@ -34,6 +34,7 @@ from captionrec.models import ItemRepresentation, NextItemObjective, Recommender
 from captionrec.training.distributed import all_reduce_sum, setup, teardown
 from captionrec.training.evaluate import evaluate_cases
 from captionrec.training.loaders import SequenceSource, eval_rows, train_batches
+from captionrec.training.progress import Progress
 from captionrec.training.results import log_run_results, summarize
 from captionrec.training.windows import FIT, REFIT, TEST, VALID, Window
 
@@ -68,6 +69,7 @@ class Context:
     world: int
     device: torch.device
     logger: Any  # captionrec.tracking.RunLogger
+    progress: Progress = field(default_factory=Progress.off)  # rank 0's live progress (training.progress)
 
 
 class LossStep(nn.Module):
@@ -153,6 +155,7 @@ def _one_epoch(step_module, opt, batches, steps: int, ctx: Context, gen, timing:
         loss_sum += float(loss.detach()) * m
         n_targets += m
         n_rows += batch["seq"].shape[0]
+        ctx.progress.step(batch["seq"].shape[0])
     timing["seconds"] += time.perf_counter() - t0
     tot = all_reduce_sum(torch.tensor([loss_sum, n_targets, n_rows], dtype=torch.float64), ctx.world, ctx.device)
     timing["targets"] += int(tot[1])
@@ -189,15 +192,17 @@ def train_model(
     batches = train_batches(job.source, k, role, ctx.rank, ctx.world, cfg.batch_size, cfg.seed + 7919 * k)
     timing = {"seconds": 0.0, "sequences": 0, "targets": 0, "epochs": 0}
     name = "train" if role == FIT else "refit"
+    steps = job.steps[(k, role)]
     try:
-        for epoch in range(epochs):
-            loss = _one_epoch(step_module, opt, batches, job.steps[(k, role)], ctx, gen, timing)
-            timing["epochs"] = epoch + 1
-            ctx.logger.log_metrics({f"{name}_loss_w{k}": loss}, step=epoch)
-            if ctx.rank == 0:
-                log.info("window %d %s epoch %d: loss %.4f", k, name, epoch, loss)
-            if after_epoch is not None and not after_epoch(epoch, model):
-                break
+        with ctx.progress.phase(k, "fit" if role == FIT else "refit", epochs * steps, steps):
+            for epoch in range(epochs):
+                loss = _one_epoch(step_module, opt, batches, steps, ctx, gen, timing)
+                timing["epochs"] = epoch + 1
+                ctx.logger.log_metrics({f"{name}_loss_w{k}": loss}, step=epoch)
+                if ctx.rank == 0:
+                    log.info("window %d %s epoch %d: loss %.4f", k, name, epoch, loss)
+                if after_epoch is not None and not after_epoch(epoch, model):
+                    break
     finally:
         close = getattr(batches, "close", None)
         if close:
@@ -220,18 +225,20 @@ class EpochSelector:
 
     def __call__(self, epoch: int, model: Recommender) -> bool:
         cfg, k = self.job.cfg, self.window.index
-        res = evaluate_cases(
-            model,
-            self.rows,
-            ks=cfg.ks,
-            exclude_seen=cfg.exclude_seen,
-            candidates=self.candidates,
-            popularity=None,
-            device=self.ctx.device,
-            world=self.ctx.world,
-            seed=cfg.seed,
-            batch_size=cfg.eval_batch_size,
-        )
+        with self.ctx.progress.phase(k, "eval", detail="valid"):
+            res = evaluate_cases(
+                model,
+                self.rows,
+                ks=cfg.ks,
+                exclude_seen=cfg.exclude_seen,
+                candidates=self.candidates,
+                popularity=None,
+                device=self.ctx.device,
+                world=self.ctx.world,
+                seed=cfg.seed,
+                batch_size=cfg.eval_batch_size,
+                progress=self.ctx.progress,
+            )
         score = res["metrics"].get(self.metric, math.nan)
         self.ctx.logger.log_metrics(
             {
@@ -269,21 +276,23 @@ def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
         model, timing = train_model(job, window, REFIT, epochs, ctx)
     else:
         model.load_state_dict(selector.best_state)
-    res = evaluate_cases(
-        model,
-        test,
-        ks=cfg.ks,
-        exclude_seen=cfg.exclude_seen,
-        candidates=None if window.is_loo else candidate_mask(job.item_available_ms, window.test_end_ms),
-        popularity=job.counts[k]["prior"],
-        device=ctx.device,
-        world=ctx.world,
-        seed=cfg.seed + 7919 * k,
-        batch_size=cfg.eval_batch_size,
-        recent=None if window.is_loo else job.counts[k]["recent"],  # the 7 days before t_k (baselines.RECENT_DAYS)
-        features=job.features if cfg.feature_sets else None,  # the content kNN's vectors: the run's (none for ID)
-        feature_mask=job.feature_mask,
-    )
+    with ctx.progress.phase(k, "eval", detail="test"):
+        res = evaluate_cases(
+            model,
+            test,
+            ks=cfg.ks,
+            exclude_seen=cfg.exclude_seen,
+            candidates=None if window.is_loo else candidate_mask(job.item_available_ms, window.test_end_ms),
+            popularity=job.counts[k]["prior"],
+            device=ctx.device,
+            world=ctx.world,
+            seed=cfg.seed + 7919 * k,
+            batch_size=cfg.eval_batch_size,
+            recent=None if window.is_loo else job.counts[k]["recent"],  # the 7 days before t_k (baselines.RECENT_DAYS)
+            features=job.features if cfg.feature_sets else None,  # the content kNN's vectors: the run's (none for ID)
+            feature_mask=job.feature_mask,
+            progress=ctx.progress,
+        )
     warnings_ = warn_k_share(res["cases"]["candidates"], cfg.ks, f"window {k} test: ", cfg.warn_k_share)
     secs = timing["seconds"]
     return {
@@ -325,7 +334,8 @@ def run_rank(job: TrainJob) -> dict[str, Any] | None:
     results: list[dict[str, Any]] = []
     try:
         with RunLogger(job.tracking, rank) as logger:
-            ctx = Context(rank, world, device, logger)
+            progress = Progress(logger, cfg.progress_every_s, active=rank == 0, world=world)
+            ctx = Context(rank, world, device, logger, progress)
             last_model = None
             for window in job.windows:
                 res = train_window(job, window, ctx)
