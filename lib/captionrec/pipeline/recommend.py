@@ -4,16 +4,16 @@
     captionrec recommend run_id=<run id>         # serve that run's logged model
     captionrec recommend retrieval=ann k=50 active_days=7
 
-Model choice. `run_id` serves that run's logged model (`model/`, `item_index.json`). `from_grid=latest` (or a
-grid run id) ranks the grid's finished children by their mean VALIDATION metric (`valid_<select_metric>` per
-window, averaged over windows and seeds; test metrics are never read), and trains that configuration once on
-every interaction up to now (the production refit, keyed by grid and configuration: a re-run reuses it): the
-train stage with one rolling window whose test week starts at the newest interaction, so epoch selection uses
-the last week and the refit model trains on everything before the newest timestamp. The refit is logged as a
-pyfunc (`captionrec.serving.pyfunc.log_recommender`), registered, and promoted to the alias only when its
-validation metric beats the champion's (`promote_if_better`; `recommend.force_promote=true` re-baselines it, e.g.
-after `select_metric` changed). The choice, its reason and the Delta versions
-are tagged on the run and returned.
+The recipe (`run`): resolve the model -> its servable catalogue -> plan the users to (re)write -> score them and
+write once -> similar_items -> the summary.
+
+Model. `run_id` serves that run's logged model (`model/`, `item_index.json`; a run without one is an error saying
+what to set). `from_grid=latest` (or a grid run id) picks the grid's configuration with the best mean VALIDATION
+metric (`captionrec.serving.choice.choose_configuration`; test metrics are never read) and trains it once on
+every interaction up to now, epochs chosen on the last week (`captionrec.pipeline.refit`: keyed by grid and
+configuration, a re-run reuses it), logged as a pyfunc, registered and promoted to the alias only when its
+validation metric beats the champion's (`captionrec.serving.registry.register_refit`). The choice, its reason
+and the Delta versions are tagged on the run and returned.
 
 Scoring. Active users (an interaction in the `active_days` before the newest interaction, or `now`) against
 every servable item (`transforms.recommend.build_catalogue`: feature models serve items embedded after
@@ -29,16 +29,14 @@ candidates), so nothing is duplicated. Users no longer active keep their last li
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from captionrec import contracts as C
+from captionrec.serving.choice import Served
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -48,231 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("captionrec.recommend")
 DAY_MS = 86_400_000
-TAG_REFIT_KEY = "captionrec.refit_key"
-REFIT_RUN = "refit"
-
-
-@dataclass
-class Served:
-    """The model being served: its run, what it is made of, and where it is registered."""
-
-    run_id: str
-    features: str
-    max_seq_len: int
-    index_ids: list[str]
-    model_ids: dict[str, str]  # feature_set -> embedding model_id it trained on
-    trained_versions: dict[str, int | None]
-    model_name: str | None = None
-    model_version: str | None = None
-    choice: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def feature_sets(self) -> list[str]:
-        return [p for p in self.features.split("+") if p != C.ID]
-
-
-# ------------------------------------------------------------------------------------ model choice
-
-
-def _client(cfg: "Config"):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from captionrec.tracking.mlflow_utils import _absolute_uri
-
-    uri = _absolute_uri(cfg.tracking.tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    if cfg.tracking.registry_uri:
-        mlflow.set_registry_uri(cfg.tracking.registry_uri)
-    return MlflowClient(uri), uri
-
-
-def newest_grid(client, experiment: str) -> Any:
-    exp = client.get_experiment_by_name(experiment)
-    runs = (
-        []
-        if exp is None
-        else client.search_runs(
-            [exp.experiment_id],
-            f"tags.`{C.TAG_KIND}` = '{C.GRID_RUN}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-    )
-    if not runs:
-        raise ValueError(
-            f"recommend.from_grid=latest: no grid run in experiment {experiment!r}; run "
-            "`captionrec experiment` first or pass recommend.run_id=<run id>"
-        )
-    return runs[0]
-
-
-def choose_configuration(client, grid_run_id: str, metric: str = "ndcg@10") -> dict[str, Any]:
-    """The (model, features) of the grid whose finished children have the best mean validation metric
-    (per window `valid_<metric>`, mean over windows, then over seeds). Test metrics are not read."""
-    name = f"valid_{C.metric_name(metric)}"
-    grid = client.get_run(grid_run_id)
-    children = client.search_runs(
-        [grid.info.experiment_id], f"tags.mlflow.parentRunId = '{grid_run_id}'", max_results=5000
-    )
-    scores: dict[tuple[str, str], list[float]] = {}
-    seeds: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for run in children:
-        if run.info.status != "FINISHED":
-            continue
-        values = [m.value for m in client.get_metric_history(run.info.run_id, name)]
-        if not values:
-            continue
-        key = (run.data.params.get("train.model", ""), run.data.params.get("train.features", ""))
-        scores.setdefault(key, []).append(float(np.mean(values)))
-        seeds[key] = seeds.get(key, []) + [(run.data.params.get("train.seed", ""), run.info.run_id)]
-    if not scores:
-        raise ValueError(f"grid run {grid_run_id} has no finished child with the validation metric {name}")
-    means = {k: float(np.mean(v)) for k, v in scores.items()}
-    best = max(sorted(means), key=lambda k: means[k])
-    ranked = sorted(means.items(), key=lambda kv: -kv[1])
-    runner_up = ranked[1] if len(ranked) > 1 else None
-    reason = (
-        f"best mean {name} of grid {grid_run_id}: {best[0]} {best[1]} = {means[best]:.4f} over "
-        f"{len(scores[best])} seed(s)"
-        + (f"; next {runner_up[0][0]} {runner_up[0][1]} = {runner_up[1]:.4f}" if runner_up else "")
-    )
-    return {
-        "grid_run_id": grid_run_id,
-        "model": best[0],
-        "features": best[1],
-        "metric": name,
-        "value": means[best],
-        "seed": int(sorted(seeds[best])[0][0] or 42),
-        "children": seeds[best],
-        "candidates": {f"{m} {f}": round(v, 6) for (m, f), v in ranked},
-        "reason": reason,
-    }
-
-
-def _refit_config(cfg: "Config", choice: dict[str, Any], newest_ms: int) -> "Config":
-    """The chosen child's train config (experiment.child_train_config) for the production refit: one rolling
-    window whose test week starts at the newest interaction, + recommend.refit_overrides."""
-    import dataclasses
-
-    from captionrec.config.loader import deep_merge, from_dict, parse_overrides, to_plain
-    from captionrec.config.train import TrainConfig
-    from captionrec.pipeline.experiment import child_train_config
-
-    train = child_train_config(cfg, choice["features"], choice["model"], choice["seed"])
-    start = dt.datetime.fromtimestamp(newest_ms / 1000, tz=dt.UTC).isoformat()
-    tree = deep_merge(to_plain(train), parse_overrides(cfg.recommend.refit_overrides))
-    tree["split"].update(protocol="rolling", num_windows=1, start=start)
-    tree.update(retrain=True)
-    return dataclasses.replace(cfg, train=from_dict(TrainConfig, tree, prefix="train"))
-
-
-def refit_from_grid(cfg: "Config", spark: "SparkSession", store: "TableStore", client, uri: str) -> tuple[str, dict]:
-    """The refit run of the grid's chosen configuration: reused when one with the same key finished, else trained
-    (the train stage), logged as a pyfunc and registered. Returns (run id, choice)."""
-    from pyspark.sql import functions as F
-
-    from captionrec.pipeline import train as train_stage
-
-    rc = cfg.recommend
-    grid = newest_grid(client, cfg.tracking.experiment) if rc.from_grid == "latest" else client.get_run(rc.from_grid)
-    choice = choose_configuration(client, grid.info.run_id, rc.select_metric)
-    key = hashlib.sha256(
-        json.dumps([grid.info.run_id, choice["model"], choice["features"], list(rc.refit_overrides)]).encode()
-    ).hexdigest()[:16]
-    choice["refit_key"] = key
-    found = client.search_runs(
-        [grid.info.experiment_id], f"tags.`{TAG_REFIT_KEY}` = '{key}' and attributes.status = 'FINISHED'", max_results=1
-    )
-    if found:
-        log.info("refit %s of %s %s reused (run %s)", key, choice["model"], choice["features"], found[0].info.run_id)
-        choice.update(refit="reused", promotion=json.loads(found[0].data.tags.get("captionrec.promotion", "null")))
-        return found[0].info.run_id, choice
-    newest = int(store.read(C.INTERACTIONS).agg(F.max("ts_ms")).first()[0])
-    rcfg = _refit_config(cfg, choice, newest)
-    log.info("refit of %s %s on every interaction (%s)", choice["model"], choice["features"], choice["reason"])
-    out = train_stage.run(
-        rcfg,
-        spark,
-        store,
-        tags={
-            C.TAG_KIND: REFIT_RUN,
-            TAG_REFIT_KEY: key,
-            "captionrec.choice": choice["reason"][:4000],
-            "captionrec.grid_run_id": grid.info.run_id,
-        },
-    )
-    choice.update(refit="trained", promotion=register(cfg, client, uri, out["run_id"], rcfg))
-    return out["run_id"], choice
-
-
-def register(cfg: "Config", client, uri_tracking: str, run_id: str, rcfg: "Config") -> dict[str, Any]:
-    """Log the refit model as a pyfunc (with retrieval=ann, with an ItemIndex over its items), register it
-    (register_recommender) and move the alias only on a better validation metric (or recommend.force_promote)."""
-    import mlflow
-    import torch
-
-    from captionrec.serving.index import ItemIndex
-    from captionrec.serving.pyfunc import log_recommender, promote_if_better, register_recommender
-    from captionrec.transforms.recommend import item_index_ids, load_recommender
-
-    rc = cfg.recommend
-    model = load_recommender(f"runs:/{run_id}/model", uri_tracking)
-    ids = item_index_ids(json.dumps(mlflow.artifacts.load_dict(f"runs:/{run_id}/{C.ITEM_INDEX_ARTIFACT}")))
-    index = None
-    if rc.retrieval == "ann":  # the served pyfunc retrieves through the same kind of index as the stage
-        with torch.no_grad():
-            vectors = model.item_vectors()[1:].float().cpu().numpy()
-        index = ItemIndex.build(vectors, ids[-len(vectors) :], device="cpu")
-    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-        uri = log_recommender(
-            model,
-            ids,
-            feature_set=rcfg.train.features,
-            model_name=rc.registered_model,
-            history_len=rcfg.train.max_seq_len,
-            index=index,
-        )
-    version = register_recommender(uri, rc.registered_model)
-    metric = f"valid_{C.metric_name(rc.select_metric)}"
-    values = [m.value for m in client.get_metric_history(run_id, metric)]
-    value = float(np.mean(values)) if values else float("nan")
-    result = promote_if_better(rc.registered_model, version, metric, value, alias=rc.alias, force=rc.force_promote)
-    result = {**result, "model_name": rc.registered_model, "version": str(version), "metric": metric, "value": value}
-    log.info("registered %s version %s (%s %.4f): %s", rc.registered_model, version, metric, value, result)
-    for k, v in {
-        "captionrec.promotion": json.dumps(result, default=str),
-        "captionrec.model_version": version,
-        "captionrec.registered_model": rc.registered_model,
-    }.items():
-        client.set_tag(run_id, k, str(v)[:5000])
-    return result
-
-
-def served_model(client, run_id: str, choice: dict[str, Any]) -> Served:
-    """What the run's logged model is: its params, tags, item index and registered version (if any)."""
-    import mlflow
-
-    run = client.get_run(run_id)
-    p, tags = run.data.params, run.data.tags
-    index = mlflow.artifacts.load_dict(f"runs:/{run_id}/{C.ITEM_INDEX_ARTIFACT}")
-    model_ids = dict(kv.split("=", 1) for kv in tags.get("feature_model_ids", "").split(",") if "=" in kv)
-    versions = {
-        t: (int(tags[f"delta_version.{t}"]) if tags.get(f"delta_version.{t}") not in (None, "", "None") else None)
-        for t in (C.INTERACTIONS, C.ITEM_FEATURES)
-    }
-    name, version = tags.get("captionrec.registered_model"), tags.get("captionrec.model_version")
-    return Served(
-        run_id,
-        p.get("train.features", C.ID),
-        int(p.get("train.max_seq_len", 20)),
-        [str(i) for i in index["item_ids"]],
-        model_ids,
-        versions,
-        name,
-        version,
-        choice,
-    )
 
 
 # ------------------------------------------------------------------------------------ the catalogue
@@ -307,6 +80,16 @@ def catalogue_of(store: "TableStore", served: Served, model: Any, version: int |
     trained = feature_vectors(store, served, served.trained_versions[C.ITEM_FEATURES], set(served.index_ids))
     stats = {fs: feature_stats(trained[fs]) for fs in served.feature_sets}
     return build_catalogue(model, served.index_ids, feature_vectors(store, served, version), stats)
+
+
+def catalogue_changed(
+    store: "TableStore", served: Served, model: Any, catalogue: Any, prev: dict[str, Any] | None, versions: dict
+) -> bool:
+    """Whether the servable items differ from those of the table's last write (feature models, item_features newer)."""
+    if not (prev and served.feature_sets and prev["item_features_version"] != versions[C.ITEM_FEATURES]):
+        return False
+    before = catalogue_of(store, served, model, prev["item_features_version"])
+    return set(before.item_ids) != set(catalogue.item_ids)
 
 
 # ------------------------------------------------------------------------------------ what to rewrite
@@ -368,30 +151,27 @@ def plan_users(
 # ------------------------------------------------------------------------------------ the stage
 
 
-def resolve(cfg: "Config", spark: "SparkSession", store: "TableStore") -> tuple[Served, Any, str]:
-    client, uri = _client(cfg)
+def resolve(cfg: "Config", spark: "SparkSession", store: "TableStore") -> tuple[Served, str]:
+    """The served model (recommend.run_id, or the grid's refit: pipeline.refit) and the tracking URI."""
+    from captionrec.pipeline.refit import refit_from_grid
+    from captionrec.serving.choice import mlflow_client, served_model
+
+    client, uri = mlflow_client(cfg)
     rc = cfg.recommend
     if rc.run_id:
         run_id, choice = rc.run_id, {"reason": f"recommend.run_id={rc.run_id}"}
     else:
         run_id, choice = refit_from_grid(cfg, spark, store, client, uri)
-    served = served_model(client, run_id, choice)
-    if served.model_version is None:  # a registered version of this run, if any
-        try:
-            found = client.search_model_versions(f"run_id = '{run_id}'")
-        except Exception:  # noqa: BLE001 - a registry that cannot search by run: unregistered
-            found = []
-        if found:
-            served.model_name, served.model_version = found[0].name, str(found[0].version)
-    return served, client, uri
+    return served_model(client, run_id, choice), uri
 
 
 def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, Any]:
-    """`captionrec recommend`: choose the model, score the pending users, MERGE once; then similar_items."""
-    from captionrec.transforms.recommend import load_recommender
+    """`captionrec recommend`: resolve the model, plan the users, score them and MERGE once; then similar_items."""
+    from captionrec.pipeline import similar_items
+    from captionrec.serving.registry import load_recommender
 
     rc, t0 = cfg.recommend, time.perf_counter()
-    served, client, uri = resolve(cfg, spark, store)
+    served, uri = resolve(cfg, spark, store)
     t_model = time.perf_counter() - t0
     versions = {
         C.INTERACTIONS: store.version(C.INTERACTIONS),
@@ -400,17 +180,13 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     model = load_recommender(f"runs:/{served.run_id}/model", uri)
     catalogue = catalogue_of(store, served, model, versions[C.ITEM_FEATURES])
     prev = previous_state(store, rc.recommendations_table)
-    changed = False
-    if prev and served.feature_sets and prev["item_features_version"] != versions[C.ITEM_FEATURES]:
-        before = catalogue_of(store, served, model, prev["item_features_version"])
-        changed = set(before.item_ids) != set(catalogue.item_ids)
+    changed = catalogue_changed(store, served, model, catalogue, prev, versions)
     interactions = store.read(C.INTERACTIONS, version=versions[C.INTERACTIONS])
     users, why = plan_users(cfg, store, interactions, versions, served, changed, prev)
     written = write_recommendations(
         cfg, store, served, catalogue, interactions, users, versions, uri, overwrite=bool(prev and prev["k"] > rc.k)
     )
     log.info("recommendations: %s (%s); %s", written, why, served.choice.get("reason"))
-    similar = similar_items(cfg, store)
     return {
         "run_id": served.run_id,
         "model": {"name": served.model_name, "version": served.model_version, "features": served.features},
@@ -420,7 +196,7 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
         "catalogue": {"items": len(catalogue.item_ids), "new_items": catalogue.new_items},
         "plan": why,
         **written,
-        "similar_items": similar,
+        "similar_items": similar_items.run(cfg, store),
         "model_seconds": round(t_model, 2),
         "table": store.location(rc.recommendations_table),
     }
@@ -506,77 +282,6 @@ def write_recommendations(
         **stats,
         **({"ann_index": index} if index else {}),
     }
-
-
-def similar_items(cfg: "Config", store: "TableStore") -> dict[str, Any]:
-    """Per caption feature set (its newest embedding model): top `similar_k` cosine neighbours of every item,
-    rewritten only for new / re-embedded items and the items they now enter the top k of; one MERGE."""
-    import pandas as pd
-    from pyspark.sql import functions as F
-
-    from captionrec.transforms.recommend import similar_rows
-
-    rc, table = cfg.recommend, cfg.recommend.similar_items_table
-    if not store.exists(C.ITEM_FEATURES):
-        return {}
-    version = store.version(C.ITEM_FEATURES)
-    feats = store.read(C.ITEM_FEATURES, version=version).where(
-        F.col("vector").isNotNull() & F.col("feature_set").isin(list(rc.similar_feature_sets))
-    )
-    prev = store.read(table) if store.exists(table) else None
-    frames, out = [], {}
-    for fs in sorted(r["feature_set"] for r in feats.select("feature_set").distinct().collect()):
-        rows = feats.where(F.col("feature_set") == fs).select("item_id", "model_id", "vector", "created_at").collect()
-        model_id = max(rows, key=lambda r: (r["created_at"], r["model_id"]))["model_id"]
-        rows = [r for r in rows if r["model_id"] == model_id]
-        vectors = {r["item_id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
-        kth, changed = _similar_state(store, prev, fs, model_id, rc.similar_k, rows)
-        got, n = similar_rows(vectors, changed, kth, rc.similar_k, rc.similar_batch_size)
-        out[fs] = {"model_id": model_id, "items": len(vectors), "rewritten": n}
-        if got:
-            frames.append(
-                pd.DataFrame(got, columns=["item_id", "rank", "neighbor_id", "score"]).assign(
-                    feature_set=fs, model_id=model_id
-                )
-            )
-    if not frames:
-        return out
-    pdf = pd.concat(frames, ignore_index=True)
-    df = store.spark.createDataFrame(
-        pdf, "item_id string, rank int, neighbor_id string, score float, feature_set string, model_id string"
-    )
-    df = df.withColumn("item_features_version", F.lit(version).cast("long")).withColumn(
-        "created_at", F.lit(dt.datetime.now(dt.UTC))
-    )
-    res = store.upsert(table, df, C.KEYS[C.SIMILAR_ITEMS])
-    out["version"] = res.version
-    return out
-
-
-def _similar_state(
-    store: "TableStore", prev: "DataFrame" | None, fs: str, model_id: str, k: int, rows: list
-) -> tuple[dict[str, float], set[str]]:
-    """(each written item's k-th score, the items new or re-embedded since the set's last write)."""
-    from pyspark.sql import functions as F
-
-    if prev is None:
-        return {}, set()
-    mine = prev.where((F.col("feature_set") == fs) & (F.col("model_id") == model_id))
-    state = mine.agg(F.max("rank").alias("k"), F.max("item_features_version").alias("v")).first()
-    if state["k"] is None or state["k"] != k:
-        return {}, set()
-    kth = {
-        r["item_id"]: (float("-inf") if r["score"] is None else float(r["score"]))
-        for r in mine.where(F.col("rank") == k).select("item_id", "score").collect()
-    }
-    old = (
-        store.read(C.ITEM_FEATURES, version=int(state["v"]))
-        .where((F.col("feature_set") == fs) & (F.col("model_id") == model_id))
-        .select("item_id", "created_at")
-        .collect()
-    )
-    before = {(r["item_id"], r["created_at"]) for r in old}
-    return kth, {r["item_id"] for r in rows if (r["item_id"], r["created_at"]) not in before}
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -91,6 +91,8 @@ def rolling_windows(
             f"{num_windows} window(s) of {window_days} days need more history: the first validation week would "
             f"start before the oldest interaction (data span {span:.1f} days); lower split.num_windows or move split.start"
         )
-    if windows[-1].test_start_ms > max_ts_ms:
+    # A test week starting 1 ms after the newest interaction (so empty) is allowed: the recommend stage's
+    # production refit, whose retrain phase then trains on every interaction (validation: the last week).
+    if windows[-1].test_start_ms > max_ts_ms + 1:
         raise ValueError(f"split.start={start!r}: the last window starts after the newest interaction")
     return windows

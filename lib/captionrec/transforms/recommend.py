@@ -1,5 +1,5 @@
 """The recommend stage's transforms: the served catalogue (item vectors of a logged model, new items included),
-users' histories as Arrow rows, top-k scoring through the model-map, and similar items by cosine.
+users' histories as Arrow rows, and top-k scoring through the model-map (similar items: `transforms.similar_items`).
 
 Scoring runs in the workers (`captionrec.spark.modelmap.model_map`): the model is loaded once per worker process
 and device from its MLflow URI, the catalogue's vectors travel with the task (a few MB); each Arrow batch of
@@ -139,18 +139,6 @@ class ScorerSpec:
     index_uri: str | None = None  # retrieval=ann: the driver's ItemIndex over `vectors` (an MLflow artifact URI)
 
 
-def load_recommender(model_uri: str, tracking_uri: str, device: str = "cpu") -> Any:
-    """The Recommender inside a logged HistoryScorer (`mlflow.pytorch`), in eval mode on `device`."""
-    import mlflow
-    import mlflow.pytorch
-
-    mlflow.set_tracking_uri(tracking_uri)
-    scorer = mlflow.pytorch.load_model(model_uri, map_location=device)
-    model = getattr(scorer, "model", scorer)
-    model.objective = None
-    return model.to(device).eval()
-
-
 def catalogue_digest(item_ids: Sequence[str], vectors: np.ndarray) -> str:
     """16 hex digits of the catalogue's ids and vectors: names its index artifact and keys the workers' cache."""
     import hashlib
@@ -200,6 +188,8 @@ def construct_scorer(spec: ScorerSpec, device: str) -> dict[str, Any]:
 
     if spec.retrieval == "ann" and not spec.index_uri:
         raise ValueError("retrieval=ann: the scorer loads the driver's index (ScorerSpec.index_uri), none given")
+    from captionrec.serving.registry import load_recommender
+
     out = {
         "model": load_recommender(spec.model_uri, spec.tracking_uri, device),
         "device": device,
@@ -343,71 +333,3 @@ def user_inputs(
     start = F.greatest(F.lit(1), F.size("all_hist") - F.lit(max_seq_len - 1))
     out = out.select("user_id", F.slice("all_hist", start, F.lit(max_seq_len)).alias("hist"), "seen")
     return out.repartition(partitions, "user_id") if partitions else out
-
-
-# ------------------------------------------------------------------------------------ similar items
-
-
-def cosine_top_k(
-    queries: np.ndarray, query_ids: Sequence[str], vectors: np.ndarray, ids: Sequence[str], k: int, block: int = 2048
-) -> list[tuple[str, int, str | None, float | None]]:
-    """(item_id, rank, neighbor_id, score) rows: each query's top k cosine neighbours among `vectors`, itself left
-    out; ranks 1..k, neighbor null past the available items."""
-    import torch
-
-    def unit(a: np.ndarray) -> "torch.Tensor":
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-        return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    v, where = unit(vectors), {i: n for n, i in enumerate(ids)}
-    out: list[tuple[str, int, str | None, float | None]] = []
-    q_all = unit(queries)
-    for start in range(0, len(query_ids), block):
-        q = q_all[start : start + block]
-        sims = q @ v.T
-        for r, item in enumerate(query_ids[start : start + block]):
-            if item in where:
-                sims[r, where[item]] = float("-inf")
-        val, pos = torch.topk(sims, min(k, sims.shape[1]), dim=1)
-        for r, item in enumerate(query_ids[start : start + block]):
-            for rank in range(1, k + 1):
-                ok = rank <= val.shape[1] and not torch.isinf(val[r, rank - 1])
-                out.append(
-                    (item, rank, ids[int(pos[r, rank - 1])] if ok else None, float(val[r, rank - 1]) if ok else None)
-                )
-    return out
-
-
-def similar_rows(
-    vectors: dict[str, np.ndarray], changed: set[str], previous_kth: dict[str, float], k: int, block: int = 2048
-) -> tuple[list, int]:
-    """Rows (item_id, rank, neighbor_id, score) to (re)write for one feature set, and how many items they cover.
-
-    changed: items new or re-embedded since the last run (everything on the first run: previous_kth empty);
-    previous_kth: each written item's k-th score (-inf when it has fewer than k neighbours). An unchanged item is
-    rewritten only when a changed item now beats its k-th neighbour (its list would change); the rest stay."""
-    ids = sorted(vectors)
-    mat = np.asarray([vectors[i] for i in ids], dtype=np.float32)
-    redo = set(changed) | {i for i in ids if i not in previous_kth}
-    others = [i for i in ids if i not in redo]
-    if redo and others:
-        ch = sorted(redo)
-        sims = cosine_top_k(
-            np.asarray([vectors[i] for i in others], dtype=np.float32),
-            others,
-            np.asarray([vectors[i] for i in ch], dtype=np.float32),
-            ch,
-            1,
-            block,
-        )
-        redo |= {item for item, _, nb, s in sims if nb is not None and s > previous_kth[item]}
-    query = sorted(redo)
-    if not query:
-        return [], 0
-    rows = cosine_top_k(np.asarray([vectors[i] for i in query], dtype=np.float32), query, mat, ids, k, block)
-    return rows, len(query)
-
-
-def item_index_ids(text: str) -> list[str]:
-    """The item ids of a train run's item_index.json (position i <-> item_idx i + 1)."""
-    return [str(i) for i in json.loads(text)["item_ids"]]
