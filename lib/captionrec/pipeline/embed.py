@@ -274,7 +274,7 @@ def cost_summary(driver: dict[str, Any], workers: dict[str, dict[str, float]]) -
     from captionrec.tracking.cost import group_cost, stage_cost
 
     items = sum(w.get("items", 0.0) for w in workers.values())
-    per_set = {fs: group_cost(w, driver, w.get("items", 0.0) / items) for fs, w in sorted(workers.items()) if items}
+    per_set = {fs: group_cost(w, driver, w["items"] / items) for fs, w in sorted(workers.items()) if w.get("items")}
     return {"cost": stage_cost(driver, workers), "cost_per_feature_set": per_set}
 
 
