@@ -8,7 +8,7 @@ no longer active keep older rows, which are not counted), the model run in MLflo
 - an item is *new to the model* when the model never trained on it: it is not in the run's item index
   (`item_index.json`: the items of the interactions snapshot it trained on, so items ingested or first interacted
   after that snapshot), or its first interaction is at or after the run's training cutoff (`train.split.start`:
-  the recommend stage's refit sets it to the newest interaction it saw and trains on the interactions before it);
+  the recommend stage's refit sets it 1 ms after the newest interaction it saw and trains on those before it);
 - the items that exist: the `items` table (ingested) and every item of `interactions`;
 - "with a vector": the item has a vector of each of the model's feature sets in `item_features` (a feature-based
   model can score it without retraining; an ID-only model serves only items seen in training).
