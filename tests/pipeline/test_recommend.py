@@ -61,11 +61,12 @@ def _cfg(tmp, *overrides):
 
 
 def _grid(client, exp_id, children):
-    """A grid run with FINISHED children: (model, features, seed, valid per window, test mean)."""
+    """A grid run with FINISHED children: (model, features, seed, valid per window, test mean[, more params])."""
     parent = client.create_run(exp_id, tags={C.TAG_KIND: C.GRID_RUN}).info.run_id
-    for model, features, seed, valid, test in children:
+    for model, features, seed, valid, test, *more in children:
         r = client.create_run(exp_id, tags={C.TAG_KIND: C.CHILD_RUN, "mlflow.parentRunId": parent}).info.run_id
-        for k, v in {"train.model": model, "train.features": features, "train.seed": seed}.items():
+        params = {"train.model": model, "train.features": features, "train.seed": seed, **(more[0] if more else {})}
+        for k, v in params.items():
             client.log_param(r, k, v)
         for w, v in enumerate(valid):
             client.log_metric(r, "valid_ndcg_10", v, step=w)
@@ -82,7 +83,7 @@ def test_choice_ranks_by_validation_never_test(tmp_path):
     windows and seeds): the validation one is chosen; a later grid is the `latest` one."""
     from mlflow.tracking import MlflowClient
 
-    from captionrec.pipeline.recommend import choose_configuration, newest_grid
+    from captionrec.serving.choice import choose_configuration, newest_grid
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("choice", artifact_location=str(tmp_path / "art"))
@@ -103,6 +104,42 @@ def test_choice_ranks_by_validation_never_test(tmp_path):
     assert (choice["model"], choice["features"]) == ("two_tower", "mllm_av")
     assert choice["metric"] == "valid_ndcg_10" and choice["value"] == pytest.approx(0.255)
     assert "test" not in choice["reason"] and len(choice["children"]) == 2
+
+
+def test_choice_among_trials_and_the_refit_trains_on_everything(tmp_path):
+    """A tuned row's trials (children differing in train.lr) are configurations of their own: the best mean
+    validation one wins (never the best test one), and the production refit trains that trial's values on one
+    window whose (empty) test week starts just after the newest interaction: every interaction is refit data."""
+    from mlflow.tracking import MlflowClient
+
+    from captionrec.pipeline.refit import refit_config
+    from captionrec.serving.choice import choose_configuration
+    from captionrec.training.windows import rolling_windows
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("trials", artifact_location=str(tmp_path / "art"))
+    lr = lambda v: {"train.lr": v, "train.dropout": "0.1"}  # noqa: E731
+    grid = _grid(
+        client,
+        exp,
+        [
+            ("two_tower", "mllm_av", "1", [0.20], 0.90, lr("0.001")),  # trial 0 on the first seed: best test
+            ("two_tower", "mllm_av", "1", [0.30], 0.10, lr("0.01")),  # trial 1: best validation
+            ("two_tower", "mllm_av", "2", [0.28], 0.10, lr("0.01")),  # the chosen trial's other seed
+            ("sasrec", "id", "1", [0.25], 0.95, lr("0.001")),
+        ],
+    )
+    choice = choose_configuration(client, grid)
+    assert (choice["model"], choice["features"], choice["hyperparameters"]) == ("two_tower", "mllm_av", {"lr": "0.01"})
+    assert choice["value"] == pytest.approx(0.29) and len(choice["children"]) == 2 and "lr=0.01" in choice["reason"]
+
+    newest = 1_700_000_000_000
+    rcfg = refit_config(load_config("local", ["train.lr=0.005"]), choice, newest)
+    assert rcfg.train.lr == 0.01 and rcfg.train.dropout == 0.1 and rcfg.train.retrain
+    (w,) = rolling_windows(newest - 60 * 86_400_000, newest, 1, 7, rcfg.train.split.start)
+    # the retrain phase trains on everything before test_start (the newest interaction included); validation:
+    # the last 7 days, the newest included
+    assert w.test_start_ms == newest + 1 and w.valid_start_ms == newest + 1 - 7 * 86_400_000
 
 
 def test_top_k_excludes_seen_and_pads():
@@ -144,7 +181,7 @@ def test_force_promote_config():
 
 
 def test_similar_rows_incremental_matches_full():
-    from captionrec.transforms.recommend import similar_rows
+    from captionrec.transforms.similar_items import similar_rows
 
     rng = np.random.default_rng(0)
     vecs = {f"i{n:03d}": rng.normal(size=8).astype(np.float32) for n in range(40)}
@@ -254,8 +291,12 @@ def test_new_items_then_new_model(spark, world):
     s = recommend.run(cfg, spark, store)
     df = _table(store)
     assert s["plan"].startswith("all:") and "servable items changed" in s["plan"]
-    unseen = 60 - world["syn"].interactions["item_id"].nunique()  # vectors but no interaction: new to the model too
-    assert s["catalogue"]["new_items"] == 3 + unseen and len(df) == n_rows
+    import mlflow
+
+    indexed = set(mlflow.artifacts.load_dict(f"runs:/{world['run_id']}/{C.ITEM_INDEX_ARTIFACT}")["item_ids"])
+    outside = set(items["item_id"]) - indexed  # new to the model (not in its item index): the 3 embedded after it
+    assert {"n000", "n001", "n002"} <= outside
+    assert s["catalogue"]["new_items"] == len(outside) and len(df) == n_rows
     assert set(df["item_features_version"]) == {store.version(C.ITEM_FEATURES)}
     topics = _user_topics(world["syn"])
     hits = df[df["item_id"].str.startswith("n") & (df["rank"] <= 10)]
@@ -272,18 +313,27 @@ def test_new_items_then_new_model(spark, world):
 
     client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
     exp = client.get_experiment_by_name("recommend-tests").experiment_id
-    _grid(client, exp, [("sasrec", "id", "42", [0.1], 0.9), ("two_tower", "mllm_av", "42", [0.3], 0.1)])
+    _grid(client, exp, [("sasrec", "id", "42", [0.1], 0.9), ("two_tower", "id+mllm_av", "42", [0.3], 0.1)])
+    # the newest interaction of all, with an item no one had: the production refit must train on it
+    newest = int(store.read(C.INTERACTIONS).toPandas()["ts_ms"].max()) + 60_000
+    late = pd.DataFrame({"user_id": ["u00005"], "item_id": ["late01"], "ts_ms": [newest]})
+    late["ts"] = pd.to_datetime(late["ts_ms"], unit="ms", utc=True)
+    store.append(C.INTERACTIONS, spark.createDataFrame(late[["user_id", "item_id", "ts", "ts_ms"]]))
     gcfg = _cfg(tmp, "recommend.from_grid=latest", "recommend.retrieval=ann")
     g = recommend.run(gcfg, spark, store)
     df2 = _table(store)
-    assert g["ann_index"]["built"] and g["ann_index"]["artifact_uri"].startswith(f"runs:/{g['run_id']}/ann_index/")
-    import mlflow
+    from captionrec.serving.registry import load_recommender
 
+    refit = load_recommender(f"runs:/{g['run_id']}/model", f"sqlite:///{tmp}/mlflow.db")
+    index = mlflow.artifacts.load_dict(f"runs:/{g['run_id']}/{C.ITEM_INDEX_ARTIFACT}")["item_ids"]
+    assert bool(refit.item_repr.known[index.index("late01") + 1]), "the refit did not train on the newest interaction"
+    assert g["choice"]["newest_interaction_ms"] == newest and not df2.duplicated(["user_id", "rank"]).any()
+    assert g["ann_index"]["built"] and g["ann_index"]["artifact_uri"].startswith(f"runs:/{g['run_id']}/ann_index/")
     champion = mlflow.pyfunc.load_model("models:/captionrec_recommender@champion")
     assert champion.unwrap_python_model().index is not None  # retrieval=ann: the registered pyfunc has its index
     source = mlflow.artifacts.download_artifacts("models:/captionrec_recommender@champion", dst_path=str(tmp / "v1"))
     assert (tmp / "v1" / "code" / "captionrec" / "models" / "base.py").is_file(), source  # carries captionrec
-    assert g["choice"]["features"] == "mllm_av" and g["choice"]["refit"] == "trained"
+    assert g["choice"]["features"] == "id+mllm_av" and g["choice"]["refit"] == "trained"
     assert g["plan"].startswith("all: new model") and g["run_id"] != world["run_id"]
     assert set(df2["run_id"]) == {g["run_id"]} and len(df2) == n_rows
     assert g["model"]["name"] == "captionrec_recommender" and g["model"]["version"] == "1"
@@ -346,3 +396,19 @@ def test_ann_retrieval_matches_exact(spark, world):
     assert again["ann_index"] == {"artifact_uri": built["artifact_uri"], "built": False, "seconds": 0.0}
     ann2 = store.read("recs_ann2").toPandas().sort_values(["user_id", "rank"])
     assert ann2["item_id"].fillna("").tolist() == ann["item_id"].fillna("").tolist()
+
+
+def test_a_run_without_a_model_is_a_clear_error(spark, world):
+    """recommend.run_id=<a run that logged no model> stops before any scoring, naming what to set."""
+    from mlflow.tracking import MlflowClient
+
+    from captionrec.pipeline import recommend
+
+    tmp = world["tmp"]
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    bare = client.create_run(client.get_experiment_by_name("recommend-tests").experiment_id).info.run_id
+    client.set_terminated(bare, "FINISHED")
+    cfg = _cfg(tmp, f"recommend.run_id={bare}", "recommend.recommendations_table=recs_none")
+    with pytest.raises(ValueError, match=r"logged no model.*train\.log_model=true.*from_grid=latest"):
+        recommend.run(cfg, spark, world["store"])
+    assert not world["store"].exists("recs_none")
