@@ -156,11 +156,24 @@ def test_embed_every_feature_set_incrementally(spark, tmp_path, tiny_dir, media)
         "title/tiny:text": 32,
         "videomae/tiny:videomae": 32,
     }
+    # cost per feature set: the rows each one sent through the model-map, measured in the workers, on a CPU
+    per_set = s1["cost_per_feature_set"]
+    assert {fs: c["items"] for fs, c in per_set.items()} == s1["to_embed"]
+    for fs, c in per_set.items():
+        assert c["device"] == "cpu" and c["gpu_seconds"] == 0 and c["per_1k_gpu_seconds"] == 0, fs
+        assert c["worker_cpu_seconds"] > 0 and c["per_1k_cpu_seconds"] > 0 and c["worker_peak_rss_mb"] > 50, fs
+    assert s1["cost"]["items"] == sum(s1["to_embed"].values()) and s1["cost"]["load_seconds"] > 0
+    assert embed.format_summary(s1).count("cost per 1,000 items:") == len(per_set) == 6
+    assert s1["cost"]["cpu_seconds"] == pytest.approx(
+        s1["cost"]["driver_cpu_seconds"] + sum(c["worker_cpu_seconds"] for c in per_set.values()), abs=0.01
+    )
+    assert sum(c["wall_seconds"] for c in per_set.values()) == pytest.approx(s1["cost"]["wall_seconds"], abs=0.01)
 
     # -- re-run with nothing new: nothing embedded, no commit
     v_feat, v_err = store.version(C.ITEM_FEATURES), store.version(C.FEATURE_ERRORS)
     s2 = embed.run(cfg, spark, store)
     assert s2["to_embed"] == {} and s2["inserted"] == s2["updated"] == s2["errors_recorded"] == 0
+    assert s2["cost_per_feature_set"] == {} and s2["cost"]["items"] == 0 and s2["cost"]["items_per_s"] == 0
     assert (store.version(C.ITEM_FEATURES), store.version(C.FEATURE_ERRORS)) == (v_feat, v_err)
 
     # -- a new video caption version for i1 re-embeds exactly i1's mllm_video and mllm_av
@@ -179,6 +192,7 @@ def test_embed_every_feature_set_incrementally(spark, tmp_path, tiny_dir, media)
     )
     s3 = embed.run(cfg, spark, store)
     assert s3["to_embed"] == {"mllm_av": 2, "mllm_video": 2}
+    assert {fs: c["items"] for fs, c in s3["cost_per_feature_set"].items()} == s3["to_embed"]
     assert (s3["inserted"], s3["updated"], s3["errors_resolved"]) == (2, 2, 2)
     after = _features(store)
     changed = {k for k in after if k not in feats or after[k]["source_version"] != feats[k]["source_version"]}
