@@ -67,7 +67,7 @@ def _grid(client, exp_id, children):
         r = client.create_run(exp_id, tags={C.TAG_KIND: C.CHILD_RUN, "mlflow.parentRunId": parent}).info.run_id
         params = {"train.model": model, "train.features": features, "train.seed": seed, **(more[0] if more else {})}
         for k, v in params.items():
-            client.log_param(r, k, v)
+            client.set_tag(r, k[4:], v) if k.startswith("tag:") else client.log_param(r, k, v)
         for w, v in enumerate(valid):
             client.log_metric(r, "valid_ndcg_10", v, step=w)
             client.log_metric(r, "test_ndcg_10", test, step=w)
@@ -118,20 +118,24 @@ def test_choice_among_trials_and_the_refit_trains_on_everything(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("trials", artifact_location=str(tmp_path / "art"))
-    lr = lambda v: {"train.lr": v, "train.dropout": "0.1"}  # noqa: E731
+    def lr(v, chosen):
+        return {"train.lr": v, "train.dropout": "0.1", f"tag:{C.TAG_TRIAL_CHOSEN}": chosen}
+
     grid = _grid(
         client,
         exp,
         [
-            ("two_tower", "mllm_av", "1", [0.20], 0.90, lr("0.001")),  # trial 0 on the first seed: best test
-            ("two_tower", "mllm_av", "1", [0.30], 0.10, lr("0.01")),  # trial 1: best validation
-            ("two_tower", "mllm_av", "2", [0.28], 0.10, lr("0.01")),  # the chosen trial's other seed
-            ("sasrec", "id", "1", [0.25], 0.95, lr("0.001")),
+            ("two_tower", "mllm_av", "1", [0.20], 0.90, lr("0.001", "false")),  # trial 0, first seed: best test
+            ("two_tower", "mllm_av", "1", [0.30], 0.10, lr("0.01", "true")),  # trial 1: best validation, chosen
+            ("two_tower", "mllm_av", "2", [0.28], 0.10, lr("0.01", "true")),  # the chosen trial's other seed
+            ("sasrec", "id", "1", [0.25], 0.95, lr("0.001", "true")),
+            ("sasrec", "id", "1", [0.40], 0.95, lr("0.003", "false")),  # a trial its row did not choose: left out
         ],
     )
     choice = choose_configuration(client, grid)
     assert (choice["model"], choice["features"], choice["hyperparameters"]) == ("two_tower", "mllm_av", {"lr": "0.01"})
     assert choice["value"] == pytest.approx(0.29) and len(choice["children"]) == 2 and "lr=0.01" in choice["reason"]
+    assert len(choice["candidates"]) == 2  # the unchosen trials are no candidates
 
     newest = 1_700_000_000_000
     rcfg = refit_config(load_config("local", ["train.lr=0.005"]), choice, newest)

@@ -3,8 +3,9 @@
 - `choose_configuration`: the configuration of a grid with the best mean VALIDATION metric (`valid_<metric>` per
   window, mean over windows, then over the seeds of one configuration; test metrics are never read). A
   configuration is a (model, features) row and, when the grid tunes a row over several trials (child runs that
-  differ in hyperparameters, tagged `captionrec.trial` or not), the trial's hyperparameters: every `train.*`
-  param of the child except the seed. Children may sit directly under the grid run or one level deeper (a row
+  differ in hyperparameters), the trial's hyperparameters: every `train.*` param of the child except the seed.
+  Trials their row did not choose (tag captionrec.trial_chosen = "false", the experiment's own choice on
+  validation) are left out, as the report leaves them out; untagged children all count. Children may sit directly under the grid run or one level deeper (a row
   run holding its trials).
 - `Served` / `served_model`: what a logged model is made of (its run's params, tags and item index) and where it
   is registered.
@@ -20,7 +21,7 @@ import numpy as np
 
 from captionrec import contracts as C
 
-TRIAL_TAG = "captionrec.trial"  # the trial number of a tuned row's child run (the experiment stage's tuning)
+TRIAL_CHOSEN_TAG = C.TAG_TRIAL_CHOSEN  # "false" on a tuned row's trials its row did not choose (skipped here)
 # train.* params that are not a configuration's hyperparameters: the seed (averaged over), what the refit
 # replaces (split, retrain) and where / how it runs.
 NOT_HYPERPARAMETERS = frozenset(
@@ -110,7 +111,7 @@ def choose_configuration(client: Any, grid_run_id: str, metric: str = "ndcg@10")
     seeds: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
     hps: dict[tuple[str, str, str], dict[str, str]] = {}
     for run in _children(client, grid):
-        if run.info.status != "FINISHED":
+        if run.info.status != "FINISHED" or run.data.tags.get(TRIAL_CHOSEN_TAG) == "false":
             continue
         values = [m.value for m in client.get_metric_history(run.info.run_id, name)]
         if not values:
