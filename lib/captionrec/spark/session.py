@@ -3,6 +3,11 @@
 On a cluster master (spark-submit's session, spark://, local-cluster[...]) the session's default task
 request is checked against its executors at start (`captionrec.spark.cluster.check_session`): a
 request no executor can ever satisfy is a `ClusterConfigError` naming the settings, not a silent hang.
+
+Spark warnings that are known to be benign for this project are filtered where the session is made
+(`quiet_benign_warnings`, BENIGN_SPARK_WARNINGS): exactly those messages of exactly those loggers, through a
+log4j2 RegexFilter on the driver; everything else Spark warns still shows. Each is logged once at DEBUG with
+the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +19,18 @@ import sys
 from captionrec.config.schema import SparkConfig
 
 log = logging.getLogger(__name__)
+
+# log4j2 logger (and its descendants) -> (start of the message, why it is benign here).
+BENIGN_SPARK_WARNINGS: dict[str, tuple[str, str]] = {
+    # WindowExec (WindowExecBase.requiredChildDistribution) warns on every plan of a window without PARTITION BY.
+    "org.apache.spark.sql.execution.window": (
+        "No Partition Defined for Window operation!",
+        "the key indexing (transforms.sequences._numbered) numbers the distinct user and item ids with a global "
+        "row_number on purpose: one partition of distinct keys is cheap for catalogs of millions, and unlike "
+        "RDD zipWithIndex it works on Spark Connect and shared clusters",
+    ),
+}
+_quieted: set[str] = set()  # loggers whose benign warning this process has filtered (and said so at DEBUG)
 
 
 def _embedded_env() -> None:
@@ -45,6 +62,7 @@ def get_spark(cfg: SparkConfig):
                     spark.conf.set(k, v)
                 except Exception as exc:  # static confs can't change on a running session
                     log.warning("could not set %s on the active session: %s", k, exc)
+        quiet_benign_warnings(spark)
         _check(spark)
         return spark
 
@@ -67,8 +85,40 @@ def get_spark(cfg: SparkConfig):
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    quiet_benign_warnings(spark)
     _check(spark)
     return spark
+
+
+def quiet_benign_warnings(spark) -> list[str]:
+    """Filter BENIGN_SPARK_WARNINGS out of the driver's log4j2 output (idempotent); returns the loggers filtered
+    by this call. A logger without a configuration of its own gets one that inherits its level and appenders."""
+    try:
+        jvm = spark.sparkContext._jvm
+    except Exception:  # noqa: BLE001 - Spark Connect: the driver's log4j is not reachable from here
+        log.debug("Spark Connect: Spark's benign warnings are not filtered (%s)", ", ".join(BENIGN_SPARK_WARNINGS))
+        return []
+    log4j = jvm.org.apache.logging.log4j
+    result = getattr(log4j.core, "Filter$Result")
+    context = log4j.LogManager.getContext(False)
+    config = context.getConfiguration()
+    done = []
+    for name, (message, reason) in BENIGN_SPARK_WARNINGS.items():
+        regex = f"\\Q{message}\\E.*"
+        own = config.getLoggerConfig(name)
+        if own.getName() != name:
+            own = log4j.core.config.LoggerConfig(name, None, True)  # level None: the parent's, as it changes
+            config.addLogger(name, own)
+        elif regex in str(own.getFilter()):
+            continue
+        own.addFilter(log4j.core.filter.RegexFilter.createFilter(regex, None, False, result.DENY, result.NEUTRAL))
+        done.append(name)
+        if name not in _quieted:
+            _quieted.add(name)
+            log.debug("Spark's warning %r (logger %s) is filtered from the console: %s", message, name, reason)
+    if done:
+        context.updateLoggers()
+    return done
 
 
 def _check(spark) -> None:
