@@ -352,6 +352,7 @@ def recbole_config(args, data_root: Path, run_dir: Path, seed: int, values: dict
         "metrics": ["Hit", "NDCG", "MRR"],
         "topk": [10],
         "valid_metric": "NDCG@10",
+        "metric_decimal_place": 8,  # RecBole rounds to 4 places by default: too coarse for the 1e-4 check
         **(values or {}),  # a tuning trial's point of RECBOLE_SPACE
     }
 
