@@ -99,6 +99,10 @@ def vector_table(features: pd.DataFrame, topics: pd.Series | None, knn: int, thr
     rank = {fs: i for i, fs in enumerate(C.FEATURE_SETS)}
     rows = []
     for (fs, model_id, versions), g in f.groupby(["feature_set", "model_id", "caption_versions"], sort=False):
+        lengths = sorted({len(v) for v in g["vector"]})
+        if len(lengths) > 1:  # the train stage refuses such a set too; the report describes the others
+            log.warning("quality: %s (%s) left out: vectors of different lengths %s", fs, model_id, lengths)
+            continue
         row = {
             "feature_set": fs,
             "model_id": model_id,
