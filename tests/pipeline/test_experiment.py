@@ -162,6 +162,9 @@ def test_plan_keys_follow_config_and_table_versions(spark, lake, tmp_path):
     assert {c.key for c in other_seed}.isdisjoint(c.key for c in children)
     same, _ = experiment.plan_grid(cfg, store)
     assert [c.key for c in same] == [c.key for c in children]
+    chatty, _ = experiment.plan_grid(_cfg(tmp_path, root, "[id,title]", "train.progress_every_s=5"), store)
+    assert chatty[0].cfg.train.progress_every_s == 5  # how often a run reports trains nothing else: same keys
+    assert [c.key for c in chatty] == [c.key for c in children]
     inputs = experiment.input_tables(store, children[1].cfg.train)
     bumped = {**inputs, C.ITEM_FEATURES: {**inputs[C.ITEM_FEATURES], "version": inputs[C.ITEM_FEATURES]["version"] + 1}}
     assert experiment.child_key(children[1].cfg.train, bumped) != children[1].key

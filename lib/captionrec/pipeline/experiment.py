@@ -93,8 +93,13 @@ def input_tables(store: "TableStore", train: TrainConfig) -> dict[str, dict[str,
     return out
 
 
+# Train keys that change what a run reports while it runs, never what it trains: not part of a child's key.
+NOT_IN_KEY = ("progress_every_s",)
+
+
 def child_key(train: TrainConfig, inputs: dict[str, Any]) -> str:
-    blob = json.dumps({"train": to_plain(train), "inputs": inputs}, sort_keys=True, default=str)
+    plain = {k: v for k, v in to_plain(train).items() if k not in NOT_IN_KEY}
+    blob = json.dumps({"train": plain, "inputs": inputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
