@@ -465,6 +465,7 @@ GRID_RUN = "grid"
 CHILD_RUN = "child"
 STAGE_RUN = "stage"  # a caption / embed / ingest run recording what the stage cost (`tracking.cost`)
 TAG_STAGE = "captionrec.stage"  # on a STAGE_RUN: the stage
+REFIT_RUN = "refit"  # the recommend stage's production refit of the grid's chosen configuration
 TAG_GRID_KEY = "captionrec.grid_key"  # hash of the grid's child keys: a re-run of the same grid finds its parent
 TAG_CHILD_KEY = "captionrec.child_key"  # hash of the effective train config + input table locations/versions
 TAG_ERROR = "captionrec.error"  # a failed child's error (the traceback is the artifact ERROR_ARTIFACT)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("captionrec.recommend")
 TAG_REFIT_KEY = "captionrec.refit_key"
-REFIT_RUN = "refit"
 # Bumped when what a refit trains on changes (2: every interaction, the newest included), so an older refit
 # with the same grid and configuration is not reused.
 REFIT_SCHEME = 2
@@ -113,7 +112,7 @@ def refit_from_grid(
     rcfg = refit_config(cfg, choice, newest)
     log.info("refit of %s %s on every interaction (%s)", choice["model"], choice["features"], choice["reason"])
     tags = {
-        C.TAG_KIND: REFIT_RUN,
+        C.TAG_KIND: C.REFIT_RUN,
         TAG_REFIT_KEY: key,
         "captionrec.choice": choice["reason"][:4000],
         "captionrec.grid_run_id": grid.info.run_id,

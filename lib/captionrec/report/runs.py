@@ -148,7 +148,7 @@ def normalize_runs(df: pd.DataFrame) -> pd.DataFrame:
     )
     out["error"] = out["error"].fillna("").astype(str)
     kind = _col(df, f"tags.{C.TAG_KIND}")
-    out = out[(kind != C.GRID_RUN).to_numpy()]
+    out = out[(~kind.isin([C.GRID_RUN, C.STAGE_RUN, C.REFIT_RUN])).to_numpy()]  # a report's rows: grid children
     missing = out["features"].isna() | out["model"].isna()
     if missing.any():
         log.warning(
