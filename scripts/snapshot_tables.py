@@ -34,7 +34,7 @@ STAGES = ("ingest", "caption", "embed", "train")
 VOLATILE = re.compile(
     r"^(ingested_at|created_at|captioned_at|embedded_at|seen_at|updated_at|video_mtime|"
     r"decode_s|model_s|total_s|seconds|run_id|parent_run_id|experiment_id|host|worker|"
-    r"tracking_uri|artifact_uri|elapsed_s|wall_s|\w+_seconds|\w+_per_s)$"
+    r"tracking_uri|artifact_uri|elapsed_s|wall_s|\w+_seconds|\w+_per_s|\w+_mb)$"
 )
 TRAIN_ARGS = ("train.epochs=2",)
 FIXED_MTIME = 1_700_000_000
