@@ -1009,12 +1009,18 @@ def markdown(report: dict) -> str:
             f"| {name} (baseline) | - | {b['all']['hr@10']:.4f} | {b['all']['ndcg@10']:.4f} | "
             f"{b['seen_excluded']['hr@10']:.4f} | {b['seen_excluded']['ndcg@10']:.4f} | - | - | - | - | - | - | - | - |"
         )
-    lines += ["", f"Tuning: every system had the same budget of {report.get('budget', 1)} trial(s) on the first seed, "
-              "chosen by validation NDCG@10 (no test number read); the table shows the chosen trials:", ""]
+    lines += [
+        "",
+        f"Tuning: every system had the same budget of {report.get('budget', 1)} trial(s) on the first seed, "
+        "chosen by validation NDCG@10 (no test number read); the table shows the chosen trials:",
+        "",
+    ]
     for name, r in report["systems"].items():
         tu = r.get("tuning", {})
-        lines.append(f"- {name}: trial {tu.get('trial', 0)} {tu.get('values', '(fixed configuration)')}, validation "
-                     f"NDCG@10 {r['valid_ndcg@10']:.4f}")
+        lines.append(
+            f"- {name}: trial {tu.get('trial', 0)} {tu.get('values', '(fixed configuration)')}, validation "
+            f"NDCG@10 {r['valid_ndcg@10']:.4f}"
+        )
     ours = {
         name: [o for o in r["overrides"] if not o.startswith("seed=")]
         for name, r in report["systems"].items()
@@ -1236,6 +1242,7 @@ def run_all(args, systems: list[str], seeds: list[int]) -> None:
         print(f"[{system}] chose trial {tuning[system]['trial']} by validation: {tuning[system]}", flush=True)
         for seed in seeds[1:]:
             one(system, tuning[system]["trial"], tuning[system]["values"], seed)
+
 
 if __name__ == "__main__":
     sys.exit(main())

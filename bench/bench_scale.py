@@ -105,8 +105,11 @@ def run_stage(stage: str, overrides: list[str], cwd: Path, log: Path) -> dict[st
     m["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if rc != 0:
         raise SystemExit(f"{stage} failed (rc {rc}); see {log}")
-    print(f"  {stage:<22} wall {m['wall_seconds']:>8.1f} s  cpu {m['cpu_seconds']:>8.1f} s  "
-          f"peak {m['peak_rss_gb']:.2f} GB (driver {m['peak_driver_rss_gb']:.2f})", flush=True)
+    print(
+        f"  {stage:<22} wall {m['wall_seconds']:>8.1f} s  cpu {m['cpu_seconds']:>8.1f} s  "
+        f"peak {m['peak_rss_gb']:.2f} GB (driver {m['peak_driver_rss_gb']:.2f})",
+        flush=True,
+    )
     return m
 
 
@@ -114,8 +117,15 @@ def generate_source(users: int, out: Path) -> dict[str, int]:
     from captionrec.sample.generate import generate
 
     items = max(2, round(users * ITEMS_PER_USER))
-    s = generate(out, seed=7, n_items=items, n_users=users, render=False, overwrite=True,
-                 mean_interactions_per_user=INTERACTIONS_PER_USER)
+    s = generate(
+        out,
+        seed=7,
+        n_items=items,
+        n_users=users,
+        render=False,
+        overwrite=True,
+        mean_interactions_per_user=INTERACTIONS_PER_USER,
+    )
     return {"users": s["users"], "items": s["items_total"], "interactions": s["interactions_valid"]}
 
 
@@ -124,20 +134,38 @@ def run_size(users: int, work: Path, softmaxes: list[str], epochs: int) -> dict:
     log = work / "bench_scale.log"
     t0 = time.perf_counter()
     counts = generate_source(users, work / "source")
-    print(f"== {users} users: {counts['items']} items, {counts['interactions']} interactions "
-          f"(generated in {time.perf_counter() - t0:.0f} s)", flush=True)
-    common = [f"data.source={work / 'source'}", "data.name=sample", "data.videos=none",
-              f"storage.root={work / 'lakehouse'}", f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-              f"report.out_dir={work / 'reports'}"]
-    stages = {"ingest": run_stage("ingest", common, work, log),
-              "embed": run_stage("embed", [*common, "embed.feature_sets=[title]"], work, log)}
+    print(
+        f"== {users} users: {counts['items']} items, {counts['interactions']} interactions "
+        f"(generated in {time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
+    common = [
+        f"data.source={work / 'source'}",
+        "data.name=sample",
+        "data.videos=none",
+        f"storage.root={work / 'lakehouse'}",
+        f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        f"report.out_dir={work / 'reports'}",
+    ]
+    stages = {
+        "ingest": run_stage("ingest", common, work, log),
+        "embed": run_stage("embed", [*common, "embed.feature_sets=[title]"], work, log),
+    }
     for softmax in softmaxes:
         overrides = f"experiment.train_overrides=[log_model=false,epochs={epochs},negatives.mode={softmax}]"
         stages[f"experiment_{softmax}"] = run_stage(
             "experiment",
-            [*common, "experiment.feature_sets=[title]", "experiment.models=[sasrec,two_tower]",
-             "experiment.seeds=[42]", overrides, f"tracking.experiment=scale-{softmax}"],
-            work, log)
+            [
+                *common,
+                "experiment.feature_sets=[title]",
+                "experiment.models=[sasrec,two_tower]",
+                "experiment.seeds=[42]",
+                overrides,
+                f"tracking.experiment=scale-{softmax}",
+            ],
+            work,
+            log,
+        )
     stages["report"] = run_stage("report", [*common, f"tracking.experiment=scale-{softmaxes[-1]}"], work, log)
     return {**counts, "epochs": epochs, "stages": stages}
 
@@ -162,16 +190,20 @@ def growth(results: dict[str, dict]) -> dict[str, dict[str, float]]:
 
 def table(results: dict[str, dict]) -> str:
     exps = growth(results)
-    lines = ["| users | items | interactions | stage | wall s | CPU s | peak RSS GB (driver) | growth b (wall, cpu) |",
-             "|---:|---:|---:|---|---:|---:|---:|---|"]
+    lines = [
+        "| users | items | interactions | stage | wall s | CPU s | peak RSS GB (driver) | growth b (wall, cpu) |",
+        "|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
     prev = None
     for size in sorted(results, key=int):
         r = results[size]
         for stage, m in r["stages"].items():
             g = exps.get(stage, {}).get(f"{prev}->{size}") if prev else None
             gs = f"{g['wall_seconds']}, {g['cpu_seconds']}" if g else ""
-            lines.append(f"| {r['users']} | {r['items']} | {r['interactions']} | {stage} | {m['wall_seconds']} | "
-                         f"{m['cpu_seconds']} | {m['peak_rss_gb']} ({m['peak_driver_rss_gb']}) | {gs} |")
+            lines.append(
+                f"| {r['users']} | {r['items']} | {r['interactions']} | {stage} | {m['wall_seconds']} | "
+                f"{m['cpu_seconds']} | {m['peak_rss_gb']} ({m['peak_driver_rss_gb']}) | {gs} |"
+            )
         prev = size
     return "\n".join(lines)
 

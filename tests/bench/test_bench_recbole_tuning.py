@@ -37,8 +37,15 @@ def _run(system, seed, valid, test_hr, trial=0):
     curve = [{"epoch": e, "valid_ndcg@10": v} for e, v in enumerate(valid)]
     best = max(range(len(valid)), key=lambda e: valid[e])
     test = {v: {"hr@10": test_hr, "ndcg@10": test_hr / 2} for v in ("all", "seen_excluded")}
-    return {"system": system, "seed": seed, "trial": trial, "curve": curve, "best_epoch": best, "test": test,
-            "stopped": "patience"}
+    return {
+        "system": system,
+        "seed": seed,
+        "trial": trial,
+        "curve": curve,
+        "best_epoch": best,
+        "test": test,
+        "stopped": "patience",
+    }
 
 
 def test_every_system_gets_the_same_budget_from_its_documented_space(bench):

@@ -186,4 +186,6 @@ def test_random_new_expected_hit_rate():
     assert (few <= 10).all()  # fewer new candidates than k: always a hit
     warm = random_new_ranks(np.full(n, 10), np.full(n, 40), seed=2)
     assert (warm <= 10).sum() == 0 and (warm <= 20).mean() == pytest.approx(10 / 40, abs=0.005)
-    assert np.array_equal(random_new_ranks(np.zeros(5), np.full(5, 9), 3), random_new_ranks(np.zeros(5), np.full(5, 9), 3))
+    assert np.array_equal(
+        random_new_ranks(np.zeros(5), np.full(5, 9), 3), random_new_ranks(np.zeros(5), np.full(5, 9), 3)
+    )

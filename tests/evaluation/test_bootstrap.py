@@ -137,9 +137,7 @@ def test_holm_matches_a_hand_computed_case():
     p = np.array([math.erfc(abs(d) / s / math.sqrt(2)) for d, s in zip(diff, se)])
     assert h.p == pytest.approx(p)
     # sorted: p0 (0.00086) < p3 (0.0027) < p1 (0.317) < p2 (1.0)
-    assert h.p_adjusted == pytest.approx(
-        [4 * p[0], max(4 * p[0], 3 * p[3], 2 * p[1]), 1.0, max(4 * p[0], 3 * p[3])]
-    )
+    assert h.p_adjusted == pytest.approx([4 * p[0], max(4 * p[0], 3 * p[3], 2 * p[1]), 1.0, max(4 * p[0], 3 * p[3])])
     assert h.reject.tolist() == [True, False, False, True]
     assert h.level == pytest.approx([0.05 / 4, 0.05 / 2, 0.05 / 2, 0.05 / 3])  # retained ones: the first retain's level
     excludes_zero = (h.lo > 0) | (h.hi < 0)

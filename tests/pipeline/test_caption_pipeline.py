@@ -143,8 +143,9 @@ def test_first_run_captions_both_kinds_and_records_bad_inputs(stage):
     screen = pc.format_summary(summary)  # the console's summary shows them per kind
     assert screen.count("cost per 1,000 items:") == 2 and "(cpu, no GPU-s)" in screen and "CPU-s (driver" in screen
     total = summary["cost"]
-    assert total["items"] == 2 * n and total["cpu_seconds"] >= sum(summary["kinds"][k]["cost"]["worker_cpu_seconds"]
-                                                                    for k in ("video", "audio"))
+    assert total["items"] == 2 * n and total["cpu_seconds"] >= sum(
+        summary["kinds"][k]["cost"]["worker_cpu_seconds"] for k in ("video", "audio")
+    )
     row = by.loc[("normal", "video")]
     assert row["model_ids"] == {"vlm": "tiny:qwen2_5_vl"} or dict(row["model_ids"]) == {"vlm": "tiny:qwen2_5_vl"}
     assert row["prompt_version"] == "video_v1" and row["captioner_version"].startswith("video-")

@@ -172,8 +172,12 @@ def test_grid_tunes_every_row_alike_reuses_trials_and_reports_the_choice(spark, 
     print(experiment.format_summary({**s, "seconds": 0}))
     assert (s["children"], s["ran"], s["failed"]) == (6, 6, 0)  # 2 rows x 2 trials, then seed 2 of each choice
     trials = [e for e in s["runs"] if e["seed"] == 1]
-    assert sorted((e["features"], e["trial"]) for e in trials) == [("id+title", 0), ("id+title", 1), ("title", 0),
-                                                                   ("title", 1)]
+    assert sorted((e["features"], e["trial"]) for e in trials) == [
+        ("id+title", 0),
+        ("id+title", 1),
+        ("title", 0),
+        ("title", 1),
+    ]
     assert {e["values"]["lr"] for e in trials} == {0.005, 0.02}
     client = MlflowClient(cfg.tracking.tracking_uri)
     for row, t in s["tuning"].items():

@@ -118,6 +118,7 @@ def test_choice_among_trials_and_the_refit_trains_on_everything(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("trials", artifact_location=str(tmp_path / "art"))
+
     def lr(v, chosen):
         return {"train.lr": v, "train.dropout": "0.1", f"tag:{C.TAG_TRIAL_CHOSEN}": chosen}
 

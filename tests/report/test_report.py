@@ -160,7 +160,9 @@ def test_holm_over_the_summarys_comparisons(written):
     assert fam["p_holm"].notna().all() and g.loc[g["cases"] == 0, "p_holm"].isna().all()
     m = len(fam)
     assert m == 4 * 2 * 3  # 4 comparisons with runs x 2 models x 3 metrics
-    p = np.array([2 * (1 - NormalDist().cdf(abs(d) / s)) if s > 0 else 1.0 for d, s in zip(fam["diff"], fam["diff_se"])])
+    p = np.array(
+        [2 * (1 - NormalDist().cdf(abs(d) / s)) if s > 0 else 1.0 for d, s in zip(fam["diff"], fam["diff_se"])]
+    )
     order = np.argsort(p, kind="stable")
     adjusted = np.maximum.accumulate(np.minimum(1, (m - np.arange(m)) * p[order]))
     assert fam["p_holm"].to_numpy()[order] == pytest.approx(adjusted, abs=1e-9)

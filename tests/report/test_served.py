@@ -104,9 +104,9 @@ def served_lake(spark, tmp_path):
     store = open_store(spark, cfg.storage)
     rid = _model_run(cfg.tracking.tracking_uri, tmp_path)
     old, new = pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-03-02", tz="UTC")
-    items = pd.DataFrame(
-        {"item_id": [str(i) for i in range(1, 8)], "title": [f"t{i}" for i in range(1, 8)]}
-    ).assign(ingested_at=[old] * 5 + [new] * 2)  # 6 and 7 ingested after the model
+    items = pd.DataFrame({"item_id": [str(i) for i in range(1, 8)], "title": [f"t{i}" for i in range(1, 8)]}).assign(
+        ingested_at=[old] * 5 + [new] * 2
+    )  # 6 and 7 ingested after the model
     store.overwrite(C.ITEMS, spark.createDataFrame(items))
     # 5 first interacted at the cutoff (in the index, not trained on), 7 after it, 6 never; 8 only in interactions
     inter = [("u1", "1", -9), ("u1", "2", -8), ("u1", "3", -3), ("u2", "2", -7), ("u2", "4", -2), ("u3", "1", -6)]
@@ -168,9 +168,7 @@ def test_section_counts_new_items_in_a_top_10_of_the_current_run(served_lake):
     assert sec.tables["served"]["item_id"].tolist()[:2] == ["7", "5"] and "<table" in sec.html
     # no store handed in: left out; no table: one sentence
     assert build_sections(context(runset, cfg.report), ("served",)) == []
-    (none,) = build_sections(
-        context(runset, cfg.report, store=store, recommendations_table="not_there"), ("served",)
-    )
+    (none,) = build_sections(context(runset, cfg.report, store=store, recommendations_table="not_there"), ("served",))
     assert none.markdown.startswith("No recommendations yet") and not none.tables
 
 

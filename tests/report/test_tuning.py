@@ -44,12 +44,26 @@ def tuned_grid(tmp_path_factory):
                 client.set_tag(rid, C.TAG_TRIAL_CHOSEN, "true" if t == chosen else "false")
                 ids[(fs, t, seed)] = rid
                 children.append(
-                    {"features": fs, "model": "sasrec", "seed": seed, "trial": t, "values": values, "run_id": rid,
-                     "status": "ran" if status == "FINISHED" else "failed", "chosen": t == chosen}
+                    {
+                        "features": fs,
+                        "model": "sasrec",
+                        "seed": seed,
+                        "trial": t,
+                        "values": values,
+                        "run_id": rid,
+                        "status": "ran" if status == "FINISHED" else "failed",
+                        "chosen": t == chosen,
+                    }
                 )
         tuning[f"sasrec {fs}"] = {
-            "model": "sasrec", "features": fs, "budget": budget, "finished": budget, "metric": "valid_ndcg_10",
-            "scores": {"0": 0.1, "1": 0.2 if chosen else 0.05}, "trial": chosen, "values": points[chosen],
+            "model": "sasrec",
+            "features": fs,
+            "budget": budget,
+            "finished": budget,
+            "metric": "valid_ndcg_10",
+            "scores": {"0": 0.1, "1": 0.2 if chosen else 0.05},
+            "trial": chosen,
+            "values": points[chosen],
             "valid": 0.2 if chosen else 0.1,
         }
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,9 +99,21 @@ def test_report_reads_only_the_chosen_trials_and_shows_the_choice(tuned_grid):
 def test_budget_1_says_no_tuning_and_no_plan_leaves_the_section_out(tuned_grid):
     uri, pid, _ = tuned_grid
     rs = read_runs(uri, "tuning-report", ("hr@10",), parent_run_id=pid)
-    rs.plan = {"tuning": {"sasrec id": {"model": "sasrec", "features": "id", "budget": 1, "finished": 1,
-                                        "metric": "valid_ndcg_10", "scores": {"0": 0.1}, "trial": 0,
-                                        "values": {"lr": 0.001}, "valid": 0.1}}}
+    rs.plan = {
+        "tuning": {
+            "sasrec id": {
+                "model": "sasrec",
+                "features": "id",
+                "budget": 1,
+                "finished": 1,
+                "metric": "valid_ndcg_10",
+                "scores": {"0": 0.1},
+                "trial": 0,
+                "values": {"lr": 0.001},
+                "valid": 0.1,
+            }
+        }
+    }
     s = tuning_section(ReportContext(ReportConfig(), rs, ["id"]))
     assert s.markdown.startswith("Budget 1: no tuning")
     rs.plan = {}

@@ -104,7 +104,10 @@ def test_the_logq_correction_is_what_the_docstring_says(mode):
     want = _expected_sampled_loss(hidden, targets, table.weight, known, counts, neg, mode, 0.7)
     assert float(got.detach()) == pytest.approx(want, rel=1e-4)
     plain = NextItemObjective(known, counts, mode=mode, num_uniform=5, temperature=0.7, logq=False)
-    assert abs(float(plain(hidden, targets, torch.arange(3), None, table, torch.Generator().manual_seed(123))) - want) > 1e-3
+    assert (
+        abs(float(plain(hidden, targets, torch.arange(3), None, table, torch.Generator().manual_seed(123))) - want)
+        > 1e-3
+    )
 
 
 def test_uniform_negatives_logq_is_one_constant_for_every_column():

@@ -119,7 +119,11 @@ def summary(ctx: ReportContext) -> Section:
     md = "".join(f"- **{k}**: {v}\n" for k, v in facts) + "".join(f"\n> {n}\n" for n in notes)
     html = "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
     html += "".join(f'<p class="warn">{esc(n)}</p>' for n in notes)
-    tmd, thtml = verdicts(ctx.gains, c.confidence) if "gains" in c.sections else ("\nNo comparisons (the gains section is off).\n", "")
+    tmd, thtml = (
+        verdicts(ctx.gains, c.confidence)
+        if "gains" in c.sections
+        else ("\nNo comparisons (the gains section is off).\n", "")
+    )
     return Section("summary", "Summary", md + tmd, html + thtml)
 
 

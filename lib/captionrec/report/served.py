@@ -321,9 +321,7 @@ def user_view(
     inter = store.read(C.INTERACTIONS)
     if user_id is None:
         scored = recs.where(F.col("run_id") == newest["run_id"]).select("user_id").distinct()
-        pick = (
-            inter.join(scored, "user_id").groupBy("user_id").count().orderBy(F.desc("count"), "user_id").first()
-        )
+        pick = inter.join(scored, "user_id").groupBy("user_id").count().orderBy(F.desc("count"), "user_id").first()
         if pick is None:
             return None
         user_id = pick["user_id"]

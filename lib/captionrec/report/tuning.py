@@ -65,8 +65,16 @@ def tuning_section(ctx: ReportContext) -> Section | None:
     if not plan_tuning:
         return None
     df = tuning_frame(plan_tuning, ctx.order)
-    header = ["feature set", "model", "budget", "trials finished", "chosen trial", "chosen values",
-              "validation (chosen)", "validation (worst trial)"]
+    header = [
+        "feature set",
+        "model",
+        "budget",
+        "trials finished",
+        "chosen trial",
+        "chosen values",
+        "validation (chosen)",
+        "validation (worst trial)",
+    ]
     rows = [
         [
             r.features,
