@@ -269,3 +269,12 @@ def test_imports_point_downwards_only():
         if layer[b] <= layer[a]
     ]
     assert upward == [], "imports that do not point downwards:\n" + "\n".join(upward)
+
+
+def test_test_file_names_are_unique():
+    """pytest imports tests/<package>/test_x.py as the top-level module test_x (no __init__.py): two files of one
+    name in two folders break collection of the whole suite."""
+    import collections
+
+    names = collections.Counter(p.name for p in (LIB.parents[1] / "tests").rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1], names.most_common(3)
