@@ -292,7 +292,15 @@ def test_cli_stages_and_one_screen_summaries():
         "tracking_uri": "sqlite:///x.db",
         "skipped_feature_sets": {"mllm_av": "no vectors for mllm_av in item_features"},
         "runs": [
-            {"status": "ran", "model": "sasrec", "features": "id", "seed": 1, "hr_10": 0.1234},
+            {
+                "status": "ran",
+                "model": "sasrec",
+                "features": "id",
+                "seed": 1,
+                "hr_10": 0.1234,
+                "trial": 0,
+                "chosen": True,
+            },
             {
                 "status": "failed",
                 "model": "sasrec",
