@@ -185,6 +185,7 @@ def pipeline_overrides(tmp: Path, data: Path) -> dict:
             "models": ["sasrec"],
             "seeds": [1],
             "train_overrides": ["log_model=false"],
+            "tuning": {"budget": 1},  # the cluster profile tunes (budget 4); one trial per row keeps it 2 children
         },
         "report": {"out_dir": str(tmp / "reports"), "bootstrap_samples": 100, "gallery": {"items": 4}},
     }

@@ -168,7 +168,7 @@ def test_plan_keys_follow_config_and_table_versions(spark, lake, tmp_path):
     inputs = experiment.input_tables(store, children[1].cfg.train)
     bumped = {**inputs, C.ITEM_FEATURES: {**inputs[C.ITEM_FEATURES], "version": inputs[C.ITEM_FEATURES]["version"] + 1}}
     assert experiment.child_key(children[1].cfg.train, bumped) != children[1].key
-    assert set(experiment.input_tables(store, children[0].cfg.train)) == {C.INTERACTIONS}  # id reads no features
+    assert set(experiment.input_tables(store, children[0].cfg.train)) == {C.INTERACTIONS, C.ITEMS}  # no features
     rebuilt = {**inputs, C.ITEM_FEATURES: {**inputs[C.ITEM_FEATURES], "committed_at": "2030-01-01T00:00:00+00:00"}}
     assert experiment.child_key(children[1].cfg.train, rebuilt) != children[1].key  # same version, another table
     assert inputs[C.ITEM_FEATURES]["committed_at"]

@@ -77,7 +77,7 @@ def _model_run(tracking_uri: str, tmp_path) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, tracking_uri)  # registry pinned: the process-wide URI may be another test's
     exp = client.create_experiment("served-tests", artifact_location=(tmp_path / "art").as_uri())
     run = client.create_run(exp, run_name="refit", tags={C.TAG_KIND: "refit"})
     rid = run.info.run_id

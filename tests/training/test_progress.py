@@ -198,7 +198,9 @@ def test_train_progress_reaches_the_console_while_the_ranks_run(tmp_path, sample
     progress = [(t, PROGRESS_LINE.match(text)) for t, text in arrivals if PROGRESS_LINE.match(text)]
     assert len(progress) >= 3, console[-4000:]
     phases = {re.search(r"window 0 (fit|refit|eval)", m.group(0)).group(1) for _, m in progress}
-    assert phases == {"fit", "refit", "eval"}, phases
+    # eval lines need an evaluation longer than the interval (1 s): not on an idle machine with the sample; the
+    # scripted-clock test above covers eval progress
+    assert {"fit", "refit"} <= phases <= {"fit", "refit", "eval"}, phases
     for arrived, m in progress:  # each line reached the console as it was logged, not at the end
         logged = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
         assert arrived - logged < 3.0, (m.group(0), arrived - logged)

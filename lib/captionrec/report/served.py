@@ -227,7 +227,7 @@ def registered_model(tracking_uri: str, registry_uri: str | None, name: str, ali
 
     from captionrec.serving.pyfunc import METRIC_NAME_TAG, METRIC_VALUE_TAG
 
-    client = MlflowClient(tracking_uri, registry_uri)
+    client = MlflowClient(tracking_uri, registry_uri or tracking_uri)  # unset: this store's, not the process's
     try:
         mv, uri = client.get_model_version_by_alias(name, alias), f"models:/{name}@{alias}"
     except MlflowException:

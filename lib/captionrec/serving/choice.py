@@ -39,9 +39,11 @@ def mlflow_client(cfg: Any) -> tuple[Any, str]:
 
     uri = _absolute_uri(cfg.tracking.tracking_uri)
     mlflow.set_tracking_uri(uri)
-    if cfg.tracking.registry_uri:
-        mlflow.set_registry_uri(cfg.tracking.registry_uri)
-    return MlflowClient(uri), uri
+    # Always pinned: unset, MLflow resolves the registry from the process-wide URI, which an earlier run in the
+    # same process may have pointed at another store.
+    registry = cfg.tracking.registry_uri or uri
+    mlflow.set_registry_uri(registry)
+    return MlflowClient(uri, registry), uri
 
 
 def newest_grid(client: Any, experiment: str) -> Any:
