@@ -10,6 +10,7 @@ is an error: it would hide a failure).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import subprocess
@@ -213,6 +214,11 @@ class RunLogger:
         if self.spec.registry_uri:
             mlflow.set_registry_uri(self.spec.registry_uri)
         # nested: the caller may hold an active run (e.g. the experiment grid's parent run, in this process)
+        # MLflow >= 3.2 asks for the format (pickle: see above); older ones (DBR 17.3's 3.0.1) only pickle, and
+        # pass unknown keywords on to torch.save, which rejects them
+        fmt = {"serialization_format": "pickle"}
+        if "serialization_format" not in inspect.signature(mlflow.pytorch.log_model).parameters:
+            fmt = {}
         with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             mlflow.pytorch.log_model(
                 model,
@@ -220,6 +226,6 @@ class RunLogger:
                 signature=signature,
                 input_example=example_input,
                 pip_requirements=[torch_req],
-                serialization_format="pickle",
                 registered_model_name=self.spec.registered_model,
+                **fmt,
             )
