@@ -413,6 +413,15 @@ def recbole_worker(args) -> int:
     train_data, valid_data, test_data = data_preparation(config, dataset)
     prep_s = time.perf_counter() - t_prep
     init_seed(args.seed, True)
+    # what progress.json and result.json both say about this run, before its training state
+    run_head = {
+        "system": RECBOLE,
+        "seed": args.seed,
+        "trial": args.trial,
+        "values": values,
+        "threads": args.threads,
+        "prepare_s": prep_s,
+    }
     model = SASRec(config, train_data._dataset).to(config["device"])
     trainer = Trainer(config, model)
     state_path, best_path = run_dir / "state.pt", run_dir / "best.pt"
@@ -478,16 +487,7 @@ def recbole_worker(args) -> int:
         )
         _write_json(
             run_dir / "progress.json",
-            {
-                "system": RECBOLE,
-                "seed": args.seed,
-                "trial": args.trial,
-                "values": values,
-                "threads": args.threads,
-                "prepare_s": prep_s,
-                **st,
-                "stopped": st["stopped"] or "running",
-            },
+            {**run_head, **st, "stopped": st["stopped"] or "running"},
         )
         print(
             f"[recbole s{args.seed}] epoch {epoch}: loss {loss:.2f} valid ndcg@10 {score:.4f} "
@@ -498,15 +498,7 @@ def recbole_worker(args) -> int:
     st["test"] = _recbole_test(trainer, model, test_data, dataset, seen_raw)
     _write_json(
         run_dir / "result.json",
-        {
-            "system": RECBOLE,
-            "seed": args.seed,
-            "trial": args.trial,
-            "values": values,
-            "threads": args.threads,
-            "prepare_s": prep_s,
-            **st,
-        },
+        {**run_head, **st},
     )
     return 0
 
