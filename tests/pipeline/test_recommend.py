@@ -388,6 +388,7 @@ def test_ann_retrieval_matches_exact(spark, world):
 
     built = blocked["ann_index"]
     assert built["built"] and built["artifact_uri"].startswith(f"runs:/{world['run_id']}/ann_index/")
+    assert 0 < built["calibration_queries"] <= 200  # a sample of the scored users' states (IVF's calibration)
     index = ItemIndex.load(mlflow.artifacts.download_artifacts(built["artifact_uri"]))
     assert index.kind == built["kind"] == "exact" and len(index) == built["n_items"]
     assert set(ann["item_id"].dropna()) <= set(index.item_ids)

@@ -84,6 +84,58 @@ def test_ann_recall_at_100_against_exact(kind, tmp_path):
     np.testing.assert_allclose(again_scores, got_scores)
 
 
+def test_ivf_nprobe_calibrated_on_the_served_queries():
+    """IVF's nprobe is calibrated on the queries it will serve when given: users whose states point away from the
+    item clusters (here: random directions, whose top 100 are the unclustered items) need more lists than
+    proxies near the items say. Held-out queries of the same kind measure what each calibration serves."""
+    rng = np.random.default_rng(0)
+    n, d, clustered = 10_000, 32, 2_000
+    centres = rng.normal(size=(10, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    items = np.vstack(
+        [
+            centres[rng.integers(0, 10, clustered)] * 4 + rng.normal(0, 0.3, (clustered, d)),
+            rng.normal(size=(n - clustered, d)) / np.sqrt(d),
+        ]
+    ).astype(np.float32)
+    users = rng.normal(size=(400, d)).astype(np.float32)
+    served, held_out = users[:200], users[200:]
+    want, _ = exact_topk(held_out, items, list(range(n)), 100)
+    proxy = ItemIndex.build(items, list(range(n)), kind="ivf", seed=0)
+    given = ItemIndex.build(items, list(range(n)), kind="ivf", seed=0, queries=served)
+    assert proxy.params["calibration_queries"] == "proxy" and given.params["calibration_queries"] == "given"
+    assert given.params["calibration_ok"] and given.params["calibration_recall"] >= 0.99
+    assert given.params["nprobe"] > proxy.params["nprobe"] >= given.params["nlist"] / 4
+    recall_proxy = _recall(proxy.search(held_out, 100)[0], want)
+    recall_given = _recall(given.search(held_out, 100)[0], want)
+    assert recall_given >= 0.99 > recall_proxy, (recall_given, recall_proxy)
+    # the calibrated nprobe is what a saved index searches with
+    assert ItemIndex.from_bytes(given.to_bytes()).params["nprobe"] == given.params["nprobe"]
+    with pytest.raises(ValueError, match="dim"):
+        ItemIndex.build(items, list(range(n)), kind="ivf", queries=served[:, :8])
+
+
+def test_auto_serves_exact_where_ivf_would_scan_most_lists():
+    """auto at 50k items: IVF where it reaches the recall on a fraction of the lists (clustered items, queries
+    near them); exact, with the reason, where it would need more than half of them (items and queries in random
+    directions: no structure to prune by), which is slower than brute force for the same answers."""
+    rng = np.random.default_rng(1)
+    n, d = 50_000, 64
+    clustered, near = _catalogue(n, d=d, clusters=200, seed=1)
+    ivf = ItemIndex.build(clustered, list(range(n)), seed=0, queries=near)
+    assert ivf.kind == "ivf" and ivf.params["nprobe"] <= ivf.params["nlist"] / 2 and "fallback" not in ivf.params
+    noise = rng.normal(size=(n, d)).astype(np.float32)
+    users = rng.normal(size=(200, d)).astype(np.float32)
+    flat = ItemIndex.build(noise, list(range(n)), seed=0, queries=users)
+    assert flat.kind == "exact", flat.params
+    fb = flat.params["fallback"]
+    assert fb["from"] == "ivf" and fb["ivf"]["nprobe"] > fb["ivf"]["nlist"] / 2 and "brute force" in fb["reason"]
+    want, _ = exact_topk(users, noise, list(range(n)), 100)
+    np.testing.assert_array_equal(flat.search(users, 100)[0][:, :10], want[:, :10])
+    forced = ItemIndex.build(noise, list(range(n)), kind="ivf", seed=0, queries=users)
+    assert forced.kind == "ivf" and forced.params["nprobe"] == fb["ivf"]["nprobe"]  # forced stays what was asked
+
+
 def test_index_kind_by_size_padding_and_string_ids():
     assert [choose_kind(n) for n in (1_000, 49_999, 50_000, 200_000, 5_000_000)] == [
         "exact",

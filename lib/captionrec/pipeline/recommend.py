@@ -184,7 +184,16 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     interactions = store.read(C.INTERACTIONS, version=versions[C.INTERACTIONS])
     users, why = plan_users(cfg, store, interactions, versions, served, changed, prev)
     written = write_recommendations(
-        cfg, store, served, catalogue, interactions, users, versions, uri, overwrite=bool(prev and prev["k"] > rc.k)
+        cfg,
+        store,
+        served,
+        catalogue,
+        interactions,
+        users,
+        versions,
+        uri,
+        overwrite=bool(prev and prev["k"] > rc.k),
+        model=model,
     )
     log.info("recommendations: %s (%s); %s", written, why, served.choice.get("reason"))
     return {
@@ -202,6 +211,20 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     }
 
 
+def calibration_states(inputs: "DataFrame", model: Any) -> np.ndarray | None:
+    """The states of up to CALIBRATION_QUERIES of the users to score (those with a history): the queries the ANN
+    index is calibrated on (None without a model: proxy queries)."""
+    from pyspark.sql import functions as F
+
+    from captionrec.serving.index import CALIBRATION_QUERIES
+    from captionrec.transforms.recommend import user_states
+
+    if model is None:
+        return None
+    rows = inputs.where(F.size("hist") > 0).select("hist").limit(CALIBRATION_QUERIES).collect()
+    return user_states(model, [r.asDict() for r in rows]) if rows else None
+
+
 def write_recommendations(
     cfg: "Config",
     store: "TableStore",
@@ -212,6 +235,7 @@ def write_recommendations(
     versions: dict[str, int | None],
     tracking_uri: str,
     overwrite: bool = False,
+    model: Any = None,
 ) -> dict[str, Any]:
     """Score `users` and MERGE their rows (one commit, or one per block of users past `write_block_rows` on
     delta-rs); nothing to score: no commit."""
@@ -230,10 +254,12 @@ def write_recommendations(
         return {"users_written": 0, "rows_written": 0, "version": store.version(rc.recommendations_table)}
     gpu = stage_gpu(inputs.sparkSession, rc.gpu, "recommend")
     index = (
-        catalogue_index(served.run_id, catalogue.item_ids, catalogue.vectors, tracking_uri)
+        catalogue_index(
+            served.run_id, catalogue.item_ids, catalogue.vectors, tracking_uri, calibration_states(inputs, model)
+        )
         if rc.retrieval == "ann"
         else None
-    )  # built once here, loaded by the workers
+    )  # built once here (IVF calibrated on a sample of these users' states), loaded by the workers
     spec = ScorerSpec(
         f"runs:/{served.run_id}/model",
         tracking_uri,

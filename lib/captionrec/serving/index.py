@@ -3,14 +3,14 @@
 `ItemIndex.build(vectors, item_ids, kind="auto")` picks the index type by catalogue size n:
 
     n <  EXACT_MAX_ITEMS (50,000)        "exact"  IndexFlatIP: brute force, exact (a user costs n * d flops)
-    otherwise                            "ivf"    IndexIVFFlat, inner product (nlist = 4 sqrt(n), nprobe = nlist / 4,
-                                                  and at least a share 20 k / n of the lists)
+    otherwise                            "ivf"    IndexIVFFlat, inner product (nlist = 4 sqrt(n), nprobe calibrated
+                                                  from nlist / 4 up, and at least a share 20 k / n of the lists)
     forced only                          "hnsw"   IndexHNSWFlat (M=32, efConstruction=200, efSearch calibrated)
 
 Why IVF and not HNSW above 50k (bench/bench_ann.py, clustered d=64 vectors, recall@100, one user at a time,
-2-core machine): IVF at 200k items 0.9999 at 0.10x the exact time per user, built in 37 s; HNSW at 200k
-0.9585 at 1.9x the exact time (efSearch 4096), built in 581 s; at 20k both reach 0.9995+, IVF at 0.5x exact,
-HNSW at 1.8x. HNSW_MAX_ITEMS is kept at 0: "hnsw" is there to be forced (and measured).
+2-core machine, 2026-12-07): IVF at 200k items 0.9999 at 0.25x the exact time per user, built in 5 s; HNSW at
+200k 0.9585 at 3.9x the exact time (efSearch 4096), built in 143 s; at 20k both reach 0.9995+, IVF at 0.6x exact,
+HNSW at 2.0x. HNSW_MAX_ITEMS is kept at 0: "hnsw" is there to be forced (and measured).
 
 Exact and IVF search the inner product directly (METRIC_INNER_PRODUCT). HNSW's recall on inner products
 depends on the catalogue: the MIPS-to-L2 reduction (an extra coordinate sqrt(R^2 - |v|^2), Bachrach et al.
@@ -20,8 +20,20 @@ the one that reaches the proxy recall with the smaller efSearch, then calibrates
 graph: proxy queries (CALIBRATION_QUERIES item vectors plus noise) against their exact top 100, efSearch
 doubled from 256 until recall@100 reaches CALIBRATION_RECALL (0.99) or 4096 (a warning and
 `calibration_ok: False` in `params` when it does not; the 200k bench catalogue is such a case: the
-subsample's density misled the metric choice). A search uses max(efSearch, 2k). The IVF default probes a
-quarter of the lists: what recall@100 >= 0.98 needs on clustered vectors.
+subsample's density misled the metric choice). A search uses max(efSearch, 2k).
+
+IVF's nprobe is calibrated at build time the same way: the smallest of IVF_PROBE_SHARES (a quarter of the lists,
+3/8, 1/2, 3/4, all of them) whose recall@100 against the exact top 100 reaches CALIBRATION_RECALL. On what
+queries matters: pass the queries the index will serve (`build(..., queries=)`: the recommend stage gives a
+sample of its users' states); without them, proxy queries (item vectors plus noise). A model's user states are
+not item vectors: on bench_ann's 200k stress catalogue (the sample's SASRec items + random distractors) a quarter
+of the lists reaches recall@100 0.9999 on proxies but 0.77 on the users' states, and 3/4 of them 0.99. `params`
+records `nprobe`, `calibration_recall`, `calibration_ok` and `calibration_queries` ("given" or "proxy").
+Where `auto` chose IVF and the calibration needs more than IVF_MAX_PROBE_SHARE of the lists, IVF costs about
+what brute force does for answers that are still not exact (bench_ann, 200k stress catalogue: 3/4 of the lists
+took 0.98-1.42x exact's time per user in two runs and changed 2 of 2,320 HR@10 cases; a quarter 0.25-0.29x), so
+`auto` builds the exact index instead and says why
+(`params["fallback"]`: the IVF calibration and the reason); a forced "ivf" stays IVF.
 
 The item ids are kept as given: the project's item_id is a string, tests and benchmarks use ints. Integer
 ids come back as an int64 array padded with -1, any other ids as an object array padded with None; the
@@ -61,6 +73,8 @@ CALIBRATION_RECALL = 0.99
 CALIBRATION_K = 100
 METRIC_SUBSAMPLE = 10_000
 IVF_PROBE_PER_K = 20
+IVF_PROBE_SHARES = (0.25, 0.375, 0.5, 0.75, 1.0)
+IVF_MAX_PROBE_SHARE = 0.5  # auto: an IVF that needs more lists than this for the recall is slower than exact
 INDEX_FILE = "index.faiss"
 ID_MAP_FILE = "id_map.json"
 
@@ -196,7 +210,7 @@ def _build_hnsw(v: np.ndarray, seed: int, params: dict[str, Any]):
     return index
 
 
-def _build_faiss(kind: str, v: np.ndarray, seed: int, params: dict[str, Any]):
+def _build_faiss(kind: str, v: np.ndarray, seed: int, params: dict[str, Any], queries: np.ndarray | None = None):
     import faiss
 
     n, d = v.shape
@@ -211,17 +225,67 @@ def _build_faiss(kind: str, v: np.ndarray, seed: int, params: dict[str, Any]):
         rng = np.random.default_rng(seed)
         index.train(v[np.sort(rng.choice(n, size=min(n, params["nlist"] * 64), replace=False))])
     index.add(v)
+    if kind == "ivf":
+        params.update(_calibrate_nprobe(index, v, seed, params, queries))
+        index.nprobe = params["nprobe"]
     return index
+
+
+def _proxy_queries(v: np.ndarray, seed: int) -> np.ndarray:
+    """CALIBRATION_QUERIES item vectors plus noise: what calibration uses when no served queries are given."""
+    rng = np.random.default_rng(seed + 1)
+    n, d = v.shape
+    pick = rng.choice(n, size=min(CALIBRATION_QUERIES, n), replace=False)
+    scale = float(np.median(np.linalg.norm(v, axis=1))) / math.sqrt(d)
+    return (v[pick] + rng.normal(0.0, 0.5 * scale, size=(len(pick), d))).astype(np.float32)
+
+
+def _calibration_queries(v: np.ndarray, seed: int, queries: np.ndarray | None) -> tuple[np.ndarray, str]:
+    if queries is None or len(queries) == 0:
+        return _proxy_queries(v, seed), "proxy"
+    q = _as_f32(queries, "calibration queries")
+    if q.shape[1] != v.shape[1]:
+        raise ValueError(f"calibration queries have dim {q.shape[1]}, the vectors {v.shape[1]}")
+    if len(q) > CALIBRATION_QUERIES:
+        q = q[np.sort(np.random.default_rng(seed + 1).choice(len(q), CALIBRATION_QUERIES, replace=False))]
+    return q, "given"
+
+
+def _recall_at(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.mean([len(set(g.tolist()) & set(w.tolist())) / len(w) for g, w in zip(got, want)]))
+
+
+def _calibrate_nprobe(index: Any, v: np.ndarray, seed: int, params: dict[str, Any], queries: np.ndarray | None):
+    """The smallest share of the lists (IVF_PROBE_SHARES, from the configured nprobe up) whose recall@100 on
+    the calibration queries reaches CALIBRATION_RECALL; all the lists (exact, at IVF's cost) otherwise."""
+    q, source = _calibration_queries(v, seed, queries)
+    k = min(CALIBRATION_K, len(v))
+    want, _ = exact_topk_positions(q, v, k)
+    nlist = int(params["nlist"])
+    steps = sorted({int(params["nprobe"]), *(max(1, math.ceil(nlist * s)) for s in IVF_PROBE_SHARES)})
+    nprobe, recall = int(params["nprobe"]), 0.0
+    for nprobe in (p for p in steps if p >= int(params["nprobe"])):
+        index.nprobe = nprobe
+        _, got = index.search(q, k)
+        recall = _recall_at(got, want)
+        if recall >= CALIBRATION_RECALL:
+            break
+    log.info(
+        "IVF: nprobe %d of %d lists reaches recall@%d %.4f on %d %s queries", nprobe, nlist, k, recall, len(q), source
+    )
+    return {
+        "nprobe": nprobe,
+        "calibration_recall": round(recall, 4),
+        "calibration_ok": recall >= CALIBRATION_RECALL,
+        "calibration_queries": source,
+    }
 
 
 def _calibrate_ef(index: Any, v: np.ndarray, seed: int, params: dict[str, Any]) -> dict[str, Any]:
     """The smallest efSearch (256, 512, ... 4096) whose recall@100 on proxy queries reaches 0.99."""
-    rng = np.random.default_rng(seed + 1)
-    n, d = v.shape
+    n = len(v)
     k = min(CALIBRATION_K, n)
-    pick = rng.choice(n, size=min(CALIBRATION_QUERIES, n), replace=False)
-    scale = float(np.median(np.linalg.norm(v, axis=1))) / math.sqrt(d)
-    proxies = (v[pick] + rng.normal(0.0, 0.5 * scale, size=(len(pick), d))).astype(np.float32)
+    proxies = _proxy_queries(v, seed)
     want, _ = exact_topk_positions(proxies, v, k)
     queries = proxies if params["metric"] == "ip" else _augment(proxies, None)
     ef, recall = int(params["efSearch"]), 0.0
@@ -292,9 +356,11 @@ class ItemIndex:
         seed: int = 0,
         params: dict[str, Any] | None = None,
         device: Any = "auto",
+        queries: np.ndarray | None = None,
     ) -> "ItemIndex":
         """vectors (n, d) float32, row i = item_ids[i]; kind "auto" (by n) or one of KINDS; device: see the
-        module docstring ("auto", a GPU ordinal, "cpu")."""
+        module docstring ("auto", a GPU ordinal, "cpu"); queries (m, d): a sample of what the index will serve,
+        IVF's nprobe is calibrated on them (else on proxies; see the module docstring)."""
         v = _as_f32(vectors, "vectors")
         if len(item_ids) != v.shape[0]:
             raise ValueError(f"{len(item_ids)} item ids for {v.shape[0]} vectors")
@@ -304,7 +370,15 @@ class ItemIndex:
         if chosen not in KINDS:
             raise ValueError(f"index kind {kind!r} is not 'auto' or one of {KINDS}")
         p = {**_default_params(chosen, v.shape[0]), **(params or {})}
-        index = _build_faiss(chosen, v, seed, p)
+        index = _build_faiss(chosen, v, seed, p, queries)
+        if kind == "auto" and chosen == "ivf" and p["nprobe"] > IVF_MAX_PROBE_SHARE * p["nlist"]:
+            reason = (
+                f"ivf needs {p['nprobe']} of {p['nlist']} lists for recall@{CALIBRATION_K} {CALIBRATION_RECALL} on "
+                f"{p['calibration_queries']} queries (more than {IVF_MAX_PROBE_SHARE:.0%}: no faster than brute force)"
+            )
+            log.warning("item index: exact instead of ivf over %d items: %s", v.shape[0], reason)
+            chosen, p = "exact", {"fallback": {"from": "ivf", "reason": reason, "ivf": p}}
+            index = _build_faiss(chosen, v, seed, p)
         log.info(
             "item index: %s over %d items (d=%d, requested %r; auto: exact below %d items, else ivf) %s",
             chosen,

@@ -148,10 +148,13 @@ def catalogue_digest(item_ids: Sequence[str], vectors: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def catalogue_index(run_id: str, item_ids: Sequence[str], vectors: np.ndarray, tracking_uri: str) -> dict[str, Any]:
+def catalogue_index(
+    run_id: str, item_ids: Sequence[str], vectors: np.ndarray, tracking_uri: str, queries: np.ndarray | None = None
+) -> dict[str, Any]:
     """retrieval=ann on the driver: the ItemIndex over the catalogue, built once and logged on the served run at
-    ann_index/<digest of ids and vectors> (a catalogue logged already is reused, not rebuilt). Returns what was
-    built (ItemIndex.describe()), `artifact_uri` (what the workers load), `built` and `seconds`."""
+    ann_index/<digest of ids and vectors> (a catalogue logged already is reused, not rebuilt); `queries`: a sample
+    of the served users' states, which IVF's nprobe is calibrated on. Returns what was built
+    (ItemIndex.describe()), `artifact_uri` (what the workers load), `built` and `seconds`."""
     import time
     from pathlib import PurePosixPath
 
@@ -166,9 +169,10 @@ def catalogue_index(run_id: str, item_ids: Sequence[str], vectors: np.ndarray, t
     if {INDEX_FILE, ID_MAP_FILE} <= logged:
         return {"artifact_uri": f"runs:/{run_id}/{path}", "built": False, "seconds": 0.0}
     t0 = time.perf_counter()
-    index = ItemIndex.build(vectors, list(item_ids), device="cpu")
+    index = ItemIndex.build(vectors, list(item_ids), device="cpu", queries=queries)
     info = index.log_artifact(path, run_id=run_id)
-    return {**info, "built": True, "seconds": round(time.perf_counter() - t0, 2)}
+    n_queries = 0 if queries is None else len(queries)
+    return {**info, "built": True, "seconds": round(time.perf_counter() - t0, 2), "calibration_queries": n_queries}
 
 
 def load_index(index_uri: str, tracking_uri: str, device: Any = "cpu") -> Any:
@@ -233,15 +237,31 @@ def top_k(
     return pos.cpu().numpy(), val.float().cpu().numpy()
 
 
-def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def histories(batch: list[dict[str, Any]]) -> Any:
+    """(B, L) long tensor of the rows' `hist` (item indices, oldest first), left-padded with 0."""
     import torch
 
-    model, device = state["model"], state["device"]
-    L = max(1, max(len(r["hist"]) for r in batch))
+    L = max(1, max(len(r["hist"] or []) for r in batch))
     hist = torch.zeros((len(batch), L), dtype=torch.long)
     for i, r in enumerate(batch):
         if r["hist"]:
             hist[i, L - len(r["hist"]) :] = torch.as_tensor(r["hist"], dtype=torch.long)
+    return hist
+
+
+def user_states(model: Any, batch: list[dict[str, Any]]) -> np.ndarray:
+    """(B, D) float32 states of rows with a history (what the index is queried with; CPU)."""
+    import torch
+
+    with torch.no_grad():
+        return model.user_states(histories(batch)).float().cpu().numpy()
+
+
+def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import torch
+
+    model, device = state["model"], state["device"]
+    hist = histories(batch)
     seen = [list(r["seen"] or []) for r in batch]
     with torch.no_grad():
         users = model.user_states(hist.to(device))
