@@ -87,7 +87,8 @@ def tree_cpu_s(root: int | None = None) -> float | None:
 
 
 def bench_items(n: int, workdir: Path) -> list[dict]:
-    """[{item_id, video_path, has_audio}] for n clips: the bundled sample's clean clips, else generated ones."""
+    """[{item_id, video_path, has_audio}] for n items: the bundled sample's clean clips (reused in turn under new
+    item ids past the 200 clips, e.g. --items 1000), else generated ones."""
     sample = REPO / "data" / "sample"
     manifest = sample / "manifest.json"
     paths: list[Path] = []
@@ -106,6 +107,15 @@ def bench_items(n: int, workdir: Path) -> list[dict]:
         paths = [p for p in paths if p.is_file()]
     if not paths and (sample / "videos").is_dir():
         paths = sorted((sample / "videos").glob("*.mp4"), key=lambda p: (len(p.stem), p.stem))[:BAD_SAMPLE_FILES]
+    if paths and len(paths) < n:  # more items than clips: the clips again under new item ids (same decode work)
+        return [
+            {
+                "item_id": f"{p.stem}-r{i // len(paths)}" if i >= len(paths) else p.stem,
+                "video_path": str(p.resolve()),
+                "has_audio": None,
+            }
+            for i, p in ((i, paths[i % len(paths)]) for i in range(n))
+        ]
     if len(paths) < n:
         from captionrec.testing.media_fixtures import make_clip
 

@@ -43,6 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from captionrec.sample.topics import (
     GENERIC_TITLES,
     TOPIC_NAMES,
@@ -368,6 +370,34 @@ def _plan_item(
     )
 
 
+class _Pool:
+    """Items to draw an interaction from: released by t, not seen by the user, weighted by popularity and
+    freshness (pop * (1 + 3 exp(-age / 1 week))). The draw is `random.choices`'s own (one `random()` against the
+    running sum of the weights, in item order), computed over numpy arrays: O(pool) array work per draw instead
+    of a Python loop over the pool (the 100k-user bench source took > 4 min in that loop, 10k users 6.5 s)."""
+
+    def __init__(self, pool: list[int], items: dict[int, ItemPlan], pop: dict[int, float]):
+        self.ids = np.asarray(pool, dtype=np.int64)
+        self.release = np.asarray([items[i].release_ms for i in pool], dtype=np.int64)
+        self.pop = np.asarray([pop[i] for i in pool], dtype=np.float64)
+        self.where = {iid: k for k, iid in enumerate(pool)}
+
+    def draw(self, rng: random.Random, t: int, seen: set[int]) -> int | None:
+        ok = self.release <= t
+        for iid in seen:
+            k = self.where.get(iid)
+            if k is not None:
+                ok[k] = False
+        if not ok.any():
+            return None
+        ids = self.ids[ok]
+        weights = self.pop[ok] * (1.0 + 3.0 * np.exp(-(t - self.release[ok]) / WEEK_MS))
+        cum = np.cumsum(weights)  # left to right, as itertools.accumulate
+        # random.choices: bisect(cum_weights, random() * total, 0, n - 1)
+        pick = np.searchsorted(cum[:-1], rng.random() * (float(cum[-1]) + 0.0), side="right")
+        return int(ids[pick])
+
+
 def _plan_interactions(
     seed: int,
     items: dict[int, ItemPlan],
@@ -383,7 +413,8 @@ def _plan_interactions(
     ids = sorted(items)
     pop = {iid: ru.lognormvariate(0.0, 1.5) for iid in ids}
     present = sorted({it.topic for it in items.values()}, key=TOPIC_NAMES.index)
-    by_topic: dict[str, list[int]] = {t: [i for i in ids if items[i].topic == t] for t in present}
+    by_topic = {t: _Pool([i for i in ids if items[i].topic == t], items, pop) for t in present}
+    everything = _Pool(ids, items, pop)
     sigma = 0.7
     mu = math.log(mean_per_user) - sigma * sigma / 2
     users: dict[int, dict[str, Any]] = {}
@@ -398,13 +429,11 @@ def _plan_interactions(
         seen: set[int] = set()
         for t in times:
             topic = ru.choice(favs) if ru.random() < favourite_share else ru.choice(present)
-            cands = [i for i in by_topic[topic] if items[i].release_ms <= t and i not in seen]
-            if not cands:
-                cands = [i for i in ids if items[i].release_ms <= t and i not in seen]
-            if not cands:
+            iid = by_topic[topic].draw(ru, t, seen)
+            if iid is None:
+                iid = everything.draw(ru, t, seen)
+            if iid is None:
                 continue
-            weights = [pop[i] * (1.0 + 3.0 * math.exp(-(t - items[i].release_ms) / WEEK_MS)) for i in cands]
-            iid = ru.choices(cands, weights=weights, k=1)[0]
             seen.add(iid)
             base.append((uid, iid, t))
         users[uid] = {"favourite_topics": favs, "n_interactions": len(seen)}
