@@ -211,20 +211,6 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     }
 
 
-def calibration_states(inputs: "DataFrame", model: Any) -> np.ndarray | None:
-    """The states of up to CALIBRATION_QUERIES of the users to score (those with a history): the queries the ANN
-    index is calibrated on (None without a model: proxy queries)."""
-    from pyspark.sql import functions as F
-
-    from captionrec.serving.index import CALIBRATION_QUERIES
-    from captionrec.transforms.recommend import user_states
-
-    if model is None:
-        return None
-    rows = inputs.where(F.size("hist") > 0).select("hist").limit(CALIBRATION_QUERIES).collect()
-    return user_states(model, [r.asDict() for r in rows]) if rows else None
-
-
 def write_recommendations(
     cfg: "Config",
     store: "TableStore",
@@ -242,7 +228,14 @@ def write_recommendations(
     from pyspark.sql import functions as F
 
     from captionrec.spark.modelmap import release_models, stage_gpu
-    from captionrec.transforms.recommend import ScorerSpec, catalogue_digest, catalogue_index, score_users, user_inputs
+    from captionrec.transforms.recommend import (
+        ScorerSpec,
+        calibration_states,
+        catalogue_digest,
+        catalogue_index,
+        score_users,
+        user_inputs,
+    )
 
     rc = cfg.recommend
     inputs = user_inputs(
@@ -255,7 +248,7 @@ def write_recommendations(
     gpu = stage_gpu(inputs.sparkSession, rc.gpu, "recommend")
     index = (
         catalogue_index(
-            served.run_id, catalogue.item_ids, catalogue.vectors, tracking_uri, calibration_states(inputs, model)
+            served.run_id, catalogue.item_ids, catalogue.vectors, tracking_uri, calibration_states(model, inputs)
         )
         if rc.retrieval == "ann"
         else None

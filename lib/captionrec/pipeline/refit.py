@@ -118,7 +118,19 @@ def refit_from_grid(
         "captionrec.grid_run_id": grid.info.run_id,
     }
     out = train_stage.run(rcfg, spark, store, tags=tags)
-    promotion = register_refit(rc, client, uri, out["run_id"], rcfg.train.features, rcfg.train.max_seq_len)
+    histories = store.read(C.INTERACTIONS)
+
+    def queries_for(model: Any, item_ids: list[str]) -> Any:  # states of the users the refit trained on
+        from captionrec.serving.index import CALIBRATION_QUERIES
+        from captionrec.transforms.recommend import calibration_states, user_inputs
+
+        users = histories.select("user_id").distinct().limit(CALIBRATION_QUERIES)
+        inputs = user_inputs(histories, users, item_ids, item_ids, rcfg.train.max_seq_len)
+        return calibration_states(model, inputs)
+
+    promotion = register_refit(
+        rc, client, uri, out["run_id"], rcfg.train.features, rcfg.train.max_seq_len, queries_for=queries_for
+    )
     choice.update(refit="trained", promotion=promotion, newest_interaction_ms=newest)
     choice.pop("train_params", None)  # in the refit's config and its key; the summary names what varied
     return out["run_id"], choice

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,11 +40,19 @@ def item_index_ids(text: str) -> list[str]:
 
 
 def register_refit(
-    rc: Any, client: Any, tracking_uri: str, run_id: str, feature_set: str, history_len: int
+    rc: Any,
+    client: Any,
+    tracking_uri: str,
+    run_id: str,
+    feature_set: str,
+    history_len: int,
+    queries_for: Callable[[Any, list[str]], np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
     """Log the refit run's model as a pyfunc, register it as `rc.registered_model` and promote it to `rc.alias`
     when its validation metric (mean of `valid_<rc.select_metric>`) beats the champion's (or rc.force_promote).
-    rc: the RecommendConfig. Returns promote_if_better's result + model_name, version, metric, value."""
+    rc: the RecommendConfig; queries_for(model, item ids): user states the pyfunc's ANN index (retrieval=ann) is
+    calibrated on (ItemIndex.build's `queries`). Returns promote_if_better's result + model_name, version,
+    metric, value."""
     import mlflow
     import torch
 
@@ -56,7 +65,8 @@ def register_refit(
     if rc.retrieval == "ann":  # the served pyfunc retrieves through the same kind of index as the stage
         with torch.no_grad():
             vectors = model.item_vectors()[1:].float().cpu().numpy()
-        index = ItemIndex.build(vectors, ids[-len(vectors) :], device="cpu")
+        queries = queries_for(model, ids) if queries_for else None
+        index = ItemIndex.build(vectors, ids[-len(vectors) :], device="cpu", queries=queries)
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         uri = log_recommender(
             model, ids, feature_set=feature_set, model_name=rc.registered_model, history_len=history_len, index=index

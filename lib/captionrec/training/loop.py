@@ -276,6 +276,7 @@ def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
         model, timing = train_model(job, window, REFIT, epochs, ctx)
     else:
         model.load_state_dict(selector.best_state)
+    t_eval = time.perf_counter()
     with ctx.progress.phase(k, "eval", detail="test"):
         res = evaluate_cases(
             model,
@@ -293,6 +294,7 @@ def train_window(job: TrainJob, window: Window, ctx: Context) -> dict[str, Any]:
             feature_mask=job.feature_mask,
             progress=ctx.progress,
         )
+    ctx.logger.log_metrics({f"test_eval_seconds_w{k}": time.perf_counter() - t_eval})  # full-catalogue ranking
     warnings_ = warn_k_share(res["cases"]["candidates"], cfg.ks, f"window {k} test: ", cfg.warn_k_share)
     secs = timing["seconds"]
     return {

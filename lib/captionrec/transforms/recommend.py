@@ -257,6 +257,19 @@ def user_states(model: Any, batch: list[dict[str, Any]]) -> np.ndarray:
         return model.user_states(histories(batch)).float().cpu().numpy()
 
 
+def calibration_states(model: Any, inputs: "DataFrame") -> np.ndarray | None:
+    """The states of up to CALIBRATION_QUERIES users of `inputs` (`user_inputs` rows) that have a history: the
+    queries an ANN index over the model's items is calibrated on (None without a model or users: proxies)."""
+    from pyspark.sql import functions as F
+
+    from captionrec.serving.index import CALIBRATION_QUERIES
+
+    if model is None:
+        return None
+    rows = inputs.where(F.size("hist") > 0).select("hist").limit(CALIBRATION_QUERIES).collect()
+    return user_states(model, [r.asDict() for r in rows]) if rows else None
+
+
 def _score_batch(state: dict[str, Any], spec: ScorerSpec, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import torch
 
