@@ -152,7 +152,7 @@ def bare_loop(spec: dict) -> dict:
         t1 = time.perf_counter()
         plan = plan_kind(cfg, kind)
         models = load_models(plan, "cpu")
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         statuses: dict[str, int] = {}
         for batch in caption_rows(spec["items"], plan, models):
             for row in batch:
@@ -160,6 +160,7 @@ def bare_loop(spec: dict) -> dict:
         out["kinds"][kind] = {
             "load_s": round(t2 - t1, 2),
             "caption_s": round(time.perf_counter() - t2, 2),
+            "caption_cpu_s": round(time.process_time() - c2, 2),  # every thread of the process
             "statuses": statuses,
         }
     out["in_process_s"] = round(time.perf_counter() - t0, 2)
@@ -288,6 +289,22 @@ def cpu_bench(args: argparse.Namespace) -> dict:
             f"cpu-time ratio spark/bare = {cpu_ratio:.3f}x (driver + JVM + Python workers vs the bare process; "
             f"insensitive to neighbours on a shared machine)"
         )
+    # warm CPU: the second Spark run (workers and models up) against the bare loop's captioning alone
+    bare_warm_cpu = sum(k.get("caption_cpu_s", 0.0) for k in bare["kinds"].values())
+    warm = spark_runs["warm"]
+    warm_cpu_ratio = warm["cpu_s"] / bare_warm_cpu if warm["cpu_s"] and bare_warm_cpu else None
+    if warm_cpu_ratio is not None:
+        print(f"warm cpu-time ratio (models loaded on both sides) = {warm_cpu_ratio:.3f}x")
+    fixed = {
+        "spark_wall_s": round(sp["wall_s"] - warm["wall_s"], 2),
+        "spark_cpu_s": round(sp["cpu_s"] - warm["cpu_s"], 2) if sp["cpu_s"] and warm["cpu_s"] else None,
+        "bare_wall_s": round(bare["wall_s"] - bare_warm, 2),
+        "bare_cpu_s": round(bare["cpu_s"] - bare_warm_cpu, 2) if bare_warm_cpu else None,
+    }
+    print(
+        f"fixed cost (cold - warm: JVM, worker imports, model loads): spark {fixed['spark_wall_s']} s wall, "
+        f"{fixed['spark_cpu_s']} CPU-s; bare {fixed['bare_wall_s']} s wall, {fixed['bare_cpu_s']} CPU-s"
+    )
     try:
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     except OSError:
@@ -306,6 +323,8 @@ def cpu_bench(args: argparse.Namespace) -> dict:
         "ratio": round(ratio, 4),
         "warm_ratio": round(warm_ratio, 4),
         "cpu_ratio": round(cpu_ratio, 4) if cpu_ratio is not None else None,
+        "warm_cpu_ratio": round(warm_cpu_ratio, 4) if warm_cpu_ratio is not None else None,
+        "fixed_cost": fixed,
         "target": TARGET_RATIO,
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
