@@ -248,7 +248,11 @@ def write_recommendations(
     gpu = stage_gpu(inputs.sparkSession, rc.gpu, "recommend")
     index = (
         catalogue_index(
-            served.run_id, catalogue.item_ids, catalogue.vectors, tracking_uri, calibration_states(model, inputs)
+            served.run_id,
+            catalogue.item_ids,
+            catalogue.vectors,
+            tracking_uri,
+            lambda: calibration_states(model, inputs),
         )
         if rc.retrieval == "ann"
         else None

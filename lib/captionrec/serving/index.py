@@ -292,7 +292,7 @@ def _calibrate_ef(index: Any, v: np.ndarray, seed: int, params: dict[str, Any]) 
     while True:
         index.hnsw.efSearch = max(ef, k)
         _, got = index.search(queries, k)
-        recall = float(np.mean([len(set(g) & set(w)) / k for g, w in zip(got, want)]))
+        recall = _recall_at(got, want)
         if recall >= CALIBRATION_RECALL or ef >= HNSW_EF_SEARCH_MAX:
             break
         ef *= 2

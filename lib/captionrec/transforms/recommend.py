@@ -11,7 +11,7 @@ loaded by each worker onto its task's device), the user's seen items masked, and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -149,11 +149,16 @@ def catalogue_digest(item_ids: Sequence[str], vectors: np.ndarray) -> str:
 
 
 def catalogue_index(
-    run_id: str, item_ids: Sequence[str], vectors: np.ndarray, tracking_uri: str, queries: np.ndarray | None = None
+    run_id: str,
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    tracking_uri: str,
+    queries_for: Callable[[], np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
     """retrieval=ann on the driver: the ItemIndex over the catalogue, built once and logged on the served run at
-    ann_index/<digest of ids and vectors> (a catalogue logged already is reused, not rebuilt); `queries`: a sample
-    of the served users' states, which IVF's nprobe is calibrated on. Returns what was built
+    ann_index/<digest of ids and vectors> (a catalogue logged already is reused, not rebuilt); `queries_for()`: a
+    sample of the served users' states, which IVF's nprobe is calibrated on (asked for only when the index is
+    built). Returns what was built
     (ItemIndex.describe()), `artifact_uri` (what the workers load), `built` and `seconds`."""
     import time
     from pathlib import PurePosixPath
@@ -169,6 +174,7 @@ def catalogue_index(
     if {INDEX_FILE, ID_MAP_FILE} <= logged:
         return {"artifact_uri": f"runs:/{run_id}/{path}", "built": False, "seconds": 0.0}
     t0 = time.perf_counter()
+    queries = queries_for() if queries_for else None
     index = ItemIndex.build(vectors, list(item_ids), device="cpu", queries=queries)
     info = index.log_artifact(path, run_id=run_id)
     n_queries = 0 if queries is None else len(queries)
