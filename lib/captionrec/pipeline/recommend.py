@@ -211,6 +211,21 @@ def run(cfg: "Config", spark: "SparkSession", store: "TableStore") -> dict[str, 
     }
 
 
+def _provenance_columns(served: Served, versions: dict[str, int | None]) -> list[Any]:
+    """The columns every recommendation row carries: which model, which input versions, when."""
+    from pyspark.sql import functions as F
+
+    return [
+        F.lit(served.run_id).alias("run_id"),
+        F.lit(served.model_name).cast("string").alias("model_name"),
+        F.lit(served.model_version).cast("string").alias("model_version"),
+        F.lit(served.features).alias("feature_set"),
+        F.lit(versions[C.INTERACTIONS]).cast("long").alias("interactions_version"),
+        F.lit(versions[C.ITEM_FEATURES]).cast("long").alias("item_features_version"),
+        F.lit(dt.datetime.now(dt.UTC)).alias("created_at"),
+    ]
+
+
 def write_recommendations(
     cfg: "Config",
     store: "TableStore",
@@ -266,15 +281,7 @@ def write_recommendations(
         rc.k,
         index and index["artifact_uri"],
     )
-    constants = [
-        F.lit(served.run_id).alias("run_id"),
-        F.lit(served.model_name).cast("string").alias("model_name"),
-        F.lit(served.model_version).cast("string").alias("model_version"),
-        F.lit(served.features).alias("feature_set"),
-        F.lit(versions[C.INTERACTIONS]).cast("long").alias("interactions_version"),
-        F.lit(versions[C.ITEM_FEATURES]).cast("long").alias("item_features_version"),
-        F.lit(dt.datetime.now(dt.UTC)).alias("created_at"),
-    ]
+    constants = _provenance_columns(served, versions)
     # a worker's cached scorer holds the catalogue's vectors (and index): keyed by the catalogue, not just the run
     key = f"recommend:{served.run_id}:{rc.retrieval}:{catalogue_digest(catalogue.item_ids, catalogue.vectors)}"
     blocks = 1
