@@ -113,6 +113,13 @@ def test_ivf_nprobe_calibrated_on_the_served_queries():
     assert ItemIndex.from_bytes(given.to_bytes()).params["nprobe"] == given.params["nprobe"]
     with pytest.raises(ValueError, match="dim"):
         ItemIndex.build(items, list(range(n)), kind="ivf", queries=served[:, :8])
+    # no served queries (an empty sample) calibrates on proxies and says so; broken states are an error
+    empty = ItemIndex.build(items, list(range(n)), kind="ivf", seed=0, queries=np.zeros((0, d), np.float32))
+    assert empty.params["calibration_queries"] == "proxy" and empty.params["nprobe"] == proxy.params["nprobe"]
+    broken = served.copy()
+    broken[3, 0], broken[7, 1] = np.nan, np.inf
+    with pytest.raises(ValueError, match="2 of 200 calibration queries are not finite"):
+        ItemIndex.build(items, list(range(n)), kind="ivf", queries=broken)
 
 
 def test_auto_serves_exact_where_ivf_would_scan_most_lists():

@@ -246,6 +246,9 @@ def _calibration_queries(v: np.ndarray, seed: int, queries: np.ndarray | None) -
     q = _as_f32(queries, "calibration queries")
     if q.shape[1] != v.shape[1]:
         raise ValueError(f"calibration queries have dim {q.shape[1]}, the vectors {v.shape[1]}")
+    bad = int((~np.isfinite(q).all(axis=1)).sum())
+    if bad:  # the model's states are broken: whatever is served from them would be too
+        raise ValueError(f"{bad} of {len(q)} calibration queries are not finite (NaN or inf): check the model's states")
     if len(q) > CALIBRATION_QUERIES:
         q = q[np.sort(np.random.default_rng(seed + 1).choice(len(q), CALIBRATION_QUERIES, replace=False))]
     return q, "given"
