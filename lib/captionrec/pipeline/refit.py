@@ -108,7 +108,8 @@ def refit_from_grid(
         choice.update(refit="reused", promotion=json.loads(found[0].data.tags.get("captionrec.promotion", "null")))
         choice.pop("train_params", None)
         return found[0].info.run_id, choice
-    newest = int(store.read(C.INTERACTIONS).agg(F.max("ts_ms")).first()[0])
+    interactions = store.read(C.INTERACTIONS)  # the version the refit's time cut comes from
+    newest = int(interactions.agg(F.max("ts_ms")).first()[0])
     rcfg = refit_config(cfg, choice, newest)
     log.info("refit of %s %s on every interaction (%s)", choice["model"], choice["features"], choice["reason"])
     tags = {
@@ -118,14 +119,13 @@ def refit_from_grid(
         "captionrec.grid_run_id": grid.info.run_id,
     }
     out = train_stage.run(rcfg, spark, store, tags=tags)
-    histories = store.read(C.INTERACTIONS)
 
     def queries_for(model: Any, item_ids: list[str]) -> Any:  # states of the users the refit trained on
         from captionrec.serving.index import CALIBRATION_QUERIES
         from captionrec.transforms.recommend import calibration_states, user_inputs
 
-        users = histories.select("user_id").distinct().limit(CALIBRATION_QUERIES)
-        inputs = user_inputs(histories, users, item_ids, item_ids, rcfg.train.max_seq_len)
+        users = interactions.select("user_id").distinct().limit(CALIBRATION_QUERIES)
+        inputs = user_inputs(interactions, users, item_ids, item_ids, rcfg.train.max_seq_len)
         return calibration_states(model, inputs)
 
     promotion = register_refit(
